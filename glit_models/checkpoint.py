@@ -1,0 +1,146 @@
+"""Reading checkpoints safely and turning the authors' layout into ours.
+
+The authors' release (``glit_tiny.pth.tar``) is a torch pickle: a dict with ``model``,
+``model_ema``, ``optimizer``, ..., ``args`` (an ``argparse.Namespace``). Its blocks are one-element
+candidate lists (``blocks.{i}.0.*``), the local heads a ``Sequential`` called ``attn.net`` and the
+pointwise convs carry a kernel dimension. Nothing here unpickles more than tensors, containers and
+that Namespace.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+__all__ = ['CheckpointError', 'read_checkpoint', 'is_authors_layout', 'convert_authors_state_dict', 'check_fits']
+
+StateDict = dict[str, torch.Tensor]
+
+_AUTHORS_LOCAL = {  # attn.net.<i> in the release -> our LocalHeads children
+    '1': 'pointwise_in',
+    '3.conv': 'depthwise',
+    '4': 'norm',
+    '6': 'pointwise_out',
+}
+_POINTWISE = ('pointwise_in.weight', 'pointwise_out.weight')
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, or does not fit the model it is loaded into."""
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        unsafe = []
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:  # a file torch cannot even scan is reported as corrupt below
+            pass
+        if unsafe:
+            raise CheckpointError(
+                f'{path}: refusing to unpickle {", ".join(unsafe)}; a GLiT checkpoint holds only tensors, '
+                'plain containers and argparse.Namespace. Re-save the weights with safetensors or torch.save '
+                'of a plain state dict.') from None
+        raise CheckpointError(f'{path}: not a readable torch checkpoint ({e}); is the file corrupt?') from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(
+            f'{path}: cannot read it as a torch checkpoint, the file is corrupt or truncated ({e}). '
+            'Download or copy it again.') from None
+
+
+def _select_state_dict(path: Path, checkpoint: object, use_ema: bool) -> StateDict:
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f'{path}: expected a dict of weights, found a {type(checkpoint).__name__}')
+    order = ('model_ema', 'state_dict_ema', 'model', 'state_dict') if use_ema else ('model', 'state_dict')
+    for key in order:
+        if isinstance(checkpoint.get(key), Mapping):
+            checkpoint = checkpoint[key]
+            break
+    else:
+        if use_ema and any(isinstance(checkpoint.get(k), Mapping) for k in ('model', 'state_dict')):
+            raise CheckpointError(f'{path}: has no EMA weights (model_ema); load it with use_ema=False')
+    state_dict = {}
+    for key, value in checkpoint.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f'{path}: entry {key!r} is a {type(value).__name__}, not a tensor; this is not a state dict '
+                'nor a training checkpoint with "model" / "state_dict" inside')
+        state_dict[key.removeprefix('module.')] = value
+    if not state_dict:
+        raise CheckpointError(f'{path}: holds no weights')
+    return state_dict
+
+
+def read_checkpoint(path: Union[str, os.PathLike], use_ema: bool = False) -> StateDict:
+    """Read a state dict from safetensors, a plain torch state dict or a training checkpoint.
+
+    From a training checkpoint (the authors' ``.pth.tar``, or one of ``glit_models.train``), the
+    ``model`` weights are taken, or ``model_ema`` with ``use_ema=True``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'{path}: no such checkpoint file')
+    if path.suffix == '.safetensors':
+        try:
+            return load_file(path, device='cpu')
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(
+                f'{path}: cannot read it as safetensors, the file is corrupt or truncated ({e})') from None
+    return _select_state_dict(path, _torch_load(path), use_ema)
+
+
+def is_authors_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """True for the release's key layout (blocks as one-element candidate lists)."""
+    return any(re.match(r'blocks\.\d+\.0\.', key) for key in state_dict)
+
+
+def convert_authors_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """Rename the release's keys to ours and drop the pointwise convs' kernel dimension."""
+    out = {}
+    for key, value in state_dict.items():
+        key = re.sub(r'^blocks\.(\d+)\.0\.', r'blocks.\1.', key)
+        key = re.sub(r'\.attn\.(qkv|proj)\.', r'.mixer.global_heads.\1.', key)
+        found = re.match(r'(blocks\.\d+)\.attn\.net\.(\d+(?:\.conv)?)\.(.+)$', key)
+        if found and found[2] in _AUTHORS_LOCAL:
+            key = f'{found[1]}.mixer.local_heads.{_AUTHORS_LOCAL[found[2]]}.{found[3]}'
+        if key.endswith(_POINTWISE) and value.ndim == 3 and value.shape[-1] == 1:
+            value = value.squeeze(-1)
+        out[key] = value
+    return out
+
+
+def check_fits(
+        state_dict: Mapping[str, torch.Tensor],
+        model: torch.nn.Module,
+        model_name: str,
+        ignore: Optional[str] = None,
+) -> None:
+    """Raise CheckpointError when the weights are not this model's: missing, unexpected or
+    differently shaped tensors. ``ignore`` is a key prefix left out of the check (a head)."""
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    skip = (lambda k: k.startswith(ignore)) if ignore else (lambda k: False)
+    missing = sorted(k for k in expected if k not in state_dict and not skip(k))
+    unexpected = sorted(k for k in state_dict if k not in expected and not skip(k))
+    wrong = sorted(
+        f'{k} {tuple(state_dict[k].shape)} vs {tuple(shape)}'
+        for k, shape in expected.items() if k in state_dict and not skip(k) and state_dict[k].shape != shape)
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    for label, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', wrong)):
+        if keys:
+            parts.append(f'{len(keys)} {label} (e.g. {", ".join(keys[:3])})')
+    raise CheckpointError(
+        f'these weights do not fit {model_name}: {"; ".join(parts)}. '
+        'They are probably from another model or another architecture; build the model they were saved from.')

@@ -1,0 +1,86 @@
+"""Parameters and FLOPs of any architecture description, computed from the description alone.
+
+Two FLOPs conventions:
+- ``authors_flops``: the GLiT authors' formula (spec section 2), a multiply-add count that leaves
+  out norms, activations, biases and the GLU half of the first pointwise conv; it gives the
+  paper's "1.33G" for GLiT-Tiny and is what the paper's budgets mean.
+- ``macs``: every multiply-add of the matmuls and convolutions, as ``torch.utils.flop_counter``
+  counts them (its FLOPs are twice these).
+"""
+from __future__ import annotations
+
+from .architecture import BlockSpec, GlitArch
+
+__all__ = ['block_params', 'count_params', 'authors_flops', 'macs']
+
+
+def _linear(n_in: int, n_out: int) -> int:
+    return n_in * n_out + n_out
+
+
+def block_params(arch: GlitArch, block: BlockSpec) -> int:
+    """Learnable parameters of one block (BatchNorm running statistics are buffers, not counted)."""
+    dim = arch.embed_dim
+    total = 4 * dim  # norm1, norm2
+    hidden = int(dim * block.mlp_ratio)
+    total += _linear(dim, hidden) + _linear(hidden, dim)
+    if block.has_global:
+        c_g = arch.global_channels(block)
+        inner = int(c_g * block.qkv_ratio)  # heads * head_dim
+        total += _linear(c_g, 3 * inner) + _linear(inner, c_g)
+    if block.has_local:
+        c_l = arch.local_channels(block)
+        c_m = c_l * block.conv_expansion
+        total += _linear(c_l, 2 * c_m) + c_m * block.kernel_size + c_m + 2 * c_m + _linear(c_m, c_l)
+    return total
+
+
+def count_params(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> int:
+    """Learnable parameters of the whole network with a ``num_classes`` head."""
+    dim, patch = arch.embed_dim, arch.patch_size
+    stem = _linear(in_chans * patch * patch, dim) + dim + arch.num_tokens * dim  # patch embed, cls, pos
+    head = 2 * dim + (_linear(dim, num_classes) if num_classes else 0)  # final norm, classifier
+    return stem + sum(block_params(arch, b) for b in arch.blocks) + head
+
+
+def _block_authors_flops(arch: GlitArch, block: BlockSpec, n: int) -> float:
+    dim = arch.embed_dim
+    flops = 2 * block.mlp_ratio * dim * dim * n
+    if block.has_global:
+        c_g, e = arch.global_channels(block), block.qkv_ratio
+        flops += 3 * c_g * c_g * e * n + 2 * n * n * c_g * e + c_g * c_g * e * n
+    if block.has_local:
+        c_l, m, k = arch.local_channels(block), block.conv_expansion, block.kernel_size
+        flops += c_l * c_l * m * n + c_l * m * k * n + c_l * c_l * m * n
+    return flops
+
+
+def authors_flops(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> float:
+    """The authors' FLOPs formula (multiply-adds), at the description's image size."""
+    n = arch.num_tokens
+    patches = n - 1
+    stem = patches * in_chans * arch.patch_size ** 2 * arch.embed_dim
+    head = arch.embed_dim * num_classes
+    return stem + sum(_block_authors_flops(arch, b, n) for b in arch.blocks) + head
+
+
+def _block_macs(arch: GlitArch, block: BlockSpec, n: int) -> int:
+    dim = arch.embed_dim
+    hidden = int(dim * block.mlp_ratio)
+    total = 2 * n * dim * hidden
+    if block.has_global:
+        c_g = arch.global_channels(block)
+        inner = int(c_g * block.qkv_ratio)
+        total += n * c_g * 3 * inner + 2 * n * n * inner + n * inner * c_g
+    if block.has_local:
+        c_l = arch.local_channels(block)
+        c_m = c_l * block.conv_expansion
+        total += n * c_l * 2 * c_m + n * c_m * block.kernel_size + n * c_m * c_l
+    return total
+
+
+def macs(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> int:
+    """All multiply-adds of matmuls and convolutions for one image at the description's size."""
+    n = arch.num_tokens
+    stem = (n - 1) * in_chans * arch.patch_size ** 2 * arch.embed_dim
+    return stem + sum(_block_macs(arch, b, n) for b in arch.blocks) + arch.embed_dim * num_classes

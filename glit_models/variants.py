@@ -1,0 +1,92 @@
+"""GLiT-Small and GLiT-Base: budget-matched reconstructions (the authors never published them).
+
+The rule, re-run by ``python -m glit_models.variants``: take the released Tiny's table (its
+global/local distribution and low-level choices) at the wider stem, then change the low-level
+choices of at most two blocks, each to one of its stage-2 candidates (distribution kept), so that
+the worst relative error of parameters and FLOPs (authors' convention, 1000 classes, 224 px)
+against the paper's Table 3 is smallest. Ties go to fewer changes, then to the earliest blocks and
+candidates. Tiny's Small/Base-width table overshoots (27.9 M / 5.02 G and 109.3 M / 19.45 G).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+from dataclasses import dataclass, replace
+
+from .architecture import GLIT_TINY_ARCH, GlitArch
+from .complexity import authors_flops, count_params
+from .nas.space import low_level_candidates
+
+__all__ = ['PAPER_BUDGETS', 'BudgetMatch', 'budget_matched_arch']
+
+PAPER_BUDGETS = {  # Table 3: parameters, FLOPs (authors' convention)
+    'glit_tiny': (7.2e6, 1.4e9),
+    'glit_small': (24.6e6, 4.4e9),
+    'glit_base': (96.1e6, 17.0e9),
+}
+STEMS = {'glit_small': (384, 6), 'glit_base': (768, 12)}
+
+
+@dataclass(frozen=True)
+class BudgetMatch:
+    arch: GlitArch
+    params: int
+    flops: float
+    worst_error: float
+    changed_blocks: tuple[int, ...]
+
+
+def budget_matched_arch(embed_dim: int, num_heads: int, params: float, flops: float,
+                        max_changes: int = 2) -> BudgetMatch:
+    """Apply the rule above to the Tiny table at this stem."""
+    base = replace(GLIT_TINY_ARCH, embed_dim=embed_dim, num_heads=num_heads, name='')
+    blocks = list(base.blocks)
+    # every block's cost is additive, so score changes by their deltas
+    options = []
+    for index, block in enumerate(blocks):
+        for candidate in low_level_candidates(block.global_thirds):
+            if candidate != block:
+                options.append((index, candidate))
+    base_params, base_flops = count_params(base), authors_flops(base)
+    single_cost = {}
+    for index, candidate in options:
+        changed = base.with_blocks(blocks[:index] + [candidate] + blocks[index + 1:])
+        single_cost[index, candidate] = (count_params(changed) - base_params, authors_flops(changed) - base_flops)
+
+    def score(p: float, f: float) -> float:
+        return max(abs(p / params - 1), abs(f / flops - 1))
+
+    best = (score(base_params, base_flops), 0, ())
+    for n_changes in range(1, max_changes + 1):
+        for combo in itertools.combinations(range(len(options)), n_changes):
+            if len({options[i][0] for i in combo}) < n_changes:
+                continue  # one change a block
+            dp = sum(single_cost[options[i]][0] for i in combo)
+            df = sum(single_cost[options[i]][1] for i in combo)
+            key = (score(base_params + dp, base_flops + df), n_changes, combo)
+            if key < best:
+                best = key
+    new_blocks = list(blocks)
+    for i in best[2]:
+        index, candidate = options[i]
+        new_blocks[index] = candidate
+    arch = base.with_blocks(new_blocks)
+    return BudgetMatch(arch, count_params(arch), authors_flops(arch), best[0],
+                       tuple(sorted(options[i][0] for i in best[2])))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--max-changes', type=int, default=2)
+    args = parser.parse_args()
+    for name, (embed_dim, num_heads) in STEMS.items():
+        target_params, target_flops = PAPER_BUDGETS[name]
+        match = budget_matched_arch(embed_dim, num_heads, target_params, target_flops, args.max_changes)
+        print(f'{name}: {match.params / 1e6:.2f} M params, {match.flops / 1e9:.3f} G FLOPs '
+              f'(paper {target_params / 1e6} M, {target_flops / 1e9} G; worst error {match.worst_error:.2%}), '
+              f'changed blocks {list(match.changed_blocks)}')
+        print(f'  {match.arch.to_str()}')
+
+
+if __name__ == '__main__':
+    main()
