@@ -62,14 +62,15 @@ def _torch_load(path: Path) -> object:
 def _select_state_dict(path: Path, checkpoint: object, use_ema: bool) -> StateDict:
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f'{path}: expected a dict of weights, found a {type(checkpoint).__name__}')
-    order = ('model_ema', 'state_dict_ema', 'model', 'state_dict') if use_ema else ('model', 'state_dict')
-    for key in order:
+    wrappers = ('model', 'state_dict')
+    if use_ema:
+        if not any(isinstance(checkpoint.get(k), Mapping) for k in ('model_ema', 'state_dict_ema')):
+            raise CheckpointError(f'{path}: has no EMA weights (model_ema); load it with use_ema=False')
+        wrappers = ('model_ema', 'state_dict_ema')
+    for key in wrappers:
         if isinstance(checkpoint.get(key), Mapping):
             checkpoint = checkpoint[key]
             break
-    else:
-        if use_ema and any(isinstance(checkpoint.get(k), Mapping) for k in ('model', 'state_dict')):
-            raise CheckpointError(f'{path}: has no EMA weights (model_ema); load it with use_ema=False')
     state_dict = {}
     for key, value in checkpoint.items():
         if not isinstance(value, torch.Tensor):

@@ -125,7 +125,10 @@ def _resolve_file_weights(variant: str, kwargs: dict) -> None:
     """Read a ``pretrained_cfg`` file ourselves (clear errors, safe unpickling, the ``model``
     weights of a training checkpoint) and hand timm the state dict."""
     cfg = resolve_pretrained_cfg(
-        variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+        variant,
+        pretrained_cfg=kwargs.get('pretrained_cfg'),
+        pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
+    )
     if cfg.source == 'local-dir' or cfg.state_dict is not None:
         return
     if cfg.file:
@@ -142,6 +145,8 @@ def _resolve_file_weights(variant: str, kwargs: dict) -> None:
 
 def _create_glit(variant: str, pretrained: bool = False, **kwargs: Any) -> GlobalLocalTransformer:
     out_indices = kwargs.pop('out_indices', 3)
+    kwargs['arch'] = GlitArch.coerce(kwargs['arch'])
+    kwargs.setdefault('img_size', kwargs['arch'].img_size)  # the description's size, not the cfg's 224
     if pretrained:
         _resolve_file_weights(variant, kwargs)
     return build_model_with_cfg(

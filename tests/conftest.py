@@ -1,0 +1,19 @@
+"""Shared fixtures."""
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+from tests.release import ReferenceGlit, make_reference, save_release_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def release_model() -> ReferenceGlit:
+    return make_reference()
+
+
+@pytest.fixture(scope='session')
+def release_checkpoint(tmp_path_factory, release_model) -> Path:
+    return save_release_checkpoint(release_model, tmp_path_factory.mktemp('release') / 'glit_tiny.pth.tar')

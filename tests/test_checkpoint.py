@@ -1,0 +1,98 @@
+"""Loading weights: the release file, our safetensors, and every way a file can be wrong."""
+import os
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from glit_models import CheckpointError, NoPretrainedWeightsError, read_checkpoint
+from glit_models.checkpoint import convert_authors_state_dict, is_authors_layout
+
+
+class NotAWeight:
+    def __reduce__(self):
+        return (os.system, ('echo unsafe',))
+
+
+def _create(path, name='glit_tiny', **kwargs):
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+
+
+def test_release_layout_is_converted(release_model):
+    state = release_model.state_dict()
+    assert is_authors_layout(state)
+    converted = convert_authors_state_dict(state)
+    assert converted['blocks.1.mixer.local_heads.pointwise_in.weight'].shape == (768, 192)  # kernel dim dropped
+    assert torch.equal(converted['blocks.1.mixer.local_heads.depthwise.weight'],
+                       state['blocks.1.0.attn.net.3.conv.weight'])
+    assert torch.equal(converted['blocks.0.mixer.global_heads.qkv.bias'], state['blocks.0.0.attn.qkv.bias'])
+    assert not is_authors_layout(converted)
+
+
+def test_model_weights_are_chosen_and_ema_on_request(release_checkpoint):
+    raw = torch.load(release_checkpoint, weights_only=False)
+    assert torch.equal(read_checkpoint(release_checkpoint)['pos_embed'], raw['model']['pos_embed'])
+    assert torch.equal(read_checkpoint(release_checkpoint, use_ema=True)['pos_embed'], raw['model_ema']['pos_embed'])
+
+
+def test_own_safetensors_round_trip(tmp_path):
+    model = timm.create_model('glit_tiny').eval()
+    save_file(model.state_dict(), tmp_path / 'model.safetensors')
+    loaded = _create(tmp_path / 'model.safetensors').eval()
+    x = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_truncated_file(tmp_path, release_checkpoint):
+    path = tmp_path / 'glit_tiny.pth.tar'
+    path.write_bytes(release_checkpoint.read_bytes()[:100_000])
+    with pytest.raises(CheckpointError, match=f'{path}: cannot read it as a torch checkpoint, .*corrupt or truncated'):
+        _create(path)
+
+
+def test_corrupt_safetensors(tmp_path):
+    path = tmp_path / 'model.safetensors'
+    path.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"oops": broken}')
+    with pytest.raises(CheckpointError, match=f'{path}: cannot read it as safetensors'):
+        _create(path)
+
+
+def test_unsafe_pickle_is_refused(tmp_path):
+    path = tmp_path / 'evil.pth'
+    torch.save({'model': {'pos_embed': torch.zeros(1)}, 'payload': NotAWeight()}, path)
+    with pytest.raises(CheckpointError, match='refusing to unpickle posix.system'):
+        read_checkpoint(path)
+
+
+def test_checkpoint_of_another_model(tmp_path):
+    deit = timm.create_model('deit_tiny_patch16_224')
+    path = tmp_path / 'deit.safetensors'
+    save_file(deit.state_dict(), path)
+    with pytest.raises(CheckpointError, match='do not fit glit_tiny: .*missing.*unexpected.*another model'):
+        _create(path)
+
+
+def test_checkpoint_of_another_glit(tmp_path):
+    small = timm.create_model('glit_small')
+    path = tmp_path / 'small.safetensors'
+    save_file(small.state_dict(), path)
+    with pytest.raises(CheckpointError, match='do not fit glit_tiny: .*shape mismatch'):
+        _create(path)
+
+
+def test_missing_file_and_not_weights(tmp_path):
+    with pytest.raises(CheckpointError, match='no such checkpoint file'):
+        read_checkpoint(tmp_path / 'nope.pth')
+    torch.save({'epoch': 3, 'lr': 0.1}, tmp_path / 'not_weights.pth')
+    with pytest.raises(CheckpointError, match="entry 'epoch' is a int, not a tensor"):
+        read_checkpoint(tmp_path / 'not_weights.pth')
+    torch.save({'model': {'w': torch.zeros(1)}}, tmp_path / 'no_ema.pth')
+    with pytest.raises(CheckpointError, match='has no EMA weights'):
+        read_checkpoint(tmp_path / 'no_ema.pth', use_ema=True)
+
+
+@pytest.mark.parametrize('name', ['glit_small', 'glit_base'])
+def test_pretrained_without_published_weights_says_how(name):
+    with pytest.raises(NoPretrainedWeightsError, match=f'{name} has no published weights.*pretrained_cfg_overlay'):
+        timm.create_model(name, pretrained=True)

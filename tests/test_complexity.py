@@ -1,0 +1,59 @@
+"""Parameters and FLOPs from the description, against the spec and the real model."""
+from dataclasses import replace
+
+import pytest
+import timm
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from glit_models import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, authors_flops, count_params, macs
+from glit_models.complexity import block_params
+from glit_models.variants import PAPER_BUDGETS, STEMS, budget_matched_arch
+
+TINY_BLOCK_PARAMS = [370848, 531840, 676288, 444864, 777600, 676288, 297024, 380608, 777600, 444864, 766848, 740736]
+
+
+def test_tiny_figures_match_the_release():
+    assert count_params(GLIT_TINY_ARCH) == 7_264_456
+    assert [block_params(GLIT_TINY_ARCH, b) for b in GLIT_TINY_ARCH.blocks] == TINY_BLOCK_PARAMS
+    assert round(authors_flops(GLIT_TINY_ARCH) / 1e6, 1) == 1332.5
+    assert round(macs(GLIT_TINY_ARCH) / 1e9, 3) == 1.473
+
+
+@pytest.mark.parametrize('name', ['glit_tiny', 'glit_small', 'glit_base'])
+def test_param_count_matches_the_model(name):
+    model = timm.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == count_params(model.arch)
+    real = [sum(p.numel() for p in block.parameters()) for block in model.blocks]
+    assert real == [block_params(model.arch, b) for b in model.arch.blocks]
+
+
+@pytest.mark.parametrize('name, img_size, num_classes', [('glit_tiny', 224, 1000), ('glit_small', 96, 10)])
+def test_macs_match_torch_flop_counter(name, img_size, num_classes):
+    model = timm.create_model(name, img_size=img_size, num_classes=num_classes).eval()
+    arch = replace(model.arch, img_size=img_size)
+    for module in model.modules():
+        if hasattr(module, 'fused_attn'):
+            module.fused_attn = False  # the flop counter does not see inside CPU flash attention
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(1, 3, img_size, img_size))
+    assert counter.get_total_flops() == 2 * macs(arch, num_classes=num_classes)
+
+
+@pytest.mark.parametrize('name', ['glit_small', 'glit_base'])
+def test_reconstructions_are_rederived_by_the_rule_and_within_3_percent(name):
+    embed_dim, num_heads = STEMS[name]
+    target_params, target_flops = PAPER_BUDGETS[name]
+    match = budget_matched_arch(embed_dim, num_heads, target_params, target_flops)
+    registered = timm.create_model(name).arch
+    assert match.arch == registered
+    assert abs(count_params(registered) / target_params - 1) < 0.03
+    assert abs(authors_flops(registered) / target_flops - 1) < 0.03
+    assert [b.distribution for b in registered.blocks] == [b.distribution for b in GLIT_TINY_ARCH.blocks]
+
+
+def test_tiny_table_at_small_and_base_width_overshoots_as_the_spec_says():
+    for arch, params, flops in ((GLIT_SMALL_ARCH, 27.9e6, 5.02e9), (GLIT_BASE_ARCH, 109.3e6, 19.45e9)):
+        wide = arch.with_blocks(GLIT_TINY_ARCH.blocks)
+        assert count_params(wide) == pytest.approx(params, rel=2e-3)
+        assert authors_flops(wide) == pytest.approx(flops, rel=2e-3)
