@@ -1,0 +1,72 @@
+"""Classify images with a GLiT model, through timm's preprocessing.
+
+    python -m glit_models.predict photo.jpg --model glit_tiny --checkpoint glit_tiny.pth.tar
+    python -m glit_models.predict --model local-dir:output/search/best
+
+With no image it classifies a photo that ships with scikit-learn (flower.jpg).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import timm
+import torch
+from PIL import Image, UnidentifiedImageError
+from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
+
+from .checkpoint import CheckpointError
+from .glit import NoPretrainedWeightsError
+
+
+def sample_image() -> Path:
+    """A real photo bundled with scikit-learn, so the default needs no download."""
+    import sklearn.datasets
+    return Path(sklearn.datasets.__file__).parent / 'images' / 'flower.jpg'
+
+
+def classify(model: torch.nn.Module, image: Image.Image, top_k: int = 5) -> list[tuple[int, float]]:
+    """(class index, probability) of the ``top_k`` classes."""
+    transform = create_transform(**resolve_model_data_config(model), is_training=False)
+    with torch.no_grad():
+        probs = model(transform(image.convert('RGB')).unsqueeze(0)).softmax(-1)[0]
+    values, indices = probs.topk(min(top_k, probs.numel()))
+    return list(zip(indices.tolist(), values.tolist()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description='Classify images with a GLiT model.')
+    parser.add_argument('images', nargs='*', type=Path, help='image files (default: a bundled sample photo)')
+    parser.add_argument('--model', default='glit_tiny', help='timm name, hf-hub:org/repo or local-dir:FOLDER')
+    parser.add_argument('--checkpoint', default=None, help='weights file: the authors\' .pth.tar or safetensors')
+    parser.add_argument('--pretrained', action='store_true', help='load the published weights (from the Hub)')
+    parser.add_argument('--top-k', type=int, default=5)
+    args = parser.parse_args(argv)
+    images = args.images or [sample_image()]
+    pretrained = args.pretrained or args.checkpoint is not None or ':' in args.model
+    overlay = dict(file=args.checkpoint) if args.checkpoint else None
+    try:
+        model = timm.create_model(args.model, pretrained=pretrained, pretrained_cfg_overlay=overlay).eval()
+    except (CheckpointError, NoPretrainedWeightsError, RuntimeError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    if not pretrained:
+        print(f'note: {args.model} has random weights; pass --checkpoint FILE or --pretrained for real predictions',
+              file=sys.stderr)
+    names = ImageNetInfo() if model.num_classes == 1000 else None
+    for path in images:
+        try:
+            image = Image.open(path)
+        except (OSError, UnidentifiedImageError) as e:
+            print(f'error: {path}: cannot read it as an image ({e})', file=sys.stderr)
+            return 2
+        print(path)
+        for index, prob in classify(model, image, args.top_k):
+            label = names.index_to_description(index) if names else f'class {index}'
+            print(f'  {prob:6.2%}  {label}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Publish a GLiT model folder to the Hugging Face Hub.
+
+    python -m hub.push --model-dir hub_out/glit_tiny_patch16_224.in1k --repo-id glit-models/glit_tiny_patch16_224.in1k
+    python -m hub.push --model-dir OUTPUT/best --repo-id you/glit-found --dry-run
+
+The folder is one ``hub.convert`` or the search wrote (model.safetensors, config.json, README.md). It is
+loaded back with timm first, so a folder timm cannot read is never uploaded. ``--dry-run`` stops there.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import timm
+from huggingface_hub import HfApi
+
+from glit_models import GlobalLocalTransformer
+
+from .model_card import model_card, render
+
+WEIGHTS = 'model.safetensors'
+
+
+class PublishError(RuntimeError):
+    """A folder that should not go to the Hub."""
+
+
+def check_folder(folder: Path, repo_id: str) -> GlobalLocalTransformer:
+    """Load the folder as timm will from the Hub; write a model card if it has none."""
+    for name in ('config.json', WEIGHTS):
+        if not (folder / name).is_file():
+            raise PublishError(f'{folder}: has no {name}; write it with hub.convert or the search first')
+    model = timm.create_model(f'local-dir:{folder}', pretrained=True)
+    if not isinstance(model, GlobalLocalTransformer):
+        raise PublishError(f'{folder}: holds a {type(model).__name__}, not a GLiT model')
+    if not (folder / 'README.md').is_file():
+        card = model_card(model, repo_id, description='A GLiT global-local image transformer.', dataset='custom')
+        (folder / 'README.md').write_text(render(card, repo_id.split('/')[-1]))
+    return model
+
+
+def push(folder: Path, repo_id: str, dry_run: bool = False, private: bool = False, token: str | None = None,
+         api: HfApi | None = None) -> str:
+    """Upload ``folder`` to ``repo_id``; returns the commit URL, or the folder with ``dry_run``."""
+    check_folder(folder, repo_id)
+    if dry_run:
+        return str(folder)
+    api = api or HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message='Add GLiT model',
+                               allow_patterns=['config.json', WEIGHTS, 'README.md'])
+    return str(getattr(commit, 'commit_url', commit))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description='Publish a GLiT model folder to the Hugging Face Hub.')
+    parser.add_argument('--model-dir', type=Path, required=True)
+    parser.add_argument('--repo-id', required=True, help='org/name on the Hub')
+    parser.add_argument('--dry-run', action='store_true', help='check and complete the folder, upload nothing')
+    parser.add_argument('--private', action='store_true')
+    parser.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
+    args = parser.parse_args(argv)
+    try:
+        where = push(args.model_dir, args.repo_id, args.dry_run, args.private, args.token)
+    except PublishError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(f'dry run: {where} is ready for {args.repo_id}' if args.dry_run else f'pushed {where}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""hub/: convert the release checkpoint, write the card, load it from a local Hub cache offline, push."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from hub import convert, push
+from hub.export import export_folder
+
+REPO_ID = 'glit-models/glit_tiny_patch16_224.in1k'
+
+
+@pytest.fixture(scope='module')
+def converted(release_checkpoint, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp('hub') / 'glit_tiny_patch16_224.in1k'
+    assert convert.main(['--checkpoint', str(release_checkpoint), '--output', str(folder)]) == 0
+    return folder
+
+
+def _hub_cache(folder: Path, cache: Path, repo_id: str = REPO_ID) -> Path:
+    """Lay the folder out as huggingface_hub's cache holds a downloaded repo."""
+    revision = '0123456789abcdef0123456789abcdef01234567'
+    repo = cache / f'models--{repo_id.replace("/", "--")}'
+    snapshot = repo / 'snapshots' / revision
+    snapshot.mkdir(parents=True)
+    for name in ('config.json', 'model.safetensors', 'README.md'):
+        shutil.copy(folder / name, snapshot / name)
+    (repo / 'refs').mkdir()
+    (repo / 'refs' / 'main').write_text(revision)
+    return cache
+
+
+def test_conversion_writes_a_timm_folder(converted):
+    assert sorted(p.name for p in converted.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    config = json.loads((converted / 'config.json').read_text())
+    assert config['architecture'] == 'glit_tiny_patch16_224'
+    assert config['pretrained_cfg']['interpolation'] == 'bicubic' and config['pretrained_cfg']['crop_pct'] == 0.875
+    assert config['model_args']['arch']['blocks'][4] == {'global_thirds': 0, 'mlp_ratio': 4, 'conv_expansion': 4,
+                                                        'kernel_size': 45}
+    card = (converted / 'README.md').read_text()
+    for needle in ('library_name: timm', 'Params (M): 7.3', 'GMACs: 1.47', 'Activations (M):',
+                   'Image size: 224 x 224', '- imagenet-1k', 'arxiv.org/abs/2107.02960', "hf-hub:" + REPO_ID,
+                   '@inproceedings{chen2021glit'):
+        assert needle in card, needle
+
+
+def test_offline_hub_loads_by_hub_id_and_by_name(converted, release_model, tmp_path):
+    cache = _hub_cache(converted, tmp_path / 'cache')
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = release_model(x)
+        by_id = timm.create_model(f'hf-hub:{REPO_ID}', pretrained=True, cache_dir=cache).eval()
+        by_name = timm.create_model('glit_tiny.in1k', pretrained=True, cache_dir=cache).eval()
+        torch.testing.assert_close(by_id(x), expected, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(by_name(x), expected, atol=2e-5, rtol=1e-4)
+
+
+def test_conversion_refuses_a_layout_that_is_not_the_release(tmp_path, capsys):
+    model = timm.create_model('glit_tiny')
+    torch.save(model.state_dict(), tmp_path / 'ours.pth')
+    assert convert.main(['--checkpoint', str(tmp_path / 'ours.pth'), '--output', str(tmp_path / 'out')]) == 2
+    assert "not in the authors' layout" in capsys.readouterr().err
+
+
+def test_push_dry_run_only_writes_the_folder(tmp_path, capsys):
+    model = timm.create_model('glit_tiny', arch='embed48 heads3 patch8 img32 | 2:1 e1 m2 k17 mlp2', num_classes=10)
+    folder = export_folder(model, tmp_path / 'found')
+    assert push.main(['--model-dir', str(folder), '--repo-id', 'someone/glit-found', '--dry-run']) == 0
+    assert 'library_name: timm' in (folder / 'README.md').read_text()
+    assert 'is ready for someone/glit-found' in capsys.readouterr().out
+    rebuilt = timm.create_model(f'local-dir:{folder}', pretrained=True)
+    assert rebuilt.arch == model.arch
+
+
+def test_push_uploads_through_huggingface_hub(converted):
+    calls = []
+
+    class RecordingApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(('create_repo', repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(('upload_folder', kwargs['repo_id'], kwargs))
+            return 'https://huggingface.co/glit-models/x/commit/abc'
+
+    url = push.push(converted, REPO_ID, api=RecordingApi())
+    assert url.endswith('/commit/abc')
+    assert [c[:2] for c in calls] == [('create_repo', REPO_ID), ('upload_folder', REPO_ID)]
+    assert calls[1][2]['folder_path'] == converted
+
+
+def test_push_refuses_an_incomplete_folder(tmp_path, capsys):
+    (tmp_path / 'config.json').write_text('{}')
+    assert push.main(['--model-dir', str(tmp_path), '--repo-id', 'a/b', '--dry-run']) == 2
+    assert 'has no model.safetensors' in capsys.readouterr().err
