@@ -1,0 +1,73 @@
+"""Small torch.distributed helpers: one code path from one CPU to many GPUs under torchrun."""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+__all__ = ['init_distributed', 'is_distributed', 'rank', 'world_size', 'is_main_process', 'barrier',
+           'all_reduce_sum', 'broadcast_buffers', 'default_device', 'cleanup_distributed']
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def default_device() -> torch.device:
+    """This process's GPU (LOCAL_RANK under torchrun) when there is one, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
+    return torch.device('cpu')
+
+
+def init_distributed(timeout_minutes: int = 30) -> bool:
+    """Join the process group when launched by torchrun (RANK and WORLD_SIZE set); nccl on CUDA,
+    gloo on CPU. Returns True when running distributed."""
+    if is_distributed():
+        return True
+    if int(os.environ.get('WORLD_SIZE', 1)) <= 1 or 'RANK' not in os.environ:
+        return False
+    backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+    if backend == 'nccl':
+        torch.cuda.set_device(default_device())
+    dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+    return True
+
+
+def cleanup_distributed() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks, in place; the tensor itself when not distributed."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm statistics) everywhere: after a training step each rank has updated
+    its own from its own batch, and evaluation must see the statistics that get saved."""
+    if is_distributed():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)

@@ -1,0 +1,342 @@
+"""The one training loop behind ``python -m glit_models.train`` and SPOS supernet training.
+
+Resumable to the bit: every epoch starts from RNG states seeded by (seed, epoch, rank), data
+workers are re-created each epoch, and everything that changes during an epoch (model,
+optimizer, scheduler, EMA, grad scaler, metrics) is saved atomically at its end. A run killed
+at any moment and resumed reaches exactly the weights of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3, accuracy
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from .distributed import (
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    default_device,
+    is_distributed,
+    is_main_process,
+    rank,
+    world_size,
+)
+
+__all__ = ['TrainConfig', 'TrainingRun', 'TrainingStateError', 'train_model', 'fit', 'evaluate', 'save_atomic',
+           'load_training_state', 'seed_epoch', 'unwrap']
+
+StepHook = Callable[[int, int], None]
+
+
+class TrainingStateError(RuntimeError):
+    """A saved training state that cannot be resumed."""
+
+
+@dataclass
+class TrainConfig:
+    """The DeiT recipe (spec section 4) as defaults. ``batch_size`` is per process, as in timm;
+    ``lr=None`` means 5e-4 x global batch / 512."""
+
+    epochs: int = 300
+    batch_size: int = 128
+    lr: Optional[float] = None
+    opt: str = 'adamw'
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    sched: str = 'cosine'
+    min_lr: float = 1e-5
+    warmup_lr: float = 1e-6
+    warmup_epochs: int = 5
+    smoothing: float = 0.1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    aa: Optional[str] = 'rand-m9-mstd0.5-inc1'
+    reprob: float = 0.25
+    drop_path: float = 0.1
+    model_ema: bool = True
+    model_ema_decay: float = 0.99996
+    clip_grad: Optional[float] = None
+    amp: bool = True
+    seed: int = 0
+    workers: int = 4
+
+    def global_lr(self) -> float:
+        return self.lr if self.lr is not None else 5e-4 * self.batch_size * world_size() / 512
+
+
+@dataclass
+class TrainingRun:
+    """Everything one run trains with; ``fit`` saves and restores all of it."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_fn: nn.Module
+    epochs: int
+    seed: int = 0
+    amp: bool = False
+    mixup_fn: Optional[Mixup] = None
+    ema: Optional[ModelEmaV3] = None
+    clip_grad: Optional[float] = None
+    find_unused_parameters: bool = False
+    record: dict[str, Any] = field(default_factory=dict)  # the config, kept in the state for the record
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed every RNG for one epoch of one rank, so an epoch replays identically after a resume."""
+    value = (seed * 1_000_003 + epoch * 7_919 + rank()) % 2 ** 32
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        'python': random.getstate(),
+        'numpy': (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        'torch': torch.get_rng_state(),
+        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state['python'])
+    name, keys, *rest = state['numpy']
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state['torch'])
+    if state['cuda'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def save_atomic(obj: Any, path: Union[str, Path]) -> None:
+    """torch.save to a temporary file, flushed to disk, then renamed over ``path``: a kill never
+    leaves a half-written state behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    with open(tmp, 'wb') as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_text_atomic(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_training_state(path: Union[str, Path]) -> dict[str, Any]:
+    """A state saved by ``fit`` (tensors and plain data only, loaded with weights_only)."""
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # torch raises several types for unreadable files; all mean the same here
+        raise TrainingStateError(f'{path}: cannot read the training state ({e}); delete it to start over') from None
+    if not isinstance(state, dict) or 'epoch' not in state or 'model' not in state:
+        raise TrainingStateError(f'{path}: not a training state saved by glit_models; delete it to start over')
+    return state
+
+
+def _count_correct(logits: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...]) -> list[torch.Tensor]:
+    return [a * target.size(0) / 100. for a in accuracy(logits, target, topk=topk)]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, amp: bool = False) -> dict[str, float]:
+    """Top-1, top-5 (%) and cross-entropy over ``loader``; sums are all-reduced under torchrun, so every
+    rank returns the figures of the whole split when each rank holds its own share of it."""
+    model.eval()
+    device = next(model.parameters()).device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct@1, correct@5, loss, images
+    for images, target in loader:
+        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(images)
+        logits = logits.float()
+        top1, top5 = _count_correct(logits, target, (1, 5))
+        loss = nn.functional.cross_entropy(logits, target, reduction='sum')
+        sums += torch.stack([top1, top5, loss, torch.tensor(float(target.numel()), device=device)]).double()
+    all_reduce_sum(sums)
+    images = max(sums[3].item(), 1.)
+    return {'top1': 100. * sums[0].item() / images, 'top5': 100. * sums[1].item() / images,
+            'loss': sums[2].item() / images, 'images': int(sums[3].item())}
+
+
+def _amp_dtype() -> torch.dtype:
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(device: torch.device, amp: bool):
+    """Mixed precision on CUDA only: CPU autocast would slow the CPU runs down and change their numbers."""
+    enabled = amp and device.type == 'cuda'
+    return torch.autocast(device.type, dtype=_amp_dtype() if enabled else None, enabled=enabled)
+
+
+def _train_one_epoch(run: TrainingRun, model: nn.Module, loader, epoch: int, scaler: torch.amp.GradScaler,
+                     before_step: Optional[StepHook], progress: bool) -> dict[str, float]:
+    model.train()
+    device = next(model.parameters()).device
+    updates_per_epoch = len(loader)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    steps = 0
+    bar = tqdm(loader, desc=f'epoch {epoch + 1}/{run.epochs}', disable=not (progress and is_main_process()),
+               leave=False, dynamic_ncols=True)
+    for step, (images, target) in enumerate(bar):
+        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        if before_step is not None:
+            before_step(epoch, step)
+        if run.mixup_fn is not None:
+            images, target = run.mixup_fn(images, target)
+        with _autocast(device, run.amp):
+            loss = run.loss_fn(model(images), target)
+        run.optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if run.clip_grad is not None:
+            scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), run.clip_grad)
+        scaler.step(run.optimizer)
+        scaler.update()
+        run.scheduler.step_update(num_updates=epoch * updates_per_epoch + step + 1)
+        if run.ema is not None:
+            run.ema.update(unwrap(model))
+        loss_sum += loss.detach().double()
+        steps += 1
+        if step % 20 == 0 and bar.disable is False:
+            bar.set_postfix(loss=f'{loss.item():.4f}', lr=f'{run.optimizer.param_groups[0]["lr"]:.3g}')
+    totals = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(steps), dtype=torch.float64, device=device)]))
+    train_loss = totals[0].item() / max(totals[1].item(), 1.)
+    if not math.isfinite(train_loss):
+        raise FloatingPointError(f'epoch {epoch + 1}: the training loss is {train_loss}; lower --lr or turn off AMP')
+    return {'train_loss': train_loss, 'lr': run.optimizer.param_groups[0]['lr']}
+
+
+def fit(run: TrainingRun, train_loader, eval_loader, state_path: Union[str, Path], resume: bool = False,
+        progress: bool = True, before_step: Optional[StepHook] = None) -> list[dict[str, Any]]:
+    """Train ``run.epochs`` epochs; after each one, save the whole state atomically to ``state_path``
+    and the metrics to ``<state_path stem>.metrics.jsonl``. With ``resume`` it continues from the saved
+    state (a finished state returns at once). Returns the metrics of every epoch."""
+    state_path = Path(state_path)
+    log_path = state_path.with_name(state_path.name.split('.')[0] + '.metrics.jsonl')
+    base = unwrap(run.model)
+    device = next(base.parameters()).device
+    scaler = torch.amp.GradScaler(device.type, enabled=run.amp and device.type == 'cuda'
+                                  and _amp_dtype() == torch.float16)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume and state_path.exists():
+        state = load_training_state(state_path)
+        try:
+            base.load_state_dict(state['model'])
+        except RuntimeError as e:  # missing or misshapen weights: the state of another model
+            raise TrainingStateError(f'{state_path}: saved for another model ({str(e).splitlines()[0]}); '
+                                     'resume with the same model and arguments, or delete it to start over') from None
+        run.optimizer.load_state_dict(state['optimizer'])
+        run.scheduler.load_state_dict(state['scheduler'])
+        scaler.load_state_dict(state['scaler'])
+        if run.ema is not None:
+            if state.get('ema') is None:
+                raise TrainingStateError(f'{state_path}: saved without EMA weights; resume without --model-ema')
+            run.ema.load_state_dict(state['ema'])
+        history = list(state['history'])
+        start_epoch = state['epoch']
+        _set_rng_state(state['rng'])
+    if start_epoch >= run.epochs:
+        return history
+    model = run.model
+    if is_distributed() and not isinstance(model, DistributedDataParallel):
+        # find_unused_parameters for the supernet: only the sampled path gets gradients in a step
+        model = DistributedDataParallel(base, device_ids=[device] if device.type == 'cuda' else None,
+                                        find_unused_parameters=run.find_unused_parameters)
+    run.scheduler.step(start_epoch)
+    sampler = getattr(train_loader, 'sampler', None)
+    for epoch in range(start_epoch, run.epochs):
+        started = time.time()
+        seed_epoch(run.seed, epoch)
+        if hasattr(sampler, 'set_epoch'):
+            sampler.set_epoch(epoch)
+        metrics: dict[str, Any] = {'epoch': epoch + 1}
+        metrics.update(_train_one_epoch(run, model, train_loader, epoch, scaler, before_step, progress))
+        broadcast_buffers(base)
+        if eval_loader is not None:
+            scores = evaluate(base, eval_loader, run.amp)
+            metrics.update(top1=scores['top1'], top5=scores['top5'], eval_loss=scores['loss'])
+            if run.ema is not None:
+                scores = evaluate(run.ema.module, eval_loader, run.amp)
+                metrics.update(ema_top1=scores['top1'], ema_top5=scores['top5'], ema_eval_loss=scores['loss'])
+        run.scheduler.step(epoch + 1, metrics.get('top1'))
+        metrics['seconds'] = round(time.time() - started, 3)
+        history.append(metrics)
+        if is_main_process():
+            save_atomic({
+                'epoch': epoch + 1,
+                'model': base.state_dict(),
+                'optimizer': run.optimizer.state_dict(),
+                'scheduler': run.scheduler.state_dict(),
+                'scaler': scaler.state_dict(),
+                'ema': run.ema.state_dict() if run.ema is not None else None,
+                'rng': _rng_state(),
+                'history': history,
+                'config': run.record,
+            }, state_path)
+            _write_text_atomic(''.join(json.dumps(m) + '\n' for m in history), log_path)
+            if progress:
+                tqdm.write(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in metrics.items()))
+        barrier()
+    return history
+
+
+def _loss_fn(config: TrainConfig, mixup_fn: Optional[Mixup]) -> nn.Module:
+    if mixup_fn is not None:
+        return SoftTargetCrossEntropy()  # mixup's targets already carry the label smoothing
+    if config.smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=config.smoothing)
+    return nn.CrossEntropyLoss()
+
+
+def train_model(model: nn.Module, train_loader, eval_loader, config: TrainConfig, output_dir: Union[str, Path],
+                resume: bool = False, progress: bool = True) -> dict[str, float]:
+    """Train (or fine-tune) ``model`` with the DeiT recipe of ``config``; the state goes to
+    ``output_dir/last.pth.tar`` every epoch, the metrics to ``output_dir/last.metrics.jsonl``.
+    Returns the final epoch's metrics (``top1`` on ``eval_loader`` among them)."""
+    output_dir = Path(output_dir)
+    model.to(default_device())
+    num_classes = unwrap(model).num_classes
+    mixup_fn = None
+    if config.mixup > 0 or config.cutmix > 0:
+        if config.batch_size % 2:
+            raise ValueError(f'mixup/cutmix pair images within a batch: --batch-size {config.batch_size} must be even')
+        mixup_fn = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.smoothing,
+                         num_classes=num_classes)
+    optimizer = create_optimizer_v2(model, opt=config.opt, lr=config.global_lr(), weight_decay=config.weight_decay,
+                                    momentum=config.momentum)
+    scheduler, _ = create_scheduler_v2(optimizer, sched=config.sched, num_epochs=config.epochs, min_lr=config.min_lr,
+                                       warmup_lr=config.warmup_lr, warmup_epochs=config.warmup_epochs,
+                                       step_on_epochs=False, updates_per_epoch=len(train_loader))
+    ema = ModelEmaV3(model, decay=config.model_ema_decay) if config.model_ema else None
+    run = TrainingRun(model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=_loss_fn(config, mixup_fn),
+                      epochs=config.epochs, seed=config.seed, amp=config.amp, mixup_fn=mixup_fn, ema=ema,
+                      clip_grad=config.clip_grad, record=asdict(config))
+    history = fit(run, train_loader, eval_loader, output_dir / 'last.pth.tar', resume=resume, progress=progress)
+    return {k: v for k, v in history[-1].items() if isinstance(v, (int, float))} if history else {}

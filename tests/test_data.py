@@ -1,0 +1,89 @@
+"""ImageFolder loaders for training and the search: the held-out split and clear errors for bad data."""
+import pytest
+import torch
+
+from glit_models.data import DataError, build_search_data, build_train_data, heldout_count, split_heldout
+from tests.image_folder import write_image_folder
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp('data') / 'images', classes=3, per_class=8)
+
+
+def _labels(loader):
+    return torch.cat([target for _, target in loader])
+
+
+def test_heldout_is_a_seeded_disjoint_subset_of_train():
+    train, heldout = split_heldout(100, 0.2, seed=3)
+    assert len(heldout) == 20 and len(train) == 80
+    assert sorted(train + heldout) == list(range(100))
+    assert split_heldout(100, 0.2, seed=3) == (train, heldout)
+    assert split_heldout(100, 0.2, seed=4)[1] != heldout
+    assert len(split_heldout(100, 7)[1]) == 7
+
+
+def test_search_data_sizes_and_classes(folder):
+    data = build_search_data(folder, img_size=32, batch_size=4, heldout=6, workers=0)
+    assert data.num_classes == 3
+    assert len(data.heldout_loader.dataset) == 6
+    assert len(data.train_loader.dataset) == 18 and len(data.calib_loader.dataset) == 18
+    images, _ = next(iter(data.train_loader))
+    assert images.shape == (4, 3, 32, 32)
+    assert set(_labels(data.heldout_loader).tolist()) <= {0, 1, 2}
+    # held-out images are never trained on
+    assert not set(data.heldout_loader.dataset.indices) & set(data.train_loader.dataset.indices)
+
+
+def test_calibration_batches_are_the_same_every_pass(folder):
+    data = build_search_data(folder, img_size=32, batch_size=4, heldout=0.25, workers=0)
+    first, second = next(iter(data.calib_loader)), next(iter(data.calib_loader))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_train_data_uses_val_folder_or_heldout(tmp_path):
+    write_image_folder(tmp_path / 'train', classes=2, per_class=6)
+    write_image_folder(tmp_path / 'val', classes=2, per_class=3, seed=1)
+    _, eval_loader, classes = build_train_data(tmp_path, img_size=32, batch_size=4, workers=0)
+    assert classes == ['class_0', 'class_1'] and len(eval_loader.dataset) == 6
+    _, eval_loader, _ = build_train_data(tmp_path, img_size=32, batch_size=4, workers=0, heldout=4)
+    assert len(eval_loader.dataset) == 4
+
+
+@pytest.mark.parametrize('make, message', [
+    (lambda root: root / 'missing', 'does not exist'),
+    (lambda root: root, 'no class sub-folders'),
+    (lambda root: (write_image_folder(root, classes=2, per_class=2), (root / 'empty_class').mkdir(), root)[-1],
+     'has no images'),
+])
+def test_bad_folders_raise_one_clear_error(tmp_path, make, message):
+    with pytest.raises(DataError, match=message):
+        build_search_data(make(tmp_path), img_size=32, batch_size=4, heldout=1, workers=0)
+
+
+def test_heldout_larger_than_the_data(folder):
+    with pytest.raises(DataError, match='larger than the data'):
+        build_search_data(folder, img_size=32, batch_size=4, heldout=24, workers=0)
+    with pytest.raises(DataError, match='fraction'):
+        heldout_count(0, 10)
+
+
+def test_missing_val_folder_asks_for_heldout(tmp_path):
+    write_image_folder(tmp_path / 'train', classes=2, per_class=2)
+    with pytest.raises(DataError, match='--heldout'):
+        build_train_data(tmp_path, img_size=32, batch_size=2, workers=0)
+
+
+def test_randaugment_posterize_to_zero_bits_gives_black():
+    from PIL import Image
+    from timm.data.auto_augment import NAME_TO_OP
+
+    image = Image.new('RGB', (4, 4), (200, 100, 50))
+    assert NAME_TO_OP['PosterizeIncreasing'](image, 0).getextrema() == ((0, 0),) * 3
+    assert NAME_TO_OP['PosterizeIncreasing'](image, 4).getpixel((0, 0)) == (192, 96, 48)
+
+
+def test_fewer_images_than_a_batch(folder):
+    with pytest.raises(DataError, match='fewer than one batch'):
+        build_search_data(folder, img_size=32, batch_size=20, heldout=6, workers=0)

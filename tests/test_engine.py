@@ -1,0 +1,78 @@
+"""The shared training engine: the DeiT recipe, atomic states and bit-identical resume."""
+import pytest
+import timm
+import torch
+
+from glit_models import engine
+from glit_models.data import Augmentation, build_train_data
+from glit_models.engine import TrainConfig, TrainingStateError, load_training_state, save_atomic, train_model
+from tests.image_folder import write_image_folder
+from tests.test_spos import Killed, kill_in_epoch
+
+ARCH = 'embed24 heads3 patch8 img32 | 1:2 e1 m2 k17 mlp2 | 0:3 m1 k17 mlp2'
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp('engine') / 'images', classes=3, per_class=8)
+
+
+def _run(folder, output, resume=False, epochs=2):
+    """The full DeiT recipe (mixup, cutmix, RandAugment, random erasing, drop path, EMA) on a tiny model,
+    with a data worker, so that every source of randomness is exercised."""
+    config = TrainConfig(epochs=epochs, batch_size=6, lr=1e-3, warmup_epochs=1, workers=1, model_ema_decay=0.9)
+    train_loader, eval_loader, classes = build_train_data(
+        folder, img_size=32, batch_size=config.batch_size, heldout=6, workers=config.workers,
+        augmentation=Augmentation(auto_augment=config.aa, re_prob=config.reprob))
+    torch.manual_seed(0 if not resume else 99)  # a resumed run must take nothing from its initialisation
+    model = timm.create_model('glit_tiny', arch=ARCH, num_classes=len(classes), drop_path_rate=config.drop_path)
+    return train_model(model, train_loader, eval_loader, config, output, resume=resume, progress=False)
+
+
+def test_recipe_defaults_are_deit():
+    config = TrainConfig()
+    assert (config.opt, config.weight_decay, config.sched, config.epochs, config.warmup_epochs) == \
+        ('adamw', 0.05, 'cosine', 300, 5)
+    assert (config.mixup, config.cutmix, config.reprob) == (0.8, 1.0, 0.25)
+    assert (config.smoothing, config.drop_path) == (0.1, 0.1)
+    assert config.aa == 'rand-m9-mstd0.5-inc1' and config.model_ema
+    assert config.global_lr() == pytest.approx(5e-4 * 128 / 512)
+
+
+def test_resume_after_a_kill_is_bit_identical(folder, tmp_path, monkeypatch):
+    metrics = _run(folder, tmp_path / 'straight')
+    assert set(metrics) >= {'top1', 'top5', 'train_loss', 'ema_top1'} and metrics['epoch'] == 2
+    with monkeypatch.context() as patch:
+        kill_in_epoch(patch, 1)
+        with pytest.raises(Killed):
+            _run(folder, tmp_path / 'resumed')
+    resumed = _run(folder, tmp_path / 'resumed', resume=True)
+    assert resumed == {**metrics, 'seconds': resumed['seconds']}
+    a, b = (load_training_state(tmp_path / d / 'last.pth.tar') for d in ('straight', 'resumed'))
+    for part in ('model', 'ema'):
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)
+    lines = (tmp_path / 'resumed' / 'last.metrics.jsonl').read_text().splitlines()
+    assert len(lines) == 2
+
+
+def test_states_are_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / 'state.pth'
+    save_atomic({'epoch': 1, 'model': {}}, path)
+
+    def fail(*args, **kwargs):
+        raise OSError('disk full')
+
+    monkeypatch.setattr(engine.torch, 'save', fail)
+    with pytest.raises(OSError):
+        save_atomic({'epoch': 2, 'model': {}}, path)
+    monkeypatch.undo()
+    assert load_training_state(path)['epoch'] == 1
+
+
+def test_unreadable_state_is_a_clear_error(tmp_path):
+    path = tmp_path / 'last.pth.tar'
+    path.write_bytes(b'not a checkpoint')
+    with pytest.raises(TrainingStateError, match='cannot read the training state'):
+        load_training_state(path)
