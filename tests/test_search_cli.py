@@ -1,0 +1,153 @@
+"""`python -m glit_models.nas.search`: bad input, and a run killed twice that resumes to the same result."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from glit_models.nas.search import PRESETS, main, parse_args, search_config
+
+TINY = ['--epochs', '2', '--population', '4', '--generations', '3', '--parents', '2', '--mutations', '2',
+        '--crossovers', '1', '--top-k', '2', '--calib-batches', '1', '--compare-random', '1', '--compare-epochs', '1',
+        '--no-progress']
+
+
+def run_main(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: p.read_bytes() for p in folder.rglob('*') if p.is_file()} if folder.exists() else {}
+
+
+@pytest.fixture
+def output(tmp_path):
+    """An output folder that holds an earlier search's files, which bad input must leave alone."""
+    folder = tmp_path / 'out'
+    folder.mkdir()
+    (folder / 'notes.txt').write_text('keep me')
+    return folder
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--data-dir', '{tmp}/missing'], 'does not exist'),
+    (['--data-dir', '{tmp}/empty'], 'has no class sub-folders'),
+    (['--budget-flops', 'banana'], "--budget-flops 'banana': expected a positive number"),
+    (['--budget-flops', '1M'], r'1M FLOPs is below the cheapest candidate of the stage1 space (1.89M FLOPs)'),
+    (['--budget-params', '10'], 'below the cheapest candidate'),
+    (['--preset', 'huge'], "argument --preset: invalid choice: 'huge'"),
+    (['--method', 'bayes'], "argument --method: invalid choice: 'bayes'"),
+    (['--stage', '2', '--distributions', '3,4,0,0'], '--distributions'),
+    (['--method', 'spos', '--stage', '1'], 'is for the hierarchical method'),
+    (['--resume'], 'no search state'),
+    (['--flops-convention', 'macs'], 'needs --budget-flops'),
+    (['--population', '0'], '--population 0: must be at least 1'),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, output, capsys, argv, message):
+    (tmp_path / 'empty').mkdir()
+    before = snapshot(output)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code, err = run_main(argv + ['--output', str(output)], capsys)
+    assert code != 0
+    assert err.count('\n') == 1 and 'Traceback' not in err, err
+    assert message in err
+    assert snapshot(output) == before
+
+
+def test_bad_input_from_the_command_line(tmp_path):
+    output = tmp_path / 'out'
+    done = subprocess.run([sys.executable, '-m', 'glit_models.nas.search', '--budget-flops', 'banana',
+                           '--output', str(output)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "python -m glit_models.nas.search: error: --budget-flops 'banana': expected a positive number with an "
+        "optional K, M, G or T suffix, e.g. 1.4G or 1400M"]
+    assert not output.exists()
+
+
+def test_presets_follow_the_paper():
+    tiny = search_config(parse_args(['--preset', 'tiny']))[0]
+    assert (tiny.stem.embed_dim, tiny.stem.num_heads, tiny.stem.depth, tiny.stem.img_size) == (192, 3, 12, 224)
+    assert tiny.budget.kind == 'flops' and tiny.budget.limit == 1.4e9
+    assert (tiny.supernet.epochs, tiny.supernet.batch_size, tiny.supernet.lr) == (100, 1024, 0.2)
+    evo = tiny.evolution
+    assert (evo.population, evo.generations, evo.parents, evo.mutations, evo.mutation_prob, evo.crossovers) == \
+        (50, 20, 10, 25, 0.1, 25)
+    assert search_config(parse_args(['--preset', 'small']))[0].budget.limit == 4.4e9
+    assert search_config(parse_args(['--preset', 'base']))[0].budget.limit == 17.0e9
+    assert PRESETS['small'].stem.embed_dim == 384 and PRESETS['base'].stem.num_heads == 12
+    overridden = search_config(parse_args(['--preset', 'tiny', '--epochs', '3', '--budget-flops', '1400M']))[0]
+    assert overridden.supernet.epochs == 3 and overridden.budget.limit == 1.4e9
+
+
+def _start(output: Path, resume: bool = False) -> subprocess.Popen:
+    argv = [sys.executable, '-m', 'glit_models.nas.search', '--output', str(output), *TINY]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    return subprocess.Popen(argv + (['--resume'] if resume else []), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _wait_for(process: subprocess.Popen, path: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, f'the search ended before {path} appeared: {process.communicate()}'
+        assert time.time() < deadline, f'{path} did not appear'
+        time.sleep(0.05)
+
+
+def _finish(process: subprocess.Popen) -> str:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    return out
+
+
+def test_demo_killed_twice_resumes_to_the_same_architecture(tmp_path):
+    reference, killed = tmp_path / 'reference', tmp_path / 'killed'
+    first = _start(reference)
+    second = _start(killed)
+    # SIGKILL in the middle of stage 1's evolution
+    _wait_for(second, killed / 'stage1' / 'evolution.json')
+    second.send_signal(signal.SIGKILL)
+    second.wait()
+    # resumed, then interrupted (Ctrl-C) while the stage-2 supernet trains
+    third = _start(killed, resume=True)
+    _wait_for(third, killed / 'stage2' / 'supernet.pth.tar')
+    third.send_signal(signal.SIGINT)
+    _, err = third.communicate(timeout=60)
+    assert third.returncode != 0 and 'Traceback' not in err
+    final = _start(killed, resume=True)
+    out = _finish(final)
+    reference_out = _finish(first)
+
+    expected = json.loads((reference / 'result.json').read_text())
+    got = json.loads((killed / 'result.json').read_text())
+    for key in ('arch', 'candidate', 'supernet_heldout_top1', 'cost', 'comparison'):
+        assert got[key] == expected[key], key
+    assert (killed / 'search.jsonl').read_text() == (reference / 'search.jsonl').read_text()
+    assert (killed / 'best' / 'model.safetensors').read_bytes() == \
+        (reference / 'best' / 'model.safetensors').read_bytes()
+    # the demo's report: the found architecture beside the median of random ones of the same budget
+    assert 'found' in out and 'median of 1 random architectures of the same budget' in out
+    assert out == reference_out.replace(str(reference), str(killed))
+
+
+@pytest.mark.slow
+def test_under_torchrun_only_rank_zero_writes(tmp_path):
+    output = tmp_path / 'out'
+    done = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '-m', 'glit_models.nas.search',
+         '--output', str(output), *TINY], capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count('found (hierarchical') == 1
+    result = json.loads((output / 'result.json').read_text())
+    assert result['cost'] <= result['budget_limit']
+    assert not list(output.rglob('*.tmp'))
