@@ -2,21 +2,26 @@
 
 Tensors are token-major, (batch, tokens, channels), as in timm's ViT. The local heads keep
 their pointwise convolutions as ``nn.Linear`` on that layout (the authors store them as
-``Conv1d`` with kernel 1; ``checkpoint.py`` squeezes the kernel dimension on load), and
-transpose only around the depthwise convolution.
+``Conv1d`` with kernel 1; ``checkpoint.py`` squeezes the kernel dimension on load), and the
+depthwise convolution and BatchNorm read that layout as it is, so nothing is copied between
+layouts. ``timm.utils.reparameterize_model`` folds the BatchNorm into the
+depthwise convolution for inference (``LocalHeads.fuse``).
 """
 
 from typing import Optional, Type
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerNorm, Mlp, use_fused_attn
+from timm.layers import DropPath, LayerNorm, Mlp, register_notrace_module, use_fused_attn
 from torch import nn
 from torch.jit import Final
 
 from .architecture import BlockSpec
 
-__all__ = ['GlobalHeads', 'LocalHeads', 'GlobalLocalModule', 'GlobalLocalBlock']
+__all__ = [
+    'GlobalHeads', 'LocalHeads', 'FusedLocalHeads', 'GlobalLocalModule', 'GlobalLocalBlock',
+    'TokenDepthwiseConv', 'same_padding',
+]
 
 
 class GlobalHeads(nn.Module):
@@ -61,11 +66,41 @@ class GlobalHeads(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
+def same_padding(kernel_size: int) -> tuple[int, int]:
+    """The release's "same" padding over tokens: left k // 2, right k // 2 - (k + 1) % 2."""
+    return kernel_size // 2, kernel_size // 2 - (kernel_size + 1) % 2
+
+
+@register_notrace_module  # one node for FX feature extraction, as a plain Conv1d would be
+class TokenDepthwiseConv(nn.Conv1d):
+    """Depthwise Conv1d (kernel k, "same" length) along the tokens of a token-major (B, N, C) tensor.
+
+    The weight is the release's (C, 1, k). (B, N, C) memory is a channels-last (B, C, 1, N)
+    image, so the convolution runs as a Conv2d with a (1, k) kernel on that view: no transpose
+    copy either way, and oneDNN's channels-last depthwise kernel is many times faster than
+    Conv1d on (B, C, N) for k = 17..45.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, device=None, dtype=None) -> None:
+        super().__init__(channels, channels, kernel_size, groups=channels, device=device, dtype=dtype)
+        self.token_padding = same_padding(kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2).unsqueeze(2)
+        left, right = self.token_padding
+        if left != right:
+            # even kernels: one token less on the right, so pad explicitly (channels-last is kept)
+            x = F.pad(x, (left, right))
+            left = 0
+        x = F.conv2d(x, self.weight.unsqueeze(2), self.bias, padding=(0, left), groups=self.groups)
+        return x.squeeze(2).transpose(1, 2)
+
+
 class LocalHeads(nn.Module):
     """Conformer-style convolution over the token sequence (class token included) on C_l channels.
 
     pointwise (C_l -> 2*C_l*m), GLU, depthwise (kernel k, "same" length), BatchNorm, Swish,
-    pointwise (C_l*m -> C_l).
+    pointwise (C_l*m -> C_l). ``fuse()`` folds the BatchNorm into the depthwise conv for inference.
     """
 
     def __init__(
@@ -80,22 +115,56 @@ class LocalHeads(nn.Module):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         hidden = channels * conv_expansion
-        left, right = kernel_size // 2, kernel_size // 2 - (kernel_size + 1) % 2
-        # even kernels pad one token less on the right; odd ones use the conv's own padding
-        self.extra_pad = (left, right) if left != right else (0, 0)
         self.pointwise_in = nn.Linear(channels, 2 * hidden, **dd)
-        self.depthwise = nn.Conv1d(
-            hidden, hidden, kernel_size, padding=0 if left != right else left, groups=hidden, **dd)
+        self.depthwise = TokenDepthwiseConv(hidden, kernel_size, **dd)
         self.norm = nn.BatchNorm1d(hidden, **dd)
         self.pointwise_out = nn.Linear(hidden, channels, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.glu(self.pointwise_in(x), dim=-1).transpose(1, 2)
-        if self.extra_pad[0] or self.extra_pad[1]:
-            x = F.pad(x, self.extra_pad)
-        x = F.silu(self.norm(self.depthwise(x)))
-        return self.proj_drop(self.pointwise_out(x.transpose(1, 2)))
+        x = self.depthwise(F.glu(self.pointwise_in(x), dim=-1))
+        # BatchNorm over (B * N, C) has the statistics of BatchNorm over (B, C, N) and reads the
+        # token-major memory as it is; on the transposed view it takes a slow strided path
+        x = F.silu(self.norm(x.flatten(0, 1)).view_as(x))
+        return self.proj_drop(self.pointwise_out(x))
+
+    @torch.no_grad()
+    def fuse(self) -> 'FusedLocalHeads':
+        """The inference-only equivalent with the BatchNorm running statistics folded into the
+        depthwise conv (timm's ``reparameterize_model`` convention)."""
+        scale = self.norm.weight * (self.norm.running_var + self.norm.eps).rsqrt()
+        depthwise = TokenDepthwiseConv(
+            self.depthwise.in_channels, self.depthwise.kernel_size[0],
+            device=scale.device, dtype=self.depthwise.weight.dtype)
+        depthwise.weight.copy_(self.depthwise.weight * scale[:, None, None])
+        depthwise.bias.copy_((self.depthwise.bias - self.norm.running_mean) * scale + self.norm.bias)
+        return FusedLocalHeads(self.pointwise_in, depthwise, self.pointwise_out)
+
+
+class FusedLocalHeads(nn.Module):
+    """LocalHeads with BatchNorm folded into the depthwise conv: inference only.
+
+    Made by ``LocalHeads.fuse()``. The folded weights no longer hold the BatchNorm statistics,
+    so training it would silently train another network; ``train()`` refuses.
+    """
+
+    def __init__(self, pointwise_in: nn.Linear, depthwise: TokenDepthwiseConv, pointwise_out: nn.Linear) -> None:
+        super().__init__()
+        self.pointwise_in = pointwise_in
+        self.depthwise = depthwise
+        self.pointwise_out = pointwise_out
+        self.eval()
+
+    def train(self, mode: bool = True) -> 'FusedLocalHeads':
+        if mode:
+            raise RuntimeError(
+                'FusedLocalHeads is inference-only (BatchNorm is folded into the depthwise conv by '
+                'reparameterize_model); train the model before fusing it')
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.depthwise(F.glu(self.pointwise_in(x), dim=-1))
+        return self.pointwise_out(F.silu(x))
 
 
 class GlobalLocalModule(nn.Module):
