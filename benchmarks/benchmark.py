@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import platform
 import statistics
 import sys
@@ -35,6 +34,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import glit_models
+from glit_models.atomic import write_text_atomic
 from glit_models.complexity import macs
 from glit_models.reference import ReferenceGlit
 
@@ -195,12 +195,6 @@ def device_name(device: torch.device) -> str:
     return f'{names[0] if names else platform.machine()} CPU, {torch.get_num_threads()} threads'
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def to_markdown(rows: list[dict], args: argparse.Namespace, device: torch.device) -> str:
     shown = ['model', 'mode', 'batch', 'img_size', 'samples_per_sec', 'step_time_ms', 'vs_deit', 'vs_plain',
              'params_m', 'gmacs', 'repeats']
@@ -288,8 +282,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
             rows += group_rows
             # after every group, so a killed run keeps what it measured; other runs' rows are kept
             merged = merge_rows(read_rows(csv_path), group_rows)
-            write_atomic(csv_path, to_csv(merged))
-            write_atomic(md_path, to_markdown(merged, args, device))
+            write_text_atomic(to_csv(merged), csv_path)
+            write_text_atomic(to_markdown(merged, args, device), md_path)
     return rows
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from .atomic import save_torch_atomic, write_text_atomic
 from .distributed import (
     all_reduce_sum,
     barrier,
@@ -38,7 +38,7 @@ from .distributed import (
     world_size,
 )
 
-__all__ = ['TrainConfig', 'TrainingRun', 'TrainingStateError', 'train_model', 'fit', 'evaluate', 'save_atomic',
+__all__ = ['TrainConfig', 'TrainingRun', 'TrainingStateError', 'train_model', 'fit', 'evaluate',
            'load_training_state', 'seed_epoch', 'unwrap']
 
 StepHook = Callable[[int, int], None]
@@ -127,25 +127,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state['torch'])
     if state['cuda'] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
-
-
-def save_atomic(obj: Any, path: Union[str, Path]) -> None:
-    """torch.save to a temporary file, flushed to disk, then renamed over ``path``: a kill never
-    leaves a half-written state behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def load_training_state(path: Union[str, Path]) -> dict[str, Any]:
@@ -289,7 +270,7 @@ def fit(run: TrainingRun, train_loader, eval_loader, state_path: Union[str, Path
         metrics['seconds'] = round(time.time() - started, 3)
         history.append(metrics)
         if is_main_process():
-            save_atomic({
+            save_torch_atomic({
                 'epoch': epoch + 1,
                 'model': base.state_dict(),
                 'optimizer': run.optimizer.state_dict(),
@@ -300,7 +281,7 @@ def fit(run: TrainingRun, train_loader, eval_loader, state_path: Union[str, Path
                 'history': history,
                 'config': run.record,
             }, state_path)
-            _write_text_atomic(''.join(json.dumps(m) + '\n' for m in history), log_path)
+            write_text_atomic(''.join(json.dumps(m) + '\n' for m in history), log_path)
             if progress:
                 tqdm.write(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in metrics.items()))
         barrier()

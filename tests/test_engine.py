@@ -3,9 +3,10 @@ import pytest
 import timm
 import torch
 
-from glit_models import engine
+from glit_models import atomic
+from glit_models.atomic import save_torch_atomic
 from glit_models.data import Augmentation, build_train_data
-from glit_models.engine import TrainConfig, TrainingStateError, load_training_state, save_atomic, train_model
+from glit_models.engine import TrainConfig, TrainingStateError, load_training_state, train_model
 from tests.image_folder import write_image_folder
 from tests.test_spos import Killed, kill_in_epoch
 
@@ -59,14 +60,14 @@ def test_resume_after_a_kill_is_bit_identical(folder, tmp_path, monkeypatch):
 
 def test_states_are_written_atomically(tmp_path, monkeypatch):
     path = tmp_path / 'state.pth'
-    save_atomic({'epoch': 1, 'model': {}}, path)
+    save_torch_atomic({'epoch': 1, 'model': {}}, path)
 
     def fail(*args, **kwargs):
         raise OSError('disk full')
 
-    monkeypatch.setattr(engine.torch, 'save', fail)
+    monkeypatch.setattr(atomic.torch, 'save', fail)
     with pytest.raises(OSError):
-        save_atomic({'epoch': 2, 'model': {}}, path)
+        save_torch_atomic({'epoch': 2, 'model': {}}, path)
     monkeypatch.undo()
     assert load_training_state(path)['epoch'] == 1
 

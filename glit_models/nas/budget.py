@@ -22,8 +22,9 @@ import torch
 from tqdm import tqdm
 
 from ..architecture import BlockSpec
+from ..atomic import save_json_atomic
 from ..complexity import authors_flops, count_params, macs
-from .evolution import BudgetError, save_json_atomic
+from .evolution import BudgetError
 from .space import Candidate, SearchSpace, Stem
 
 __all__ = ['BUDGET_KINDS', 'Budget', 'BudgetError', 'LatencyTable', 'SpaceCost', 'format_amount', 'parse_amount',

@@ -10,16 +10,16 @@ enters a population again; a candidate over the budget never enters one at all.
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from ..atomic import save_json_atomic
 from .space import Candidate
 
 __all__ = ['BudgetError', 'EvolutionConfig', 'EvolutionStateError', 'Scored', 'EvolutionResult', 'evolve',
-           'random_search', 'save_json_atomic']
+           'random_search']
 
 
 class BudgetError(ValueError):
@@ -73,18 +73,6 @@ class EvolutionResult:
     @property
     def best(self) -> Scored:
         return self.top[0]
-
-
-def save_json_atomic(data: object, path: Path) -> None:
-    """Write JSON to a temp file beside ``path`` and move it in place, so a kill leaves the old or the new."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _rng_to_json(rng: random.Random) -> list:

@@ -25,13 +25,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..architecture import GlitArch
+from ..atomic import save_json_atomic
 from ..complexity import authors_flops, count_params
 from ..data import SearchData
 from ..distributed import barrier, is_distributed, is_main_process
 from ..engine import TrainConfig, load_training_state, train_model
 from ..glit import GlobalLocalTransformer
 from .budget import Budget, LatencyTable, SpaceCost
-from .evolution import EvolutionConfig, EvolutionResult, Scored, evolve, random_search, save_json_atomic
+from .evolution import EvolutionConfig, EvolutionResult, Scored, evolve, random_search
 from .report import GenerationLog, pareto_plot, write_model_folder
 from .scoring import PathScorer
 from .space import SearchSpace, Stem, joint_space, stage1_space, stage2_space

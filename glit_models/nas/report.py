@@ -8,7 +8,6 @@ builds it, ``python -m glit_models.train --arch OUTPUT/best`` retrains it and ``
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -16,7 +15,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..architecture import GlitArch
-from .evolution import save_json_atomic
+from ..atomic import replacing, save_json_atomic, write_text_atomic
 
 __all__ = ['GenerationLog', 'registered_name', 'write_model_folder', 'pareto_plot']
 
@@ -38,9 +37,7 @@ class GenerationLog:
     def write(self, entry: dict[str, Any]) -> None:
         key = (entry['stage'], entry['generation'])
         entries = [e for e in self.read() if (e['stage'], e['generation']) != key] + [entry]
-        tmp = self.path.with_name(self.path.name + '.tmp')
-        tmp.write_text(''.join(json.dumps(e) + '\n' for e in entries))
-        os.replace(tmp, self.path)
+        write_text_atomic(''.join(json.dumps(e) + '\n' for e in entries), self.path)
 
 
 def registered_name(arch: GlitArch) -> str:
@@ -76,9 +73,8 @@ def write_model_folder(folder: Path, arch: GlitArch, state_dict: dict[str, torch
         'model_args': model_args,
     }
     weights = folder / 'model.safetensors'
-    tmp = weights.with_name(weights.name + '.tmp')
-    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp))
-    os.replace(tmp, weights)
+    with replacing(weights) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp))
     save_json_atomic(config, folder / 'config.json')
     return folder
 
@@ -123,8 +119,7 @@ def pareto_plot(points: dict[str, list[tuple[float, float]]], chosen: Optional[t
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(path.stem + '.tmp.png')
-    fig.savefig(tmp)
+    with replacing(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -24,12 +24,13 @@ from typing import Any, NoReturn, Optional, Sequence
 import torch
 
 from ..architecture import ArchitectureError
+from ..atomic import save_json_atomic
 from ..data import DataError, build_search_data, find_split, image_folder, make_loader
 from ..distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
 from ..engine import TrainingStateError
 from .budget import Budget, BudgetError, parse_amount, parse_latency
 from .demo import write_digits
-from .evolution import EvolutionConfig, EvolutionStateError, save_json_atomic
+from .evolution import EvolutionConfig, EvolutionStateError
 from .pipeline import (
     METHODS,
     STAGES,
