@@ -19,13 +19,13 @@ from typing import Optional, Sequence, Union
 import timm
 import torch
 from timm.data import resolve_data_config
-from timm.models._hub import save_for_hf
 
 from .architecture import ArchitectureError, GlitArch
 from .checkpoint import CheckpointError, read_checkpoint
 from .data import Augmentation, DataError, build_train_data, check_image_folder, find_split
 from .distributed import cleanup_distributed, init_distributed, is_main_process, world_size
 from .engine import TrainConfig, TrainingStateError, train_model, unwrap
+from .export import save_model_folder
 from .glit import GlobalLocalTransformer, NoPretrainedWeightsError
 
 __all__ = ['UsageError', 'parse_args', 'load_arch', 'main']
@@ -169,13 +169,8 @@ def _output_and_resume(args: argparse.Namespace) -> tuple[Path, bool]:
 
 def _save_final(model: torch.nn.Module, output: Path, classes: list[str]) -> None:
     """model.safetensors + config.json in timm's local-dir layout."""
-    model_args = dict(arch=model.arch.to_dict()) if isinstance(model, GlobalLocalTransformer) else None
-    cfg = dict(getattr(model, 'pretrained_cfg', {}) or {})
-    for key in ('hf_hub_id', 'url', 'file', 'origin_url', 'tag', 'source'):
-        cfg.pop(key, None)
-    cfg.update(notes=(f'Trained with {_PROG} on {len(classes)} classes.',), label_names=classes)
-    model.pretrained_cfg = cfg
-    save_for_hf(model, output, model_args=model_args, safe_serialization=True)
+    save_model_folder(model, output, dict(
+        origin_url=None, tag=None, notes=(f'Trained with {_PROG} on {len(classes)} classes.',), label_names=classes))
 
 
 def _img_size(args: argparse.Namespace, model: torch.nn.Module) -> int:

@@ -81,6 +81,8 @@ def test_hierarchical_search_end_to_end(tmp_path, data):
     # the model folder builds with timm and carries the supernet path's weights and BatchNorm statistics
     model = timm.create_model(f'local-dir:{tmp_path / "best"}', pretrained=True)
     assert model.arch.to_str() == summary['arch'] and model.num_classes == 10
+    assert 'inherited from the supernet, not trained' in model.pretrained_cfg['notes'][0]
+    assert not model.pretrained_cfg.get('hf_hub_id')  # not the released Tiny's weights
     assert evaluate(model, data.heldout_loader)['top1'] == pytest.approx(summary['supernet_heldout_top1'])
     assert json.loads((tmp_path / 'result.json').read_text())['arch'] == summary['arch']
 

@@ -30,10 +30,11 @@ from ..complexity import authors_flops, count_params
 from ..data import SearchData
 from ..distributed import barrier, is_distributed, is_main_process
 from ..engine import TrainConfig, load_training_state, train_model
+from ..export import save_model_folder
 from ..glit import GlobalLocalTransformer
 from .budget import Budget, LatencyTable, SpaceCost
 from .evolution import EvolutionConfig, EvolutionResult, Scored, evolve, random_search
-from .report import GenerationLog, pareto_plot, write_model_folder
+from .report import GenerationLog, pareto_plot
 from .scoring import PathScorer
 from .space import SearchSpace, Stem, joint_space, stage1_space, stage2_space
 from .spos import SupernetTrainConfig, train_supernet
@@ -288,9 +289,9 @@ class _Search:
                        supernet_heldout_top1=best.score, cost=best.cost, flops=self.flops(arch),
                        params=count_params(arch, self.data.num_classes, config.in_chans))
         if self.main:
-            write_model_folder(self.output / 'best', arch, model.state_dict(), self.data.num_classes,
-                               config.in_chans, notes=(f'Found by glit_models.nas.search ({config.method}) under '
-                                                       f'{config.budget}; weights inherited from the supernet.',))
+            save_model_folder(model, self.output / 'best', dict(notes=(
+                f'Found by glit_models.nas.search ({config.method}) under {config.budget}; weights inherited '
+                'from the supernet, not trained: retrain before use.',)))
             self.plot(summary)
         if config.compare_random > 0:
             summary['comparison'] = self.compare(arch, joint_space(config.stem), self.cost(joint_space(config.stem)))

@@ -1,26 +1,14 @@
-"""What a search leaves in its output folder: the per-generation log (JSONL), the Pareto plot
-(PNG) and the found architecture as a timm local-dir model folder.
-
-The model folder holds ``config.json`` (a registered GLiT architecture with the found description
-in ``model_args``) and ``model.safetensors``, so ``timm.create_model('local-dir:OUTPUT/best')``
-builds it, ``python -m glit_models.train --arch OUTPUT/best`` retrains it and ``hub/`` publishes it.
-"""
+"""What a search leaves in its output folder besides the model (``glit_models.export``): the
+per-generation log (JSONL) and the Pareto plot (PNG)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
-import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from ..atomic import replacing, write_text_atomic
 
-from ..architecture import GlitArch
-from ..atomic import replacing, save_json_atomic, write_text_atomic
-
-__all__ = ['GenerationLog', 'registered_name', 'write_model_folder', 'pareto_plot']
-
-_REGISTERED = {(192, 3): 'glit_tiny', (384, 6): 'glit_small', (768, 12): 'glit_base'}
-
+__all__ = ['GenerationLog', 'pareto_plot']
 
 class GenerationLog:
     """One JSON line per (stage, generation). A generation logged again after a resume replaces its
@@ -38,45 +26,6 @@ class GenerationLog:
         key = (entry['stage'], entry['generation'])
         entries = [e for e in self.read() if (e['stage'], e['generation']) != key] + [entry]
         write_text_atomic(''.join(json.dumps(e) + '\n' for e in entries), self.path)
-
-
-def registered_name(arch: GlitArch) -> str:
-    """The registered GLiT model of the same width (glit_tiny otherwise: ``model_args`` carry the rest)."""
-    return _REGISTERED.get((arch.embed_dim, arch.num_heads), 'glit_tiny')
-
-
-def write_model_folder(folder: Path, arch: GlitArch, state_dict: dict[str, torch.Tensor], num_classes: int,
-                       in_chans: int = 3, notes: Sequence[str] = ()) -> Path:
-    """``folder/config.json`` and ``folder/model.safetensors`` in timm's local-dir / Hub layout."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model_args: dict[str, Any] = {'arch': arch.to_dict()}
-    if in_chans != 3:
-        model_args['in_chans'] = in_chans
-    config = {
-        'architecture': registered_name(arch),
-        'num_classes': num_classes,
-        'num_features': arch.embed_dim,
-        'pretrained_cfg': {
-            'input_size': [in_chans, arch.img_size, arch.img_size],
-            'fixed_input_size': True,
-            'interpolation': 'bicubic',
-            'crop_pct': 0.875,
-            'mean': list(IMAGENET_DEFAULT_MEAN) if in_chans == 3 else [0.449] * in_chans,
-            'std': list(IMAGENET_DEFAULT_STD) if in_chans == 3 else [0.226] * in_chans,
-            'first_conv': 'patch_embed.proj',
-            'classifier': 'head',
-            'notes': list(notes),
-        },
-        'model_args': model_args,
-    }
-    weights = folder / 'model.safetensors'
-    with replacing(weights) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp))
-    save_json_atomic(config, folder / 'config.json')
-    return folder
 
 
 def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
