@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import platform
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import glit_models
 from glit_models.atomic import write_text_atomic
 from glit_models.complexity import macs
+from glit_models.distributed import device_name
 from glit_models.reference import ReferenceGlit
 
 PLAIN = 'plain:'
@@ -186,20 +186,17 @@ def run_group(names: list[str], mode: str, args: argparse.Namespace, device: tor
     return rows
 
 
-def device_name(device: torch.device) -> str:
+def device_description(device: torch.device) -> str:
     if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path('/proc/cpuinfo')
-    names = [line.split(':', 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith('model name')] if cpuinfo.exists() else []
-    return f'{names[0] if names else platform.machine()} CPU, {torch.get_num_threads()} threads'
+        return device_name(device)
+    return f'{device_name(device)} CPU, {torch.get_num_threads()} threads'
 
 
 def to_markdown(rows: list[dict], args: argparse.Namespace, device: torch.device) -> str:
     shown = ['model', 'mode', 'batch', 'img_size', 'samples_per_sec', 'step_time_ms', 'vs_deit', 'vs_plain',
              'params_m', 'gmacs', 'repeats']
     lines = [
-        f'Device: {device_name(device)}; torch {torch.__version__}, timm {timm.__version__}; '
+        f'Device: {device_description(device)}; torch {torch.__version__}, timm {timm.__version__}; '
         f'{args.amp or "fp32"}; medians of interleaved repeats (models of one size and mode timed in turn); '
         'vs_deit and vs_plain are throughput ratios within that run.',
         '',

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
+import platform
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 __all__ = ['init_distributed', 'is_distributed', 'rank', 'world_size', 'is_main_process', 'barrier',
-           'all_reduce_sum', 'broadcast_buffers', 'default_device', 'cleanup_distributed']
+           'all_reduce_sum', 'broadcast_buffers', 'default_device', 'device_name', 'cleanup_distributed']
 
 
 def is_distributed() -> bool:
@@ -32,6 +33,19 @@ def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
     return torch.device('cpu')
+
+
+def device_name(device: torch.device) -> str:
+    """The hardware behind ``device``: the GPU's name, or the CPU's model name."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def init_distributed(timeout_minutes: int = 30) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import statistics
 import time
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from ..architecture import BlockSpec
 from ..atomic import save_json_atomic
 from ..complexity import authors_flops, count_params, macs
+from ..distributed import device_name
 from .evolution import BudgetError
 from .space import Candidate, SearchSpace, Stem
 
@@ -87,16 +87,8 @@ def default_latency_cache() -> Path:
 def device_key(device: torch.device) -> str:
     """Names the hardware a latency was measured on: the table is only valid there."""
     if device.type == 'cuda':
-        return f'cuda:{torch.cuda.get_device_name(device)} torch{torch.__version__}'
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f'cpu:{cpu} threads{torch.get_num_threads()} torch{torch.__version__}'
+        return f'cuda:{device_name(device)} torch{torch.__version__}'
+    return f'cpu:{device_name(device)} threads{torch.get_num_threads()} torch{torch.__version__}'
 
 
 def _time_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
