@@ -224,7 +224,6 @@ class GlobalLocalBlock(nn.Module):
     ) -> None:
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        self.spec = spec
         self.norm1 = norm_layer(dim, **dd)
         self.mixer = GlobalLocalModule(dim, num_heads, spec, attn_drop=attn_drop, proj_drop=proj_drop, **dd)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
