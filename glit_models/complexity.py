@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from .architecture import BlockSpec, GlitArch
 
-__all__ = ['block_params', 'count_params', 'authors_flops', 'macs']
+__all__ = ['block_params', 'stem_params', 'count_params', 'block_authors_flops', 'stem_authors_flops',
+           'authors_flops', 'block_macs', 'stem_macs', 'macs']
 
 
 def _linear(n_in: int, n_out: int) -> int:
@@ -35,16 +36,22 @@ def block_params(arch: GlitArch, block: BlockSpec) -> int:
     return total
 
 
+def stem_params(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> int:
+    """Learnable parameters outside the blocks: patch embedding, class token, position embedding,
+    final norm and classifier."""
+    dim, patch = arch.embed_dim, arch.patch_size
+    stem = _linear(in_chans * patch * patch, dim) + dim + arch.num_tokens * dim
+    return stem + 2 * dim + (_linear(dim, num_classes) if num_classes else 0)
+
+
 def count_params(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> int:
     """Learnable parameters of the whole network with a ``num_classes`` head."""
-    dim, patch = arch.embed_dim, arch.patch_size
-    stem = _linear(in_chans * patch * patch, dim) + dim + arch.num_tokens * dim  # patch embed, cls, pos
-    head = 2 * dim + (_linear(dim, num_classes) if num_classes else 0)  # final norm, classifier
-    return stem + sum(block_params(arch, b) for b in arch.blocks) + head
+    return stem_params(arch, num_classes, in_chans) + sum(block_params(arch, b) for b in arch.blocks)
 
 
-def _block_authors_flops(arch: GlitArch, block: BlockSpec, n: int) -> float:
-    dim = arch.embed_dim
+def block_authors_flops(arch: GlitArch, block: BlockSpec) -> float:
+    """The authors' FLOPs of one block at the description's token count."""
+    dim, n = arch.embed_dim, arch.num_tokens
     flops = 2 * block.mlp_ratio * dim * dim * n
     if block.has_global:
         c_g, e = arch.global_channels(block), block.qkv_ratio
@@ -55,17 +62,23 @@ def _block_authors_flops(arch: GlitArch, block: BlockSpec, n: int) -> float:
     return flops
 
 
+def _patch_embed_macs(arch: GlitArch, in_chans: int) -> int:
+    return (arch.num_tokens - 1) * in_chans * arch.patch_size ** 2 * arch.embed_dim
+
+
+def stem_authors_flops(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> float:
+    """The authors' FLOPs outside the blocks: patch embedding and classifier."""
+    return _patch_embed_macs(arch, in_chans) + arch.embed_dim * num_classes
+
+
 def authors_flops(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> float:
     """The authors' FLOPs formula (multiply-adds), at the description's image size."""
-    n = arch.num_tokens
-    patches = n - 1
-    stem = patches * in_chans * arch.patch_size ** 2 * arch.embed_dim
-    head = arch.embed_dim * num_classes
-    return stem + sum(_block_authors_flops(arch, b, n) for b in arch.blocks) + head
+    return stem_authors_flops(arch, num_classes, in_chans) + sum(block_authors_flops(arch, b) for b in arch.blocks)
 
 
-def _block_macs(arch: GlitArch, block: BlockSpec, n: int) -> int:
-    dim = arch.embed_dim
+def block_macs(arch: GlitArch, block: BlockSpec) -> int:
+    """Multiply-adds of one block's matmuls and convolutions at the description's token count."""
+    dim, n = arch.embed_dim, arch.num_tokens
     hidden = int(dim * block.mlp_ratio)
     total = 2 * n * dim * hidden
     if block.has_global:
@@ -79,8 +92,11 @@ def _block_macs(arch: GlitArch, block: BlockSpec, n: int) -> int:
     return total
 
 
+def stem_macs(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> int:
+    """Multiply-adds outside the blocks: patch embedding and classifier."""
+    return _patch_embed_macs(arch, in_chans) + arch.embed_dim * num_classes
+
+
 def macs(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> int:
     """All multiply-adds of matmuls and convolutions for one image at the description's size."""
-    n = arch.num_tokens
-    stem = (n - 1) * in_chans * arch.patch_size ** 2 * arch.embed_dim
-    return stem + sum(_block_macs(arch, b, n) for b in arch.blocks) + arch.embed_dim * num_classes
+    return stem_macs(arch, num_classes, in_chans) + sum(block_macs(arch, b) for b in arch.blocks)

@@ -46,10 +46,16 @@ class DataError(ValueError):
 
 @dataclass
 class SearchData:
-    train_loader: DataLoader    # supernet training batches (train minus held-out)
+    train_loader: DataLoader    # supernet and retraining batches (train minus held-out and test)
     calib_loader: DataLoader    # training images without augmentation, for BatchNorm recalibration
-    heldout_loader: DataLoader  # the held-out split carved from train, for scoring
-    num_classes: int
+    heldout_loader: DataLoader  # the held-out split carved from train: picks among retrained candidates
+    score_loader: DataLoader    # a fixed, seeded part of the held-out split: scores supernet paths
+    test_loader: Optional[DataLoader]  # DIR/val or a split carved from train: only reported, never selects
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
 
 @dataclass
@@ -158,7 +164,8 @@ def make_loader(dataset: Dataset, *, img_size: int, batch_size: int, is_training
         use_prefetcher=device.type == 'cuda',
         device=device,
         pin_memory=device.type == 'cuda',
-        persistent_workers=False,
+        # evaluation loaders are read many times (every candidate scored) and draw no random numbers
+        persistent_workers=workers > 0 and not is_training,
         **options,
     )
 
@@ -177,22 +184,50 @@ def _shard(indices: Sequence[int], distributed: bool) -> list[int]:
 
 
 def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: int, heldout: Union[float, int],
-                      seed: int = 0, workers: int = 2, in_chans: int = 3, distributed: bool = False) -> SearchData:
+                      test: Optional[Union[float, int]] = None, score_images: Optional[int] = None, seed: int = 0,
+                      workers: int = 2, in_chans: int = 3, distributed: bool = False) -> SearchData:
     """Loaders for the search from an ImageFolder (``data_dir/train`` when it exists, else ``data_dir``).
 
     ``batch_size`` is per process. The held-out split is a seeded random subset of the training
-    images (``heldout``: a fraction < 1 or an image count); under torchrun the calibration and
-    held-out images are split across ranks.
+    images (``heldout``: a fraction < 1 or an image count); supernet paths are scored on its first
+    ``score_images`` (all of it when None). The test split, reported and never used to choose, is
+    ``data_dir/val`` when it exists, else ``test`` images carved from train (a fraction or a count;
+    None: no test split). Under torchrun the evaluation images are split across ranks.
     """
     root = find_split(data_dir, 'train') or Path(data_dir)
     dataset = image_folder(root, in_chans)
-    train_indices, heldout_indices = split_heldout(len(dataset), heldout, seed)
+    classes = sorted(dataset.reader.class_to_idx, key=dataset.reader.class_to_idx.get)
+    val_root = find_split(data_dir, 'val')
+    pool, test_indices = list(range(len(dataset))), []
+    if val_root is None and test is not None:
+        pool, test_indices = split_heldout(len(dataset), test, seed + 1)
+    train_positions, heldout_positions = split_heldout(len(pool), heldout, seed)
+    train_indices = [pool[i] for i in train_positions]
+    heldout_indices = [pool[i] for i in heldout_positions]
+    if score_images is not None and score_images < 1:
+        raise DataError(f'score_images={score_images}: score supernet paths on at least one held-out image')
+    score_indices = heldout_indices[:score_images]
     _check_one_batch(len(train_indices), batch_size, distributed)
     common = dict(img_size=img_size, batch_size=batch_size, workers=workers, in_chans=in_chans)
-    train_loader = make_loader(subset(dataset, train_indices), is_training=True, distributed=distributed, **common)
-    calib_loader = make_loader(subset(dataset, _shard(train_indices, distributed)), is_training=False, **common)
-    heldout_loader = make_loader(subset(dataset, _shard(heldout_indices, distributed)), is_training=False, **common)
-    return SearchData(train_loader, calib_loader, heldout_loader, num_classes=len(dataset.reader.class_to_idx))
+
+    def evaluation(source: Dataset, indices: Sequence[int]) -> DataLoader:
+        return make_loader(subset(source, _shard(indices, distributed)), is_training=False, **common)
+
+    test_loader = None
+    if val_root is not None:
+        val_set = image_folder(val_root, in_chans)
+        if val_set.reader.class_to_idx != dataset.reader.class_to_idx:
+            raise DataError(f'the class folders of {val_root} and {root} differ; both need the same classes')
+        test_loader = evaluation(val_set, range(len(val_set)))
+    elif test_indices:
+        test_loader = evaluation(dataset, test_indices)
+    return SearchData(
+        train_loader=make_loader(subset(dataset, train_indices), is_training=True, distributed=distributed, **common),
+        calib_loader=evaluation(dataset, train_indices),
+        heldout_loader=evaluation(dataset, heldout_indices),
+        score_loader=evaluation(dataset, score_indices),
+        test_loader=test_loader,
+        class_names=classes)
 
 
 def build_train_data(data_dir: Union[str, Path], *, img_size: int, batch_size: int, train_split: str = 'train',

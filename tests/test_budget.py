@@ -6,15 +6,9 @@ import random
 import pytest
 
 from glit_models.complexity import authors_flops, count_params, macs
-from glit_models.nas.budget import (
-    Budget,
-    BudgetError,
-    LatencyTable,
-    SpaceCost,
-    format_amount,
-    parse_amount,
-    parse_latency,
-)
+from glit_models.nas.budget import Budget, BudgetError, format_amount, parse_amount, parse_latency
+from glit_models.nas.cost import SpaceCost
+from glit_models.nas.latency import LatencyTable
 from glit_models.nas.space import Stem, joint_space, stage1_space, stage2_space
 
 TINY_STEM = Stem(embed_dim=24, num_heads=3, depth=2, patch_size=8, img_size=32)

@@ -1,5 +1,6 @@
 """The hierarchical pipeline and its baselines on the digits, with a tiny supernet and EA."""
 import json
+import random
 import shutil
 
 import pytest
@@ -7,11 +8,18 @@ import timm
 import torch
 
 from glit_models.data import build_search_data
-from glit_models.engine import evaluate
-from glit_models.nas.budget import Budget, BudgetError, SpaceCost
+from glit_models.engine import evaluate, load_training_state
+from glit_models.nas.budget import Budget, BudgetError
+from glit_models.nas.cost import SpaceCost
 from glit_models.nas.demo import write_digits
 from glit_models.nas.evolution import EvolutionConfig
-from glit_models.nas.pipeline import SearchConfig, SearchError, run_search, short_training
+from glit_models.nas.pipeline import (
+    SearchConfig,
+    SearchError,
+    run_search,
+    sample_under_budget,
+    short_training,
+)
 from glit_models.nas.space import Stem, joint_space, stage1_space, stage2_space
 from glit_models.nas.spos import SupernetTrainConfig
 
@@ -41,7 +49,7 @@ def data(digits, tmp_path_factory):
         (small / folder.name).mkdir(parents=True)
         for image in sorted(folder.iterdir())[:24]:
             shutil.copy(image, small / folder.name / image.name)
-    return build_search_data(small, img_size=32, batch_size=64, heldout=0.25, workers=0)
+    return build_search_data(small, img_size=32, batch_size=64, heldout=0.25, test=0.2, score_images=32, workers=0)
 
 
 def tiny_config(**kwargs):
@@ -49,7 +57,7 @@ def tiny_config(**kwargs):
         stem=STEM, budget=BUDGET,
         supernet=SupernetTrainConfig(epochs=1, batch_size=64, lr=0.2),
         evolution=EvolutionConfig(population=4, generations=2, parents=2, mutations=2, crossovers=1, top_k=2),
-        random_samples=5, calib_batches=1)
+        calib_batches=1, retrain=short_training(1, 64, lr=2e-3, workers=0))
     return SearchConfig(**{**defaults, **kwargs})
 
 
@@ -64,69 +72,106 @@ def test_demo_data_is_an_image_folder_with_a_val_split(digits):
 def test_budget_is_between_the_tiny_spaces_extremes():
     cost = SpaceCost(stage1_space(STEM), 'flops', 10)
     assert cost.smallest()[0] < BUDGET.limit < max(cost(c) for c in [(0, 0), (3, 3), (0, 3), (3, 0)])
+    assert 0 < cost.admitted_fraction(BUDGET.limit) < 1
 
 
-def test_hierarchical_search_end_to_end(tmp_path, data):
+def _log(folder):
+    return [json.loads(line) for line in (folder / 'search.jsonl').read_text().splitlines()]
+
+
+def test_hierarchical_search_retrains_each_stages_top_k(tmp_path, data):
     summary = run_search(tiny_config(), data, tmp_path, progress=False)
-    assert summary['cost'] <= BUDGET.limit and summary['space'] == 'stage2'
-    # the stage-2 space keeps stage 1's distributions
-    picked = json.loads((tmp_path / 'stage1' / 'picked.json').read_text())
-    space = stage2_space(STEM, picked['distributions'])
-    assert space.to_arch(summary['candidate']).to_str() == summary['arch']
-    # one log line per stage and generation
-    log = [json.loads(line) for line in (tmp_path / 'search.jsonl').read_text().splitlines()]
+    assert summary['cost'] <= BUDGET.limit and summary['space'] == 'stage2' and summary['best_trained']
+    stage1 = json.loads((tmp_path / 'stage1' / 'picked.json').read_text())
+    stage2 = json.loads((tmp_path / 'stage2' / 'picked.json').read_text())
+    # each stage retrained its top 2 and kept the best on the held-out split
+    for stage in (stage1, stage2):
+        assert len(stage['top']) == 2 and all(t['retrained']['epochs'] == 1 for t in stage['top'])
+        best = max(stage['top'], key=lambda t: t['retrained']['heldout_top1'])
+        assert stage['picked']['candidate'] == best['candidate']
+    # stage 2 searched the low-level choices of stage 1's pick
+    assert stage2_space(STEM, stage1['distributions']).to_arch(summary['candidate']).to_str() == summary['arch']
+    assert [b.split()[0] for b in summary['arch'].split(' | ')[1:]] == [
+        b.split()[0] for b in stage1['picked']['arch'].split(' | ')[1:]]
+    log = _log(tmp_path)
     assert [(e['stage'], e['generation']) for e in log] == [('stage1', 0), ('stage1', 1), ('stage2', 0), ('stage2', 1)]
     assert all(p['cost'] <= BUDGET.limit for e in log for p in e['population'])
     assert (tmp_path / 'pareto.png').stat().st_size > 10_000
-    # the model folder builds with timm and carries the supernet path's weights and BatchNorm statistics
+    # best/ holds the retrained winner: its weights give the recorded held-out and test top-1
     model = timm.create_model(f'local-dir:{tmp_path / "best"}', pretrained=True)
     assert model.arch.to_str() == summary['arch'] and model.num_classes == 10
-    assert 'inherited from the supernet, not trained' in model.pretrained_cfg['notes'][0]
-    assert not model.pretrained_cfg.get('hf_hub_id')  # not the released Tiny's weights
-    assert evaluate(model, data.heldout_loader)['top1'] == pytest.approx(summary['supernet_heldout_top1'])
+    assert 'trained from scratch for 1 epochs' in model.pretrained_cfg['notes'][0]
+    assert evaluate(model, data.heldout_loader)['top1'] == pytest.approx(summary['heldout_top1'])
+    assert evaluate(model, data.test_loader)['top1'] == pytest.approx(summary['test_top1'])
     assert json.loads((tmp_path / 'result.json').read_text())['arch'] == summary['arch']
 
 
-def test_stage2_warm_starts_from_stage1(tmp_path, data, caplog):
-    run_search(tiny_config(stage='1'), data, tmp_path, progress=False)
-    assert not (tmp_path / 'stage2').exists()
+def test_without_retraining_best_holds_the_supernets_weights(tmp_path, data):
+    summary = run_search(tiny_config(stage='1', retrain_top=False), data, tmp_path, progress=False)
+    assert not summary['best_trained'] and summary['heldout_top1'] is None
+    assert not (tmp_path / 'retrain').exists()
+    model = timm.create_model(f'local-dir:{tmp_path / "best"}', pretrained=True)
+    assert 'inherited from the supernet, not trained' in model.pretrained_cfg['notes'][0]
+    # the path's recalibrated BatchNorm statistics travel with its weights: the same score as in the search
+    assert evaluate(model, data.score_loader)['top1'] == pytest.approx(summary['supernet_top1'])
+
+
+def test_stage2_starts_every_option_equally_unless_asked(tmp_path, data, caplog):
     with caplog.at_level('INFO', logger='glit_models.nas.pipeline'):
-        summary = run_search(tiny_config(stage='2'), data, tmp_path, progress=False)
-    assert summary['space'] == 'stage2'
+        run_search(tiny_config(retrain_top=False), data, tmp_path / 'fresh', progress=False)
+        assert not any('warm-started' in r.message for r in caplog.records)
+        run_search(tiny_config(retrain_top=False, warm_start_stage2=True), data, tmp_path / 'warm', progress=False)
     assert any('warm-started' in r.message for r in caplog.records)
 
 
 def test_stage2_alone_needs_distributions(tmp_path, data):
     with pytest.raises(SearchError, match='--distributions'):
         run_search(tiny_config(stage='2'), data, tmp_path, progress=False)
-    summary = run_search(tiny_config(stage='2', distributions=(3, 0)), data, tmp_path, progress=False)
+    summary = run_search(tiny_config(stage='2', distributions=(3, 0), retrain_top=False), data, tmp_path,
+                         progress=False)
     assert [b.split()[0] for b in summary['arch'].split(' | ')[1:]] == ['3:0', '0:3']
 
 
-@pytest.mark.parametrize('method', ['spos', 'random'])
-def test_baselines_search_the_joint_space(tmp_path, data, method):
-    summary = run_search(tiny_config(method=method), data, tmp_path, progress=False)
-    assert summary['space'] == 'joint' and summary['cost'] <= BUDGET.limit
+def test_spos_baseline_gets_the_compute_of_both_stages(tmp_path, data):
+    summary = run_search(tiny_config(method='spos'), data, tmp_path, progress=False)
+    assert summary['space'] == 'joint' and summary['cost'] <= BUDGET.limit and summary['stages'] == ['joint']
+    assert load_training_state(tmp_path / 'joint' / 'supernet.pth.tar')['epoch'] == 2  # 1 epoch a stage x 2
+    assert [e['generation'] for e in _log(tmp_path)] == [0, 1, 2, 3]  # 2 generations a stage x 2
+    picked = json.loads((tmp_path / 'joint' / 'picked.json').read_text())
+    assert len(picked['top']) == 2 and all(t['retrained'] for t in picked['top'])
     joint_space(STEM).from_arch(timm.create_model(f'local-dir:{tmp_path / "best"}').arch)
 
 
-def test_comparison_trains_found_and_random_architectures(tmp_path, data):
-    config = tiny_config(stage='1', compare_random=2, retrain=short_training(1, 64, lr=2e-3, workers=0))
-    summary = run_search(config, data, tmp_path, progress=False)
+def test_random_search_is_the_papers_retrained_samples_without_supernet(tmp_path, data):
+    summary = run_search(tiny_config(method='random'), data, tmp_path, progress=False)
+    assert summary['space'] == 'joint' and summary['supernet_top1'] is None and summary['best_trained']
+    assert not list(tmp_path.rglob('supernet.pth.tar')) and not (tmp_path / 'search.jsonl').exists()
+    picked = json.loads((tmp_path / 'random' / 'picked.json').read_text())
+    assert len(picked['top']) == 2 and all(t['cost'] <= BUDGET.limit for t in picked['top'])
+    assert summary['heldout_top1'] == max(t['retrained']['heldout_top1'] for t in picked['top'])
+    with pytest.raises(SearchError, match='--retrain-epochs'):
+        tiny_config(method='random', retrain_top=False)
+
+
+def test_comparison_reports_the_test_split(tmp_path, data):
+    summary = run_search(tiny_config(stage='1', compare_random=2), data, tmp_path, progress=False)
     comparison = summary['comparison']
+    assert comparison['split'] == 'test'
     assert len(comparison['random_top1']) == 2 and len(set(comparison['random_archs'])) == 2
     assert summary['arch'] not in comparison['random_archs']
-    assert comparison['random_median_top1'] == pytest.approx(sorted(comparison['random_top1'])[0] / 2
-                                                             + sorted(comparison['random_top1'])[1] / 2)
-    assert 0 <= comparison['found_top1'] <= 100
+    assert comparison['random_median_top1'] == pytest.approx(sum(comparison['random_top1']) / 2)
+    # the found architecture is not trained twice: its retraining in stage 1 is reused
+    assert comparison['found_top1'] == summary['test_top1']
+    assert len(list((tmp_path / 'retrain').iterdir())) == 2 + 2
 
 
-def test_retraining_stage1_top_k_picks_one_of_them(tmp_path, data):
-    config = tiny_config(stage='1', retrain_top_epochs=1, retrain=short_training(1, 64, lr=2e-3, workers=0))
-    summary = run_search(config, data, tmp_path, progress=False)
-    top = json.loads((tmp_path / 'stage1' / 'result.json').read_text())['top']
-    assert summary['candidate'] in [t['candidate'] for t in top]
-    assert len(list((tmp_path / 'stage1' / 'retrain').iterdir())) == len(top)
+def test_sampling_under_a_budget_names_the_shortfall():
+    space = joint_space(STEM)
+    cost = SpaceCost(space, 'flops', 10)
+    found = sample_under_budget(space, cost, BUDGET.limit, 5, random.Random(0))
+    assert len({space.to_arch(c) for c in found}) == 5 and all(cost(c) <= BUDGET.limit for c in found)
+    with pytest.raises(BudgetError, match='only 1 of 2 wanted candidates'):
+        sample_under_budget(space, cost, cost.smallest()[0], 2, random.Random(0))
 
 
 def test_impossible_budget_fails_before_training(tmp_path, data):
@@ -145,8 +190,17 @@ def test_bad_settings():
 
 
 def test_search_leaves_global_rng_reproducible(tmp_path, data):
-    # two runs from the same seed pick the same architecture
+    # two runs from the same seed pick the same architecture with the same scores
     a = run_search(tiny_config(stage='1'), data, tmp_path / 'a', progress=False)
     torch.manual_seed(123)  # the caller's RNG state must not matter
     b = run_search(tiny_config(stage='1'), data, tmp_path / 'b', progress=False)
-    assert a['candidate'] == b['candidate'] and a['supernet_heldout_top1'] == b['supernet_heldout_top1']
+    assert (a['candidate'], a['heldout_top1'], a['test_top1']) == (b['candidate'], b['heldout_top1'], b['test_top1'])
+
+
+def test_train_heldout_and_test_splits_are_disjoint(data):
+    def indices(loader):
+        return set(loader.dataset.indices)
+    train, heldout, test = indices(data.train_loader), indices(data.heldout_loader), indices(data.test_loader)
+    assert len(train) + len(heldout) + len(test) == 240 and not (train & heldout or train & test or heldout & test)
+    assert indices(data.score_loader) <= heldout and len(indices(data.score_loader)) == 32
+    assert indices(data.calib_loader) == train

@@ -1,12 +1,13 @@
 """GLiT's hierarchical neural architecture search.
 
 space (candidates as plain data) -> supernet (SPOS choice blocks) -> spos (supernet training) ->
-scoring (BatchNorm recalibration, held-out top-1) -> evolution (the EA under a budget, see budget) ->
-pipeline (stage 1, stage 2 and the baselines) -> search (``python -m glit_models.nas.search``).
+scoring (BatchNorm recalibration, held-out top-1) -> evolution (the EA under a budget: budget, cost,
+latency) -> pipeline (each method a list of stages) -> search (``python -m glit_models.nas.search``);
+ranking and rank_check measure how well a supernet ranks architectures.
 """
-from .evolution import EvolutionConfig, evolve, random_search
+from .evolution import EvolutionConfig, evolve
 from .space import SearchSpace, Stem, joint_space, stage1_space, stage2_space
 from .supernet import Supernet
 
-__all__ = ['EvolutionConfig', 'SearchSpace', 'Stem', 'Supernet', 'evolve', 'joint_space', 'random_search',
-           'stage1_space', 'stage2_space']
+__all__ = ['EvolutionConfig', 'SearchSpace', 'Stem', 'Supernet', 'evolve', 'joint_space', 'stage1_space',
+           'stage2_space']

@@ -16,14 +16,10 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..atomic import save_json_atomic
+from .budget import BudgetError
 from .space import Candidate
 
-__all__ = ['BudgetError', 'EvolutionConfig', 'EvolutionStateError', 'Scored', 'EvolutionResult', 'evolve',
-           'random_search']
-
-
-class BudgetError(ValueError):
-    """A budget no candidate of the space meets."""
+__all__ = ['EvolutionConfig', 'EvolutionStateError', 'Scored', 'EvolutionResult', 'evolve']
 
 
 class EvolutionStateError(ValueError):
@@ -87,7 +83,7 @@ def _rng_from_json(state: list) -> random.Random:
 
 
 class _Search:
-    """The state shared by the EA and random search: what was scored, what may still be tried."""
+    """The EA's state: what was scored, what may still be tried."""
 
     def __init__(self, choices: Sequence[int], score: Callable[[Candidate], float],
                  cost: Callable[[Candidate], float], budget: Optional[float], rng: random.Random) -> None:
@@ -253,41 +249,3 @@ def evolve(
             population = []
         save()
     return EvolutionResult(search.ranked(config.top_k), list(search.history))
-
-
-def random_search(
-        choices: Sequence[int],
-        score: Callable[[Candidate], float],
-        cost: Callable[[Candidate], float],
-        budget: Optional[float] = None,
-        samples: int = 1000,
-        top_k: int = 5,
-        seed: int = 0,
-        state_path: Optional[Path] = None,
-        resume: bool = False,
-        write_state: bool = True,
-        progress: Optional[Callable[[int], None]] = None,
-) -> EvolutionResult:
-    """The random-search baseline: ``samples`` distinct candidates under budget, uniformly drawn, all scored."""
-    settings = dict(samples=samples, top_k=top_k, seed=seed, choices=list(choices), budget=budget)
-    search = _Search(choices, score, cost, budget, random.Random(seed))
-    state = _load_state(state_path, resume, 'random', settings)
-    if state is None:
-        candidates = search.random_candidates(samples, set(), 10 * samples)
-        if not candidates:
-            raise _unmet_budget(budget, 10 * samples)
-    else:
-        search.load(state)
-        candidates = [tuple(c) for c in state['candidates']]
-
-    def scored_one() -> None:
-        if state_path is not None and write_state:
-            save_json_atomic(dict(kind='random', settings=settings, candidates=[list(c) for c in candidates],
-                                  **search.state()), state_path)
-        if progress is not None:
-            progress(1)
-
-    if progress is not None:
-        progress(len(search.history))
-    search.score_all(candidates, 0, scored_one)
-    return EvolutionResult(search.ranked(top_k), list(search.history))

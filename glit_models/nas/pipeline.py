@@ -1,19 +1,27 @@
-"""The hierarchical search of GLiT and the paper's two baselines, end to end on one data set.
+"""GLiT's hierarchical search and the paper's two baselines (spec section 4), end to end on one data set.
 
-- hierarchical: stage-1 supernet (distributions) -> EA -> top-k distributions (optionally short-
-  retrained from scratch to pick one, as the paper does) -> stage-2 supernet over the low-level
-  choices, warm-started from stage 1 -> EA -> the architecture.
-- spos: one supernet over the joint space (36 options a block) -> EA (the paper's plain-SPOS baseline).
-- random: the same joint supernet, random search instead of the EA.
+A method is data: a list of stages (``StagePlan``), each a space, a way to pick candidates and where its
+supernet starts. One runner walks the list:
 
-Each phase keeps its state in its own place under the output folder (supernet training state,
-EA state, retraining states, JSON results), so a run killed anywhere and resumed continues where
-it stopped and ends with the architecture an uninterrupted run finds.
+- hierarchical: stage 1 (distributions) then stage 2 (low-level choices under stage 1's pick), each a
+  SPOS supernet and the EA under the budget;
+- spos: one stage over the joint space whose supernet trains as long as both hierarchical stages
+  together and whose EA scores as many candidates;
+- random: the paper's random search: candidates drawn uniformly under the budget, no supernet.
+
+Every stage ends the same way: its top ``top_k`` candidates are retrained from scratch with a short
+recipe and the best on the held-out split becomes the stage's result (the paper's protocol). A test
+split (``DIR/val`` or one carved from train) is only reported, never used to choose.
+
+Each unit of work (a supernet, an EA, one retraining) keeps its state in its own place under the output
+folder, so a run killed anywhere and resumed ends with the architecture an uninterrupted run finds.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import random
 import statistics
 from dataclasses import asdict, dataclass, field, replace
@@ -21,7 +29,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..architecture import GlitArch
@@ -29,28 +36,54 @@ from ..atomic import save_json_atomic
 from ..complexity import authors_flops, count_params
 from ..data import SearchData
 from ..distributed import barrier, is_distributed, is_main_process
-from ..engine import TrainConfig, load_training_state, train_model
+from ..engine import TrainConfig, evaluate, load_training_state, train_model
 from ..export import save_model_folder
 from ..glit import GlobalLocalTransformer
-from .budget import Budget, LatencyTable, SpaceCost
-from .evolution import EvolutionConfig, EvolutionResult, Scored, evolve, random_search
+from .budget import Budget, BudgetError, format_amount
+from .cost import SpaceCost
+from .evolution import EvolutionConfig, Scored, evolve
+from .latency import LatencyTable
 from .report import GenerationLog, pareto_plot
 from .scoring import PathScorer
-from .space import SearchSpace, Stem, joint_space, stage1_space, stage2_space
+from .space import Candidate, SearchSpace, Stem, joint_space, stage1_space, stage2_space
 from .spos import SupernetTrainConfig, train_supernet
 from .supernet import Supernet
 
-__all__ = ['METHODS', 'STAGES', 'SearchConfig', 'SearchError', 'check_budget', 'config_record', 'run_search',
-           'short_training']
+__all__ = ['METHODS', 'STAGES', 'SearchConfig', 'SearchError', 'StagePlan', 'check_budget', 'config_record',
+           'method_stages', 'run_search', 'sample_under_budget', 'short_training', 'stage_space']
 
 _logger = logging.getLogger(__name__)
 
-METHODS = ('hierarchical', 'spos', 'random')
 STAGES = ('1', '2', 'both')
 
 
 class SearchError(ValueError):
     """Settings or a saved state the search cannot work with."""
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage of a search method.
+
+    ``space``: 'stage1', 'stage2' (built on the previous stage's result) or 'joint'. ``pick``: 'evolution'
+    (SPOS supernet + EA) or 'sample' (uniform draws under the budget, no supernet). ``scale`` multiplies
+    the supernet epochs and the EA generations (equal compute for a one-stage method). ``warm_start``: the
+    stage whose trained supernet initialises this one's options that it shares.
+    """
+
+    name: str
+    space: str
+    pick: str
+    scale: int = 1
+    warm_start: Optional[str] = None
+
+
+METHODS: dict[str, tuple[StagePlan, ...]] = {
+    'hierarchical': (StagePlan('stage1', 'stage1', 'evolution'), StagePlan('stage2', 'stage2', 'evolution')),
+    'spos': (StagePlan('joint', 'joint', 'evolution', scale=2),),
+    'random': (StagePlan('random', 'joint', 'sample'),),
+}
+"""The paper's methods (its Table 5): GLiT's hierarchical search and the two baselines, at equal compute."""
 
 
 def short_training(epochs: int, batch_size: int, seed: int = 0, workers: int = 2, amp: bool = False,
@@ -66,9 +99,11 @@ def short_training(epochs: int, batch_size: int, seed: int = 0, workers: int = 2
 class SearchConfig:
     """One search: the space's stem, the budget, the method and the settings of every phase.
 
-    ``retrain_top_epochs``: epochs of short retraining that pick stage 1's distribution among its top-k
-    (0: take the supernet's best). ``compare_random``: after the search, train the found architecture and
-    this many random architectures of the same budget the same way (``retrain``) and report both.
+    ``supernet`` and ``evolution`` are per stage (a method's ``scale`` multiplies them). ``retrain``: the
+    short recipe that retrains each stage's top ``evolution.top_k`` (``retrain_top=False``: take the
+    supernet's best instead; not possible for random search). ``compare_random``: after the search, train
+    this many random architectures of the same budget with ``retrain`` and report them beside the found one.
+    ``warm_start_stage2``: initialise stage 2's supernet from stage 1's (off: every option starts equal).
     """
 
     stem: Stem
@@ -78,11 +113,11 @@ class SearchConfig:
     distributions: Optional[tuple[int, ...]] = None
     supernet: SupernetTrainConfig = field(default_factory=SupernetTrainConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
-    random_samples: int = 1000
     calib_batches: int = 200
-    retrain_top_epochs: int = 0
-    compare_random: int = 0
+    retrain_top: bool = True
     retrain: TrainConfig = field(default_factory=lambda: short_training(30, 128))
+    compare_random: int = 0
+    warm_start_stage2: bool = False
     in_chans: int = 3
     latency_batch: int = 1
     latency_cache: Optional[Path] = None
@@ -96,14 +131,54 @@ class SearchConfig:
             raise SearchError(f'--stage {self.stage} is for the hierarchical method; {self.method} has one stage')
         if self.distributions is not None and len(self.distributions) != self.stem.depth:
             raise SearchError(f'{len(self.distributions)} distributions given for {self.stem.depth} blocks')
+        if self.method == 'random' and not self.retrain_top:
+            raise SearchError('random search picks by retraining its samples: --retrain-epochs must be at least 1')
+
+
+def method_stages(config: SearchConfig) -> tuple[StagePlan, ...]:
+    """The stages ``config`` runs: its method's, cut to ``config.stage``, with stage 2's warm start."""
+    stages = METHODS[config.method]
+    if config.method == 'hierarchical':
+        stages = {'1': stages[:1], '2': stages[1:], 'both': stages}[config.stage]
+        if config.warm_start_stage2 and config.stage == 'both':
+            stages = tuple(replace(s, warm_start='stage1') if s.name == 'stage2' else s for s in stages)
+    return stages
+
+
+def sample_under_budget(space: SearchSpace, cost: Callable[[Candidate], float], limit: float, count: int,
+                        rng: random.Random, exclude: tuple[GlitArch, ...] = ()) -> list[Candidate]:
+    """``count`` distinct candidates drawn uniformly from those of ``space`` within ``limit`` (rejection
+    sampling), none of whose architectures is in ``exclude``; BudgetError when too few are found."""
+    found: list[Candidate] = []
+    archs = set(exclude)
+    for _ in range(1000 * count):
+        if len(found) == count:
+            break
+        candidate = space.sample(rng)
+        arch = space.to_arch(candidate)
+        if cost(candidate) <= limit and arch not in archs:
+            found.append(candidate)
+            archs.add(arch)
+    if len(found) < count:
+        raise BudgetError(f'only {len(found)} of {count} wanted candidates of the {space.name} space fit the budget '
+                          f'in {1000 * count} draws; raise the budget or ask for fewer')
+    return found
 
 
 @dataclass
 class StageOutcome:
-    name: str
+    plan: StagePlan
     space: SearchSpace
-    supernet: Supernet
-    result: EvolutionResult
+    top: list[Scored]
+    """The stage's top candidates, best first by supernet score (by draw order for sampled ones)."""
+    picked: Scored
+    retrained: list[dict[str, Any]]
+    """One record per retrained top candidate (held-out and test top-1), in ``top``'s order."""
+    supernet: Optional[Supernet] = None
+
+    @property
+    def arch(self) -> GlitArch:
+        return self.space.to_arch(self.picked.candidate)
 
 
 def space_cost(space: SearchSpace, config: SearchConfig, num_classes: int,
@@ -118,218 +193,244 @@ def space_cost(space: SearchSpace, config: SearchConfig, num_classes: int,
     return SpaceCost(space, config.budget.kind, num_classes, config.in_chans, latency)
 
 
-class _Search:
-    """Runs the phases of one SearchConfig in one output folder."""
+def stage_space(plan: StagePlan, config: SearchConfig, output: Path, previous: Optional[GlitArch]) -> SearchSpace:
+    """The space of ``plan``: stage 2's is built on the previous stage's architecture, or, when stage 2 runs
+    alone, on ``config.distributions`` or a stage-1 result in ``output``."""
+    stem = config.stem
+    if plan.space == 'stage1':
+        return stage1_space(stem)
+    if plan.space == 'joint':
+        return joint_space(stem)
+    if previous is not None:
+        return stage2_space(stem, tuple(b.global_thirds for b in previous.blocks))
+    if config.distributions is not None:
+        return stage2_space(stem, tuple(config.distributions))
+    found = Path(output) / 'stage1' / 'picked.json'
+    if not found.is_file():
+        raise SearchError('--stage 2 needs the blocks\' distributions: pass --distributions (global thirds per '
+                          f'block, e.g. 3,0,1,3) or run --stage 1 into {output} first')
+    return stage2_space(stem, tuple(json.loads(found.read_text())['distributions']))
 
-    def __init__(self, config: SearchConfig, data: SearchData, output: Path, resume: bool, progress: bool,
-                 eval_loader: Optional[DataLoader]) -> None:
+
+def _unit_name(arch: GlitArch, recipe: TrainConfig) -> str:
+    """A retraining's folder name: the same architecture and recipe are trained once per search."""
+    key = json.dumps(dict(arch=arch.to_str(), recipe=asdict(recipe)), sort_keys=True)
+    return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+class _Search:
+    """Walks the stages of one SearchConfig in one output folder."""
+
+    def __init__(self, config: SearchConfig, data: SearchData, output: Path, resume: bool, progress: bool) -> None:
         self.config, self.data, self.output = config, data, Path(output)
         self.resume, self.progress = resume, progress
-        self.eval_loader = eval_loader or data.heldout_loader
         self.main = is_main_process()
         self.log = GenerationLog(self.output / 'search.jsonl')
         self.latency = (LatencyTable(batch_size=config.latency_batch, cache=config.latency_cache, progress=progress)
                         if config.budget.kind == 'latency' else None)
 
     # -- building blocks -------------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        """One plain line, with or without progress bars (tqdm.write keeps the bars intact)."""
+        if self.main:
+            tqdm.write(text)
+
     def cost(self, space: SearchSpace) -> SpaceCost:
         return space_cost(space, self.config, self.data.num_classes, self.latency)
 
     def flops(self, arch: GlitArch) -> float:
         return authors_flops(arch, self.data.num_classes, self.config.in_chans)
 
-    def new_supernet(self, space: SearchSpace) -> Supernet:
+    def trained_supernet(self, plan: StagePlan, space: SearchSpace) -> Supernet:
         torch.manual_seed(self.config.supernet.seed)  # the same initial weights on every rank and every run
-        return Supernet(space, self.data.num_classes, self.config.in_chans)
-
-    def trained_supernet(self, name: str, space: SearchSpace, warm_from: Optional[Path] = None) -> Supernet:
-        supernet = self.new_supernet(space)
-        state = self.output / name / 'supernet.pth.tar'
-        if warm_from is not None and warm_from.is_file() and not (self.resume and state.is_file()):
+        supernet = Supernet(space, self.data.num_classes, self.config.in_chans)
+        state = self.output / plan.name / 'supernet.pth.tar'
+        warm = self.output / str(plan.warm_start) / 'supernet.pth.tar'
+        if plan.warm_start is not None and not (self.resume and state.is_file()):
             source = Supernet(stage1_space(space.stem), self.data.num_classes, self.config.in_chans)
-            source.load_state_dict(load_training_state(warm_from)['model'])
+            source.load_state_dict(load_training_state(warm)['model'])
             copied = supernet.warm_start_from(source)
-            _logger.info('%s supernet: %d tensors warm-started from %s', name, copied, warm_from)
-        if self.progress and self.main:
-            tqdm.write(f'[{name}] training the supernet ({space.size:.3g} paths, '
-                       f'{self.config.supernet.epochs} epochs)')
-        train_supernet(supernet, self.data, self.config.supernet, state, resume=self.resume,
-                       progress=self.progress)
+            _logger.info('%s supernet: %d tensors warm-started from %s', plan.name, copied, warm)
+        recipe = replace(self.config.supernet, epochs=self.config.supernet.epochs * plan.scale)
+        self.say(f'[{plan.name}] training the supernet ({space.size:.3g} paths, {recipe.epochs} epochs)')
+        train_supernet(supernet, self.data, recipe, state, resume=self.resume, progress=self.progress)
         return supernet
-
-    def log_generation(self, name: str, space: SearchSpace) -> Callable[[int, list[Scored], list[Scored]], None]:
-        def write(generation: int, population: list[Scored], parents: list[Scored]) -> None:
-            if self.main:
-                self.log.write(dict(stage=name, generation=generation, best=self.describe(space, parents[0]),
-                                    population=[self.describe(space, s) for s in population]))
-        return write
 
     def describe(self, space: SearchSpace, scored: Scored) -> dict[str, Any]:
         arch = space.to_arch(scored.candidate)
-        return dict(candidate=list(scored.candidate), arch=arch.to_str(), heldout_top1=scored.score,
+        score = None if math.isnan(scored.score) else scored.score  # sampled, not scored by a supernet
+        return dict(candidate=list(scored.candidate), arch=arch.to_str(), supernet_top1=score,
                     cost=scored.cost, flops=self.flops(arch))
 
-    def stage(self, name: str, space: SearchSpace, warm_from: Optional[Path] = None,
-              search: str = 'evolution') -> StageOutcome:
-        cost = self.cost(space)
-        supernet = self.trained_supernet(name, space, warm_from)
-        scorer = PathScorer(supernet, self.data, self.config.calib_batches)
-        evo = self.config.evolution
-        total = evo.population * evo.generations if search == 'evolution' else self.config.random_samples
-        state = self.output / name / f'{search}.json'
-        with tqdm(total=total, desc=f'[{name}] {search}', disable=not (self.progress and self.main),
-                  dynamic_ncols=True) as bar:
-            if search == 'evolution':
-                result = evolve(space.choices, scorer, cost, self.config.budget.limit, evo, state, self.resume,
-                                write_state=self.main, on_generation=self.log_generation(name, space),
-                                progress=bar.update)
-            else:
-                result = random_search(space.choices, scorer, cost, self.config.budget.limit,
-                                       self.config.random_samples, evo.top_k, evo.seed, state, self.resume,
-                                       write_state=self.main, progress=bar.update)
-                self.log_generation(name, space)(0, result.history, result.top)
-        if self.main:
-            save_json_atomic(dict(stage=name, space=space.name, top=[self.describe(space, s) for s in result.top]),
-                             self.output / name / 'result.json')
-        return StageOutcome(name, space, supernet, result)
+    def log_generation(self, plan: StagePlan, space: SearchSpace,
+                       generations: int) -> Callable[[int, list[Scored], list[Scored]], None]:
+        def write(generation: int, population: list[Scored], parents: list[Scored]) -> None:
+            best = parents[0]
+            self.say(f'[{plan.name}] generation {generation + 1}/{generations}: best supernet top-1 '
+                     f'{best.score:.2f}% at {format_amount(best.cost, self.config.budget.kind)}, '
+                     f'{len(population)} scored')
+            if self.main:
+                self.log.write(dict(stage=plan.name, generation=generation, best=self.describe(space, best),
+                                    population=[self.describe(space, s) for s in population]))
+        return write
 
-    def train_from_scratch(self, arch: GlitArch, folder: Path, recipe: TrainConfig, eval_loader: DataLoader) -> float:
-        """Top-1 (%) on ``eval_loader`` after training ``arch`` from scratch with ``recipe``; resumable, and
-        cached in ``folder/result.json``."""
+    def evolution(self, plan: StagePlan, space: SearchSpace, cost: SpaceCost) -> tuple[list[Scored], Supernet]:
+        supernet = self.trained_supernet(plan, space)
+        scorer = PathScorer(supernet, self.data, self.config.calib_batches)
+        evo = replace(self.config.evolution, generations=self.config.evolution.generations * plan.scale)
+        with tqdm(total=evo.population * evo.generations, desc=f'[{plan.name}] evolution', dynamic_ncols=True,
+                  disable=not (self.progress and self.main)) as bar:
+            result = evolve(space.choices, scorer, cost, self.config.budget.limit, evo,
+                            self.output / plan.name / 'evolution.json', self.resume, write_state=self.main,
+                            on_generation=self.log_generation(plan, space, evo.generations), progress=bar.update)
+        return result.top, supernet
+
+    def sampled(self, plan: StagePlan, space: SearchSpace, cost: SpaceCost) -> list[Scored]:
+        rng = random.Random(f'{plan.name}:{self.config.evolution.seed}')
+        candidates = sample_under_budget(space, cost, self.config.budget.limit, self.config.evolution.top_k, rng)
+        return [Scored(c, float('nan'), cost(c), 0) for c in candidates]
+
+    def retrain_folder(self, arch: GlitArch) -> Path:
+        return self.output / 'retrain' / _unit_name(arch, self.config.retrain)
+
+    def retrain(self, arch: GlitArch, label: str) -> dict[str, Any]:
+        """Held-out and test top-1 (%) of ``arch`` trained from scratch with the retraining recipe; each
+        architecture is trained once per search (cached and resumable under ``output/retrain/``)."""
+        recipe = self.config.retrain
+        folder = self.retrain_folder(arch)
         done = folder / 'result.json'
-        if self.resume and done.is_file():
-            return json.loads(done.read_text())['top1']
+        if done.is_file():
+            return json.loads(done.read_text())
+        self.say(f'[{label}] retraining {arch.to_str()} for {recipe.epochs} epochs')
         torch.manual_seed(recipe.seed)
         model = GlobalLocalTransformer(arch, num_classes=self.data.num_classes, in_chans=self.config.in_chans)
-        metrics = train_model(model, self.data.train_loader, eval_loader, recipe, folder, resume=self.resume,
-                              progress=self.progress)
+        metrics = train_model(model, self.data.train_loader, self.data.heldout_loader, recipe, folder,
+                              resume=self.resume, progress=self.progress)
+        test = evaluate(model, self.data.test_loader)['top1'] if self.data.test_loader is not None else None
+        record = dict(arch=arch.to_str(), heldout_top1=metrics['top1'], test_top1=test, epochs=recipe.epochs,
+                      flops=self.flops(arch))
         if self.main:
-            save_json_atomic(dict(arch=arch.to_str(), top1=metrics['top1']), done)
-        return metrics['top1']
+            save_json_atomic(record, done)
+        return record
 
-    # -- the phases ------------------------------------------------------------------------------------------
-    def pick_distribution(self, outcome: StageOutcome) -> Scored:
-        """Stage 1's result: its supernet's best, or the best of its top-k after short retraining."""
-        if self.config.retrain_top_epochs <= 0:
-            return outcome.result.best
-        recipe = replace(self.config.retrain, epochs=self.config.retrain_top_epochs)
-        trained = []
-        for index, scored in enumerate(outcome.result.top):
-            top1 = self.train_from_scratch(outcome.space.to_arch(scored.candidate),
-                                           self.output / outcome.name / 'retrain' / str(index), recipe,
-                                           self.data.heldout_loader)
-            trained.append((top1, -index, scored))  # ties go to the supernet's ranking
-        return max(trained)[2]
-
-    @staticmethod
-    def distributions_for_stage2(config: SearchConfig, output: Path) -> tuple[tuple[int, ...], Optional[Path]]:
-        """Stage 2 alone: the given distributions, or those of a stage-1 result in the output folder;
-        and the stage-1 supernet to warm-start from."""
-        warm = output / 'stage1' / 'supernet.pth.tar'
-        if config.distributions is not None:
-            return tuple(config.distributions), warm
-        found = output / 'stage1' / 'picked.json'
-        if not found.is_file():
-            raise SearchError('--stage 2 needs the blocks\' distributions: pass --distributions (global thirds per '
-                              f'block, e.g. 3,0,1,3) or run --stage 1 into {output} first')
-        return tuple(json.loads(found.read_text())['distributions']), warm
-
-    def hierarchical(self) -> tuple[StageOutcome, Scored]:
-        stem = self.config.stem
-        if self.config.stage in ('1', 'both'):
-            first = self.stage('stage1', stage1_space(stem))
-            picked = self.pick_distribution(first)
-            arch = first.space.to_arch(picked.candidate)
-            distributions = tuple(b.global_thirds for b in arch.blocks)
-            if self.main:
-                save_json_atomic(dict(candidate=list(picked.candidate), arch=arch.to_str(),
-                                      distributions=list(distributions)), self.output / 'stage1' / 'picked.json')
-            if self.config.stage == '1':
-                return first, picked
-            warm: Optional[Path] = self.output / 'stage1' / 'supernet.pth.tar'
+    # -- one stage -------------------------------------------------------------------------------------------
+    def stage(self, plan: StagePlan, previous: Optional[StageOutcome]) -> StageOutcome:
+        space = stage_space(plan, self.config, self.output, previous.arch if previous else None)
+        cost = self.cost(space)
+        admitted = cost.admitted_fraction(self.config.budget.limit)
+        self.say(f'[{plan.name}] {space.name} space, {space.size:.3g} candidates; the budget '
+                 f'{self.config.budget} admits {100 * admitted:.1f}% of them')
+        supernet = None
+        if plan.pick == 'evolution':
+            top, supernet = self.evolution(plan, space, cost)
         else:
-            distributions, warm = self.distributions_for_stage2(self.config, self.output)
-        second = self.stage('stage2', stage2_space(stem, distributions), warm_from=warm)
-        return second, second.result.best
+            top = self.sampled(plan, space, cost)
+        retrained: list[dict[str, Any]] = []
+        picked = top[0]
+        if self.config.retrain_top:
+            retrained = [self.retrain(space.to_arch(s.candidate), f'{plan.name} top {i + 1}/{len(top)}')
+                         for i, s in enumerate(top)]
+            # the best held-out top-1 after retraining; ties go to the supernet's (or the draw's) order
+            picked = top[max(range(len(top)), key=lambda i: (retrained[i]['heldout_top1'], -i))]
+        outcome = StageOutcome(plan, space, top, picked, retrained, supernet)
+        if self.main:
+            save_json_atomic(dict(stage=plan.name, space=space.name, admitted_fraction=admitted,
+                                  top=[dict(self.describe(space, s), retrained=r) for s, r in
+                                       zip(top, retrained or [None] * len(top))],
+                                  picked=self.describe(space, picked),
+                                  distributions=[b.global_thirds for b in outcome.arch.blocks]),
+                             self.output / plan.name / 'picked.json')
+        return outcome
 
-    def compare(self, found: GlitArch, space: SearchSpace, cost: SpaceCost) -> dict[str, Any]:
-        """The found architecture beside random architectures of the same budget, all trained the same way."""
+    # -- the end ---------------------------------------------------------------------------------------------
+    def best_model(self, last: StageOutcome) -> tuple[GlobalLocalTransformer, bool]:
+        """The found architecture's model: the retrained weights when the stage retrained it, else the
+        supernet's inherited weights with their BatchNorm statistics recalibrated as when it was scored."""
+        candidate = last.picked.candidate
+        if last.retrained:
+            model = GlobalLocalTransformer(last.arch, num_classes=self.data.num_classes, in_chans=self.config.in_chans)
+            model.load_state_dict(load_training_state(self.retrain_folder(last.arch) / 'last.pth.tar')['model'])
+            return model, True
+        assert last.supernet is not None
+        PathScorer(last.supernet, self.data, self.config.calib_batches)(candidate)
+        return last.supernet.extract(candidate), False
+
+    def compare(self, found: GlitArch, found_record: Optional[dict[str, Any]]) -> dict[str, Any]:
+        """The found architecture beside random architectures of the same budget, all trained with the
+        retraining recipe and measured on the test split."""
+        space = joint_space(self.config.stem)
         rng = random.Random(f'compare:{self.config.supernet.seed}')
-        randoms: list[GlitArch] = []
-        for _ in range(1000 * self.config.compare_random):
-            if len(randoms) == self.config.compare_random:
-                break
-            candidate = space.sample(rng)
-            arch = space.to_arch(candidate)
-            if cost(candidate) <= self.config.budget.limit and arch != found and arch not in randoms:
-                randoms.append(arch)
-        recipe = self.config.retrain
-        found_top1 = self.train_from_scratch(found, self.output / 'compare' / 'found', recipe, self.eval_loader)
-        random_top1 = [self.train_from_scratch(arch, self.output / 'compare' / f'random{i}', recipe, self.eval_loader)
-                       for i, arch in enumerate(randoms)]
-        return dict(found_top1=found_top1, random_top1=random_top1, random_archs=[a.to_str() for a in randoms],
-                    random_median_top1=statistics.median(random_top1) if random_top1 else None,
-                    epochs=self.config.retrain.epochs)
+        randoms = [space.to_arch(c) for c in sample_under_budget(space, self.cost(space), self.config.budget.limit,
+                                                                 self.config.compare_random, rng, (found,))]
+        found_record = found_record or self.retrain(found, 'compare: found')
+        random_records = [self.retrain(a, f'compare: random {i + 1}/{len(randoms)}') for i, a in enumerate(randoms)]
+        key = 'test_top1' if self.data.test_loader is not None else 'heldout_top1'
+        random_top1 = [r[key] for r in random_records]
+        return dict(split='test' if key == 'test_top1' else 'held-out', found_top1=found_record[key],
+                    random_top1=random_top1, random_archs=[a.to_str() for a in randoms],
+                    random_median_top1=statistics.median(random_top1), epochs=self.config.retrain.epochs)
 
     def run(self) -> dict[str, Any]:
         config = self.config
-        if config.method == 'hierarchical':
-            outcome, best = self.hierarchical()
-        else:
-            outcome = self.stage('joint', joint_space(config.stem),
-                                 search='evolution' if config.method == 'spos' else 'random')
-            best = outcome.result.best
-        arch = outcome.space.to_arch(best.candidate)
-        # the path's BatchNorm statistics, recalibrated as when it was scored, travel with its weights
-        PathScorer(outcome.supernet, self.data, config.calib_batches)(best.candidate)
-        model = outcome.supernet.extract(best.candidate)
+        outcomes: list[StageOutcome] = []
+        for plan in method_stages(config):
+            outcomes.append(self.stage(plan, outcomes[-1] if outcomes else None))
+        last = outcomes[-1]
+        arch = last.arch
+        found_record = last.retrained[last.top.index(last.picked)] if last.retrained else None
         summary = dict(method=config.method, stage=config.stage, budget=str(config.budget),
                        budget_kind=config.budget.kind, budget_limit=config.budget.limit, arch=arch.to_str(),
-                       arch_dict=arch.to_dict(), candidate=list(best.candidate), space=outcome.space.name,
-                       supernet_heldout_top1=best.score, cost=best.cost, flops=self.flops(arch),
-                       params=count_params(arch, self.data.num_classes, config.in_chans))
+                       arch_dict=arch.to_dict(), candidate=list(last.picked.candidate), space=last.space.name,
+                       supernet_top1=last.picked.score if last.supernet is not None else None,
+                       heldout_top1=found_record['heldout_top1'] if found_record else None,
+                       test_top1=found_record['test_top1'] if found_record else None,
+                       cost=last.picked.cost, flops=self.flops(arch),
+                       params=count_params(arch, self.data.num_classes, config.in_chans),
+                       stages=[o.plan.name for o in outcomes])
+        model, trained = self.best_model(last)
+        summary['best_trained'] = trained
         if self.main:
-            save_model_folder(model, self.output / 'best', dict(notes=(
-                f'Found by glit_models.nas.search ({config.method}) under {config.budget}; weights inherited '
-                'from the supernet, not trained: retrain before use.',)))
-            self.plot(summary)
+            note = (f'Found by glit_models.nas.search ({config.method}) under {config.budget}; '
+                    + (f'trained from scratch for {config.retrain.epochs} epochs on the search\'s training split.'
+                       if trained else 'weights inherited from the supernet, not trained: retrain before use.'))
+            save_model_folder(model, self.output / 'best', dict(notes=(note,)))
+            self.plot(summary, outcomes)
         if config.compare_random > 0:
-            summary['comparison'] = self.compare(arch, joint_space(config.stem), self.cost(joint_space(config.stem)))
+            summary['comparison'] = self.compare(arch, found_record)
         if self.main:
             save_json_atomic(summary, self.output / 'result.json')
         return summary
 
-    def plot(self, summary: dict[str, Any]) -> None:
+    def plot(self, summary: dict[str, Any], outcomes: list[StageOutcome]) -> None:
         points: dict[str, list[tuple[float, float]]] = {}
         for entry in self.log.read():
-            points.setdefault(entry['stage'], []).extend(
-                (p['flops'] / 1e6, p['heldout_top1']) for p in entry['population'])
+            points.setdefault(f'{entry["stage"]} (supernet)', []).extend(
+                (p['flops'] / 1e6, p['supernet_top1']) for p in entry['population'])
+        for outcome in outcomes:
+            if outcome.retrained:
+                points[f'{outcome.plan.name} (retrained, held-out)'] = [
+                    (r['flops'] / 1e6, r['heldout_top1']) for r in outcome.retrained]
+        chosen = summary['heldout_top1'] if summary['heldout_top1'] is not None else summary['supernet_top1']
         budget = self.config.budget.limit / 1e6 if self.config.budget.kind == 'flops' else None
-        pareto_plot(points, (summary['flops'] / 1e6, summary['supernet_heldout_top1']), self.output / 'pareto.png',
-                    budget=budget, title=f'GLiT search ({self.config.method}, budget {self.config.budget})')
+        pareto_plot(points, (summary['flops'] / 1e6, chosen), self.output / 'pareto.png', budget=budget,
+                    title=f'GLiT search ({self.config.method}, budget {self.config.budget})')
 
 
 def check_budget(config: SearchConfig, num_classes: int, output: Path) -> None:
     """BudgetError, naming the cheapest candidate's cost, when no candidate of the search's first space
-    fits the budget (later spaces always hold the earlier stage's result)."""
-    if config.method != 'hierarchical':
-        space = joint_space(config.stem)
-    elif config.stage != '2':
-        space = stage1_space(config.stem)
-    else:
-        space = stage2_space(config.stem, _Search.distributions_for_stage2(config, Path(output))[0])
+    fits the budget (a later stage's space always holds the earlier stage's result)."""
+    space = stage_space(method_stages(config)[0], config, Path(output), None)
     latency = (LatencyTable(batch_size=config.latency_batch, cache=config.latency_cache)
                if config.budget.kind == 'latency' else None)
     space_cost(space, config, num_classes, latency).check(config.budget, f'the {space.name} space')
 
 
-def run_search(config: SearchConfig, data: SearchData, output: Path, resume: bool = False, progress: bool = True,
-               eval_loader: Optional[DataLoader] = None) -> dict[str, Any]:
+def run_search(config: SearchConfig, data: SearchData, output: Path, resume: bool = False,
+               progress: bool = True) -> dict[str, Any]:
     """Run the search of ``config`` on ``data``, writing into ``output``; returns the summary also written
-    to ``output/result.json``. ``eval_loader``: the split the final comparison reports (the held-out split
-    when None)."""
+    to ``output/result.json``."""
     check_budget(config, data.num_classes, output)
-    return _Search(config, data, output, resume, progress, eval_loader).run()
+    return _Search(config, data, output, resume, progress).run()
 
 
 def config_record(config: SearchConfig) -> dict[str, Any]:

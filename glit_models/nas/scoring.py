@@ -1,5 +1,5 @@
 """Scoring a path of the supernet: BatchNorm statistics recalibrated on training batches, then
-top-1 on the held-out split (SPOS). Under torchrun both are split across ranks."""
+top-1 on a fixed part of the held-out split (SPOS). Under torchrun both are split across ranks."""
 from __future__ import annotations
 
 import math
@@ -78,7 +78,8 @@ def evaluate_top1(model: nn.Module, loader: DataLoader) -> float:
 
 
 class PathScorer:
-    """candidate -> held-out top-1 (%) of that path, with its BatchNorm statistics recalibrated first."""
+    """candidate -> top-1 (%) of that path on the scoring part of the held-out split (``data.score_loader``),
+    with its BatchNorm statistics recalibrated first on ``calib_batches`` training batches."""
 
     def __init__(self, supernet: Supernet, data: SearchData, calib_batches: int = 200) -> None:
         self.supernet = supernet.to(default_device())
@@ -88,4 +89,4 @@ class PathScorer:
     def __call__(self, candidate: Candidate) -> float:
         self.supernet.set_path(candidate)
         recalibrate_batchnorm(self.supernet, self.data.calib_loader, self.calib_batches)
-        return evaluate_top1(self.supernet, self.data.heldout_loader)
+        return evaluate_top1(self.supernet, self.data.score_loader)
