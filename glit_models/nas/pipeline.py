@@ -18,7 +18,6 @@ folder, so a run killed anywhere and resumed ends with the architecture an unint
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -36,7 +35,7 @@ from ..atomic import save_json_atomic
 from ..complexity import authors_flops, count_params
 from ..data import SearchData
 from ..distributed import barrier, is_distributed, is_main_process
-from ..engine import TrainConfig, evaluate, load_training_state, train_model
+from ..engine import TrainConfig, load_training_state
 from ..export import save_model_folder
 from ..glit import GlobalLocalTransformer
 from .budget import Budget, BudgetError, format_amount
@@ -44,6 +43,7 @@ from .cost import SpaceCost
 from .evolution import EvolutionConfig, Scored, evolve
 from .latency import LatencyTable
 from .report import GenerationLog, pareto_plot
+from .retrain import load_trained, retrain, unit_folder
 from .scoring import PathScorer
 from .space import Candidate, SearchSpace, Stem, joint_space, stage1_space, stage2_space
 from .spos import SupernetTrainConfig, train_supernet
@@ -212,12 +212,6 @@ def stage_space(plan: StagePlan, config: SearchConfig, output: Path, previous: O
     return stage2_space(stem, tuple(json.loads(found.read_text())['distributions']))
 
 
-def _unit_name(arch: GlitArch, recipe: TrainConfig) -> str:
-    """A retraining's folder name: the same architecture and recipe are trained once per search."""
-    key = json.dumps(dict(arch=arch.to_str(), recipe=asdict(recipe)), sort_keys=True)
-    return hashlib.sha1(key.encode()).hexdigest()[:12]
-
-
 class _Search:
     """Walks the stages of one SearchConfig in one output folder."""
 
@@ -290,28 +284,13 @@ class _Search:
         candidates = sample_under_budget(space, cost, self.config.budget.limit, self.config.evolution.top_k, rng)
         return [Scored(c, float('nan'), cost(c), 0) for c in candidates]
 
-    def retrain_folder(self, arch: GlitArch) -> Path:
-        return self.output / 'retrain' / _unit_name(arch, self.config.retrain)
-
     def retrain(self, arch: GlitArch, label: str) -> dict[str, Any]:
-        """Held-out and test top-1 (%) of ``arch`` trained from scratch with the retraining recipe; each
-        architecture is trained once per search (cached and resumable under ``output/retrain/``)."""
-        recipe = self.config.retrain
-        folder = self.retrain_folder(arch)
-        done = folder / 'result.json'
-        if done.is_file():
-            return json.loads(done.read_text())
-        self.say(f'[{label}] retraining {arch.to_str()} for {recipe.epochs} epochs')
-        torch.manual_seed(recipe.seed)
-        model = GlobalLocalTransformer(arch, num_classes=self.data.num_classes, in_chans=self.config.in_chans)
-        metrics = train_model(model, self.data.train_loader, self.data.heldout_loader, recipe, folder,
-                              resume=self.resume, progress=self.progress)
-        test = evaluate(model, self.data.test_loader)['top1'] if self.data.test_loader is not None else None
-        record = dict(arch=arch.to_str(), heldout_top1=metrics['top1'], test_top1=test, epochs=recipe.epochs,
-                      flops=self.flops(arch))
-        if self.main:
-            save_json_atomic(record, done)
-        return record
+        """Held-out and test top-1 of ``arch`` retrained from scratch; each architecture once per search."""
+        root = self.output / 'retrain'
+        if not (unit_folder(root, arch, self.config.retrain) / 'result.json').is_file():
+            self.say(f'[{label}] retraining {arch.to_str()} for {self.config.retrain.epochs} epochs')
+        record = retrain(arch, self.data, self.config.retrain, root, self.config.in_chans, self.progress)
+        return dict(record, flops=self.flops(arch))
 
     # -- one stage -------------------------------------------------------------------------------------------
     def stage(self, plan: StagePlan, previous: Optional[StageOutcome]) -> StageOutcome:
@@ -320,6 +299,8 @@ class _Search:
         admitted = cost.admitted_fraction(self.config.budget.limit)
         self.say(f'[{plan.name}] {space.name} space, {space.size:.3g} candidates; the budget '
                  f'{self.config.budget} admits {100 * admitted:.1f}% of them')
+        if self.main:
+            save_json_atomic(space.to_dict(), self.output / plan.name / 'space.json')
         supernet = None
         if plan.pick == 'evolution':
             top, supernet = self.evolution(plan, space, cost)
@@ -348,9 +329,8 @@ class _Search:
         supernet's inherited weights with their BatchNorm statistics recalibrated as when it was scored."""
         candidate = last.picked.candidate
         if last.retrained:
-            model = GlobalLocalTransformer(last.arch, num_classes=self.data.num_classes, in_chans=self.config.in_chans)
-            model.load_state_dict(load_training_state(self.retrain_folder(last.arch) / 'last.pth.tar')['model'])
-            return model, True
+            return load_trained(self.output / 'retrain', last.arch, self.config.retrain, self.data.num_classes,
+                                self.config.in_chans), True
         assert last.supernet is not None
         PathScorer(last.supernet, self.data, self.config.calib_batches)(candidate)
         return last.supernet.extract(candidate), False

@@ -1,5 +1,5 @@
 """What a search leaves in its output folder besides the model (``glit_models.export``): the
-per-generation log (JSONL) and the Pareto plot (PNG)."""
+per-generation log (JSONL), the Pareto plot (PNG) and the rank check's plot."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from ..atomic import replacing, write_text_atomic
 
-__all__ = ['GenerationLog', 'pareto_plot']
+__all__ = ['GenerationLog', 'pareto_plot', 'ranking_plot']
 
 class GenerationLog:
     """One JSON line per (stage, generation). A generation logged again after a resume replaces its
@@ -37,16 +37,47 @@ def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]
     return front
 
 
-def pareto_plot(points: dict[str, list[tuple[float, float]]], chosen: Optional[tuple[float, float]], path: Path,
-                budget: Optional[float] = None, xlabel: str = 'FLOPs (authors\' convention, M)',
-                title: str = 'GLiT search') -> Path:
-    """Held-out top-1 against cost for every scored candidate (one colour per stage), the Pareto front
-    of all of them, the budget and the chosen architecture."""
+def _figure():
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    return plt, fig, ax
+
+
+def _save(plt, fig, ax, path: Path) -> Path:
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+    return path
+
+
+def ranking_plot(series: dict[str, list[tuple[float, float]]], path: Path,
+                 title: str = 'Supernet ranking against training from scratch') -> Path:
+    """Supernet top-1 (x) against trained top-1 (y) of each measured subnet, one colour per series
+    (its label should carry its rank correlation)."""
+    plt, fig, ax = _figure()
+    for label, points in series.items():
+        if points:
+            xs, ys = zip(*points)
+            ax.scatter(xs, ys, s=14, alpha=0.7, label=label)
+    ax.set_xlabel('supernet top-1 (%, inherited weights, BatchNorm recalibrated)')
+    ax.set_ylabel('top-1 trained from scratch (%)')
+    ax.set_title(title)
+    return _save(plt, fig, ax, path)
+
+
+def pareto_plot(points: dict[str, list[tuple[float, float]]], chosen: Optional[tuple[float, float]], path: Path,
+                budget: Optional[float] = None, xlabel: str = 'FLOPs (authors\' convention, M)',
+                title: str = 'GLiT search') -> Path:
+    """Held-out top-1 against cost for every scored candidate (one colour per stage), the Pareto front
+    of all of them, the budget and the chosen architecture."""
+    plt, fig, ax = _figure()
     everything = []
     for label, stage_points in points.items():
         if stage_points:
@@ -64,11 +95,4 @@ def pareto_plot(points: dict[str, list[tuple[float, float]]], chosen: Optional[t
     ax.set_xlabel(xlabel)
     ax.set_ylabel('held-out top-1 (%)')
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with replacing(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)

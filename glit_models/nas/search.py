@@ -20,13 +20,13 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence, Union
 
 import torch
 
 from ..architecture import ArchitectureError
 from ..atomic import save_json_atomic
-from ..data import DataError, build_search_data
+from ..data import DataError, SearchData, build_search_data
 from ..distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
 from ..engine import TrainingStateError
 from .budget import Budget, BudgetError, format_amount, parse_amount, parse_latency
@@ -45,7 +45,7 @@ from .pipeline import (
 from .space import Stem
 from .spos import SupernetTrainConfig
 
-__all__ = ['PRESETS', 'Preset', 'main', 'parse_args']
+__all__ = ['PRESETS', 'Preset', 'main', 'parse_args', 'read_run_record', 'search_data']
 
 
 @dataclass(frozen=True)
@@ -294,6 +294,28 @@ def _print_summary(summary: dict[str, Any], output: Path) -> None:
           'pretrained=True)), pareto.png, search.jsonl, result.json')
 
 
+def _count_or_fraction(value: float) -> Union[int, float]:
+    return int(value) if value >= 1 else value
+
+
+def search_data(record: dict[str, Any], output: Path) -> SearchData:
+    """The loaders of the search recorded in ``record`` (its ``run.json``): the same splits every time."""
+    data_dir = Path(output) / 'digits' if record['data_dir'] is None else Path(record['data_dir'])
+    return build_search_data(
+        data_dir, img_size=record['stem']['img_size'], batch_size=record['supernet']['batch_size'] // world_size(),
+        heldout=_count_or_fraction(record['heldout']), test=_count_or_fraction(record['test_split']),
+        score_images=record['score_images'], seed=record['seed'], workers=record['retrain']['workers'],
+        in_chans=record['in_chans'], distributed=world_size() > 1)
+
+
+def read_run_record(output: Path) -> dict[str, Any]:
+    """The settings saved in a search's output folder (SearchError when it holds no search)."""
+    saved = Path(output) / _RUN_FILE
+    if not saved.is_file():
+        raise SearchError(f'{output} holds no search ({_RUN_FILE} is missing); pass the --output of a search')
+    return json.loads(saved.read_text())
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     config, preset = search_config(args)
     output = Path(args.output)
@@ -313,12 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if is_main_process():
             write_digits(data_dir, seed=0)
         barrier()
-    per_process = config.supernet.batch_size // world_size()
-    data = build_search_data(data_dir, img_size=config.stem.img_size, batch_size=per_process,
-                             heldout=int(heldout) if heldout >= 1 else heldout,
-                             test=int(args.test_split) if args.test_split >= 1 else args.test_split,
-                             score_images=score_images, seed=args.seed, workers=config.retrain.workers,
-                             in_chans=config.in_chans, distributed=world_size() > 1)
+    data = search_data(record, output)
     if is_main_process():
         save_json_atomic(record, output / _RUN_FILE)
     summary = run_search(config, data, output, resume=args.resume, progress=not args.no_progress)

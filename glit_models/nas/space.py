@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
 
 from ..architecture import ArchitectureError, BlockSpec, GlitArch
 
@@ -125,6 +125,20 @@ class SearchSpace:
     def to_arch(self, candidate: Sequence[int]) -> GlitArch:
         candidate = self.check(candidate)
         return self.stem.arch(self.options[i][c] for i, c in enumerate(candidate))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space as JSON-able data: its stem and every block's options as compact strings."""
+        return dict(name=self.name, stem=asdict(self.stem),
+                    options=[[spec.to_str() for spec in block_options] for block_options in self.options])
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> 'SearchSpace':
+        try:
+            options = tuple(tuple(BlockSpec.from_str(text, index) for text in block_options)
+                            for index, block_options in enumerate(data['options']))
+            return cls(Stem(**data['stem']), options, name=data.get('name', ''))
+        except (KeyError, TypeError) as e:
+            raise ArchitectureError(f'not a search space description ({e!r} is missing or malformed)') from None
 
     def from_arch(self, arch: GlitArch) -> Candidate:
         """The candidate whose architecture is ``arch`` (ArchitectureError if the space lacks it)."""

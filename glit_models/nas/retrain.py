@@ -1,0 +1,60 @@
+"""Training an architecture from scratch with a short recipe, as one resumable, cached unit of work.
+
+The search retrains each stage's top candidates with it, the rank check trains its sampled subnets with
+it, and the search-quality benchmark its ground truth. A unit's folder is named by the architecture and
+the recipe (seed included), so the same training is never run twice in one root and a killed unit
+continues where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..architecture import GlitArch
+from ..atomic import save_json_atomic
+from ..data import SearchData
+from ..distributed import is_main_process
+from ..engine import TrainConfig, evaluate, load_training_state, train_model
+from ..glit import GlobalLocalTransformer
+
+__all__ = ['load_trained', 'retrain', 'unit_folder']
+
+
+def unit_folder(root: Path, arch: GlitArch, recipe: TrainConfig) -> Path:
+    """The folder of one (architecture, recipe) training under ``root``."""
+    key = json.dumps(dict(arch=arch.to_str(), recipe=asdict(recipe)), sort_keys=True)
+    return Path(root) / hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def retrain(arch: GlitArch, data: SearchData, recipe: TrainConfig, root: Path, in_chans: int = 3,
+            progress: bool = False) -> dict[str, Any]:
+    """Train ``arch`` from scratch on ``data.train_loader`` with ``recipe`` and return its top-1 (%) on the
+    held-out split (``heldout_top1``) and on the test split (``test_top1``, None without one). Cached in
+    the unit's ``result.json``; a partly trained unit resumes from its last epoch."""
+    folder = unit_folder(root, arch, recipe)
+    done = folder / 'result.json'
+    if done.is_file():
+        return json.loads(done.read_text())
+    torch.manual_seed(recipe.seed)
+    model = GlobalLocalTransformer(arch, num_classes=data.num_classes, in_chans=in_chans)
+    metrics = train_model(model, data.train_loader, data.heldout_loader, recipe, folder, resume=True,
+                          progress=progress)
+    test = evaluate(model, data.test_loader)['top1'] if data.test_loader is not None else None
+    record = dict(arch=arch.to_str(), heldout_top1=metrics['top1'], test_top1=test, epochs=recipe.epochs,
+                  seed=recipe.seed)
+    if is_main_process():
+        save_json_atomic(record, done)
+    return record
+
+
+def load_trained(root: Path, arch: GlitArch, recipe: TrainConfig, num_classes: int,
+                 in_chans: int = 3) -> GlobalLocalTransformer:
+    """The model a finished unit trained (its last epoch's weights)."""
+    model = GlobalLocalTransformer(arch, num_classes=num_classes, in_chans=in_chans)
+    model.load_state_dict(load_training_state(unit_folder(root, arch, recipe) / 'last.pth.tar')['model'])
+    return model
