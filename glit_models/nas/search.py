@@ -16,21 +16,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
-from ..architecture import ArchitectureError
 from ..atomic import save_json_atomic
-from ..data import DataError, build_search_data, find_split, image_folder, make_loader
+from ..cli import OneLineParser, command_line
+from ..data import build_search_data, check_heldout, find_split, image_folder, make_loader
 from ..distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
-from ..engine import TrainingStateError
+from ..run_lock import LOCK_FILE, hold_output
 from .budget import Budget, BudgetError, parse_amount, parse_latency
 from .demo import write_digits
-from .evolution import EvolutionConfig, EvolutionStateError
+from .evolution import EvolutionConfig
 from .pipeline import (
     METHODS,
     STAGES,
@@ -41,6 +43,7 @@ from .pipeline import (
     run_search,
     short_training,
 )
+from .report import GenerationLog
 from .space import Stem
 from .spos import SupernetTrainConfig
 
@@ -79,14 +82,8 @@ PRESETS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line, no usage block: the message names the flag and the choices."""
-        self.exit(2, f'{self.prog}: error: {message}\n')
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog='python -m glit_models.nas.search',
+    p = OneLineParser(prog=_PROG,
                 description='GLiT\'s hierarchical architecture search; with no --data-dir, the built-in digits demo.')
     p.add_argument('--data-dir', default=None,
                    help='ImageFolder (DIR/train when it exists, else DIR); DIR/val, when it exists, is used only '
@@ -175,11 +172,17 @@ def _override(value: Any, default: Any) -> Any:
 def search_config(args: argparse.Namespace) -> tuple[SearchConfig, Preset]:
     """The SearchConfig the flags ask for (errors raised before anything is written)."""
     preset = PRESETS[args.preset]
-    for name in ('epochs', 'batch_size', 'workers', 'population', 'generations', 'parents', 'top_k',
+    for name in ('epochs', 'batch_size', 'population', 'generations', 'parents', 'top_k',
                  'random_samples', 'calib_batches', 'compare_epochs', 'latency_batch'):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise SearchError(f'--{name.replace("_", "-")} {value}: must be at least 1')
+    if args.workers is not None and args.workers < 0:
+        raise SearchError(f'--workers {args.workers}: must be 0 (load in the main process) or more')
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise SearchError(f'--lr {args.lr}: must be a positive number')
+    if args.heldout is not None:
+        check_heldout(args.heldout, '--heldout')
     batch_size = _override(args.batch_size, preset.batch_size)
     if batch_size % world_size():
         raise SearchError(f'--batch-size {batch_size} must divide over the {world_size()} processes')
@@ -219,19 +222,29 @@ def search_config(args: argparse.Namespace) -> tuple[SearchConfig, Preset]:
     return config, preset
 
 
+_PROG = 'python -m glit_models.nas.search'
 _RUN_FILE = 'run.json'
 
 
 def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
-    """A fresh search never writes into another search's folder; a resume continues only the same search."""
+    """A search owns its folder's files: a fresh search starts in an empty folder (so it never merges another
+    run's log), a resume continues only the same search, and its log must be the search's own."""
     saved = output / _RUN_FILE
     if not resume:
         if saved.is_file():
             raise SearchError(f'{output} holds a search already; pass --resume to continue it, or choose another '
                               '--output')
+        others = sorted(p.name for p in output.iterdir() if p.name != LOCK_FILE) if output.is_dir() else []
+        if others:
+            raise SearchError(f'{output} holds files this search did not write ({", ".join(others[:3])}); choose '
+                              'another --output or empty it')
         return
     if not saved.is_file():
         raise SearchError(f'--resume: no search state in {output}; run without --resume to start one')
+    try:
+        GenerationLog(output / 'search.jsonl').read()
+    except ValueError as e:
+        raise SearchError(f'--resume: {e}; it is not this search\'s log: move it away to resume') from None
     before = json.loads(saved.read_text())
     changed = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
     if changed:
@@ -269,7 +282,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = output / 'digits' if is_demo else Path(args.data_dir)
     record = dict(config_record(config), seed=args.seed, data_dir=None if is_demo else str(data_dir.resolve()),
                   heldout=_override(args.heldout, preset.heldout))
-    _check_output(output, args.resume, record)
+    with hold_output(output) if is_main_process() else nullcontext():
+        _check_output(output, args.resume, record)
+        barrier()  # every rank has checked the folder before rank 0 writes into it
+        return _search(args, config, preset, output, record)
+
+
+def _search(args: argparse.Namespace, config: SearchConfig, preset: Preset, output: Path,
+            record: dict[str, Any]) -> dict[str, Any]:
+    is_demo = args.data_dir is None
+    data_dir = output / 'digits' if is_demo else Path(args.data_dir)
     per_process = config.supernet.batch_size // world_size()
     if is_demo:
         # the digits have 10 classes: the budget is checked before anything is written
@@ -297,19 +319,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+@command_line(_PROG, interrupted_hint='continue with the same command and --resume')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
-    prog = 'python -m glit_models.nas.search'
     try:
         init_distributed()
         run(args)
-    except (ArchitectureError, BudgetError, DataError, EvolutionStateError, SearchError, TrainingStateError) as e:
-        print(f'{prog}: error: {e}', file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f'{prog}: interrupted; continue with the same command and --resume', file=sys.stderr)
-        return 130
     finally:
         cleanup_distributed()
     return 0
