@@ -9,9 +9,11 @@ Two FLOPs conventions:
 """
 from __future__ import annotations
 
-from .architecture import BlockSpec, GlitArch
+import os
 
-__all__ = ['block_params', 'count_params', 'authors_flops', 'macs']
+from .architecture import ArchitectureError, BlockSpec, GlitArch
+
+__all__ = ['block_params', 'count_params', 'check_buildable', 'authors_flops', 'macs']
 
 
 def _linear(n_in: int, n_out: int) -> int:
@@ -41,6 +43,25 @@ def count_params(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> 
     stem = _linear(in_chans * patch * patch, dim) + dim + arch.num_tokens * dim  # patch embed, cls, pos
     head = 2 * dim + (_linear(dim, num_classes) if num_classes else 0)  # final norm, classifier
     return stem + sum(block_params(arch, b) for b in arch.blocks) + head
+
+
+def _machine_memory() -> int:
+    """Bytes of physical memory of this machine."""
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def check_buildable(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> None:
+    """ArchitectureError, before anything is allocated, for a head or input that cannot be built or
+    float32 parameters (counted from the description) larger than this machine's memory."""
+    for name, value, least in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ArchitectureError(f'{name}={value!r} must be an integer of at least {least}'
+                                    + (' (0: no classifier head)' if name == 'num_classes' else ''))
+    needed, memory = 4 * count_params(arch, num_classes, in_chans), _machine_memory()
+    if needed > memory:
+        raise ArchitectureError(f'this architecture needs {needed / 2 ** 30:.1f} GiB for its float32 parameters '
+                                f'alone, more than the {memory / 2 ** 30:.1f} GiB of memory of this machine: '
+                                f'{arch.to_str()[:200]}')
 
 
 def _block_authors_flops(arch: GlitArch, block: BlockSpec, n: int) -> float:
