@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     if not pretrained:
         print(f'note: {args.model} has random weights; pass --checkpoint FILE or --pretrained for real predictions',
               file=sys.stderr)
-    names = ImageNetInfo() if model.num_classes == 1000 else None
+    label_names = model.pretrained_cfg.get('label_names')  # a training run's class folders
+    names = ImageNetInfo() if model.num_classes == 1000 and not label_names else None
     for path in images:
         try:
             image = Image.open(path)
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(path)
         for index, prob in classify(model, image, args.top_k):
-            label = names.index_to_description(index) if names else f'class {index}'
+            label = label_names[index] if label_names else names.index_to_description(index) if names \
+                else f'class {index}'
             print(f'  {prob:6.2%}  {label}')
     return 0
 
