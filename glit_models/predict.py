@@ -18,6 +18,7 @@ from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
 from .checkpoint import CheckpointError
 from .glit import NoPretrainedWeightsError
+from .model_folder import read_model_config
 
 
 def sample_image() -> Path:
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     pretrained = args.pretrained or args.checkpoint is not None or ':' in args.model
     overlay = dict(file=args.checkpoint) if args.checkpoint else None
     try:
+        if args.model.startswith('local-dir:'):
+            read_model_config(args.model.removeprefix('local-dir:'))  # names a bad config.json, as timm does not
         model = timm.create_model(args.model, pretrained=pretrained, pretrained_cfg_overlay=overlay).eval()
     except (CheckpointError, NoPretrainedWeightsError, RuntimeError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)

@@ -43,6 +43,7 @@ from .distributed import cleanup_distributed, init_distributed, is_main_process,
 from .engine import TrainConfig, load_training_state, train_model, unwrap
 from .export import save_model_folder
 from .glit import GlobalLocalTransformer
+from .model_folder import read_model_config
 from .run_lock import LOCK_FILE, hold_output
 
 __all__ = ['UsageError', 'build_parser', 'parse_args', 'load_arch', 'main']
@@ -142,31 +143,25 @@ def _given(argv: Optional[Sequence[str]]) -> dict[str, Any]:
     return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not unset}
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ArchitectureError(f'{path}: cannot read {what} ({e})') from None
-
-
 def load_arch(text: str) -> GlitArch:
     """--arch: a JSON file, a compact string, or a timm local-dir folder whose config.json holds it."""
     if '|' in text or text.lstrip().startswith('{'):  # a description, never a file name (which may be too long)
         return GlitArch.coerce(text)
     path = Path(text)
     if path.is_dir():
-        config = path / 'config.json'
-        if not config.is_file():
-            raise ArchitectureError(f'{path} has no config.json; pass a local-dir folder, a JSON file or a string')
-        data = _read_json(config, 'the model folder\'s config')
-        arch = data.get('model_args', {}).get('arch') if isinstance(data, dict) else None
+        model_args = read_model_config(path).get('model_args')
+        arch = model_args.get('arch') if isinstance(model_args, dict) else None
         if not isinstance(arch, dict):
-            raise ArchitectureError(f'{config} has no model_args.arch object; it is not a GLiT model folder')
+            raise ArchitectureError(f'{path / "config.json"} has no model_args.arch object; it is not a GLiT model '
+                                    'folder')
         return GlitArch.coerce(arch)
     if path.is_file():
         text = path.read_text().strip()
         if text.startswith('{'):
-            data = _read_json(path, 'the architecture')
+            try:
+                data = json.loads(text)
+            except ValueError as e:
+                raise ArchitectureError(f'{path}: not a JSON architecture ({e})') from None
             if not isinstance(data, dict):
                 raise ArchitectureError(f'{path}: expected an architecture object, got a {type(data).__name__}')
             return GlitArch.coerce(data)

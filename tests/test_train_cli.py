@@ -233,9 +233,9 @@ def test_a_full_disk_names_the_file(folder, tmp_path, monkeypatch, capsys):
     (['--heldout', '1'], 'held-out split of 1 image(s) is below the minimum of 3 (one per class)'),
     (['--num-classes', '-5'], '--num-classes -5: must be at least 1'),
     (['--output', '{tmp}/file'], '--output {tmp}/file is a file; pass a folder'),
-    (['--arch', '{tmp}/folder'], '{tmp}/folder/config.json: cannot read the model folder\'s config'),
-    (['--arch', '{tmp}/list'], '{tmp}/list/config.json has no model_args.arch object'),
-    (['--arch', '{tmp}/arch.json'], '{tmp}/arch.json: cannot read the architecture'),
+    (['--arch', '{tmp}/folder'], '{tmp}/folder/config.json: not a readable JSON config'),
+    (['--arch', '{tmp}/list'], '{tmp}/list/config.json: expected a JSON object, got a list'),
+    (['--arch', '{tmp}/arch.json'], '{tmp}/arch.json: not a JSON architecture'),
     (['--arch', 'embed24 heads3 patch8 img32 | 3:0 e1 mlp1e9'], "cannot read 'mlp1e9'"),
 ])
 def test_every_bad_value_is_one_line_before_any_work(folder, tmp_path, capsys, extra, message):
