@@ -309,9 +309,10 @@ def _use_ema(args: argparse.Namespace, updates: int) -> bool:
     window = 1 / (1 - args.model_ema_decay)
     if updates >= window:
         return True
-    print(f'{_PROG}: warning: --model-ema-decay {args.model_ema_decay} averages over about {window:.0f} updates, '
-          f'more than this run\'s {updates}; model.safetensors will hold the trained weights, not their EMA '
-          '(lower the decay to use it)', file=sys.stderr)
+    if is_main_process():
+            print(f'{_PROG}: warning: --model-ema-decay {args.model_ema_decay} averages over about {window:.0f} '
+              f'updates, more than this run\'s {updates}; model.safetensors will hold the trained weights, not their '
+              'EMA (lower the decay to use it)', file=sys.stderr)
     return False
 
 
