@@ -10,6 +10,7 @@ ratio, ``m`` the conv expansion ratio, ``k`` the depthwise kernel size.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Mapping, Optional, Union
@@ -22,7 +23,8 @@ class ArchitectureError(ValueError):
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (JSON's Infinity and NaN are not sizes)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,13 @@ class BlockSpec:
                 f'{where}: global_thirds={self.global_thirds!r} must be 0, 1, 2 or 3 '
                 '(the distribution is counted in thirds of the heads)')
         if not _is_number(self.mlp_ratio) or self.mlp_ratio <= 0 or int(embed_dim * self.mlp_ratio) < 1:
-            raise ArchitectureError(f'{where}: mlp_ratio={self.mlp_ratio!r} must be a positive number')
+            raise ArchitectureError(f'{where}: mlp_ratio={self.mlp_ratio!r} must be a finite positive number')
         head_width = embed_dim // num_heads
         if self.has_global:
             e = self.qkv_ratio
             if not _is_number(e) or e <= 0:
                 raise ArchitectureError(
-                    f'{where}: has global heads, so qkv_ratio must be a positive number, got {e!r}')
+                    f'{where}: has global heads, so qkv_ratio must be a finite positive number, got {e!r}')
             if head_width * e != int(head_width * e):
                 raise ArchitectureError(
                     f'{where}: qkv_ratio={e} gives a head width of {head_width * e}; it must be a whole number '

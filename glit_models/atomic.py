@@ -12,9 +12,18 @@ from typing import Any, Iterator, Union
 
 import torch
 
-__all__ = ['replacing', 'write_text_atomic', 'save_json_atomic', 'save_torch_atomic']
+__all__ = ['WriteError', 'replacing', 'write_text_atomic', 'save_json_atomic', 'save_torch_atomic']
 
 PathLike = Union[str, os.PathLike]
+
+
+class WriteError(OSError):
+    """A file that could not be written (a full disk, a read-only folder); its previous version is intact."""
+
+
+def _write_error(path: Path, reason: str) -> WriteError:
+    return WriteError(f'could not write {path} ({reason}); its last saved version, if any, is intact: free some '
+                      'space (or fix the folder) and continue with --resume')
 
 
 @contextmanager
@@ -29,6 +38,10 @@ def replacing(path: PathLike) -> Iterator[Path]:
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if isinstance(e, WriteError):
+            raise
+        raise _write_error(path, e.strerror or str(e)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -44,4 +57,7 @@ def save_json_atomic(data: Any, path: PathLike) -> None:
 
 def save_torch_atomic(obj: Any, path: PathLike) -> None:
     with replacing(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's C++ writer reports a full disk as e.g. "basic_ios::clear: iostream error"
+            raise _write_error(Path(path), str(e).splitlines()[0]) from None

@@ -9,10 +9,12 @@ Two FLOPs conventions:
 """
 from __future__ import annotations
 
-from .architecture import BlockSpec, GlitArch
+import os
 
-__all__ = ['block_params', 'stem_params', 'count_params', 'block_authors_flops', 'stem_authors_flops',
-           'authors_flops', 'block_macs', 'stem_macs', 'macs']
+from .architecture import ArchitectureError, BlockSpec, GlitArch
+
+__all__ = ['block_params', 'stem_params', 'count_params', 'check_buildable', 'block_authors_flops',
+           'stem_authors_flops', 'authors_flops', 'block_macs', 'stem_macs', 'macs']
 
 
 def _linear(n_in: int, n_out: int) -> int:
@@ -47,6 +49,25 @@ def stem_params(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> i
 def count_params(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> int:
     """Learnable parameters of the whole network with a ``num_classes`` head."""
     return stem_params(arch, num_classes, in_chans) + sum(block_params(arch, b) for b in arch.blocks)
+
+
+def _machine_memory() -> int:
+    """Bytes of physical memory of this machine."""
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def check_buildable(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> None:
+    """ArchitectureError, before anything is allocated, for a head or input that cannot be built or
+    float32 parameters (counted from the description) larger than this machine's memory."""
+    for name, value, least in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ArchitectureError(f'{name}={value!r} must be an integer of at least {least}'
+                                    + (' (0: no classifier head)' if name == 'num_classes' else ''))
+    needed, memory = 4 * count_params(arch, num_classes, in_chans), _machine_memory()
+    if needed > memory:
+        raise ArchitectureError(f'this architecture needs {needed / 2 ** 30:.1f} GiB for its float32 parameters '
+                                f'alone, more than the {memory / 2 ** 30:.1f} GiB of memory of this machine: '
+                                f'{arch.to_str()[:200]}')
 
 
 def block_authors_flops(arch: GlitArch, block: BlockSpec) -> float:

@@ -6,23 +6,31 @@ holds 50k ImageNet train images out), so the validation set stays untouched unti
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from PIL import Image, ImageOps
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, auto_augment, create_dataset, create_loader
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, auto_augment, create_loader
 from timm.data.readers.img_extensions import get_img_extensions
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .distributed import default_device, rank, world_size
 
-__all__ = ['DataError', 'SearchData', 'Augmentation', 'find_split', 'check_image_folder', 'heldout_count',
-           'split_heldout', 'image_folder', 'subset', 'make_loader', 'build_search_data',
-           'build_train_data']
+__all__ = ['BAD_IMAGES', 'MIN_CLASSES', 'DataError', 'SearchData', 'Augmentation', 'ImageFiles', 'find_split',
+           'check_image_folder', 'scan_image_folder', 'check_heldout', 'heldout_count', 'split_heldout',
+           'image_folder', 'subset', 'make_loader', 'build_search_data', 'build_train_data']
+
+_logger = logging.getLogger(__name__)
+
+BAD_IMAGES = ('refuse', 'skip')
+"""What to do with images whose header cannot be read: refuse the data, or skip them (each named)."""
+MIN_CLASSES = 2
 
 
 def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
@@ -76,42 +84,145 @@ def find_split(data_dir: Union[str, Path], split: str) -> Optional[Path]:
     return candidate if candidate.is_dir() else None
 
 
-def check_image_folder(root: Union[str, Path]) -> list[str]:
-    """The class names of an ImageFolder (one sub-folder of images per class), or DataError."""
-    root = Path(root)
+def _class_folders(root: Path) -> list[str]:
     if not root.exists():
         raise DataError(f'data folder {root} does not exist; pass the folder that holds one sub-folder per class')
     if not root.is_dir():
         raise DataError(f'{root} is not a folder; pass the folder that holds one sub-folder per class')
-    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith('.'))
+    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith('.'))
+
+
+def check_image_folder(root: Union[str, Path]) -> list[str]:
+    """The class names of an ImageFolder, or DataError: one sub-folder of images per class, at least
+    ``MIN_CLASSES`` of them, and no folders inside a class folder (labels come from the top-level folders)."""
+    root = Path(root)
+    classes = _class_folders(root)
     if not classes:
         raise DataError(f'data folder {root} has no class sub-folders; put the images of each class in '
                         f'{root}/<class name>/')
+    if len(classes) < MIN_CLASSES:
+        raise DataError(f'data folder {root} has {len(classes)} class folder ({classes[0]}); classifying needs at '
+                        f'least {MIN_CLASSES} classes')
     extensions = get_img_extensions(as_set=True)
     for name in classes:
-        if not any(Path(f).suffix.lower() in extensions for _, _, files in os.walk(root / name) for f in files):
+        entries = [e for e in os.scandir(root / name) if not e.name.startswith('.')]
+        nested = [e.name for e in entries if e.is_dir()]  # a link to a folder too: a loop is never entered
+        if nested:
+            raise DataError(f'class folder {root / name} holds the folder {nested[0]}/; labels come from the '
+                            f'top-level class folders only, so images must sit directly in {root / name}/ (move '
+                            'them there or into a class folder of their own)')
+        if not any(Path(e.name).suffix.lower() in extensions for e in entries):
             raise DataError(f'class folder {root / name} has no images ({", ".join(sorted(extensions))}); '
                             'add images or remove the folder')
     return classes
 
 
-def heldout_count(heldout: Union[float, int], total: int) -> int:
-    """Images to hold out: a fraction (< 1) of ``total`` or a count; DataError when it leaves no training data."""
-    if isinstance(heldout, bool) or not isinstance(heldout, (int, float)) or heldout <= 0:
-        raise DataError(f'held-out split {heldout!r} must be a fraction in (0, 1) or a positive image count')
+def _unreadable(path: str) -> Optional[str]:
+    """Why ``path`` cannot be an image, from its header and size alone (no full decode), or None."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception as e:  # Pillow's plugins raise many types; any of them means the file is unusable
+        return str(e) or type(e).__name__
+    return None if width > 0 and height > 0 else f'{width}x{height} pixels'
+
+
+class ImageFiles(Dataset):
+    """The images of an ImageFolder, each labelled by its top-level class folder, each file once.
+
+    ``transform`` is set by timm's ``create_loader``; ``files`` maps every file's (device, inode) to its path,
+    so a split can be checked against another even when links reach the same file by two names.
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str], files: dict[tuple[int, int], str],
+                 mode: str = 'RGB') -> None:
+        self.samples, self.classes, self.files, self.mode = samples, classes, files, mode
+        self.transform: Any = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, target = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                image = image.convert(self.mode)
+        except Exception as e:  # a file that passed the header scan but does not decode
+            raise DataError(f'{path}: cannot decode the image ({e})') from None
+        return (self.transform(image) if self.transform is not None else image), target
+
+
+def scan_image_folder(root: Union[str, Path], bad_images: str = 'refuse', mode: str = 'RGB') -> ImageFiles:
+    """Every image of the ImageFolder ``root``, its header read up front: unreadable images are refused
+    (``bad_images='refuse'``) or skipped (``'skip'``), each named; a file reached twice through links
+    is taken once, and refused when it sits in two classes."""
+    root = Path(root)
+    classes = check_image_folder(root)
+    extensions = get_img_extensions(as_set=True)
+    found: dict[tuple[int, int], tuple[str, int]] = {}
+    missing, twice = [], []
+    for label, name in enumerate(classes):
+        for entry in sorted(os.scandir(root / name), key=lambda e: e.name):
+            if entry.name.startswith('.') or Path(entry.name).suffix.lower() not in extensions:
+                continue
+            try:
+                stat = os.stat(entry.path)
+            except OSError as e:  # e.g. a dangling link
+                missing.append((entry.path, e.strerror))
+                continue
+            key = (stat.st_dev, stat.st_ino)
+            if key in found:
+                first, first_label = found[key]
+                if first_label != label:
+                    raise DataError(f'{entry.path} and {first} are the same file in two classes ({name}, '
+                                    f'{classes[first_label]}); keep it in one')
+                twice.append(entry.path)
+                continue
+            found[key] = (entry.path, label)
+    with ThreadPoolExecutor(8) as pool:  # reading headers waits on the disk, not the CPU
+        problems = dict(zip(found, pool.map(_unreadable, [path for path, _ in found.values()])))
+    bad = missing + [(found[k][0], why) for k, why in problems.items() if why is not None]
+    if bad:
+        listed = '; '.join(f'{path} ({why})' for path, why in bad[:5]) + ('; ...' if len(bad) > 5 else '')
+        if bad_images != 'skip':
+            raise DataError(f'{len(bad)} unreadable image(s) in {root}: {listed}; fix or remove them, or skip them '
+                            'with --bad-images skip')
+        _logger.warning('skipping %d unreadable image(s) in %s: %s', len(bad), root, listed)
+    if twice:
+        _logger.warning('%d file(s) in %s are reached twice through links and used once, e.g. %s', len(twice),
+                        root, twice[0])
+    kept = {k: v for k, v in found.items() if problems[k] is None}
+    return ImageFiles(list(kept.values()), classes, {k: path for k, (path, _) in kept.items()}, mode)
+
+
+def check_heldout(heldout: Union[float, int], flag: str = 'held-out split') -> None:
+    """DataError unless ``heldout`` is a fraction in (0, 1) or a whole number of images."""
+    if isinstance(heldout, bool) or not isinstance(heldout, (int, float)) or not math.isfinite(heldout) \
+            or heldout <= 0 or (heldout >= 1 and not float(heldout).is_integer()):
+        raise DataError(f'{flag} {heldout!r}: must be a fraction in (0, 1) or a whole number of images')
+
+
+def heldout_count(heldout: Union[float, int], total: int, minimum: int = 1) -> int:
+    """Images to hold out: a fraction (< 1) of ``total`` or a whole count; DataError when it leaves no training
+    data or holds fewer than ``minimum`` images (the number of classes: fewer could not show each one)."""
+    check_heldout(heldout)
     count = math.ceil(heldout * total) if heldout < 1 else int(heldout)
+    if count < minimum:
+        raise DataError(f'held-out split of {count} image(s) is below the minimum of {minimum} (one per class); '
+                        'use a larger fraction or count')
     if count >= total:
         raise DataError(f'held-out split of {count} images is larger than the data ({total} training images); '
                         'use a smaller fraction or count')
     return count
 
 
-def split_heldout(total: int, heldout: Union[float, int], seed: int = 0) -> tuple[list[int], list[int]]:
+def split_heldout(total: int, heldout: Union[float, int], seed: int = 0,
+                  minimum: int = 1) -> tuple[list[int], list[int]]:
     """A seeded random split of ``range(total)`` into (train indices, held-out indices), each in a
     random order so that the first batches of an unshuffled loader are a random sample."""
     order = list(range(total))
     random.Random(seed).shuffle(order)
-    count = heldout_count(heldout, total)
+    count = heldout_count(heldout, total, minimum)
     return order[count:], order[:count]
 
 
@@ -127,12 +238,11 @@ class _TransformedSubset(Subset):
         self.dataset.transform = value
 
 
-def image_folder(root: Union[str, Path], in_chans: int = 3) -> Dataset:
-    """timm's ImageFolder dataset of ``root`` (checked first: one clear DataError for a bad folder)."""
-    check_image_folder(root)
+def image_folder(root: Union[str, Path], in_chans: int = 3, bad_images: str = 'refuse') -> ImageFiles:
+    """The images of ``root``, scanned up front (``scan_image_folder``): one clear DataError for a bad folder."""
     if in_chans not in (1, 3):
         raise DataError(f'in_chans={in_chans}: image folders load as RGB (3) or grayscale (1)')
-    return create_dataset('', root=str(root), search_split=False, input_img_mode='RGB' if in_chans == 3 else 'L')
+    return scan_image_folder(root, bad_images, 'RGB' if in_chans == 3 else 'L')
 
 
 def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
@@ -183,9 +293,26 @@ def _shard(indices: Sequence[int], distributed: bool) -> list[int]:
     return list(indices[rank()::world_size()]) if distributed else list(indices)
 
 
+def _separate_split(root: Path, train: ImageFiles, train_root: Path, in_chans: int, bad_images: str) -> ImageFiles:
+    """The images of ``root`` as an evaluation split beside ``train``: the same classes, no file in both,
+    at least one image per class."""
+    images = image_folder(root, in_chans, bad_images)
+    if images.classes != train.classes:
+        raise DataError(f'the class folders of {root} and {train_root} differ; both need the same classes')
+    shared = sorted(images.files[key] for key in images.files.keys() & train.files.keys())
+    if shared:
+        raise DataError(f'{len(shared)} file(s) of {root} are also in {train_root} (through links), e.g. '
+                        f'{shared[0]}; an image must not be in both splits')
+    if len(images) < len(train.classes):
+        raise DataError(f'{root} has {len(images)} image(s), below the minimum of {len(train.classes)} '
+                        '(one per class)')
+    return images
+
+
 def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: int, heldout: Union[float, int],
                       test: Optional[Union[float, int]] = None, score_images: Optional[int] = None, seed: int = 0,
-                      workers: int = 2, in_chans: int = 3, distributed: bool = False) -> SearchData:
+                      workers: int = 2, in_chans: int = 3, distributed: bool = False,
+                      bad_images: str = 'refuse') -> SearchData:
     """Loaders for the search from an ImageFolder (``data_dir/train`` when it exists, else ``data_dir``).
 
     ``batch_size`` is per process. The held-out split is a seeded random subset of the training
@@ -195,13 +322,13 @@ def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: 
     None: no test split). Under torchrun the evaluation images are split across ranks.
     """
     root = find_split(data_dir, 'train') or Path(data_dir)
-    dataset = image_folder(root, in_chans)
-    classes = sorted(dataset.reader.class_to_idx, key=dataset.reader.class_to_idx.get)
+    dataset = image_folder(root, in_chans, bad_images)
+    classes = dataset.classes
     val_root = find_split(data_dir, 'val')
     pool, test_indices = list(range(len(dataset))), []
     if val_root is None and test is not None:
-        pool, test_indices = split_heldout(len(dataset), test, seed + 1)
-    train_positions, heldout_positions = split_heldout(len(pool), heldout, seed)
+        pool, test_indices = split_heldout(len(dataset), test, seed + 1, minimum=len(classes))
+    train_positions, heldout_positions = split_heldout(len(pool), heldout, seed, minimum=len(classes))
     train_indices = [pool[i] for i in train_positions]
     heldout_indices = [pool[i] for i in heldout_positions]
     if score_images is not None and score_images < 1:
@@ -215,9 +342,7 @@ def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: 
 
     test_loader = None
     if val_root is not None:
-        val_set = image_folder(val_root, in_chans)
-        if val_set.reader.class_to_idx != dataset.reader.class_to_idx:
-            raise DataError(f'the class folders of {val_root} and {root} differ; both need the same classes')
+        val_set = _separate_split(val_root, dataset, root, in_chans, bad_images)
         test_loader = evaluation(val_set, range(len(val_set)))
     elif test_indices:
         test_loader = evaluation(dataset, test_indices)
@@ -233,7 +358,8 @@ def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: 
 def build_train_data(data_dir: Union[str, Path], *, img_size: int, batch_size: int, train_split: str = 'train',
                      val_split: str = 'val', heldout: Optional[Union[float, int]] = None, seed: int = 0,
                      workers: int = 4, in_chans: int = 3, distributed: bool = False,
-                     augmentation: Optional[Augmentation] = None) -> tuple[DataLoader, DataLoader, list[str]]:
+                     augmentation: Optional[Augmentation] = None,
+                     bad_images: str = 'refuse') -> tuple[DataLoader, DataLoader, list[str]]:
     """(train loader, evaluation loader, class names) for ``python -m glit_models.train``.
 
     The training images are ``data_dir/train_split`` (or ``data_dir`` itself without that folder);
@@ -242,19 +368,17 @@ def build_train_data(data_dir: Union[str, Path], *, img_size: int, batch_size: i
     """
     data_dir = Path(data_dir)
     train_root = find_split(data_dir, train_split) or data_dir
-    dataset = image_folder(train_root, in_chans)
-    classes = sorted(dataset.reader.class_to_idx, key=dataset.reader.class_to_idx.get)
+    dataset = image_folder(train_root, in_chans, bad_images)
+    classes = dataset.classes
     if heldout is not None:
-        train_indices, eval_indices = split_heldout(len(dataset), heldout, seed)
+        train_indices, eval_indices = split_heldout(len(dataset), heldout, seed, minimum=len(classes))
         train_set, eval_set = subset(dataset, train_indices), subset(dataset, _shard(eval_indices, distributed))
     else:
         val_root = find_split(data_dir, val_split)
         if val_root is None:
             raise DataError(f'{data_dir} has no {val_split}/ folder to evaluate on; pass --val-split with the name '
                             'of the validation folder, or --heldout to carve one out of the training images')
-        val_set = image_folder(val_root, in_chans)
-        if val_set.reader.class_to_idx != dataset.reader.class_to_idx:
-            raise DataError(f'the class folders of {val_root} and {train_root} differ; both need the same classes')
+        val_set = _separate_split(val_root, dataset, train_root, in_chans, bad_images)
         train_set, eval_set = dataset, subset(val_set, _shard(range(len(val_set)), distributed))
     _check_one_batch(len(train_set), batch_size, distributed)
     common = dict(img_size=img_size, batch_size=batch_size, workers=workers, in_chans=in_chans)

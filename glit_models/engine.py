@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,9 +73,10 @@ class TrainConfig:
     model_ema: bool = True
     model_ema_decay: float = 0.99996
     clip_grad: Optional[float] = None
-    amp: bool = True
+    amp: bool = False
     seed: int = 0
     workers: int = 4
+    layer_decay: Optional[float] = None
 
     def global_lr(self) -> float:
         return self.lr if self.lr is not None else 5e-4 * self.batch_size * world_size() / 512
@@ -182,8 +184,8 @@ def _train_one_epoch(run: TrainingRun, model: nn.Module, loader, epoch: int, sca
     updates_per_epoch = len(loader)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     steps = 0
-    bar = tqdm(loader, desc=f'epoch {epoch + 1}/{run.epochs}', disable=not (progress and is_main_process()),
-               leave=False, dynamic_ncols=True)
+    bar = tqdm(loader, desc=f'epoch {epoch + 1}/{run.epochs}', leave=False, dynamic_ncols=True,
+               disable=not (progress and is_main_process() and sys.stderr.isatty()))
     for step, (images, target) in enumerate(bar):
         images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
         if before_step is not None:
@@ -282,8 +284,9 @@ def fit(run: TrainingRun, train_loader, eval_loader, state_path: Union[str, Path
                 'config': run.record,
             }, state_path)
             write_text_atomic(''.join(json.dumps(m) + '\n' for m in history), log_path)
-            if progress:
-                tqdm.write(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in metrics.items()))
+            # one plain line per epoch, with or without progress bars: a killed run's log says how far it got
+            tqdm.write(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in metrics.items()),
+                       file=sys.stderr)
         barrier()
     return history
 
@@ -311,7 +314,7 @@ def train_model(model: nn.Module, train_loader, eval_loader, config: TrainConfig
         mixup_fn = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.smoothing,
                          num_classes=num_classes)
     optimizer = create_optimizer_v2(model, opt=config.opt, lr=config.global_lr(), weight_decay=config.weight_decay,
-                                    momentum=config.momentum)
+                                    momentum=config.momentum, layer_decay=config.layer_decay)
     scheduler, _ = create_scheduler_v2(optimizer, sched=config.sched, num_epochs=config.epochs, min_lr=config.min_lr,
                                        warmup_lr=config.warmup_lr, warmup_epochs=config.warmup_epochs,
                                        step_on_epochs=False, updates_per_epoch=len(train_loader))

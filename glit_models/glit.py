@@ -21,8 +21,9 @@ from timm.models._builder import resolve_pretrained_cfg
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .architecture import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, GlitArch
+from .architecture import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, ArchitectureError, GlitArch
 from .checkpoint import check_fits, convert_authors_state_dict, is_authors_layout, read_checkpoint
+from .complexity import check_buildable
 from .layers import GlobalLocalBlock
 
 __all__ = ['GlobalLocalTransformer', 'checkpoint_filter_fn']
@@ -54,6 +55,13 @@ def _make_block(
         norm_layer=norm_layer, act_layer=act_layer, device=device, dtype=dtype)
 
 
+def _check_img_size(img_size: Optional[Union[int, tuple[int, int]]], patch_size: int) -> None:
+    sides = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size or ())
+    if any(not isinstance(side, int) or side < patch_size or side % patch_size for side in sides):
+        raise ArchitectureError(f'img_size={img_size!r} must be a multiple of the patch size {patch_size}, at least '
+                                f'{patch_size}')
+
+
 class GlobalLocalTransformer(VisionTransformer):
     """A DeiT-style ViT whose blocks are GLiT's global-local blocks.
 
@@ -68,6 +76,8 @@ class GlobalLocalTransformer(VisionTransformer):
         clash = sorted(set(_FROM_ARCH) & kwargs.keys())
         if clash:
             raise TypeError(f'{", ".join(clash)} come from the architecture description; pass arch=... instead')
+        _check_img_size(img_size, arch.patch_size)
+        check_buildable(arch, kwargs.get('num_classes', 1000), kwargs.get('in_chans', 3))
         super().__init__(
             img_size=img_size or arch.img_size,
             patch_size=arch.patch_size,

@@ -18,6 +18,7 @@ from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
 from .checkpoint import CheckpointError
 from .glit import NoPretrainedWeightsError
+from .model_folder import read_model_config
 
 
 def sample_image() -> Path:
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     pretrained = args.pretrained or args.checkpoint is not None or ':' in args.model
     overlay = dict(file=args.checkpoint) if args.checkpoint else None
     try:
+        if args.model.startswith('local-dir:'):
+            read_model_config(args.model.removeprefix('local-dir:'))  # names a bad config.json, as timm does not
         model = timm.create_model(args.model, pretrained=pretrained, pretrained_cfg_overlay=overlay).eval()
     except (CheckpointError, NoPretrainedWeightsError, RuntimeError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if not pretrained:
         print(f'note: {args.model} has random weights; pass --checkpoint FILE or --pretrained for real predictions',
               file=sys.stderr)
-    names = ImageNetInfo() if model.num_classes == 1000 else None
+    label_names = model.pretrained_cfg.get('label_names')  # a training run's class folders
+    names = ImageNetInfo() if model.num_classes == 1000 and not label_names else None
     for path in images:
         try:
             image = Image.open(path)
@@ -63,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(path)
         for index, prob in classify(model, image, args.top_k):
-            label = names.index_to_description(index) if names else f'class {index}'
+            label = label_names[index] if label_names else names.index_to_description(index) if names \
+                else f'class {index}'
             print(f'  {prob:6.2%}  {label}')
     return 0
 

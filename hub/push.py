@@ -16,6 +16,8 @@ import timm
 from huggingface_hub import HfApi
 
 from glit_models import GlobalLocalTransformer
+from glit_models.checkpoint import CheckpointError
+from glit_models.model_folder import read_model_config
 
 from .model_card import model_card, render
 
@@ -31,6 +33,10 @@ def check_folder(folder: Path, repo_id: str) -> GlobalLocalTransformer:
     for name in ('config.json', WEIGHTS):
         if not (folder / name).is_file():
             raise PublishError(f'{folder}: has no {name}; write it with hub.convert or the search first')
+    try:
+        read_model_config(folder)  # timm would fail on a bad config.json with a JSON traceback that names no file
+    except CheckpointError as e:
+        raise PublishError(str(e)) from None
     model = timm.create_model(f'local-dir:{folder}', pretrained=True)
     if not isinstance(model, GlobalLocalTransformer):
         raise PublishError(f'{folder}: holds a {type(model).__name__}, not a GLiT model')

@@ -48,6 +48,9 @@ def _tiny_with(index, block):
     (BlockSpec(3, qkv_ratio=1, kernel_size=31), 'block 5: kernel_size=31 is set but the block has no local heads'),
     (BlockSpec(0, qkv_ratio=1, conv_expansion=2, kernel_size=31), 'block 5: qkv_ratio=1 is set'),
     (BlockSpec(3, qkv_ratio=1, mlp_ratio=-1), 'block 5: mlp_ratio=-1'),
+    (BlockSpec(3, qkv_ratio=1, mlp_ratio=float('inf')), 'block 5: mlp_ratio=inf must be a finite positive number'),
+    (BlockSpec(3, qkv_ratio=1, mlp_ratio=float('nan')), 'block 5: mlp_ratio=nan must be a finite positive number'),
+    (BlockSpec(3, qkv_ratio=float('nan')), 'block 5: has global heads, so qkv_ratio must be a finite'),
 ])
 def test_invalid_blocks_name_the_block_and_value(block, message):
     with pytest.raises(ArchitectureError, match=message.replace('(', r'\(')):
@@ -72,6 +75,8 @@ def test_invalid_stems(stem, message):
     ('{"embed_dim": 192, "blocks": [{"global_thirds": 3, "qkv": 1}]}', 'block 0: .*qkv'),
     ('{"embed_dim": 192, "blocks": [], "depth": 3}', r"unknown architecture fields \['depth'\]"),
     ('{not json', 'not a JSON architecture description'),
+    ('{"embed_dim": 192, "blocks": [{"global_thirds": 3, "qkv_ratio": 1, "mlp_ratio": Infinity}]}',
+     'block 0: mlp_ratio=inf'),
 ])
 def test_unreadable_descriptions(text, message):
     with pytest.raises(ArchitectureError, match=message):

@@ -93,3 +93,11 @@ def test_latency_table_is_measured_once_per_device_and_cached(tmp_path):
     other = LatencyTable(batch_size=4, cache=cache, warmup=1, repeats=3, progress=False)
     SpaceCost(space, 'latency', num_classes=10, latency=other)
     assert other.measured == len(space.options[0]) + 1
+
+
+@pytest.mark.parametrize('text', ['{"cpu": {"a": 1', '[1, 2]', '{"cpu": 3}'])
+def test_a_corrupt_latency_cache_is_named(tmp_path, text):
+    cache = tmp_path / 'latency.json'
+    cache.write_text(text)
+    with pytest.raises(BudgetError, match=f'latency cache {cache} cannot be used .*delete it'):
+        LatencyTable(cache=cache, progress=False)

@@ -7,6 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from glit_models import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, authors_flops, count_params, macs
+from glit_models.architecture import ArchitectureError, GlitArch
 from glit_models.complexity import block_params
 from glit_models.variants import PAPER_BUDGETS, STEMS, budget_matched_arch
 
@@ -57,3 +58,31 @@ def test_tiny_table_at_small_and_base_width_overshoots_as_the_spec_says():
         wide = arch.with_blocks(GLIT_TINY_ARCH.blocks)
         assert count_params(wide) == pytest.approx(params, rel=2e-3)
         assert authors_flops(wide) == pytest.approx(flops, rel=2e-3)
+
+
+@pytest.mark.parametrize('text, figure', [
+    ('embed30000 heads3 patch16 img224 | 3:0 e1 mlp4', 'GiB for its float32 parameters'),
+    ('embed192 heads3 patch16 img224 | 3:0 e1 mlp1000000', 'GiB for its float32 parameters'),
+    ('embed192 heads3 patch16 img224 | 0:3 m2 k10000000 mlp4', 'GiB for its float32 parameters'),
+    ('embed192 heads3 patch16 img224 | 0:3 m100000000 k3 mlp4', 'GiB for its float32 parameters'),
+])
+def test_what_cannot_fit_in_memory_is_refused_before_allocating(text, figure, monkeypatch):
+    import glit_models.complexity as complexity
+
+    monkeypatch.setattr(complexity, '_machine_memory', lambda: 2 ** 30)  # the same answer on any machine
+    arch = GlitArch.from_str(text)
+    with pytest.raises(ArchitectureError, match=f'{figure} alone, more than the 1.0 GiB of memory'):
+        timm.create_model('glit_tiny', arch=arch)
+    with pytest.raises(ArchitectureError, match='1.0 GiB'):
+        timm.create_model('glit_tiny', arch=GLIT_TINY_ARCH, num_classes=10 ** 9)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(num_classes=-5), 'num_classes=-5 must be an integer of at least 0'),
+    (dict(in_chans=0), 'in_chans=0 must be an integer of at least 1'),
+    (dict(img_size=7), 'img_size=7 must be a multiple of the patch size 16'),
+    (dict(img_size=0), 'img_size=0 must be'),
+])
+def test_heads_inputs_and_sizes_that_cannot_be_built(kwargs, message):
+    with pytest.raises(ArchitectureError, match=message):
+        timm.create_model('glit_tiny', **kwargs)

@@ -1,4 +1,6 @@
 """ImageFolder loaders for training and the search: the held-out split and clear errors for bad data."""
+import os
+
 import pytest
 import torch
 
@@ -87,3 +89,62 @@ def test_randaugment_posterize_to_zero_bits_gives_black():
 def test_fewer_images_than_a_batch(folder):
     with pytest.raises(DataError, match='fewer than one batch'):
         build_search_data(folder, img_size=32, batch_size=20, heldout=6, workers=0)
+
+
+def _train(root, **kwargs):
+    return build_train_data(root, img_size=32, batch_size=2, workers=0, **kwargs)
+
+
+def test_nested_folders_are_refused_not_relabelled(tmp_path):
+    """class_0/extra/ made a fourth class for the search and crashed training mid-epoch; class_0/class_1/
+    relabelled its images."""
+    write_image_folder(tmp_path / 'train', classes=3, per_class=4)
+    write_image_folder(tmp_path / 'train' / 'class_0', classes=2, per_class=2)
+    with pytest.raises(DataError, match='class_0 holds the folder class_0/; labels come from the top-level'):
+        _train(tmp_path, heldout=3)
+
+
+def test_link_loops_are_not_followed(tmp_path):
+    write_image_folder(tmp_path, classes=2, per_class=4)
+    os.symlink(tmp_path / 'class_0', tmp_path / 'class_0' / 'loop')
+    with pytest.raises(DataError, match='holds the folder loop/'):
+        _train(tmp_path, heldout=2)
+
+
+def test_a_file_linked_twice_is_used_once_and_never_in_two_splits(tmp_path, caplog):
+    write_image_folder(tmp_path / 'train', classes=2, per_class=4)
+    os.symlink(tmp_path / 'train' / 'class_0' / '0.png', tmp_path / 'train' / 'class_0' / 'again.png')
+    train_loader, eval_loader, _ = _train(tmp_path, heldout=4)
+    assert len(train_loader.dataset) + len(eval_loader.dataset) == 8
+    assert 'reached twice through links and used once' in caplog.text
+
+    write_image_folder(tmp_path / 'val', classes=2, per_class=2, seed=1)
+    os.symlink(tmp_path / 'train' / 'class_1' / '3.png', tmp_path / 'val' / 'class_1' / 'leak.png')
+    with pytest.raises(DataError, match='1 file.* of .*val are also in .*train .*leak.png; an image must not be'):
+        _train(tmp_path)
+    os.symlink(tmp_path / 'train' / 'class_1' / '1.png', tmp_path / 'train' / 'class_0' / 'other.png')
+    with pytest.raises(DataError, match='same file in two classes'):
+        _train(tmp_path, heldout=4)
+
+
+def test_unreadable_images_are_listed_up_front_then_refused_or_skipped(tmp_path, caplog):
+    write_image_folder(tmp_path, classes=2, per_class=4)
+    (tmp_path / 'class_0' / 'broken.png').write_bytes(b'not a png')
+    (tmp_path / 'class_1' / 'empty.jpg').write_bytes(b'')
+    with pytest.raises(DataError, match=r'2 unreadable image\(s\) in .*broken.png .*empty.jpg .*--bad-images skip'):
+        _train(tmp_path, heldout=2)
+    train_loader, eval_loader, _ = _train(tmp_path, heldout=2, bad_images='skip')
+    assert len(train_loader.dataset) + len(eval_loader.dataset) == 8
+    assert 'skipping 2 unreadable image(s)' in caplog.text and 'broken.png' in caplog.text
+
+
+def test_too_small_data_and_splits_name_the_minimum(tmp_path):
+    write_image_folder(tmp_path, classes=1, per_class=8)
+    with pytest.raises(DataError, match='1 class folder .*at least 2 classes'):
+        _train(tmp_path, heldout=2)
+    write_image_folder(tmp_path, classes=3, per_class=4)
+    with pytest.raises(DataError, match=r'held-out split of 1 image\(s\) is below the minimum of 3'):
+        _train(tmp_path, heldout=1)
+    for bad in (1.5, float('nan')):
+        with pytest.raises(DataError, match='must be a fraction in'):
+            _train(tmp_path, heldout=bad)

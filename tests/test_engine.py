@@ -40,8 +40,11 @@ def test_recipe_defaults_are_deit():
     assert config.global_lr() == pytest.approx(5e-4 * 128 / 512)
 
 
-def test_resume_after_a_kill_is_bit_identical(folder, tmp_path, monkeypatch):
+def test_resume_after_a_kill_is_bit_identical(folder, tmp_path, monkeypatch, capsys):
     metrics = _run(folder, tmp_path / 'straight')
+    # without progress bars, one plain line per epoch still says how far the run got
+    epochs = [line for line in capsys.readouterr().err.splitlines() if line.startswith('epoch=')]
+    assert len(epochs) == 2 and epochs[1].startswith('epoch=2 train_loss=')
     assert set(metrics) >= {'top1', 'top5', 'train_loss', 'ema_top1'} and metrics['epoch'] == 2
     with monkeypatch.context() as patch:
         kill_in_epoch(patch, 1)

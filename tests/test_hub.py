@@ -96,3 +96,12 @@ def test_push_refuses_an_incomplete_folder(tmp_path, capsys):
     (tmp_path / 'config.json').write_text('{}')
     assert push.main(['--model-dir', str(tmp_path), '--repo-id', 'a/b', '--dry-run']) == 2
     assert 'has no model.safetensors' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('text, message', [('{"architecture": ', 'not a readable JSON config'), ('', 'not a readable'),
+                                           ('[1]', 'expected a JSON object, got a list')])
+def test_push_names_a_bad_config_json(tmp_path, capsys, text, message):
+    (tmp_path / 'config.json').write_text(text)
+    (tmp_path / 'model.safetensors').write_bytes(b'')
+    assert push.main(['--model-dir', str(tmp_path), '--repo-id', 'a/b', '--dry-run']) == 2
+    assert f'{tmp_path / "config.json"}: {message}' in capsys.readouterr().err

@@ -15,3 +15,9 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     (tmp_path / 'not_an_image.jpg').write_text('hello')
     assert predict.main([str(tmp_path / 'not_an_image.jpg')]) == 2
     assert 'cannot read it as an image' in capsys.readouterr().err
+
+
+def test_a_bad_config_json_in_a_local_dir_is_named(tmp_path, capsys):
+    (tmp_path / 'config.json').write_text('[]')
+    assert predict.main(['--model', f'local-dir:{tmp_path}']) == 2
+    assert f'{tmp_path / "config.json"}: expected a JSON object, got a list' in capsys.readouterr().err

@@ -30,10 +30,9 @@ def snapshot(folder: Path) -> dict:
 
 @pytest.fixture
 def output(tmp_path):
-    """An output folder that holds an earlier search's files, which bad input must leave alone."""
+    """An existing, empty output folder, which bad input must leave as it is."""
     folder = tmp_path / 'out'
     folder.mkdir()
-    (folder / 'notes.txt').write_text('keep me')
     return folder
 
 
@@ -50,9 +49,15 @@ def output(tmp_path):
     (['--resume'], 'no search state'),
     (['--flops-convention', 'macs'], 'needs --budget-flops'),
     (['--population', '0'], '--population 0: must be at least 1'),
+    (['--heldout', 'nan'], '--heldout nan: must be a fraction in (0, 1) or a whole number of images'),
+    (['--heldout', '1.5'], '--heldout 1.5: must be'),
+    (['--lr', '-1'], '--lr -1.0: must be a positive number'),
+    (['--workers', '-1'], '--workers -1: must be 0'),
+    (['--budget-latency', '5ms', '--latency-cache', '{tmp}/bad.json'], 'latency cache'),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, output, capsys, argv, message):
     (tmp_path / 'empty').mkdir()
+    (tmp_path / 'bad.json').write_text('{"cpu": ')
     before = snapshot(output)
     argv = [a.format(tmp=tmp_path) for a in argv]
     code, err = run_main(argv + ['--output', str(output)], capsys)
@@ -60,6 +65,31 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, output, capsys, argv
     assert err.count('\n') == 1 and 'Traceback' not in err, err
     assert message in err
     assert snapshot(output) == before
+
+
+def test_workers_0_as_the_demo_uses():
+    assert search_config(parse_args(['--workers', '0']))[0].retrain.workers == 0
+
+
+@pytest.mark.parametrize('resume', [False, True])
+def test_files_it_did_not_write_are_refused_before_work(output, capsys, resume):
+    """A stale or garbage search.jsonl would be merged into the log, or crash it after a whole stage."""
+    (output / 'search.jsonl').write_text('{"stage": 1, "generation": 0}\n' if not resume else 'garbage\n')
+    if resume:
+        (output / 'run.json').write_text('{}')
+    before = snapshot(output)
+    code, err = run_main(['--output', str(output), *(['--resume'] if resume else [])], capsys)
+    assert code == 2 and err.count('\n') == 1
+    assert ('search.jsonl line 1 is not a generation' if resume else 'holds files this search did not write') in err
+    assert snapshot(output) == before
+
+
+def test_a_second_search_into_a_held_folder_is_refused(output, capsys):
+    from glit_models.run_lock import hold_output
+
+    with hold_output(output):
+        code, err = run_main(['--output', str(output)], capsys)
+    assert code == 2 and err.count('\n') == 1 and f'{output} is in use by another run (pid {os.getpid()}' in err
 
 
 def test_bad_input_from_the_command_line(tmp_path):

@@ -1,5 +1,8 @@
 """``python -m glit_models.train``: a run that resumes to the bit, a timm local-dir result, clear errors."""
+import contextlib
+import io
 import json
+import os
 import subprocess
 import sys
 
@@ -8,7 +11,10 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from glit_models.train import main
+from glit_models import atomic, predict
+from glit_models.engine import load_training_state
+from glit_models.run_lock import LOCK_FILE, hold_output
+from glit_models.train import build_parser, load_arch, main
 from tests.image_folder import write_image_folder
 from tests.test_spos import Killed, kill_in_epoch
 
@@ -34,7 +40,8 @@ def test_resume_is_bit_identical_and_the_result_loads_in_timm(folder, tmp_path, 
         kill_in_epoch(patch, 1)
         with pytest.raises(Killed):
             main(_args(folder, tmp_path / 'resumed'))
-    assert main(_args(folder, tmp_path / 'resumed', '--resume')) == 0
+    # the short form: every setting comes from the run itself
+    assert main(['--output', str(tmp_path / 'resumed'), '--resume', '--no-progress']) == 0
 
     straight, resumed = (load_file(tmp_path / d / 'model.safetensors') for d in ('straight', 'resumed'))
     assert straight.keys() == resumed.keys()
@@ -50,7 +57,8 @@ def test_resume_is_bit_identical_and_the_result_loads_in_timm(folder, tmp_path, 
 
     # a found architecture can be read back from that folder
     capsys.readouterr()
-    assert main(_args(folder, tmp_path / 'again', '--epochs', '1', '--arch', str(tmp_path / 'straight'))) == 0
+    assert main(_args(folder, tmp_path / 'again', '--epochs', '1', '--warmup-epochs', '0', '--arch',
+                      str(tmp_path / 'straight'))) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])['epoch'] == 1
 
 
@@ -97,3 +105,164 @@ def test_fine_tune_from_weights_with_another_head(folder, tmp_path, capsys):
     tuned = load_file(tmp_path / 'tuned' / 'model.safetensors')
     assert tuned['head.weight'].shape[0] == 3
     assert torch.equal(tuned['blocks.0.mlp.fc1.weight'], source.state_dict()['blocks.0.mlp.fc1.weight'])
+
+
+def _error(capsys):
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in lines[0], lines
+    return lines[0]
+
+
+@pytest.fixture(scope='module')
+def finished(folder, tmp_path_factory):
+    """A finished two-epoch run that left warm-up and the EMA decay to their defaults, with layer decay."""
+    output = tmp_path_factory.mktemp('finished') / 'run'
+    argv = ['--data-dir', str(folder), '--arch', ARCH, '--epochs', '2', '--batch-size', '6', '--workers', '0',
+            '--layer-decay', '0.65', '--output', str(output), '--no-progress']
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(argv) == 0
+    return output, err.getvalue()
+
+
+def test_the_record_states_what_the_run_used(finished, folder):
+    output, err = finished
+    record = json.loads((output / 'args.json').read_text())
+    assert record['warmup_epochs'] == 0  # the DeiT 5 epochs scaled to a tenth of the run: the lr leaves warm-up
+    assert record['lr'] == pytest.approx(5e-4 * 6 / 512) and record['img_size'] == 32
+    assert record['data_dir'] == str(folder.resolve()) and record['arch'] == ARCH and record['num_classes'] == 3
+    assert load_training_state(output / 'last.pth.tar')['config']['warmup_epochs'] == 0
+    # the weights are named, and a short run says why they are not the EMA's
+    assert 'averages over about 25000 updates, more than this run\'s 6' in err
+    config = json.loads((output / 'config.json').read_text())
+    assert 'Weights: the trained weights (no EMA).' in config['pretrained_cfg']['notes']
+    # the classes by name and the data config the run used, for predict and timm's transforms
+    assert config['pretrained_cfg']['label_names'] == ['class_0', 'class_1', 'class_2']
+    model = timm.create_model(f'local-dir:{output}', pretrained=True)
+    assert timm.data.resolve_model_data_config(model)['input_size'] == (3, 32, 32)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert predict.main([str(folder / 'val' / 'class_1' / '0.png'), '--model', f'local-dir:{output}']) == 0
+    assert sum(f'class_{c}' in out.getvalue() for c in range(3)) == 3 and 'class 1' not in out.getvalue()
+    # one plain line per epoch without progress bars
+    assert [line.split()[0] for line in err.splitlines() if line.startswith('epoch=')] == ['epoch=1', 'epoch=2']
+    scales = {g['lr_scale'] for g in load_training_state(output / 'last.pth.tar')['optimizer']['param_groups']}
+    assert len(scales) > 2  # --layer-decay: a learning-rate scale per depth
+
+
+def test_a_long_enough_run_saves_the_ema(folder, tmp_path):
+    assert main(_args(folder, tmp_path / 'ema', '--epochs', '1', '--warmup-epochs', '0',
+                      '--model-ema-decay', '0.5')) == 0
+    ema = load_training_state(tmp_path / 'ema' / 'last.pth.tar')['ema']
+    saved = load_file(tmp_path / 'ema' / 'model.safetensors')
+    assert all(torch.equal(saved[k], ema[f'module.{k}']) for k in saved)
+    notes = json.loads((tmp_path / 'ema' / 'config.json').read_text())['pretrained_cfg']['notes']
+    assert 'Weights: the exponential moving average (decay 0.5) of the trained weights.' in notes
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--batch-size', '12'], '--resume: --batch-size 12 differs from the run in {out} (6)'),
+    (['--epochs', '300'], '--epochs 300 differs from the run in {out} (2)'),
+    (['--lr', '0.1'], '--lr 0.1 differs'),
+    (['--img-size', '64'], '--img-size 64 differs'),
+    (['--heldout', '0.5'], '--heldout 0.5 differs'),
+    (['--opt', 'sgd'], "--opt sgd differs from the run in {out} (adamw)"),
+    (['--warmup-epochs', '1'], '--warmup-epochs 1 differs from the run in {out} (0)'),
+])
+def test_resume_refuses_a_flag_that_differs_from_the_run(finished, capsys, extra, message):
+    output, _ = finished
+    assert main(['--output', str(output), '--resume', *extra]) == 2
+    assert message.format(out=output) in _error(capsys)
+
+
+def test_resume_accepts_the_run_s_own_values(finished, folder, capsys):
+    output, _ = finished
+    assert main(['--output', str(output), '--resume', '--data-dir', str(folder), '--batch-size', '6', '--arch', ARCH,
+                 '--lr', str(5e-4 * 6 / 512), '--workers', '1', '--no-progress']) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])['epoch'] == 2
+
+
+def test_a_new_run_never_writes_into_a_used_folder(finished, folder, tmp_path, capsys):
+    output, _ = finished
+    assert main(_args(folder, output)) == 2
+    assert 'holds a run; continue it with --resume, or choose another --output' in _error(capsys)
+    mine = tmp_path / 'mine'
+    mine.mkdir()
+    (mine / 'config.json').write_text('{"mine": 1}')
+    assert main(_args(folder, mine)) == 2
+    assert f'--output {mine} is not empty (config.json); an output folder belongs to one run' in _error(capsys)
+    assert [p.name for p in mine.iterdir()] == ['config.json'] and '"mine"' in (mine / 'config.json').read_text()
+
+
+def test_a_second_run_is_refused_and_a_stale_lock_is_not(finished, capsys):
+    output, _ = finished
+    with hold_output(output):
+        assert main(['--output', str(output), '--resume']) == 2
+        assert f'{output} is in use by another run (pid {os.getpid()} on ' in _error(capsys)
+    (output / LOCK_FILE).write_text('{"pid": 999999, "host": "gone", "started": "yesterday"}')  # a killed run's
+    assert main(['--output', str(output), '--resume', '--no-progress']) == 0
+
+
+def test_a_full_disk_names_the_file(folder, tmp_path, monkeypatch, capsys):
+    def full(obj, path):
+        raise RuntimeError('basic_ios::clear: iostream error')
+    monkeypatch.setattr(atomic.torch, 'save', full)
+    assert main(_args(folder, tmp_path / 'full', '--epochs', '1', '--warmup-epochs', '0')) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith('python -m glit_models.train: error: could not write ')
+    assert f'{tmp_path / "full" / "last.pth.tar"} (basic_ios::clear: iostream error); its last saved version' in line
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--epochs', '0'], '--epochs 0: must be at least 1'),
+    (['--epochs', '-3'], '--epochs -3: must be at least 1'),
+    (['--batch-size', '0'], '--batch-size 0: must be at least 1'),
+    (['--lr', '-1'], '--lr -1.0: must be a finite number, 0 or more'),
+    (['--lr', 'nan'], '--lr nan: must be a finite number'),
+    (['--workers', '-1'], '--workers -1: must be 0 or more'),
+    (['--opt', 'adamx'], "--opt 'adamx': must be a timm optimizer"),
+    (['--sched', 'cosinus'], "argument --sched: invalid choice: 'cosinus'"),
+    (['--img-size', '7'], 'img_size=7 must be a multiple of the patch size 8'),
+    (['--img-size', '0'], '--img-size 0: must be a positive number of pixels'),
+    (['--smoothing', '2'], '--smoothing 2.0: must be in [0, 1)'),
+    (['--model-ema-decay', '2'], '--model-ema-decay 2.0: must be in [0, 1)'),
+    (['--reprob', '5'], '--reprob 5.0: must be a probability in [0, 1]'),
+    (['--layer-decay', '0'], '--layer-decay 0.0: must be in (0, 1]'),
+    (['--warmup-epochs', '2'], '--warmup-epochs 2: must be 0 or more and below --epochs 2'),
+    (['--heldout', '1.5'], '--heldout 1.5: must be a fraction in (0, 1) or a whole number of images'),
+    (['--heldout', '1'], 'held-out split of 1 image(s) is below the minimum of 3 (one per class)'),
+    (['--num-classes', '-5'], '--num-classes -5: must be at least 1'),
+    (['--output', '{tmp}/file'], '--output {tmp}/file is a file; pass a folder'),
+    (['--arch', '{tmp}/folder'], '{tmp}/folder/config.json: not a readable JSON config'),
+    (['--arch', '{tmp}/list'], '{tmp}/list/config.json: expected a JSON object, got a list'),
+    (['--arch', '{tmp}/arch.json'], '{tmp}/arch.json: not a JSON architecture'),
+    (['--arch', 'embed24 heads3 patch8 img32 | 3:0 e1 mlp1e9'], "cannot read 'mlp1e9'"),
+])
+def test_every_bad_value_is_one_line_before_any_work(folder, tmp_path, capsys, extra, message):
+    (tmp_path / 'file').write_text('x')
+    for name, text in (('folder', ''), ('list', '[1, 2]')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'config.json').write_text(text)
+    (tmp_path / 'arch.json').write_text('{"embed_dim": 24, ')
+    extra = [a.format(tmp=tmp_path) for a in extra]
+    try:
+        code = main(_args(folder, tmp_path / 'out') + extra)
+    except SystemExit as e:  # argparse's own
+        code = e.code
+    assert code == 2
+    assert message.format(tmp=tmp_path) in _error(capsys)
+    assert not (tmp_path / 'out' / 'args.json').exists()
+
+
+def test_a_compact_string_longer_than_a_file_name(tmp_path):
+    text = 'embed24 heads3 patch8 img32' + ' | 3:0 e0.5 mlp2' * 16
+    assert len(text) > 255
+    assert load_arch(text).to_str() == text
+
+
+def test_help_shows_every_default():
+    text = ' '.join(build_parser().format_help().split())
+    for shown in ('--epochs EPOCHS epochs of the run (default: 300)', '(default: adamw)', '(default: cosine)',
+                  f'(default: {min(4, os.cpu_count())})', '--layer-decay', 'default: 5, or a tenth of --epochs'):
+        assert shown in text, shown
+    assert '(default: None)' not in text

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ..architecture import BlockSpec
 from ..atomic import save_json_atomic
 from ..distributed import device_name
+from .budget import BudgetError
 from .space import Stem
 
 __all__ = ['LatencyTable', 'default_latency_cache', 'device_key']
@@ -66,10 +67,22 @@ class LatencyTable:
         self.measured = 0
         """How many entries this object timed (the rest came from the cache)."""
 
+    def _stored(self) -> dict:
+        """The cache file's table of every device; BudgetError naming the file when it is not one."""
+        try:
+            stored = json.loads(self.cache.read_text()) if self.cache.is_file() else {}
+            reason = '' if isinstance(stored, dict) and all(isinstance(v, dict) for v in stored.values()) \
+                else 'not a table of devices'
+        except (OSError, ValueError) as e:
+            reason = str(e)
+        if reason:
+            raise BudgetError(f'latency cache {self.cache} cannot be used ({reason}); delete it to measure again, '
+                              'or pass another --latency-cache')
+        return stored
+
     def reload(self) -> None:
         """Read this device's entries from the cache file (another process may have added some)."""
-        stored = json.loads(self.cache.read_text()) if self.cache.is_file() else {}
-        self.entries.update(stored.get(self.key, {}))
+        self.entries.update(self._stored().get(self.key, {}))
 
     def _stem_key(self, stem: Stem) -> str:
         return (f'embed{stem.embed_dim} heads{stem.num_heads} patch{stem.patch_size} img{stem.img_size} '
@@ -109,7 +122,7 @@ class LatencyTable:
             else:
                 self.entries[f'{prefix} | {item.to_str()}'] = self._measure_block(stem, item)
             self.measured += 1
-        stored = json.loads(self.cache.read_text()) if self.cache.is_file() else {}
+        stored = self._stored()
         stored[self.key] = {**stored.get(self.key, {}), **self.entries}
         save_json_atomic(stored, self.cache)
 

@@ -20,11 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..architecture import ArchitectureError
 from ..atomic import save_json_atomic
-from ..data import DataError
-from ..engine import TrainConfig, TrainingStateError, load_training_state
-from .budget import BudgetError
+from ..cli import OneLineParser, command_line
+from ..engine import TrainConfig, load_training_state
+from ..run_lock import hold_output
 from .cost import SpaceCost
 from .latency import LatencyTable
 from .pipeline import METHODS, SearchError, sample_under_budget
@@ -40,7 +39,7 @@ _PROG = 'python -m glit_models.nas.rank_check'
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=_PROG, description=__doc__.split('\n\n')[0].split(': ', 1)[1])
+    p = OneLineParser(prog=_PROG, description=__doc__.split('\n\n')[0].split(': ', 1)[1])
     p.add_argument('--output', required=True, help='the --output folder of a search (python -m glit_models.nas.search)')
     p.add_argument('--stage', default=None,
                    help='the stage whose supernet to check: stage1, stage2 or joint (default: the search\'s last '
@@ -115,19 +114,16 @@ def _report(result: dict[str, Any], output: Path) -> str:
             f'{output / "rank_check" / result["stage"]}.json and .png')
 
 
+@command_line(_PROG, interrupted_hint='run the same command again to continue')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
-    try:
-        result = check_search(Path(args.output), args.stage, args.subnets, args.epochs, args.seeds, args.seed,
+    output = Path(args.output)
+    read_run_record(output)  # refused before the lock would create the folder
+    with hold_output(output):  # not beside a search (or another check) still writing into the folder
+        result = check_search(output, args.stage, args.subnets, args.epochs, args.seeds, args.seed,
                               progress=not args.no_progress)
-    except (ArchitectureError, BudgetError, DataError, SearchError, TrainingStateError) as e:
-        print(f'{_PROG}: error: {e}', file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f'{_PROG}: interrupted; run the same command again to continue', file=sys.stderr)
-        return 130
-    print(_report(result, Path(args.output)))
+    print(_report(result, output))
     return 0
 
 

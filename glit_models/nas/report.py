@@ -18,9 +18,21 @@ class GenerationLog:
         self.path = Path(path)
 
     def read(self) -> list[dict[str, Any]]:
+        """The logged generations; ValueError, naming the file, for a log this class did not write."""
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        entries = []
+        for number, line in enumerate(self.path.read_text(errors='replace').splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                entry = None
+            if not (isinstance(entry, dict) and {'stage', 'generation'} <= entry.keys()):
+                raise ValueError(f'{self.path} line {number} is not a generation of a search')
+            entries.append(entry)
+        return entries
 
     def write(self, entry: dict[str, Any]) -> None:
         key = (entry['stage'], entry['generation'])

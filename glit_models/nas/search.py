@@ -17,21 +17,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from ..architecture import ArchitectureError
 from ..atomic import save_json_atomic
-from ..data import DataError, SearchData, build_search_data
+from ..cli import OneLineParser, command_line
+from ..data import SearchData, build_search_data, check_heldout
 from ..distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
-from ..engine import TrainingStateError
+from ..run_lock import LOCK_FILE, hold_output
 from .budget import Budget, BudgetError, format_amount, parse_amount, parse_latency
 from .demo import write_digits
-from .evolution import EvolutionConfig, EvolutionStateError
+from .evolution import EvolutionConfig
 from .pipeline import (
     METHODS,
     STAGES,
@@ -42,6 +44,7 @@ from .pipeline import (
     run_search,
     short_training,
 )
+from .report import GenerationLog
 from .space import Stem
 from .spos import SupernetTrainConfig
 
@@ -91,18 +94,12 @@ PRESETS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line, no usage block: the message names the flag and the choices."""
-        self.exit(2, f'{self.prog}: error: {message}\n')
-
-
 def _preset_budgets() -> str:
     return '; '.join(f'{name} {format_amount(p.budget_flops)} ({p.budget_source})' for name, p in PRESETS.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog='python -m glit_models.nas.search',
+    p = OneLineParser(prog=_PROG,
                 description='GLiT\'s hierarchical architecture search; with no --data-dir, the built-in digits demo.')
     p.add_argument('--data-dir', default=None,
                    help='ImageFolder (DIR/train when it exists, else DIR); DIR/val, when it exists, is the test split, '
@@ -215,6 +212,11 @@ def search_config(args: argparse.Namespace) -> tuple[SearchConfig, Preset]:
         value = getattr(args, name, None)
         if value is not None and value < 0:
             raise SearchError(f'--{name.replace("_", "-")} {value}: must be 0 or more')
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise SearchError(f'--lr {args.lr}: must be a positive number')
+    if args.heldout is not None:
+        check_heldout(args.heldout, '--heldout')
+    check_heldout(args.test_split, '--test-split')
     per_process = args.batch_size or max(1, preset.batch_size // world_size())
     defaults = preset.evolution
     try:
@@ -252,19 +254,29 @@ def search_config(args: argparse.Namespace) -> tuple[SearchConfig, Preset]:
     return config, preset
 
 
+_PROG = 'python -m glit_models.nas.search'
 _RUN_FILE = 'run.json'
 
 
 def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
-    """A fresh search never writes into another search's folder; a resume continues only the same search."""
+    """A search owns its folder's files: a fresh search starts in an empty folder (so it never merges another
+    run's log), a resume continues only the same search, and its log must be the search's own."""
     saved = output / _RUN_FILE
     if not resume:
         if saved.is_file():
             raise SearchError(f'{output} holds a search already; pass --resume to continue it, or choose another '
                               '--output')
+        others = sorted(p.name for p in output.iterdir() if p.name != LOCK_FILE) if output.is_dir() else []
+        if others:
+            raise SearchError(f'{output} holds files this search did not write ({", ".join(others[:3])}); choose '
+                              'another --output or empty it')
         return
     if not saved.is_file():
         raise SearchError(f'--resume: no search state in {output}; run without --resume to start one')
+    try:
+        GenerationLog(output / 'search.jsonl').read()
+    except ValueError as e:
+        raise SearchError(f'--resume: {e}; it is not this search\'s log: move it away to resume') from None
     before = json.loads(saved.read_text())
     changed = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
     if changed:
@@ -325,7 +337,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     score_images = _override(args.score_images, preset.score_images)
     record = dict(config_record(config), seed=args.seed, data_dir=None if is_demo else str(data_dir.resolve()),
                   heldout=heldout, score_images=score_images, test_split=args.test_split)
-    _check_output(output, args.resume, record)
+    with hold_output(output) if is_main_process() else nullcontext():
+        _check_output(output, args.resume, record)
+        barrier()  # every rank has checked the folder before rank 0 writes into it
+        return _search(args, config, output, record)
+
+
+def _search(args: argparse.Namespace, config: SearchConfig, output: Path, record: dict[str, Any]) -> dict[str, Any]:
+    is_demo = args.data_dir is None
     if is_demo:
         check_budget(config, 10, output)  # the digits' 10 classes: refused before anything is written
         if not torch.cuda.is_available():
@@ -333,7 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # only contend with each other and the data loading
             torch.set_num_threads(1)
         if is_main_process():
-            write_digits(data_dir, seed=0)
+            write_digits(output / 'digits', seed=0)
         barrier()
     data = search_data(record, output)
     if is_main_process():
@@ -344,19 +363,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+@command_line(_PROG, interrupted_hint='continue with the same command and --resume')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
-    prog = 'python -m glit_models.nas.search'
     try:
         init_distributed()
         run(args)
-    except (ArchitectureError, BudgetError, DataError, EvolutionStateError, SearchError, TrainingStateError) as e:
-        print(f'{prog}: error: {e}', file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f'{prog}: interrupted; continue with the same command and --resume', file=sys.stderr)
-        return 130
     finally:
         cleanup_distributed()
     return 0

@@ -1,0 +1,64 @@
+"""One error-handling entry for every command line of the package.
+
+A mistake the package can name (a bad flag value, a folder, a file, a saved state) ends the command
+with one line, ``prog: error: ...``, and exit code 2, never a traceback; a Ctrl-C ends with 130.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import Callable, NoReturn, Optional, Sequence
+
+__all__ = ['UsageError', 'OneLineParser', 'package_errors', 'command_line']
+
+Main = Callable[[Optional[Sequence[str]]], int]
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot work: the message names the flag, the value and what is allowed."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors in the same one-line form as the package's own."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f'{self.prog}: error: {message}\n')
+
+
+def package_errors() -> tuple[type[BaseException], ...]:
+    """The exception types whose message is meant for the user (imported here, not at the top, so that
+    a command pays for these imports only when it fails)."""
+    from .architecture import ArchitectureError
+    from .atomic import WriteError
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .engine import TrainingStateError
+    from .glit import NoPretrainedWeightsError
+    from .nas.budget import BudgetError
+    from .nas.evolution import EvolutionStateError
+    from .nas.pipeline import SearchError
+    from .run_lock import OutputError
+    return (UsageError, ArchitectureError, WriteError, CheckpointError, DataError, TrainingStateError,
+            NoPretrainedWeightsError, BudgetError, EvolutionStateError, SearchError, OutputError, FloatingPointError)
+
+
+def command_line(prog: str, interrupted_hint: str = '') -> Callable[[Main], Main]:
+    """Decorate a CLI's ``main(argv) -> exit code``: the package's errors become one line and exit code 2,
+    a Ctrl-C one line (``interrupted_hint`` appended, e.g. how to resume) and exit code 130."""
+
+    def decorate(main: Main) -> Main:
+        @functools.wraps(main)
+        def wrapped(argv: Optional[Sequence[str]] = None) -> int:
+            try:
+                return main(argv)
+            except KeyboardInterrupt:
+                print(f'{prog}: interrupted{"; " + interrupted_hint if interrupted_hint else ""}', file=sys.stderr)
+                return 130
+            except Exception as e:
+                if not isinstance(e, package_errors()):
+                    raise
+                print(f'{prog}: error: {" ".join(str(e).splitlines())}', file=sys.stderr)
+                return 2
+        return wrapped
+    return decorate

@@ -1,0 +1,88 @@
+"""One run per output folder: a lock that a second run (train or search) is refused by, in one line.
+
+The lock is an advisory ``flock`` on ``OUTPUT/.lock``, which also names its holder (pid, host, start
+time). The operating system drops the lock when its process ends, however it ends, so a lock file
+left behind by a killed run never blocks the ``--resume`` that continues it.
+"""
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Union
+
+__all__ = ['LOCK_FILE', 'OutputError', 'output_folder', 'hold_output']
+
+LOCK_FILE = '.lock'
+
+
+class OutputError(RuntimeError):
+    """An output folder that cannot be used: not a folder, not writable, or held by another run."""
+
+
+def output_folder(path: Union[str, os.PathLike], flag: str = '--output') -> Path:
+    """Create ``path`` (with its parents) and check that it is a folder this process can write to."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f'{flag} {path} is a file; pass a folder') from None
+    except OSError as e:
+        raise OutputError(f'{flag} {path}: cannot create the folder ({e.strerror})') from None
+    if not path.is_dir():
+        raise OutputError(f'{flag} {path} is a file; pass a folder')
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f'{flag} {path}: the folder is not writable (read-only file system or permissions)')
+    return path
+
+
+def _holder(lock: Path) -> str:
+    try:
+        info = json.loads(lock.read_text())
+        return f'pid {info["pid"]} on {info["host"]} since {info["started"]}'
+    except (OSError, ValueError, KeyError, TypeError):
+        return f'a process that has not written {lock} yet'
+
+
+def _acquire(lock: Path) -> int:
+    """An open descriptor of ``lock`` holding its flock; OutputError when another process holds it."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise OutputError(f'cannot lock {lock} ({e.strerror})') from None
+            raise OutputError(f'{lock.parent} is in use by another run ({_holder(lock)}); wait for it to end or '
+                              'choose another --output') from None
+        # the holder we waited for may have removed the file before we locked it: lock the current one
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextmanager
+def hold_output(folder: Union[str, os.PathLike]) -> Iterator[Path]:
+    """Hold ``folder`` (created if needed) for this run; refused while another run holds it."""
+    folder = output_folder(folder)
+    lock = folder / LOCK_FILE
+    fd = _acquire(lock)
+    try:
+        started = datetime.datetime.now().isoformat(timespec='seconds')
+        info = dict(pid=os.getpid(), host=socket.gethostname(), started=started, command=sys.argv)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(info).encode())
+        yield folder
+    finally:
+        lock.unlink(missing_ok=True)  # before the lock is dropped, so no one locks a file about to vanish
+        os.close(fd)
