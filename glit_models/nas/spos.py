@@ -32,6 +32,8 @@ class SupernetTrainConfig:
     (global, over all ranks), weight decay 1e-4, label smoothing 0.1, 100 epochs a stage."""
 
     epochs: int = 100
+    opt: str = 'sgd'
+    """timm's optimizer name; its 'sgd' is Nesterov SGD (the paper's)."""
     lr: float = 0.2
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -71,8 +73,8 @@ def train_supernet(supernet: Supernet, data: SearchData, config: SupernetTrainCo
         _logger.warning('the loaders give a global batch of %s, the recipe\'s lr %s is set for %s',
                         global_batch, config.lr, config.batch_size)
     supernet.to(default_device())
-    optimizer = create_optimizer_v2(supernet, opt='sgd', lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)  # timm's 'sgd' is Nesterov
+    optimizer = create_optimizer_v2(supernet, opt=config.opt, lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
     scheduler, _ = create_scheduler_v2(optimizer, sched='cosine', num_epochs=config.epochs, min_lr=0.,
                                        warmup_epochs=config.warmup_epochs, step_on_epochs=False,
                                        updates_per_epoch=len(data.train_loader))

@@ -1,0 +1,79 @@
+"""Rank correlations with bootstrap intervals, and the rank check a user runs on a search's output."""
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from glit_models.nas import rank_check, search
+from glit_models.nas.ranking import rank_correlations
+
+
+def test_rank_correlations_and_their_intervals():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=30)
+    y = x + rng.normal(size=30)
+    found = rank_correlations(x, y, resamples=500)
+    tau, rho = found['kendall_tau'], found['spearman_rho']
+    assert tau.value == pytest.approx(stats.kendalltau(x, y).statistic)
+    assert rho.value == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert tau.low < tau.value < tau.high and rho.low < rho.value < rho.high
+    assert rank_correlations(x, 2 * x)['kendall_tau'].value == pytest.approx(1.)
+    assert rank_correlations(x, -x)['kendall_tau'].high == pytest.approx(-1.)
+    # the same seed gives the same interval
+    assert rank_correlations(x, y, resamples=500) == found
+    with pytest.raises(ValueError, match='at least 3 paired scores'):
+        rank_correlations([1., 2.], [2., 1.])
+
+
+def test_constant_scores_have_no_correlation():
+    found = rank_correlations([1., 2., 3., 4.], [5., 5., 5., 5.], resamples=100)
+    assert np.isnan(found['kendall_tau'].value)
+
+
+TINY_SEARCH = ['--stage', '1', '--epochs', '1', '--population', '4', '--generations', '1', '--parents', '2',
+               '--mutations', '1', '--crossovers', '1', '--top-k', '2', '--calib-batches', '1', '--retrain-epochs',
+               '0', '--compare-random', '0', '--no-progress']
+
+
+@pytest.fixture(scope='module')
+def searched(tmp_path_factory):
+    output = tmp_path_factory.mktemp('search') / 'out'
+    assert search.main(['--output', str(output), *TINY_SEARCH]) == 0
+    return output
+
+
+def test_rank_check_on_the_demos_output(searched, capsys):
+    code = rank_check.main(['--output', str(searched), '--subnets', '3', '--epochs', '1', '--no-progress'])
+    out = capsys.readouterr().out
+    assert code == 0 and 'stage1: the supernet ranks 3 subnets against 1-epoch training' in out
+    result = json.loads((searched / 'rank_check' / 'stage1.json').read_text())
+    assert result['stage'] == 'stage1' and result['subnets'] == 3 and len(result['records']) == 3
+    assert all(r['cost'] <= result['budget']['limit'] for r in result['records'])
+    assert len({r['arch'] for r in result['records']}) == 3
+    trained = [r['trained_top1'] for r in result['records']]
+    supernet = [r['supernet_top1'] for r in result['records']]
+    if len(set(trained)) > 1 and len(set(supernet)) > 1:
+        assert result['kendall_tau']['value'] == pytest.approx(stats.kendalltau(supernet, trained).statistic)
+    assert (searched / 'rank_check' / 'stage1.png').stat().st_size > 10_000
+    # every subnet trained is a unit: a second check trains nothing and reports the same
+    units = sorted(p.name for p in (searched / 'rank_check' / 'units').iterdir())
+    assert rank_check.main(['--output', str(searched), '--subnets', '3', '--epochs', '1', '--no-progress']) == 0
+    assert sorted(p.name for p in (searched / 'rank_check' / 'units').iterdir()) == units
+    assert json.loads((searched / 'rank_check' / 'stage1.json').read_text()) == result
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--stage', 'joint'], '--stage joint: {out} has no trained supernet of that stage; it has stage1'),
+    (['--subnets', '2'], '--subnets 2: a rank correlation needs at least 3 subnets'),
+])
+def test_rank_check_bad_input_is_one_line(searched, capsys, argv, message):
+    assert rank_check.main(['--output', str(searched), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and message.format(out=searched) in err
+
+
+def test_rank_check_needs_a_search(tmp_path, capsys):
+    assert rank_check.main(['--output', str(tmp_path / 'nothing')]) == 2
+    assert 'holds no search (run.json is missing)' in capsys.readouterr().err
+    assert not (tmp_path / 'nothing').exists()
