@@ -21,7 +21,7 @@ import torch
 from timm.data import resolve_data_config
 
 from .architecture import ArchitectureError, GlitArch
-from .checkpoint import CheckpointError, read_checkpoint
+from .checkpoint import CheckpointError
 from .data import Augmentation, DataError, build_train_data, check_image_folder, find_split
 from .distributed import cleanup_distributed, init_distributed, is_main_process, world_size
 from .engine import TrainConfig, TrainingStateError, train_model, unwrap
@@ -131,27 +131,9 @@ def _build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
         if not args.model.startswith('glit'):
             raise UsageError(f'--arch describes a GLiT; it cannot build {args.model!r}; use --model glit_tiny')
         kwargs['arch'] = load_arch(args.arch)
-    model = timm.create_model(args.model, pretrained=args.pretrained, **kwargs)
-    if args.initial_checkpoint:
-        _load_initial(model, args.initial_checkpoint)
-    return model
-
-
-def _load_initial(model: torch.nn.Module, path: str) -> None:
-    state = read_checkpoint(path)
-    head = model.state_dict().get('head.weight')
-    if head is not None and 'head.weight' in state and state['head.weight'].shape != head.shape:
-        # fine-tuning to another label set: the new head starts from its initialisation
-        print(f'{path}: its head has {state["head.weight"].shape[0]} classes, the model {head.shape[0]}; '
-              'the head starts from its initialisation', file=sys.stderr)
-        state = {k: v for k, v in state.items() if not k.startswith('head.')}
-        model.load_state_dict(state, strict=False)
-        return
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f'{path}: these weights do not fit {type(model).__name__} '
-                              f'({str(e).splitlines()[0]})') from None
+    if args.initial_checkpoint:  # through timm's pretrained loading, the one way weights enter a model
+        kwargs['pretrained_cfg_overlay'] = dict(file=args.initial_checkpoint)
+    return timm.create_model(args.model, pretrained=args.pretrained or bool(args.initial_checkpoint), **kwargs)
 
 
 def _output_and_resume(args: argparse.Namespace) -> tuple[Path, bool]:

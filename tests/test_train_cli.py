@@ -85,7 +85,7 @@ def test_empty_class_folder_from_the_shell(tmp_path):
     assert 'class_9 has no images' in lines[0]
 
 
-def test_fine_tune_from_weights_with_another_head(folder, tmp_path, capsys):
+def test_fine_tune_from_weights_with_another_head(folder, tmp_path, caplog):
     from safetensors.torch import save_file
 
     source = timm.create_model('glit_tiny', arch=ARCH, num_classes=5)
@@ -93,7 +93,7 @@ def test_fine_tune_from_weights_with_another_head(folder, tmp_path, capsys):
     args = _args(folder, tmp_path / 'tuned', '--epochs', '1', '--initial-checkpoint',
                  str(tmp_path / 'source.safetensors'), '--lr', '0', '--warmup-epochs', '0', '--min-lr', '0')
     assert main(args) == 0
-    assert 'the head starts from its initialisation' in capsys.readouterr().err
+    assert 'the head starts from its initialisation' in caplog.text
     tuned = load_file(tmp_path / 'tuned' / 'model.safetensors')
     assert tuned['head.weight'].shape[0] == 3
     assert torch.equal(tuned['blocks.0.mlp.fc1.weight'], source.state_dict()['blocks.0.mlp.fc1.weight'])
