@@ -9,7 +9,7 @@ and an ImageNet folder it re-runs the paper's search (use torchrun for many GPUs
         --output runs/glit-tiny-search
 
 Outputs in ``--output``: search.jsonl (one line per generation), pareto.png, best/ (a timm local-dir
-model: ``timm.create_model('local-dir:OUTPUT/best')``), result.json, and the states ``--resume`` uses.
+model: ``timm.create_model('local-dir:OUTPUT/best', pretrained=True)``), result.json, and the states ``--resume`` uses.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Any, NoReturn, Optional, Sequence
 
 import torch
 
-from ..architecture import ArchitectureError
+from ..architecture import GLIT_WIDTHS, ArchitectureError
 from ..atomic import save_json_atomic
 from ..data import DataError, build_search_data, find_split, image_folder, make_loader
 from ..distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
@@ -68,9 +68,9 @@ class Preset:
 PRESETS = {
     # the paper (spec section 4): the stems of GLiT-Tiny/Small/Base, 224 px, 100 epochs a stage, batch 1024,
     # lr 0.2, 50k held-out ImageNet train images, SPOS's 200 x 128 calibration images, Table 3's FLOPs
-    'tiny': Preset(Stem(192, 3, 12, 16, 224), 100, 1024, 0.2, 1.4e9, 50_000, 25_600),
-    'small': Preset(Stem(384, 6, 12, 16, 224), 100, 1024, 0.2, 4.4e9, 50_000, 25_600),
-    'base': Preset(Stem(768, 12, 12, 16, 224), 100, 1024, 0.2, 17.0e9, 50_000, 25_600),
+    'tiny': Preset(Stem(*GLIT_WIDTHS['glit_tiny'], 12, 16, 224), 100, 1024, 0.2, 1.4e9, 50_000, 25_600),
+    'small': Preset(Stem(*GLIT_WIDTHS['glit_small'], 12, 16, 224), 100, 1024, 0.2, 4.4e9, 50_000, 25_600),
+    'base': Preset(Stem(*GLIT_WIDTHS['glit_base'], 12, 16, 224), 100, 1024, 0.2, 17.0e9, 50_000, 25_600),
     # a few minutes on two CPU cores: 8x8 digits upscaled to 32 px, 4 blocks of width 48; the budget
     # (authors' FLOPs, 10 classes) sits near the middle of the stage-1 space's costs (1.89M to 2.23M)
     'demo': Preset(Stem(48, 3, 4, 8, 32), 8, 64, 0.2, 2.0e6, 0.2, 256,
@@ -258,7 +258,8 @@ def _print_summary(summary: dict[str, Any], output: Path, eval_name: str) -> Non
         print(f'{eval_name} top-1 after {comparison["epochs"]} epochs from scratch: found '
               f'{comparison["found_top1"]:.2f}% vs median of {len(comparison["random_top1"])} random architectures '
               f'of the same budget {comparison["random_median_top1"]:.2f}% ({randoms})')
-    print(f'outputs in {output}: best/ (timm.create_model("local-dir:{output / "best"}")), pareto.png, '
+    print(f'outputs in {output}: best/ (timm.create_model("local-dir:{output / "best"}", pretrained=True); '
+          'supernet weights, untrained: retrain it with python -m glit_models.train --arch), pareto.png, '
           'search.jsonl, result.json')
 
 
