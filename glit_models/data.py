@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from PIL import Image, ImageOps
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, auto_augment, create_dataset, create_loader
+from timm.data import DEFAULT_CROP_PCT, auto_augment, create_dataset, create_loader
 from timm.data.readers.img_extensions import get_img_extensions
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .data_config import LOADER_INTERPOLATION, normalization
 from .distributed import default_device, rank, world_size
 
 __all__ = ['DataError', 'SearchData', 'Augmentation', 'find_split', 'check_image_folder', 'heldout_count',
@@ -50,6 +51,7 @@ class SearchData:
     calib_loader: DataLoader    # training images without augmentation, for BatchNorm recalibration
     heldout_loader: DataLoader  # the held-out split carved from train, for scoring
     num_classes: int
+    class_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -141,6 +143,7 @@ def make_loader(dataset: Dataset, *, img_size: int, batch_size: int, is_training
     re-created (and so re-seeded from the seeded main process) every epoch, and the prefetcher only on CUDA."""
     augmentation = augmentation or Augmentation()
     device = default_device()
+    mean, std = normalization(in_chans)
     options: dict[str, Any] = {}
     if is_training:
         options = dict(no_aug=augmentation.no_aug, auto_augment=augmentation.auto_augment,
@@ -153,8 +156,10 @@ def make_loader(dataset: Dataset, *, img_size: int, batch_size: int, is_training
         is_training=is_training,
         num_workers=workers,
         distributed=distributed and is_training,
-        mean=IMAGENET_DEFAULT_MEAN if in_chans == 3 else (sum(IMAGENET_DEFAULT_MEAN) / 3,) * in_chans,
-        std=IMAGENET_DEFAULT_STD if in_chans == 3 else (sum(IMAGENET_DEFAULT_STD) / 3,) * in_chans,
+        mean=mean,
+        std=std,
+        interpolation=LOADER_INTERPOLATION,
+        crop_pct=DEFAULT_CROP_PCT,
         use_prefetcher=device.type == 'cuda',
         device=device,
         pin_memory=device.type == 'cuda',
@@ -192,7 +197,8 @@ def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: 
     train_loader = make_loader(subset(dataset, train_indices), is_training=True, distributed=distributed, **common)
     calib_loader = make_loader(subset(dataset, _shard(train_indices, distributed)), is_training=False, **common)
     heldout_loader = make_loader(subset(dataset, _shard(heldout_indices, distributed)), is_training=False, **common)
-    return SearchData(train_loader, calib_loader, heldout_loader, num_classes=len(dataset.reader.class_to_idx))
+    classes = tuple(sorted(dataset.reader.class_to_idx, key=dataset.reader.class_to_idx.get))
+    return SearchData(train_loader, calib_loader, heldout_loader, num_classes=len(classes), class_names=classes)
 
 
 def build_train_data(data_dir: Union[str, Path], *, img_size: int, batch_size: int, train_split: str = 'train',

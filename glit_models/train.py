@@ -23,6 +23,7 @@ from timm.data import resolve_data_config
 from .architecture import ArchitectureError, GlitArch
 from .checkpoint import CheckpointError
 from .data import Augmentation, DataError, build_train_data, check_image_folder, find_split
+from .data_config import loader_data_config
 from .distributed import cleanup_distributed, init_distributed, is_main_process, world_size
 from .engine import TrainConfig, TrainingStateError, train_model, unwrap
 from .export import save_model_folder
@@ -149,10 +150,10 @@ def _output_and_resume(args: argparse.Namespace) -> tuple[Path, bool]:
     return output, args.resume is not None
 
 
-def _save_final(model: torch.nn.Module, output: Path, classes: list[str]) -> None:
+def _save_final(model: torch.nn.Module, output: Path, classes: list[str], img_size: int) -> None:
     """model.safetensors + config.json in timm's local-dir layout."""
-    save_model_folder(model, output, dict(
-        origin_url=None, tag=None, notes=(f'Trained with {_PROG} on {len(classes)} classes.',), label_names=classes))
+    save_model_folder(model, output, loader_data_config(img_size, label_names=classes), trained=True,
+                      notes=(f'Trained with {_PROG} on {len(classes)} classes.',))
 
 
 def _img_size(args: argparse.Namespace, model: torch.nn.Module) -> int:
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     metrics = train_model(model, train_loader, eval_loader, _config(args), output, resume=resume,
                           progress=not args.no_progress)
     if is_main_process():
-        _save_final(unwrap(model), output, classes)
+        _save_final(unwrap(model), output, classes, _img_size(args, unwrap(model)))
     return metrics
 
 

@@ -28,6 +28,7 @@ from ..architecture import GlitArch
 from ..atomic import save_json_atomic
 from ..complexity import authors_flops, count_params
 from ..data import SearchData
+from ..data_config import loader_data_config
 from ..distributed import barrier, is_distributed, is_main_process
 from ..engine import TrainConfig, load_training_state, train_model
 from ..export import save_model_folder
@@ -289,9 +290,9 @@ class _Search:
                        supernet_heldout_top1=best.score, cost=best.cost, flops=self.flops(arch),
                        params=count_params(arch, self.data.num_classes, config.in_chans))
         if self.main:
-            save_model_folder(model, self.output / 'best', dict(notes=(
-                f'Found by glit_models.nas.search ({config.method}) under {config.budget}; weights inherited '
-                'from the supernet, not trained: retrain before use.',)))
+            data = loader_data_config(config.stem.img_size, config.in_chans, self.data.class_names)
+            save_model_folder(model, self.output / 'best', data, trained=False,
+                              notes=(f'Found by glit_models.nas.search ({config.method}) under {config.budget}.',))
             self.plot(summary)
         if config.compare_random > 0:
             summary['comparison'] = self.compare(arch, joint_space(config.stem), self.cost(joint_space(config.stem)))
