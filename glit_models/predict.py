@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
 from .checkpoint import CheckpointError
+from .export import is_trained
 from .glit import NoPretrainedWeightsError
 
 
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--pretrained', action='store_true', help='load the published weights (from the Hub)')
     parser.add_argument('--top-k', type=int, default=5)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')  # where weights come from, while they download
+    logging.basicConfig(format='%(message)s')
+    logging.getLogger('glit_models').setLevel(logging.INFO)  # where weights come from, while they download
     images = args.images or [sample_image()]
     pretrained = args.pretrained or args.checkpoint is not None or ':' in args.model
     overlay = dict(file=args.checkpoint) if args.checkpoint else None
@@ -55,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not pretrained:
         print(f'note: {args.model} has random weights; pass --checkpoint FILE or --pretrained for real predictions',
+              file=sys.stderr)
+    elif not is_trained(model.pretrained_cfg):
+        print(f'note: {args.model} holds untrained weights (a supernet\'s); retrain it for real predictions',
               file=sys.stderr)
     labels = model.pretrained_cfg.get('label_names')  # the class names a trained folder carries
     names = ImageNetInfo() if model.num_classes == 1000 and not labels else None

@@ -84,7 +84,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')  # where weights come from, while they download
+    logging.basicConfig(format='%(message)s')
+    logging.getLogger('glit_models').setLevel(logging.INFO)  # where weights come from, while they download
     root = find_split(args.data_dir, args.split) or Path(args.data_dir)
     overlay = dict(file=args.checkpoint) if args.checkpoint else None
     try:

@@ -4,6 +4,7 @@ A card states what the folder's config says and what the caller verified or pass
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
@@ -86,13 +87,13 @@ def model_card(
     details: dict[str, Any] = {
         'Model Type': 'Image classification / feature backbone',
         'Model Stats': {
-            'Params (M)': f'{sum(p.numel() for p in model.parameters()) / 1e6:.1f}',
-            'GMACs': f'{macs(arch, num_classes=model.num_classes) / 1e9:.2f}',
-            'Activations (M)': f'{count_activations(model, height, model.in_chans) / 1e6:.1f}',
+            'Params (M)': f'{sum(p.numel() for p in model.parameters()) / 1e6:.2f}',
+            'GMACs': f'{macs(arch, num_classes=model.num_classes) / 1e9:.3g}',
+            'Activations (M)': f'{count_activations(model, height, model.in_chans) / 1e6:.3g}',
             'Image size': f'{height} x {width}',
         },
         'Architecture': f'`{arch.to_str()}`',
-        'Preprocessing': f'resize {cfg["interpolation"]} to {height / cfg["crop_pct"]:.0f} px, center crop '
+        'Preprocessing': f'resize {cfg["interpolation"]} to {math.floor(height / cfg["crop_pct"])} px, center crop '
                          f'{height} px, mean {tuple(cfg["mean"])}, std {tuple(cfg["std"])}',
         'Classes': model.num_classes,
         'Papers': ['GLiT: Neural Architecture Search for Global and Local Image Transformer: '

@@ -258,9 +258,9 @@ def _print_summary(summary: dict[str, Any], output: Path, eval_name: str) -> Non
         print(f'{eval_name} top-1 after {comparison["epochs"]} epochs from scratch: found '
               f'{comparison["found_top1"]:.2f}% vs median of {len(comparison["random_top1"])} random architectures '
               f'of the same budget {comparison["random_median_top1"]:.2f}% ({randoms})')
-    print(f'outputs in {output}: best/ (timm.create_model("local-dir:{output / "best"}", pretrained=True); '
-          'supernet weights, untrained: retrain it with python -m glit_models.train --arch), pareto.png, '
-          'search.jsonl, result.json')
+    best = output / 'best'
+    print(f'outputs in {output}: best/ (timm.create_model("local-dir:{best}", pretrained=True); supernet weights, '
+          f'untrained: retrain with python -m glit_models.train --arch {best}), pareto.png, search.jsonl, result.json')
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
