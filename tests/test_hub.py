@@ -7,9 +7,9 @@ import pytest
 import timm
 import torch
 
-from glit_models.data_config import loader_data_config
-from glit_models.export import save_model_folder
+from glit_models import GlitArch
 from glit_models.hub import convert, push
+from tests.helpers import SMALL_ARCH, small_model_folder
 
 REPO_ID = 'glit-models/glit_tiny_patch16_224.in1k'
 
@@ -43,8 +43,9 @@ def test_conversion_writes_a_timm_folder(converted):
     assert config['model_args']['arch']['blocks'][4] == {'global_thirds': 0, 'mlp_ratio': 4, 'conv_expansion': 4,
                                                         'kernel_size': 45}
     card = (converted / 'README.md').read_text()
-    for needle in ('library_name: timm', 'Params (M): 7.3', 'GMACs: 1.47', 'Activations (M):',
-                   'Image size: 224 x 224', '- imagenet-1k', 'arxiv.org/abs/2107.02960', "hf-hub:" + REPO_ID,
+    for needle in ('library_name: timm', 'Params (M): 7.26', 'GMACs: 1.47', 'Activations (M):', 'Image size: 224 x 224',
+                   'resize bicubic to 256 px, center crop 224 px', '- imagenet-1k', 'arxiv.org/abs/2107.02960',
+                   "hf-hub:" + REPO_ID,
                    '@inproceedings{chen2021glit', 'sha256 ', "76.4 (reported by the authors' release)",
                    'match the release\'s network on the same weights to'):
         assert needle in card, needle
@@ -76,24 +77,18 @@ def test_conversion_refuses_a_layout_that_is_not_the_release(tmp_path, capsys):
     assert "not in the authors' layout" in capsys.readouterr().err
 
 
-def _found(folder, trained):
-    model = timm.create_model('glit_tiny', arch='embed48 heads3 patch8 img32 | 2:1 e1 m2 k17 mlp2', num_classes=3)
-    return model, save_model_folder(model, folder, loader_data_config(32, label_names=['a', 'b', 'c']),
-                                    trained=trained)
-
-
 def test_push_dry_run_only_writes_the_folder(tmp_path, capsys):
-    model, folder = _found(tmp_path / 'found', trained=True)
+    folder = small_model_folder(tmp_path / 'found', ['a', 'b', 'c'])
     assert push.main(['--model-dir', str(folder), '--repo-id', 'someone/glit-found', '--dry-run']) == 0
     card = (folder / 'README.md').read_text()
     assert 'library_name: timm' in card and 'Image size: 32 x 32' in card and 'Untrained' not in card
     assert 'is ready for someone/glit-found' in capsys.readouterr().out
     rebuilt = timm.create_model(f'local-dir:{folder}', pretrained=True)
-    assert rebuilt.arch == model.arch
+    assert rebuilt.arch == GlitArch.from_str(SMALL_ARCH)
 
 
 def test_push_refuses_untrained_weights_unless_forced(tmp_path, capsys):
-    _, folder = _found(tmp_path / 'best', trained=False)
+    folder = small_model_folder(tmp_path / 'best', ['a', 'b', 'c'], trained=False)
     assert push.main(['--model-dir', str(folder), '--repo-id', 'someone/glit-found', '--dry-run']) == 2
     assert 'its weights are untrained' in capsys.readouterr().err and not (folder / 'README.md').exists()
     assert push.main(['--model-dir', str(folder), '--repo-id', 'someone/glit-found', '--dry-run', '--force']) == 0

@@ -8,13 +8,11 @@ from timm.data import create_transform, resolve_model_data_config
 from glit_models.data import image_folder, make_loader
 from glit_models.data_config import DataConfig, loader_data_config
 from glit_models.export import save_model_folder
-from tests.image_folder import write_image_folder
-
-ARCH = 'embed48 heads3 patch8 img32 | 2:1 e1 m2 k17 mlp2'
+from tests.helpers import SMALL_ARCH, write_image_folder
 
 
 def _model(num_classes=3):
-    return timm.create_model('glit_tiny', arch=ARCH, num_classes=num_classes)
+    return timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=num_classes)
 
 
 def test_the_folder_reads_back_as_the_loader_prepared_images(tmp_path):

@@ -19,15 +19,11 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
 
 def test_a_found_model_folder_predicts_with_its_own_data_config_and_class_names(tmp_path, capsys):
     """A 32 px folder (as the search's best/ is) goes through timm's transform and names its classes."""
-    import timm
     from PIL import Image
 
-    from glit_models.data_config import loader_data_config
-    from glit_models.export import save_model_folder
+    from tests.helpers import small_model_folder
 
-    model = timm.create_model('glit_tiny', arch='embed48 heads3 patch8 img32 | 2:1 e1 m2 k17 mlp2', num_classes=2)
-    folder = save_model_folder(model, tmp_path / 'best', loader_data_config(32, label_names=['circle', 'square']),
-                               trained=False)
+    folder = small_model_folder(tmp_path / 'best', ['circle', 'square'], trained=False)
     Image.new('RGB', (50, 40), 'red').save(tmp_path / 'red.png')
     assert predict.main([str(tmp_path / 'red.png'), '--model', f'local-dir:{folder}']) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -9,8 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from glit_models.train import main
-from tests.image_folder import write_image_folder
-from tests.test_spos import Killed, kill_in_epoch
+from tests.helpers import Killed, kill_in_epoch, write_image_folder
 
 ARCH = 'embed24 heads3 patch8 img32 | 3:0 e0.5 mlp2 | 0:3 m1 k17 mlp2'
 

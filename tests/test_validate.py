@@ -7,11 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from glit_models import validate
-from glit_models.data_config import loader_data_config
-from glit_models.export import save_model_folder
-from tests.image_folder import write_image_folder
-
-ARCH = 'embed48 heads3 patch8 img32 | 2:1 e1 m2 k17 mlp2'
+from tests.helpers import SMALL_ARCH, small_model_folder, write_image_folder
 
 
 @pytest.fixture(scope='module')
@@ -39,9 +35,8 @@ def _run(args, capsys):
 
 def test_a_model_folder_is_scored_by_its_class_names(data, tmp_path, capsys):
     """label_names in another order than the folders: the images are scored against the model's names."""
-    model = _always(timm.create_model('glit_tiny', arch=ARCH, num_classes=3), 0)
-    folder = save_model_folder(model, tmp_path / 'm', loader_data_config(32, label_names=['class_2', 'class_0',
-                                                                                          'class_1']), trained=True)
+    model = _always(timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=3), 0)
+    folder = small_model_folder(tmp_path / 'm', ['class_2', 'class_0', 'class_1'], model=model)
     results = _run(['--model', f'local-dir:{folder}', '--data-dir', str(data)], capsys)
     assert results['images'] == 9 and results['img_size'] == 32 and results['interpolation'] == 'bilinear'
     assert results['top1'] == pytest.approx(100 / 9)  # class_2's one image
@@ -58,8 +53,7 @@ def test_a_checkpoint_file_with_the_registered_data_config(data, tmp_path, capsy
 
 
 def test_data_of_other_classes_is_one_line(data, tmp_path, capsys):
-    model = timm.create_model('glit_tiny', arch=ARCH, num_classes=2)
-    folder = save_model_folder(model, tmp_path / 'm', loader_data_config(32, label_names=['cat', 'dog']), trained=True)
+    folder = small_model_folder(tmp_path / 'm', ['cat', 'dog'])
     assert validate.main(['--model', f'local-dir:{folder}', '--data-dir', str(data)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith('python -m glit_models.validate: error: ') and "label_names (cat, dog" in err
