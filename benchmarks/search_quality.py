@@ -217,6 +217,12 @@ def _correlation(c: dict[str, Optional[float]]) -> str:
     return f'{shown["value"]} [{shown["low"]}, {shown["high"]}]'
 
 
+def _table_code(text: str) -> str:
+    """``text`` as code inside a Markdown table cell (its own pipes escaped)."""
+    escaped = text.replace('|', '\\|')
+    return f'`{escaped}`'
+
+
 def markdown(result: dict[str, Any]) -> str:
     s = result['settings']
     lines = [f'# Search quality ({result["mode"]})', '',
@@ -245,7 +251,7 @@ def markdown(result: dict[str, Any]) -> str:
     for method, runs in result['method_runs'].items():
         for r in runs:
             lines.append(f'| {method} | {r["search_seed"]} | {", ".join(f"{t:.2f}" for t in r["test_top1_runs"])} '
-                         f'| {r["flops"] / 1e6:.2f} | `{r["arch"]}` |')
+                         f'| {r["flops"] / 1e6:.2f} | {_table_code(r["arch"])} |')
     return '\n'.join(lines) + '\n'
 
 

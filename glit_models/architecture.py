@@ -15,7 +15,8 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Mapping, Optional, Union
 
-__all__ = ['ArchitectureError', 'BlockSpec', 'GlitArch', 'GLIT_TINY_ARCH', 'GLIT_SMALL_ARCH', 'GLIT_BASE_ARCH']
+__all__ = ['ArchitectureError', 'BlockSpec', 'GlitArch', 'GLIT_WIDTHS', 'GLIT_TINY_ARCH', 'GLIT_SMALL_ARCH',
+           'GLIT_BASE_ARCH']
 
 
 class ArchitectureError(ValueError):
@@ -273,17 +274,25 @@ def _tiny_table() -> tuple[BlockSpec, ...]:
     )
 
 
-GLIT_TINY_ARCH = GlitArch(blocks=_tiny_table(), embed_dim=192, num_heads=3, name='glit_tiny')
+GLIT_WIDTHS = {'glit_tiny': (192, 3), 'glit_small': (384, 6), 'glit_base': (768, 12)}
+"""(embed_dim, num_heads) of GLiT-Tiny, -Small and -Base (DeiT's widths): the one table of them."""
+
+
+def _at_width(name: str, blocks: str) -> GlitArch:
+    embed_dim, num_heads = GLIT_WIDTHS[name]
+    return replace(GlitArch.from_str(f'embed{embed_dim} heads{num_heads} patch16 img224 | {blocks}'), name=name)
+
+
+GLIT_TINY_ARCH = GlitArch(blocks=_tiny_table(), embed_dim=GLIT_WIDTHS['glit_tiny'][0],
+                          num_heads=GLIT_WIDTHS['glit_tiny'][1], name='glit_tiny')
 """The released GLiT-Tiny (spec section 2), block by block."""
 
 # Budget-matched reconstructions, re-derived by ``python -m glit_models.variants`` (see variants.py):
 # the Tiny table at the wider stem with two blocks' low-level choices changed so that parameters and
 # FLOPs land within 0.4% of the paper's Table 3. Not the paper's (unpublished) architectures.
-GLIT_SMALL_ARCH = replace(GlitArch.from_str(
-    'embed384 heads6 patch16 img224 | 3:0 e0.5 mlp4 | 0:3 m2 k31 mlp4 | 1:2 e1 m1 k31 mlp2 | 3:0 e1 mlp4 '
-    '| 0:3 m4 k45 mlp4 | 1:2 e1 m2 k31 mlp2 | 3:0 e1 mlp2 | 1:2 e1 m4 k31 mlp2 | 0:3 m4 k45 mlp4 '
-    '| 3:0 e1 mlp4 | 0:3 m4 k31 mlp4 | 3:0 e2 mlp6'), name='glit_small')
-GLIT_BASE_ARCH = replace(GlitArch.from_str(
-    'embed768 heads12 patch16 img224 | 3:0 e0.5 mlp4 | 0:3 m2 k31 mlp4 | 1:2 e1 m1 k31 mlp2 | 3:0 e1 mlp4 '
-    '| 0:3 m4 k45 mlp4 | 1:2 e1 m4 k31 mlp6 | 3:0 e1 mlp2 | 1:2 e1 m4 k31 mlp2 | 0:3 m4 k45 mlp4 '
-    '| 3:0 e1 mlp4 | 0:3 m4 k31 mlp4 | 3:0 e0.5 mlp4'), name='glit_base')
+GLIT_SMALL_ARCH = _at_width('glit_small', (
+    '3:0 e0.5 mlp4 | 0:3 m2 k31 mlp4 | 1:2 e1 m1 k31 mlp2 | 3:0 e1 mlp4 | 0:3 m4 k45 mlp4 | 1:2 e1 m2 k31 mlp2 '
+    '| 3:0 e1 mlp2 | 1:2 e1 m4 k31 mlp2 | 0:3 m4 k45 mlp4 | 3:0 e1 mlp4 | 0:3 m4 k31 mlp4 | 3:0 e2 mlp6'))
+GLIT_BASE_ARCH = _at_width('glit_base', (
+    '3:0 e0.5 mlp4 | 0:3 m2 k31 mlp4 | 1:2 e1 m1 k31 mlp2 | 3:0 e1 mlp4 | 0:3 m4 k45 mlp4 | 1:2 e1 m4 k31 mlp6 '
+    '| 3:0 e1 mlp2 | 1:2 e1 m4 k31 mlp2 | 0:3 m4 k45 mlp4 | 3:0 e1 mlp4 | 0:3 m4 k31 mlp4 | 3:0 e0.5 mlp4'))

@@ -14,13 +14,14 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Mapping, Union
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-__all__ = ['CheckpointError', 'read_checkpoint', 'is_authors_layout', 'convert_authors_state_dict', 'check_fits']
+__all__ = ['CheckpointError', 'WeightsMismatchError', 'read_checkpoint', 'is_authors_layout',
+           'convert_authors_state_dict', 'check_fits']
 
 StateDict = dict[str, torch.Tensor]
 
@@ -35,6 +36,11 @@ _POINTWISE = ('pointwise_in.weight', 'pointwise_out.weight')
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, or does not fit the model it is loaded into."""
+
+
+class WeightsMismatchError(CheckpointError):
+    """Weights of another model. The message names the model, not the file: whoever knows where the
+    weights came from puts that in front."""
 
 
 def _torch_load(path: Path) -> object:
@@ -125,12 +131,15 @@ def check_fits(
         state_dict: Mapping[str, torch.Tensor],
         model: torch.nn.Module,
         model_name: str,
-        ignore: Optional[str] = None,
+        ignore: tuple[str, ...] = (),
 ) -> None:
-    """Raise CheckpointError when the weights are not this model's: missing, unexpected or
-    differently shaped tensors. ``ignore`` is a key prefix left out of the check (a head)."""
+    """Raise WeightsMismatchError when the weights are not this model's: missing, unexpected or
+    differently shaped tensors. ``ignore``: key prefixes left out of the check (a head)."""
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    skip = (lambda k: k.startswith(ignore)) if ignore else (lambda k: False)
+
+    def skip(key: str) -> bool:
+        return key.startswith(ignore)
+
     missing = sorted(k for k in expected if k not in state_dict and not skip(k))
     unexpected = sorted(k for k in state_dict if k not in expected and not skip(k))
     wrong = sorted(
@@ -142,6 +151,6 @@ def check_fits(
     for label, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', wrong)):
         if keys:
             parts.append(f'{len(keys)} {label} (e.g. {", ".join(keys[:3])})')
-    raise CheckpointError(
+    raise WeightsMismatchError(
         f'these weights do not fit {model_name}: {"; ".join(parts)}. '
         'They are probably from another model or another architecture; build the model they were saved from.')

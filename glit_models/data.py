@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from PIL import Image, ImageOps
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, auto_augment, create_loader
+from timm.data import DEFAULT_CROP_PCT, auto_augment, create_loader
 from timm.data.readers.img_extensions import get_img_extensions
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .data_config import LOADER_INTERPOLATION, normalization
 from .distributed import default_device, rank, world_size
 
 __all__ = ['BAD_IMAGES', 'MIN_CLASSES', 'DataError', 'SearchData', 'Augmentation', 'ImageFiles', 'find_split',
@@ -257,6 +258,7 @@ def make_loader(dataset: Dataset, *, img_size: int, batch_size: int, is_training
     re-created (and so re-seeded from the seeded main process) every epoch, and the prefetcher only on CUDA."""
     augmentation = augmentation or Augmentation()
     device = default_device()
+    mean, std = normalization(in_chans)
     options: dict[str, Any] = {}
     if is_training:
         options = dict(no_aug=augmentation.no_aug, auto_augment=augmentation.auto_augment,
@@ -269,8 +271,10 @@ def make_loader(dataset: Dataset, *, img_size: int, batch_size: int, is_training
         is_training=is_training,
         num_workers=workers,
         distributed=distributed and is_training,
-        mean=IMAGENET_DEFAULT_MEAN if in_chans == 3 else (sum(IMAGENET_DEFAULT_MEAN) / 3,) * in_chans,
-        std=IMAGENET_DEFAULT_STD if in_chans == 3 else (sum(IMAGENET_DEFAULT_STD) / 3,) * in_chans,
+        mean=mean,
+        std=std,
+        interpolation=LOADER_INTERPOLATION,
+        crop_pct=DEFAULT_CROP_PCT,
         use_prefetcher=device.type == 'cuda',
         device=device,
         pin_memory=device.type == 'cuda',

@@ -1,26 +1,33 @@
-"""A GLiT model as a timm model folder: ``model.safetensors`` and timm's ``config.json``.
+"""A model as a timm model folder: ``model.safetensors`` and timm's ``config.json``.
 
-One writer for every folder the package leaves behind (the search's ``best/``, a training run's
-result, the Hub conversion), so ``timm.create_model('local-dir:FOLDER', pretrained=True)`` and the Hub
-read them all the same way. GLiT models carry their architecture description in ``model_args``.
+One writer for every folder the package leaves behind (the search's ``best/``, a training run's result,
+the Hub conversion), so ``timm.create_model('local-dir:FOLDER', pretrained=True)`` and the Hub read them
+all the same way. Every folder carries the data config its weights were trained with, and says whether
+they were trained at all; GLiT models carry their architecture description in ``model_args``.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
-from timm.models._builder import resolve_pretrained_cfg
-from timm.models._hub import load_model_config_from_path, save_for_hf
+import timm
+from timm.models import resolve_pretrained_cfg, save_for_hf
 from torch import nn
 
-from .architecture import GlitArch
+from .architecture import GLIT_WIDTHS, GlitArch
+from .data_config import DataConfig
 from .glit import GlobalLocalTransformer
 
-__all__ = ['registered_name', 'save_model_folder']
+__all__ = ['UNTRAINED', 'is_trained', 'registered_name', 'save_model_folder']
 
-_REGISTERED = {(192, 3): 'glit_tiny', (384, 6): 'glit_small', (768, 12): 'glit_base'}
-_SOURCE_FIELDS = ('hf_hub_id', 'hf_hub_filename', 'url', 'file', 'source', 'state_dict')
+UNTRAINED = 'untrained'
+"""The pretrained tag of a folder whose weights were never trained as this model (e.g. a supernet path)."""
+_UNTRAINED_NOTE = ('Untrained weights: inherited from a weight-sharing supernet, not trained as a standalone model. '
+                   'Retrain before use (python -m glit_models.train --arch FOLDER).')
+_REGISTERED = {widths: name for name, widths in GLIT_WIDTHS.items()}
+# what a folder keeps of the model's own pretrained config: the network's, not the weights' provenance
+_KEPT = ('architecture', 'first_conv', 'classifier', 'pool_size', 'license', 'paper_name', 'paper_ids')
 
 
 def registered_name(arch: GlitArch) -> str:
@@ -28,26 +35,33 @@ def registered_name(arch: GlitArch) -> str:
     return _REGISTERED.get((arch.embed_dim, arch.num_heads), 'glit_tiny')
 
 
-def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike],
-                      cfg_updates: Optional[dict[str, Any]] = None) -> Path:
-    """Write the folder and read its config back with timm, so a folder timm cannot load fails here.
+def is_trained(pretrained_cfg: Mapping[str, Any]) -> bool:
+    """False for a folder ``save_model_folder`` wrote with ``trained=False``."""
+    return pretrained_cfg.get('tag') != UNTRAINED
 
-    ``cfg_updates`` set pretrained-config fields (``notes``, ``label_names``...); a None value removes
-    the field. Where the weights came from (Hub id, URL, file) is dropped: the folder is their source now.
+
+def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data: DataConfig, *, trained: bool,
+                      tag: Optional[str] = None, notes: Sequence[str] = ()) -> Path:
+    """Write the folder and build its model back with timm, so a folder timm cannot load fails here.
+
+    ``data``: the preprocessing and class names the weights were trained with; ``trained=False`` tags the
+    folder ``untrained`` and says so in its notes; ``tag``: the pretrained tag of trained weights (``in1k``).
+    Where the weights came from (Hub id, URL, file) is dropped: the folder is their source now.
     """
     folder = Path(folder)
+    if data.label_names is not None and len(data.label_names) != model.num_classes:
+        raise ValueError(f'{folder}: {len(data.label_names)} label names for a model of {model.num_classes} classes')
     is_glit = isinstance(model, GlobalLocalTransformer)
-    cfg = getattr(model, 'pretrained_cfg', None)
-    if cfg is None and is_glit:  # built outside timm's factory, e.g. extracted from a supernet
-        cfg = resolve_pretrained_cfg(registered_name(model.arch)).to_dict()
-    cfg = {k: v for k, v in dict(cfg or {}).items() if k not in _SOURCE_FIELDS}
-    for key, value in (cfg_updates or {}).items():
-        if value is None:
-            cfg.pop(key, None)
-        else:
-            cfg[key] = value
-    model.pretrained_cfg = cfg
+    base = getattr(model, 'pretrained_cfg', None)
+    if base is None and is_glit:  # built outside timm's factory, e.g. extracted from a supernet
+        base = resolve_pretrained_cfg(registered_name(model.arch)).to_dict()
+    cfg = {key: value for key, value in dict(base or {}).items() if key in _KEPT}
+    cfg.update(data.transform_fields(), num_classes=model.num_classes, tag=tag if trained else UNTRAINED,
+               notes=tuple(notes) + (() if trained else (_UNTRAINED_NOTE,)))
+    model.pretrained_cfg = {key: value for key, value in cfg.items() if value is not None and value != ()}
     model_args = dict(arch=model.arch.to_dict(), in_chans=model.in_chans) if is_glit else None
-    save_for_hf(model, folder, model_args=model_args, safe_serialization=True)
-    load_model_config_from_path(folder)
+    labels = dict(label_names=list(data.label_names)) if data.label_names else None
+    save_for_hf(model, folder, model_config=labels, model_args=model_args, safe_serialization=True,
+                data_config=data.transform_fields())
+    timm.create_model(f'local-dir:{folder}')
     return folder

@@ -10,23 +10,39 @@ grad checkpointing; every block is built from the architecture description (arch
 """
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import Any, Mapping, Optional, Union
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import resample_abs_pos_embed
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._builder import resolve_pretrained_cfg
+from timm.models import (
+    build_model_with_cfg,
+    checkpoint_seq,
+    generate_default_cfgs,
+    register_model,
+    resolve_pretrained_cfg,
+)
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from .architecture import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, ArchitectureError, GlitArch
-from .checkpoint import check_fits, convert_authors_state_dict, is_authors_layout, read_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    WeightsMismatchError,
+    check_fits,
+    convert_authors_state_dict,
+    is_authors_layout,
+    read_checkpoint,
+)
 from .complexity import check_buildable
 from .layers import GlobalLocalBlock
+from .weights import AUTHORS_RELEASE_URL, fetch_weights
 
 __all__ = ['GlobalLocalTransformer', 'checkpoint_filter_fn']
+
+_logger = logging.getLogger(__name__)
 
 _FROM_ARCH = ('embed_dim', 'depth', 'num_heads', 'patch_size', 'mlp_ratio', 'block_fn', 'attn_layer', 'mlp_layer')
 _UNSUPPORTED = dict(qk_norm=False, init_values=None, scale_attn_norm=False, scale_mlp_norm=False)
@@ -88,6 +104,8 @@ class GlobalLocalTransformer(VisionTransformer):
             **kwargs,
         )
         self.arch = arch
+        # every way in (timm's pretrained loading, checkpoint_path=, a plain load_state_dict) meets one filter
+        self.register_load_state_dict_pre_hook(_filter_on_load)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Patch embedding, blocks and final norm. GLiT takes no attention mask: its local heads
@@ -102,19 +120,12 @@ class GlobalLocalTransformer(VisionTransformer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
-        """Loads our weights or the authors' release layout; with ``strict``, weights of another
-        model raise a CheckpointError that says what does not fit."""
-        if is_authors_layout(state_dict):
-            state_dict = convert_authors_state_dict(state_dict)
-        if strict:
-            check_fits(state_dict, self, self.arch.name or type(self).__name__)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-
-def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: GlobalLocalTransformer) -> dict:
-    """Pretrained weights -> this model: the authors' layout converted, the position embedding
-    resampled to the model's grid. Checking the rest is left to ``load_state_dict``."""
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: GlobalLocalTransformer,
+                         check: bool = True) -> dict:
+    """Weights -> this model: the authors' layout converted, the position embedding resampled to the
+    model's grid, and (``check``) a WeightsMismatchError for weights of another model. The head and the
+    first conv's input channels are left to timm, which adapts them to ``num_classes`` and ``in_chans``."""
     if is_authors_layout(state_dict):
         state_dict = convert_authors_state_dict(state_dict)
     state_dict = dict(state_dict)
@@ -124,49 +135,78 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: GlobalLo
         state_dict['pos_embed'] = resample_abs_pos_embed(
             pos_embed, new_size=model.patch_embed.grid_size, old_size=(old_grid, old_grid),
             num_prefix_tokens=model.num_prefix_tokens)
+    if check:
+        ignore = ('head.',)
+        stem, ours = state_dict.get('patch_embed.proj.weight'), model.patch_embed.proj.weight
+        if stem is not None and stem.shape[:1] + stem.shape[2:] == ours.shape[:1] + ours.shape[2:]:
+            ignore += ('patch_embed.proj.weight',)
+        name = model.arch.name or getattr(model, 'pretrained_cfg', {}).get('architecture', 'this GLiT')
+        check_fits(state_dict, model, name, ignore)
     return state_dict
+
+
+def _filter_on_load(model: GlobalLocalTransformer, state_dict: dict, prefix: str, _metadata: Any, strict: bool,
+                    *_: Any) -> None:
+    """load_state_dict pre-hook: the model's part of ``state_dict`` through ``checkpoint_filter_fn``, in place.
+    Without ``strict`` nothing is checked, as torch's non-strict loading promises."""
+    own = {key[len(prefix):]: state_dict.pop(key) for key in [k for k in state_dict if k.startswith(prefix)]}
+    state_dict.update({prefix + k: v for k, v in checkpoint_filter_fn(own, model, check=strict).items()})
 
 
 class NoPretrainedWeightsError(RuntimeError):
     """``pretrained=True`` for a variant with no published weights."""
 
 
-def _resolve_file_weights(variant: str, kwargs: dict) -> None:
-    """Read a ``pretrained_cfg`` file ourselves (clear errors, safe unpickling, the ``model``
-    weights of a training checkpoint) and hand timm the state dict."""
+def _resolve_weights(variant: str, kwargs: dict) -> str:
+    """Read the weights a ``pretrained_cfg`` points at ourselves (safe unpickling, the ``model`` weights of a
+    training checkpoint, the Hub then the release URL, clear errors) and hand timm the state dict.
+    Returns where the weights came from, for errors."""
     cfg = resolve_pretrained_cfg(
         variant,
         pretrained_cfg=kwargs.get('pretrained_cfg'),
         pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
     )
-    if cfg.source == 'local-dir' or cfg.state_dict is not None:
-        return
+    if cfg.source in ('local-dir', 'hf-hub'):  # a model folder: timm reads its safetensors
+        return f'{cfg.source}:{cfg.file or cfg.hf_hub_id}'
+    if cfg.state_dict is not None:
+        return 'the given state_dict'
     if cfg.file:
-        overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
-        overlay.update(state_dict=read_checkpoint(cfg.file), file=None)
-        kwargs['pretrained_cfg_overlay'] = overlay
-    elif not (cfg.hf_hub_id or cfg.url):
+        state_dict, source = read_checkpoint(cfg.file), str(cfg.file)
+    elif cfg.hf_hub_id or cfg.url:
+        state_dict, source = fetch_weights(variant, cfg.hf_hub_id, cfg.url, kwargs.get('cache_dir'))
+    else:
         raise NoPretrainedWeightsError(
             f'{variant} has no published weights (GLiT-Small and -Base are budget-matched reconstructions). '
             f'Pass your own: timm.create_model("{variant}", pretrained=True, '
             'pretrained_cfg_overlay=dict(file="weights.safetensors")), or a Hub repo with '
             'pretrained_cfg_overlay=dict(hf_hub_id="org/repo"), or timm.create_model("hf-hub:org/repo").')
+    overlay = dict(kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict, file=None)
+    head = state_dict.get('head.weight')
+    if head is not None:  # the head the file holds, so timm keeps it when the model has as many classes
+        overlay['num_classes'] = head.shape[0]
+        if kwargs.get('num_classes', head.shape[0]) != head.shape[0]:
+            _logger.warning('%s: its head has %d classes, the model %d; the head starts from its initialisation',
+                            source, head.shape[0], kwargs['num_classes'])
+    kwargs['pretrained_cfg_overlay'] = overlay
+    return source
 
 
 def _create_glit(variant: str, pretrained: bool = False, **kwargs: Any) -> GlobalLocalTransformer:
     out_indices = kwargs.pop('out_indices', 3)
     kwargs['arch'] = GlitArch.coerce(kwargs['arch'])
     kwargs.setdefault('img_size', kwargs['arch'].img_size)  # the description's size, not the cfg's 224
-    if pretrained:
-        _resolve_file_weights(variant, kwargs)
-    return build_model_with_cfg(
-        GlobalLocalTransformer,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
-        **kwargs,
-    )
+    source = _resolve_weights(variant, kwargs) if pretrained else ''
+    try:
+        return build_model_with_cfg(
+            GlobalLocalTransformer,
+            variant,
+            pretrained,
+            pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
+            **kwargs,
+        )
+    except WeightsMismatchError as e:
+        raise CheckpointError(f'{source}: {e}') from None
 
 
 _PAPER = dict(
@@ -193,13 +233,13 @@ def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
 
 
 _TINY_WEIGHTS = _cfg(
+    url=AUTHORS_RELEASE_URL,  # the fallback when the Hub repo cannot be read
     hf_hub_id='glit-models/glit_tiny_patch16_224.in1k',
     license='apache-2.0',
     origin_url='https://github.com/bychen515/GLiT',
     notes=('The authors\' released GLiT-Tiny checkpoint (76.4% top-1 reported by the release, '
-           '76.3% in the paper), converted to safetensors.',),
+           '76.3% in the paper).',),
 )
-
 default_cfgs = generate_default_cfgs({
     'glit_tiny.in1k': _TINY_WEIGHTS,
     'glit_tiny_patch16_224.in1k': _TINY_WEIGHTS,

@@ -8,6 +8,7 @@ With no image it classifies a photo that ships with scikit-learn (flower.jpg).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
 from .checkpoint import CheckpointError
+from .export import is_trained
 from .glit import NoPretrainedWeightsError
 from .model_folder import read_model_config
 
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--pretrained', action='store_true', help='load the published weights (from the Hub)')
     parser.add_argument('--top-k', type=int, default=5)
     args = parser.parse_args(argv)
+    logging.basicConfig(format='%(message)s')
+    logging.getLogger('glit_models').setLevel(logging.INFO)  # where weights come from, while they download
     images = args.images or [sample_image()]
     pretrained = args.pretrained or args.checkpoint is not None or ':' in args.model
     overlay = dict(file=args.checkpoint) if args.checkpoint else None
@@ -57,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     if not pretrained:
         print(f'note: {args.model} has random weights; pass --checkpoint FILE or --pretrained for real predictions',
               file=sys.stderr)
-    label_names = model.pretrained_cfg.get('label_names')  # a training run's class folders
-    names = ImageNetInfo() if model.num_classes == 1000 and not label_names else None
+    elif not is_trained(model.pretrained_cfg):
+        print(f'note: {args.model} holds untrained weights (a supernet\'s); retrain it for real predictions',
+              file=sys.stderr)
+    labels = model.pretrained_cfg.get('label_names')  # the class names a trained folder carries
+    names = ImageNetInfo() if model.num_classes == 1000 and not labels else None
     for path in images:
         try:
             image = Image.open(path)
@@ -67,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(path)
         for index, prob in classify(model, image, args.top_k):
-            label = label_names[index] if label_names else names.index_to_description(index) if names \
-                else f'class {index}'
+            label = labels[index] if labels else names.index_to_description(index) if names else f'class {index}'
             print(f'  {prob:6.2%}  {label}')
     return 0
 

@@ -23,12 +23,11 @@ from typing import Any, Optional, Sequence, Union
 
 import timm
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
+from timm.data import resolve_data_config
 from timm.optim import list_optimizers
 
 from .architecture import ArchitectureError, GlitArch
 from .atomic import write_text_atomic
-from .checkpoint import CheckpointError, read_checkpoint
 from .cli import OneLineParser, UsageError, command_line
 from .data import (
     BAD_IMAGES,
@@ -39,6 +38,7 @@ from .data import (
     check_image_folder,
     find_split,
 )
+from .data_config import loader_data_config
 from .distributed import cleanup_distributed, init_distributed, is_main_process, world_size
 from .engine import TrainConfig, load_training_state, train_model, unwrap
 from .export import save_model_folder
@@ -266,27 +266,9 @@ def _build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
         if not args.model.startswith('glit'):
             raise UsageError(f'--arch describes a GLiT; it cannot build {args.model!r}; use --model glit_tiny')
         kwargs['arch'] = load_arch(args.arch)
-    model = timm.create_model(args.model, pretrained=args.pretrained, **kwargs)
-    if args.initial_checkpoint:
-        _load_initial(model, args.initial_checkpoint)
-    return model
-
-
-def _load_initial(model: torch.nn.Module, path: str) -> None:
-    state = read_checkpoint(path)
-    head = model.state_dict().get('head.weight')
-    if head is not None and 'head.weight' in state and state['head.weight'].shape != head.shape:
-        # fine-tuning to another label set: the new head starts from its initialisation
-        print(f'{path}: its head has {state["head.weight"].shape[0]} classes, the model {head.shape[0]}; '
-              'the head starts from its initialisation', file=sys.stderr)
-        state = {k: v for k, v in state.items() if not k.startswith('head.')}
-        model.load_state_dict(state, strict=False)
-        return
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f'{path}: these weights do not fit {type(model).__name__} '
-                              f'({str(e).splitlines()[0]})') from None
+    if args.initial_checkpoint:  # through timm's pretrained loading, the one way weights enter a model
+        kwargs['pretrained_cfg_overlay'] = dict(file=args.initial_checkpoint)
+    return timm.create_model(args.model, pretrained=args.pretrained or bool(args.initial_checkpoint), **kwargs)
 
 
 def _img_size(args: argparse.Namespace, model: torch.nn.Module) -> int:
@@ -329,11 +311,9 @@ def _save_final(model: torch.nn.Module, output: Path, args: argparse.Namespace, 
     """model.safetensors + config.json in timm's local-dir layout, with the classes and data config of the run."""
     weights = (f'the exponential moving average (decay {args.model_ema_decay}) of the trained weights' if use_ema
                else 'the trained weights (no EMA)')
-    save_model_folder(model, output, dict(
-        origin_url=None, tag=None, label_names=classes, num_classes=len(classes),
-        input_size=(3, args.img_size, args.img_size), interpolation='bilinear', crop_pct=0.875,
-        mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-        notes=(f'Trained with {_PROG} on {len(classes)} classes for {args.epochs} epochs.', f'Weights: {weights}.')))
+    save_model_folder(model, output, loader_data_config(args.img_size, label_names=classes), trained=True,
+                      notes=(f'Trained with {_PROG} on {len(classes)} classes for {args.epochs} epochs.',
+                             f'Weights: {weights}.'))
 
 
 def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dict[str, float]:

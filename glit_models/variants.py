@@ -13,7 +13,7 @@ import argparse
 import itertools
 from dataclasses import dataclass, replace
 
-from .architecture import GLIT_TINY_ARCH, GlitArch
+from .architecture import GLIT_TINY_ARCH, GLIT_WIDTHS, GlitArch
 from .complexity import authors_flops, count_params
 from .nas.space import low_level_candidates
 
@@ -24,7 +24,7 @@ PAPER_BUDGETS = {  # Table 3: parameters, FLOPs (authors' convention)
     'glit_small': (24.6e6, 4.4e9),
     'glit_base': (96.1e6, 17.0e9),
 }
-STEMS = {'glit_small': (384, 6), 'glit_base': (768, 12)}
+STEMS = {name: widths for name, widths in GLIT_WIDTHS.items() if name != 'glit_tiny'}
 
 
 @dataclass(frozen=True)

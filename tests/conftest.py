@@ -6,7 +6,7 @@ import pytest
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
-from tests.release import ReferenceGlit, make_reference, save_release_checkpoint  # noqa: E402
+from tests.helpers import ReferenceGlit, make_reference, save_release_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope='session')

@@ -86,3 +86,21 @@ def test_unreadable_descriptions(text, message):
 def test_candidates_are_hashable_plain_data():
     assert hash(GLIT_TINY_ARCH) == hash(GlitArch.from_str(GLIT_TINY_ARCH.to_str()))
     assert len({GLIT_TINY_ARCH, GlitArch.from_json(GLIT_TINY_ARCH.to_json())}) == 1
+
+
+def test_one_table_of_widths():
+    """The registered variants, the folder writer, the budget-matched reconstructions and the search presets
+    all take GLiT-Tiny/Small/Base's widths from GLIT_WIDTHS."""
+    import timm
+
+    from glit_models.architecture import GLIT_WIDTHS
+    from glit_models.export import registered_name
+    from glit_models.nas.search import PRESETS
+    from glit_models.variants import STEMS
+
+    for name, widths in GLIT_WIDTHS.items():
+        arch = timm.create_model(name).arch
+        assert (arch.embed_dim, arch.num_heads) == widths and registered_name(arch) == name
+        stem = PRESETS[name.removeprefix('glit_')].stem
+        assert (stem.embed_dim, stem.num_heads) == widths
+    assert STEMS == {k: v for k, v in GLIT_WIDTHS.items() if k != 'glit_tiny'}

@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 
 from glit_models import CheckpointError, NoPretrainedWeightsError, read_checkpoint
 from glit_models.checkpoint import convert_authors_state_dict, is_authors_layout
+from glit_models.weights import AUTHORS_RELEASE_PAGE, WeightsUnavailableError
 
 
 class NotAWeight:
@@ -91,3 +92,69 @@ def test_missing_file_and_not_weights(tmp_path):
 def test_pretrained_without_published_weights_says_how(name):
     with pytest.raises(NoPretrainedWeightsError, match=f'{name} has no published weights.*pretrained_cfg_overlay'):
         timm.create_model(name, pretrained=True)
+
+
+def test_one_door_resamples_and_converts_for_every_way_in(tmp_path, release_model):
+    """pretrained_cfg_overlay, timm's checkpoint_path= and train --initial-checkpoint all take 224 px
+    weights, in the authors' layout or ours, into a 64 px model through checkpoint_filter_fn."""
+    from glit_models import train
+    from glit_models.checkpoint import convert_authors_state_dict
+
+    save_file(dict(release_model.state_dict()), tmp_path / 'authors.safetensors')
+    save_file(convert_authors_state_dict(release_model.state_dict()), tmp_path / 'ours.safetensors')
+    for path in (tmp_path / 'authors.safetensors', tmp_path / 'ours.safetensors'):
+        overlay = _create(path, img_size=64)
+        by_path = timm.create_model('glit_tiny', img_size=64, checkpoint_path=str(path))
+        by_train = train._build_model(train.parse_args(['--data-dir', 'x', '--img-size', '64', '--drop-path', '0',
+                                                        '--initial-checkpoint', str(path)]), num_classes=1000)
+        assert overlay.pos_embed.shape == (1, 17, 192)
+        for model in (by_path, by_train):
+            for key, value in overlay.state_dict().items():
+                assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_a_misfit_names_the_file_once(tmp_path):
+    path = tmp_path / 'deit.safetensors'
+    save_file(timm.create_model('deit_tiny_patch16_224').state_dict(), path)
+    with pytest.raises(CheckpointError) as error:
+        _create(path)
+    assert str(error.value).startswith(f'{path}: these weights do not fit glit_tiny: ')
+    assert str(error.value).count('do not fit') == 1
+
+
+def test_release_url_is_the_fallback_and_lands_in_the_torch_cache(tmp_path, release_checkpoint, release_model):
+    """The Hub repo is not there (offline), so the release file is downloaded, here from a file:// URL."""
+    url = release_checkpoint.as_uri()
+    overlay = dict(hf_hub_id='nobody/no-such-repo', url=url)
+    model = timm.create_model('glit_tiny', pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=tmp_path)
+    cached = tmp_path / 'checkpoints' / release_checkpoint.name
+    assert cached.is_file()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), release_model(x), atol=2e-5, rtol=1e-4)
+    again = timm.create_model('glit_tiny', pretrained=True, cache_dir=tmp_path,
+                              pretrained_cfg_overlay=dict(overlay, url=(tmp_path / 'gone' / cached.name).as_uri()))
+    assert torch.equal(again.pos_embed, model.pos_embed)  # read from the cache, the URL is not opened again
+
+
+def test_a_web_page_instead_of_weights_leaves_no_cache_entry(tmp_path):
+    page = tmp_path / 'glit_tiny.pth.tar'
+    page.write_text('<html>Google Drive can\'t scan this file for viruses</html>')
+    overlay = dict(hf_hub_id=None, url=page.as_uri())
+    with pytest.raises(CheckpointError, match='no weights could be fetched from file://.*answered with a web page'):
+        timm.create_model('glit_tiny', pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=tmp_path / 'c')
+    assert not (tmp_path / 'c' / 'checkpoints' / page.name).exists()
+
+
+def test_offline_without_a_cache_fails_fast_naming_both_sources(tmp_path):
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(WeightsUnavailableError) as error:
+        timm.create_model('glit_tiny', pretrained=True, cache_dir=tmp_path)
+    assert time.monotonic() - start < 10
+    message = str(error.value)
+    for needle in ('the Hub repo glit-models/glit_tiny_patch16_224.in1k', 'drive.usercontent.google.com',
+                   'HF_HUB_OFFLINE', AUTHORS_RELEASE_PAGE, 'pretrained_cfg_overlay=dict(file="glit_tiny.pth.tar")'):
+        assert needle in message, needle
+    assert '\n' not in message

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from glit_models.data import DataError, build_search_data, build_train_data, heldout_count, split_heldout
-from tests.image_folder import write_image_folder
+from tests.helpers import write_image_folder
 
 
 @pytest.fixture(scope='module')

@@ -14,7 +14,7 @@ from glit_models.nas.scoring import evaluate_top1, recalibrate_batchnorm
 from glit_models.nas.space import SearchSpace, low_level_candidates, stage1_space
 from glit_models.nas.spos import SupernetTrainConfig, train_supernet
 from glit_models.nas.supernet import Supernet
-from tests.nas_fixtures import SMALLEST_STEM
+from tests.helpers import SMALLEST_STEM
 
 GLOBAL_BATCH = 8
 WORLD = 2
@@ -38,7 +38,8 @@ def _search_data(rank: int, world: int) -> SearchData:
     train = DataLoader(dataset, batch_size=GLOBAL_BATCH // world, sampler=sampler, drop_last=True)
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
     calib = DataLoader(torch.utils.data.Subset(dataset, range(rank * 4, 32, world * 4)), batch_size=4)
-    return SearchData(train, calib, DataLoader(shard, batch_size=5), num_classes=3)
+    heldout = DataLoader(shard, batch_size=5)
+    return SearchData(train, calib, heldout, score_loader=heldout, test_loader=None, class_names=['a', 'b', 'c'])
 
 
 def _train(rank: int, world: int, out: str) -> dict:
@@ -109,7 +110,7 @@ def test_train_command_under_torchrun(tmp_path):
     import subprocess
     import sys
 
-    from tests.image_folder import write_image_folder
+    from tests.helpers import write_image_folder
 
     write_image_folder(tmp_path / 'data', classes=3, per_class=8)
     command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '-m', 'glit_models.train',

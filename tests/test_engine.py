@@ -7,8 +7,7 @@ from glit_models import atomic
 from glit_models.atomic import save_torch_atomic
 from glit_models.data import Augmentation, build_train_data
 from glit_models.engine import TrainConfig, TrainingStateError, load_training_state, train_model
-from tests.image_folder import write_image_folder
-from tests.test_spos import Killed, kill_in_epoch
+from tests.helpers import Killed, kill_in_epoch, write_image_folder
 
 ARCH = 'embed24 heads3 patch8 img32 | 1:2 e1 m2 k17 mlp2 | 0:3 m1 k17 mlp2'
 

@@ -5,7 +5,7 @@ import timm
 import torch
 from timm.utils import reparameterize_model
 
-from tests.release import randomize_batchnorm
+from tests.helpers import randomize_batchnorm
 
 IMG = 64  # every variant takes 64 px (the position embedding is resampled); keeps the tests fast
 SLOW = pytest.mark.slow

@@ -12,7 +12,7 @@ from timm.utils import reparameterize_model
 
 from glit_models import BlockSpec, GlitArch
 from glit_models.layers import FusedLocalHeads, GlobalLocalBlock, LocalHeads, TokenDepthwiseConv
-from tests.release import randomize_batchnorm
+from tests.helpers import randomize_batchnorm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
 import benchmark  # noqa: E402

@@ -1,4 +1,4 @@
-"""hub/: convert the release checkpoint, write the card, load it from a local Hub cache offline, push."""
+"""glit_models.hub: convert the release checkpoint, write the card, load it from a local Hub cache offline, push."""
 import json
 import shutil
 from pathlib import Path
@@ -7,8 +7,9 @@ import pytest
 import timm
 import torch
 
-from hub import convert, push
-from hub.export import export_folder
+from glit_models import GlitArch
+from glit_models.hub import convert, push
+from tests.helpers import SMALL_ARCH, small_model_folder
 
 REPO_ID = 'glit-models/glit_tiny_patch16_224.in1k'
 
@@ -16,7 +17,8 @@ REPO_ID = 'glit-models/glit_tiny_patch16_224.in1k'
 @pytest.fixture(scope='module')
 def converted(release_checkpoint, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp('hub') / 'glit_tiny_patch16_224.in1k'
-    assert convert.main(['--checkpoint', str(release_checkpoint), '--output', str(folder)]) == 0
+    assert convert.main(['--checkpoint', str(release_checkpoint), '--output', str(folder), '--dataset', 'ImageNet-1k',
+                         '--top1', '76.4', '--top1-source', 'reported by the authors\' release']) == 0
     return folder
 
 
@@ -41,10 +43,20 @@ def test_conversion_writes_a_timm_folder(converted):
     assert config['model_args']['arch']['blocks'][4] == {'global_thirds': 0, 'mlp_ratio': 4, 'conv_expansion': 4,
                                                         'kernel_size': 45}
     card = (converted / 'README.md').read_text()
-    for needle in ('library_name: timm', 'Params (M): 7.3', 'GMACs: 1.47', 'Activations (M):',
-                   'Image size: 224 x 224', '- imagenet-1k', 'arxiv.org/abs/2107.02960', "hf-hub:" + REPO_ID,
-                   '@inproceedings{chen2021glit'):
+    for needle in ('library_name: timm', 'Params (M): 7.26', 'GMACs: 1.47', 'Activations (M):', 'Image size: 224 x 224',
+                   'resize bicubic to 256 px, center crop 224 px', '- imagenet-1k', 'arxiv.org/abs/2107.02960',
+                   "hf-hub:" + REPO_ID,
+                   '@inproceedings{chen2021glit', 'sha256 ', "76.4 (reported by the authors' release)",
+                   'match the release\'s network on the same weights to'):
         assert needle in card, needle
+
+
+def test_a_card_states_no_accuracy_it_was_not_given(release_checkpoint, tmp_path, capsys):
+    assert convert.main(['--checkpoint', str(release_checkpoint), '--output', str(tmp_path / 'out')]) == 0
+    card = (tmp_path / 'out' / 'README.md').read_text()
+    assert '76.' not in card and 'Top-1' not in card and 'imagenet' not in card.lower()
+    assert convert.main(['--checkpoint', str(release_checkpoint), '--output', str(tmp_path / 'x'), '--top1', '1']) == 2
+    assert '--top1 and --top1-source go together' in capsys.readouterr().err
 
 
 def test_offline_hub_loads_by_hub_id_and_by_name(converted, release_model, tmp_path):
@@ -66,13 +78,21 @@ def test_conversion_refuses_a_layout_that_is_not_the_release(tmp_path, capsys):
 
 
 def test_push_dry_run_only_writes_the_folder(tmp_path, capsys):
-    model = timm.create_model('glit_tiny', arch='embed48 heads3 patch8 img32 | 2:1 e1 m2 k17 mlp2', num_classes=10)
-    folder = export_folder(model, tmp_path / 'found')
+    folder = small_model_folder(tmp_path / 'found', ['a', 'b', 'c'])
     assert push.main(['--model-dir', str(folder), '--repo-id', 'someone/glit-found', '--dry-run']) == 0
-    assert 'library_name: timm' in (folder / 'README.md').read_text()
+    card = (folder / 'README.md').read_text()
+    assert 'library_name: timm' in card and 'Image size: 32 x 32' in card and 'Untrained' not in card
     assert 'is ready for someone/glit-found' in capsys.readouterr().out
     rebuilt = timm.create_model(f'local-dir:{folder}', pretrained=True)
-    assert rebuilt.arch == model.arch
+    assert rebuilt.arch == GlitArch.from_str(SMALL_ARCH)
+
+
+def test_push_refuses_untrained_weights_unless_forced(tmp_path, capsys):
+    folder = small_model_folder(tmp_path / 'best', ['a', 'b', 'c'], trained=False)
+    assert push.main(['--model-dir', str(folder), '--repo-id', 'someone/glit-found', '--dry-run']) == 2
+    assert 'its weights are untrained' in capsys.readouterr().err and not (folder / 'README.md').exists()
+    assert push.main(['--model-dir', str(folder), '--repo-id', 'someone/glit-found', '--dry-run', '--force']) == 0
+    assert '**Untrained weights: retrain before use.**' in (folder / 'README.md').read_text()
 
 
 def test_push_uploads_through_huggingface_hub(converted):

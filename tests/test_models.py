@@ -2,8 +2,7 @@
 import pytest
 import timm
 import torch
-from timm.models import get_graph_node_names
-from timm.models._features_fx import create_feature_extractor
+from timm.models import create_feature_extractor, get_graph_node_names
 from timm.optim import create_optimizer_v2
 
 import glit_models  # noqa: F401  (registers the models)
@@ -155,3 +154,12 @@ def test_train_mode_updates_batchnorm_statistics():
     before = bn.running_mean.clone()
     model(torch.randn(2, 3, IMG, IMG))
     assert not torch.equal(before, bn.running_mean)
+
+
+def test_only_public_timm_names_are_imported():
+    import re
+    from pathlib import Path
+
+    private = re.compile(r'^\s*(from|import)\s+timm(\.\w+)*\._\w+', re.MULTILINE)
+    for path in Path(glit_models.__file__).parent.rglob('*.py'):
+        assert not private.search(path.read_text()), path

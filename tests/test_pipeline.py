@@ -6,6 +6,8 @@ import shutil
 import pytest
 import timm
 import torch
+from PIL import Image
+from timm.data import create_transform, resolve_model_data_config
 
 from glit_models.data import build_search_data
 from glit_models.engine import evaluate, load_training_state
@@ -101,6 +103,12 @@ def test_hierarchical_search_retrains_each_stages_top_k(tmp_path, data):
     model = timm.create_model(f'local-dir:{tmp_path / "best"}', pretrained=True)
     assert model.arch.to_str() == summary['arch'] and model.num_classes == 10
     assert 'trained from scratch for 1 epochs' in model.pretrained_cfg['notes'][0]
+    assert model.pretrained_cfg.get('tag') != 'untrained'
+    # with the data config it was searched with: 32 px digits, not the registry's 224 px ImageNet
+    transform = create_transform(**resolve_model_data_config(model), is_training=False)
+    assert transform(Image.new('RGB', (8, 8))).shape == (3, 32, 32)
+    assert list(model.pretrained_cfg['label_names']) == [str(d) for d in range(10)]
+    assert not model.pretrained_cfg.get('hf_hub_id')  # not the released Tiny's weights
     assert evaluate(model, data.heldout_loader)['top1'] == pytest.approx(summary['heldout_top1'])
     assert evaluate(model, data.test_loader)['top1'] == pytest.approx(summary['test_top1'])
     assert json.loads((tmp_path / 'result.json').read_text())['arch'] == summary['arch']

@@ -21,3 +21,14 @@ def test_a_bad_config_json_in_a_local_dir_is_named(tmp_path, capsys):
     (tmp_path / 'config.json').write_text('[]')
     assert predict.main(['--model', f'local-dir:{tmp_path}']) == 2
     assert f'{tmp_path / "config.json"}: expected a JSON object, got a list' in capsys.readouterr().err
+def test_a_found_model_folder_predicts_with_its_own_data_config_and_class_names(tmp_path, capsys):
+    """A 32 px folder (as the search's best/ is) goes through timm's transform and names its classes."""
+    from PIL import Image
+
+    from tests.helpers import small_model_folder
+
+    folder = small_model_folder(tmp_path / 'best', ['circle', 'square'], trained=False)
+    Image.new('RGB', (50, 40), 'red').save(tmp_path / 'red.png')
+    assert predict.main([str(tmp_path / 'red.png'), '--model', f'local-dir:{folder}']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split()[-1] for line in lines[1:]) == ['circle', 'square']

@@ -103,6 +103,19 @@ def test_bad_input_from_the_command_line(tmp_path):
     assert not output.exists()
 
 
+@pytest.mark.parametrize('trained', [True, False])
+def test_the_end_of_run_hint_loads_best_with_its_weights(capsys, trained):
+    from glit_models.nas.search import _print_summary
+
+    _print_summary(dict(method='hierarchical', budget='2M FLOPs', arch='a', cost=1e6, budget_kind='flops', params=1e5,
+                        flops=1e6, supernet_top1=50., heldout_top1=60. if trained else None,
+                        test_top1=58. if trained else None, best_trained=trained), Path('out'))
+    out = capsys.readouterr().out
+    assert 'timm.create_model("local-dir:out/best", pretrained=True)' in out
+    assert ('untrained' in out) != trained
+    assert ('retrained: held-out 60.00%, test 58.00%' in out) == trained
+
+
 def test_presets_follow_the_paper():
     tiny = search_config(parse_args(['--preset', 'tiny']))[0]
     assert (tiny.stem.embed_dim, tiny.stem.num_heads, tiny.stem.depth, tiny.stem.img_size) == (192, 3, 12, 224)
@@ -141,6 +154,7 @@ def _finish(process: subprocess.Popen) -> str:
     return out
 
 
+@pytest.mark.slow  # 50 s: the engine, SPOS, evolution and train CLI tests cover resuming each phase
 def test_demo_killed_twice_resumes_to_the_same_architecture(tmp_path):
     reference, killed = tmp_path / 'reference', tmp_path / 'killed'
     first = _start(reference)

@@ -11,8 +11,7 @@ from glit_models.nas.scoring import PathScorer, evaluate_top1, recalibrate_batch
 from glit_models.nas.space import stage1_space
 from glit_models.nas.spos import SupernetTrainConfig, UniformPathSampler, train_supernet
 from glit_models.nas.supernet import Supernet
-from tests.image_folder import write_image_folder
-from tests.nas_fixtures import SMALLEST_STEM
+from tests.helpers import SMALLEST_STEM, Killed, kill_in_epoch, write_image_folder
 
 
 @pytest.fixture(scope='module')
@@ -47,22 +46,6 @@ def test_paths_are_uniform_and_replayable():
         sampler(1, step)
         next_epoch.append(net.path)
     assert next_epoch != paths[:10]
-
-
-class Killed(Exception):
-    """Stands for the process being killed."""
-
-
-def kill_in_epoch(monkeypatch, epoch_to_kill: int) -> None:
-    """Make training die part-way through an epoch (after some steps), as a kill would."""
-    original = engine._train_one_epoch
-
-    def dying(run, model, loader, epoch, *args):
-        if epoch == epoch_to_kill:
-            run.optimizer.step = lambda *a, **k: (_ for _ in ()).throw(Killed())
-        return original(run, model, loader, epoch, *args)
-
-    monkeypatch.setattr(engine, '_train_one_epoch', dying)
 
 
 def test_resume_reaches_the_uninterrupted_result(data, tmp_path, monkeypatch):

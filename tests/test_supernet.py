@@ -8,8 +8,7 @@ from glit_models.architecture import ArchitectureError
 from glit_models.glit import GlobalLocalTransformer
 from glit_models.nas.space import joint_space, stage1_space, stage2_space
 from glit_models.nas.supernet import Supernet
-from tests.nas_fixtures import TINY_STEM
-from tests.release import randomize_batchnorm
+from tests.helpers import TINY_STEM, randomize_batchnorm
 
 
 @pytest.fixture(scope='module')

@@ -15,8 +15,7 @@ from glit_models import atomic, predict
 from glit_models.engine import load_training_state
 from glit_models.run_lock import LOCK_FILE, hold_output
 from glit_models.train import build_parser, load_arch, main
-from tests.image_folder import write_image_folder
-from tests.test_spos import Killed, kill_in_epoch
+from tests.helpers import Killed, kill_in_epoch, write_image_folder
 
 ARCH = 'embed24 heads3 patch8 img32 | 3:0 e0.5 mlp2 | 0:3 m1 k17 mlp2'
 
@@ -93,7 +92,7 @@ def test_empty_class_folder_from_the_shell(tmp_path):
     assert 'class_9 has no images' in lines[0]
 
 
-def test_fine_tune_from_weights_with_another_head(folder, tmp_path, capsys):
+def test_fine_tune_from_weights_with_another_head(folder, tmp_path, caplog):
     from safetensors.torch import save_file
 
     source = timm.create_model('glit_tiny', arch=ARCH, num_classes=5)
@@ -101,7 +100,7 @@ def test_fine_tune_from_weights_with_another_head(folder, tmp_path, capsys):
     args = _args(folder, tmp_path / 'tuned', '--epochs', '1', '--initial-checkpoint',
                  str(tmp_path / 'source.safetensors'), '--lr', '0', '--warmup-epochs', '0', '--min-lr', '0')
     assert main(args) == 0
-    assert 'the head starts from its initialisation' in capsys.readouterr().err
+    assert 'the head starts from its initialisation' in caplog.text
     tuned = load_file(tmp_path / 'tuned' / 'model.safetensors')
     assert tuned['head.weight'].shape[0] == 3
     assert torch.equal(tuned['blocks.0.mlp.fc1.weight'], source.state_dict()['blocks.0.mlp.fc1.weight'])
@@ -137,8 +136,9 @@ def test_the_record_states_what_the_run_used(finished, folder):
     config = json.loads((output / 'config.json').read_text())
     assert 'Weights: the trained weights (no EMA).' in config['pretrained_cfg']['notes']
     # the classes by name and the data config the run used, for predict and timm's transforms
-    assert config['pretrained_cfg']['label_names'] == ['class_0', 'class_1', 'class_2']
+    assert config['label_names'] == ['class_0', 'class_1', 'class_2']  # timm's place for them
     model = timm.create_model(f'local-dir:{output}', pretrained=True)
+    assert model.pretrained_cfg['label_names'] == ['class_0', 'class_1', 'class_2']
     assert timm.data.resolve_model_data_config(model)['input_size'] == (3, 32, 32)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

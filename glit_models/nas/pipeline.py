@@ -34,6 +34,7 @@ from ..architecture import GlitArch
 from ..atomic import save_json_atomic
 from ..complexity import authors_flops, count_params
 from ..data import SearchData
+from ..data_config import loader_data_config
 from ..distributed import barrier, is_distributed, is_main_process
 from ..engine import TrainConfig, load_training_state
 from ..export import save_model_folder
@@ -373,7 +374,8 @@ class _Search:
             note = (f'Found by glit_models.nas.search ({config.method}) under {config.budget}; '
                     + (f'trained from scratch for {config.retrain.epochs} epochs on the search\'s training split.'
                        if trained else 'weights inherited from the supernet, not trained: retrain before use.'))
-            save_model_folder(model, self.output / 'best', dict(notes=(note,)))
+            data = loader_data_config(config.stem.img_size, config.in_chans, self.data.class_names)
+            save_model_folder(model, self.output / 'best', data, trained=trained, notes=(note,))
             self.plot(summary, outcomes)
         if config.compare_random > 0:
             summary['comparison'] = self.compare(arch, found_record)

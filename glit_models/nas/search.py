@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
+from ..architecture import GLIT_WIDTHS
 from ..atomic import save_json_atomic
 from ..cli import OneLineParser, command_line
 from ..data import SearchData, build_search_data, check_heldout
@@ -79,13 +80,13 @@ PRESETS = {
     # the paper (spec section 4): the stems of GLiT-Tiny/Small/Base, 224 px, 100 epochs a stage, batch 1024,
     # lr 0.2, 50k held-out ImageNet train images, SPOS's 200 x 128 calibration images and 40 x 200 scored
     # images, Table 3's FLOPs. The paper does not give the schedule of its top-5 retraining: 30 epochs is ours.
-    'tiny': Preset(Stem(192, 3, 12, 16, 224), 100, 1024, 0.2, 1.4e9,
+    'tiny': Preset(Stem(*GLIT_WIDTHS['glit_tiny'], 12, 16, 224), 100, 1024, 0.2, 1.4e9,
                    _PAPER_BUDGET.format('Tiny') + '; the text\'s restriction is 1.3G and the release has 1.33G: '
                    'pass --budget-flops 1.3G to follow the text', 50_000, 25_600, 8_000),
-    'small': Preset(Stem(384, 6, 12, 16, 224), 100, 1024, 0.2, 4.4e9, _PAPER_BUDGET.format('Small'),
-                    50_000, 25_600, 8_000),
-    'base': Preset(Stem(768, 12, 12, 16, 224), 100, 1024, 0.2, 17.0e9, _PAPER_BUDGET.format('Base'),
-                   50_000, 25_600, 8_000),
+    'small': Preset(Stem(*GLIT_WIDTHS['glit_small'], 12, 16, 224), 100, 1024, 0.2, 4.4e9,
+                    _PAPER_BUDGET.format('Small'), 50_000, 25_600, 8_000),
+    'base': Preset(Stem(*GLIT_WIDTHS['glit_base'], 12, 16, 224), 100, 1024, 0.2, 17.0e9,
+                   _PAPER_BUDGET.format('Base'), 50_000, 25_600, 8_000),
     # a few minutes on two CPU cores: 8x8 digits upscaled to 32 px in 4x4 patches (65 tokens, so the kernels
     # 17, 31 and 45 all differ), 4 blocks of width 48; the budget admits about half of the stage-1 space.
     # At this scale (1,150 images, batch 64) the paper's SGD at lr 0.2 leaves the supernet near chance after
@@ -307,9 +308,11 @@ def _print_summary(summary: dict[str, Any], output: Path) -> None:
         print(f'{comparison["split"]} top-1 after {comparison["epochs"]} epochs from scratch: found '
               f'{comparison["found_top1"]:.2f}% vs median of {len(comparison["random_top1"])} random architectures '
               f'of the same budget {comparison["random_median_top1"]:.2f}% ({randoms})')
-    weights = 'retrained' if summary['best_trained'] else 'inherited from the supernet, untrained'
-    print(f'outputs in {output}: best/ ({weights}: timm.create_model("local-dir:{output / "best"}", '
-          'pretrained=True)), pareto.png, search.jsonl, result.json')
+    best = output / 'best'
+    retrain_hint = '' if summary['best_trained'] else \
+        f'supernet weights, untrained: retrain with python -m glit_models.train --arch {best}; '
+    print(f'outputs in {output}: best/ ({retrain_hint}timm.create_model("local-dir:{best}", pretrained=True)), '
+          'pareto.png, search.jsonl, result.json')
 
 
 def _count_or_fraction(value: float) -> Union[int, float]:

@@ -1,0 +1,93 @@
+"""Publish a GLiT model folder to the Hugging Face Hub.
+
+    python -m glit_models.hub.push --model-dir hub_out/glit_tiny_patch16_224.in1k \\
+        --repo-id glit-models/glit_tiny_patch16_224.in1k
+    python -m glit_models.hub.push --model-dir runs/found --repo-id you/glit-found --dry-run
+
+The folder is one ``glit_models.hub.convert``, ``glit_models.train`` or the search wrote (model.safetensors,
+config.json, README.md). It is loaded back with timm first, so a folder timm cannot read is never uploaded,
+and a folder of untrained weights (the search's ``best/`` before retraining) is refused unless ``--force``.
+``--dry-run`` stops before the upload.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+import timm
+from huggingface_hub import HfApi
+
+from ..checkpoint import CheckpointError
+from ..export import is_trained
+from ..glit import GlobalLocalTransformer
+from ..model_folder import read_model_config
+from .card import model_card, render
+
+__all__ = ['PublishError', 'check_folder', 'push', 'main']
+
+WEIGHTS = 'model.safetensors'
+_PROG = 'python -m glit_models.hub.push'
+
+
+class PublishError(RuntimeError):
+    """A folder that should not go to the Hub."""
+
+
+def check_folder(folder: Path, repo_id: str, force: bool = False) -> GlobalLocalTransformer:
+    """Load the folder as timm will from the Hub; write a model card if it has none."""
+    for name in ('config.json', WEIGHTS):
+        if not (folder / name).is_file():
+            raise PublishError(f'{folder}: has no {name}; write it with glit_models.hub.convert, glit_models.train '
+                               'or the search first')
+    try:
+        read_model_config(folder)  # timm would fail on a bad config.json with a JSON traceback that names no file
+    except CheckpointError as e:
+        raise PublishError(str(e)) from None
+    model = timm.create_model(f'local-dir:{folder}', pretrained=True)
+    if not isinstance(model, GlobalLocalTransformer):
+        raise PublishError(f'{folder}: holds a {type(model).__name__}, not a GLiT model')
+    if not (force or is_trained(model.pretrained_cfg)):
+        raise PublishError(f'{folder}: its weights are untrained (config.json tag "untrained"); retrain it '
+                           f'(python -m glit_models.train --arch {folder}) and publish that, or pass --force')
+    if not (folder / 'README.md').is_file():
+        card = model_card(model, repo_id, description='A GLiT global-local image transformer (Chen et al., '
+                          'ICCV 2021).')
+        (folder / 'README.md').write_text(render(card, repo_id.split('/')[-1]))
+    return model
+
+
+def push(folder: Path, repo_id: str, dry_run: bool = False, private: bool = False, token: Optional[str] = None,
+         api: Optional[HfApi] = None, force: bool = False) -> str:
+    """Upload ``folder`` to ``repo_id``; returns the commit URL, or the folder with ``dry_run``."""
+    check_folder(folder, repo_id, force)
+    if dry_run:
+        return str(folder)
+    api = api or HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message='Add GLiT model',
+                               allow_patterns=['config.json', WEIGHTS, 'README.md'])
+    return str(getattr(commit, 'commit_url', commit))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog=_PROG, description='Publish a GLiT model folder to the Hugging Face Hub.')
+    parser.add_argument('--model-dir', type=Path, required=True)
+    parser.add_argument('--repo-id', required=True, help='org/name on the Hub')
+    parser.add_argument('--dry-run', action='store_true', help='check and complete the folder, upload nothing')
+    parser.add_argument('--force', action='store_true', help='publish a folder of untrained weights too')
+    parser.add_argument('--private', action='store_true')
+    parser.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
+    args = parser.parse_args(argv)
+    try:
+        where = push(args.model_dir, args.repo_id, args.dry_run, args.private, args.token, force=args.force)
+    except PublishError as e:
+        print(f'{_PROG}: error: {e}', file=sys.stderr)
+        return 2
+    print(f'dry run: {where} is ready for {args.repo_id}' if args.dry_run else f'pushed {where}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

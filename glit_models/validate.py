@@ -1,0 +1,105 @@
+"""Top-1 / top-5 of a model on an ImageFolder, with the model's own data config (as timm's validate.py).
+
+    python -m glit_models.validate --model glit_tiny --data-dir /data/imagenet            # published weights
+    python -m glit_models.validate --model local-dir:runs/found --data-dir DATA           # a model folder
+    python -m glit_models.validate --model hf-hub:org/repo --data-dir DATA
+    python -m glit_models.validate --model glit_tiny --checkpoint glit_tiny.pth.tar --data-dir /data/imagenet
+
+Images are prepared by ``create_transform(**resolve_model_data_config(model))`` through timm's loader.
+The class folders are matched to the model's ``label_names`` when it has them, else taken in order.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import timm
+import torch
+from timm.data import create_dataset, create_loader, resolve_model_data_config
+from timm.utils import accuracy
+
+from .checkpoint import CheckpointError
+from .data import DataError, check_image_folder, find_split
+from .distributed import default_device
+from .glit import NoPretrainedWeightsError
+
+__all__ = ['validate', 'main']
+
+_PROG = 'python -m glit_models.validate'
+
+
+def _class_map(model: torch.nn.Module, classes: list[str], root: Path) -> dict[str, int]:
+    """Folder name -> the model's class index: by ``label_names``, else the folders in timm's order."""
+    labels = model.pretrained_cfg.get('label_names')
+    if labels:
+        unknown = sorted(set(classes) - set(labels))
+        if unknown:
+            raise DataError(f'{root}: class folders {", ".join(unknown[:5])} are not among the model\'s '
+                            f'{len(labels)} label_names ({", ".join(list(labels)[:5])}, ...); pass the data it '
+                            'was trained on')
+        return {name: list(labels).index(name) for name in classes}
+    if len(classes) > model.num_classes:
+        raise DataError(f'{root} has {len(classes)} class folders, the model {model.num_classes} classes')
+    return {}  # timm's own order
+
+
+def validate(model: torch.nn.Module, root: Path, batch_size: int = 64, workers: int = 2) -> dict[str, float]:
+    """Top-1 and top-5 (%) of ``model`` on the ImageFolder ``root``."""
+    classes = check_image_folder(root)
+    dataset = create_dataset('', root=str(root), search_split=False, class_map=_class_map(model, classes, root))
+    config = resolve_model_data_config(model)
+    device = default_device()
+    loader = create_loader(dataset, **config, batch_size=batch_size, is_training=False, num_workers=workers,
+                           use_prefetcher=False)
+    model = model.to(device).eval()
+    correct1 = correct5 = total = 0.
+    with torch.no_grad():
+        for images, targets in loader:
+            images, targets = images.to(device), targets.to(device)
+            top1, top5 = accuracy(model(images), targets, topk=(1, 5))
+            correct1 += top1.item() * len(targets)
+            correct5 += top5.item() * len(targets)
+            total += len(targets)
+    return dict(top1=correct1 / total, top5=correct5 / total, images=int(total), img_size=config['input_size'][-1],
+                crop_pct=config['crop_pct'], interpolation=config['interpolation'])
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=_PROG, description=__doc__.split('\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--model', default='glit_tiny', help='timm name, local-dir:FOLDER or hf-hub:org/repo')
+    p.add_argument('--checkpoint', default=None, help='weights file for --model (the authors\' .pth.tar, '
+                   'safetensors, a training checkpoint); default: the published weights')
+    p.add_argument('--data-dir', required=True, help='ImageFolder: class folders, or DIR/<split>/ class folders')
+    p.add_argument('--split', default='val', help='folder inside --data-dir, when it exists')
+    p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1), help='data loader processes')
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(format='%(message)s')
+    logging.getLogger('glit_models').setLevel(logging.INFO)  # where weights come from, while they download
+    root = find_split(args.data_dir, args.split) or Path(args.data_dir)
+    overlay = dict(file=args.checkpoint) if args.checkpoint else None
+    try:
+        model = timm.create_model(args.model, pretrained=True, pretrained_cfg_overlay=overlay)
+        results = validate(model, root, args.batch_size, args.workers)
+    except (CheckpointError, DataError, NoPretrainedWeightsError) as e:
+        print(f'{_PROG}: error: {e}', file=sys.stderr)
+        return 2
+    print(f'{args.model} on {root} ({results["images"]} images, {results["img_size"]} px, crop '
+          f'{results["crop_pct"]}, {results["interpolation"]}): top-1 {results["top1"]:.2f}%, '
+          f'top-5 {results["top5"]:.2f}%', file=sys.stderr)
+    print(json.dumps(dict(model=args.model, checkpoint=args.checkpoint, **results)))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""Publishing GLiT weights: convert the authors' checkpoint, write timm model cards, push to the Hub."""

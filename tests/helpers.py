@@ -1,0 +1,95 @@
+"""What several test files share: small data, models and checkpoints made here (nothing is downloaded)."""
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+
+from glit_models import GLIT_TINY_ARCH, engine
+from glit_models.data_config import loader_data_config
+from glit_models.export import save_model_folder
+from glit_models.nas.space import Stem
+from glit_models.reference import ReferenceGlit
+
+# tiny search spaces for the NAS tests (embed 24-48, 3 heads, 32 px)
+TINY_STEM = Stem(embed_dim=48, num_heads=3, depth=3, patch_size=8, img_size=32)
+SMALLEST_STEM = Stem(embed_dim=24, num_heads=3, depth=2, patch_size=8, img_size=32)
+# a one-block GLiT at 32 px, for model folders and command lines
+SMALL_ARCH = 'embed48 heads3 patch8 img32 | 2:1 e1 m2 k17 mlp2'
+
+
+def write_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: int = 32, seed: int = 0) -> Path:
+    """``root/class_<c>/<i>.png``: each class a different mean colour plus noise, so a model can learn it."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = root / f'class_{c}'
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = rng.integers(0, 256, size=3)
+        for i in range(per_class):
+            pixels = np.clip(colour + rng.normal(0, 40, size=(size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f'{i}.png')
+    return root
+
+
+def small_model_folder(folder: Path, label_names: Sequence[str], trained: bool = True,
+                       model: Optional[torch.nn.Module] = None) -> Path:
+    """A 32 px model folder as the search or a training run writes it (``model``: one of SMALL_ARCH)."""
+    model = model or timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=len(label_names))
+    return save_model_folder(model, folder, loader_data_config(32, label_names=label_names), trained=trained)
+
+
+# checkpoints in the authors' release layout
+def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every BatchNorm non-trivial running statistics and affine weights."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.randn(n, generator=generator))
+            module.bias.data.copy_(torch.randn(n, generator=generator))
+            module.num_batches_tracked.fill_(1000)
+
+
+def make_reference(arch=GLIT_TINY_ARCH, num_classes: int = 1000, seed: int = 0) -> ReferenceGlit:
+    torch.manual_seed(seed)
+    model = ReferenceGlit(arch, num_classes=num_classes)
+    randomize_batchnorm(model, seed)
+    return model.eval()
+
+
+def save_release_checkpoint(model: ReferenceGlit, path: Path) -> Path:
+    """A training checkpoint laid out as the authors' ``glit_tiny.pth.tar``."""
+    ema = {k: v + 0.01 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    torch.save({
+        'model': model.state_dict(),
+        'model_ema': ema,
+        'optimizer': optimizer.state_dict(),
+        'lr_scheduler': {'t_initial': 300, 'base_values': [5e-4]},
+        'epoch': 299,
+        'scaler': {'scale': 65536.0, 'growth_factor': 2.0},
+        'args': argparse.Namespace(model='glit_tiny', batch_size=128, lr=5e-4, input_size=224),
+    }, path)
+    return path
+
+
+# a training killed part-way
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+def kill_in_epoch(monkeypatch, epoch_to_kill: int) -> None:
+    """Make training die part-way through an epoch (after some steps), as a kill would."""
+    original = engine._train_one_epoch
+
+    def dying(run, model, loader, epoch, *args):
+        if epoch == epoch_to_kill:
+            run.optimizer.step = lambda *a, **k: (_ for _ in ()).throw(Killed())
+        return original(run, model, loader, epoch, *args)
+
+    monkeypatch.setattr(engine, '_train_one_epoch', dying)

@@ -1,0 +1,36 @@
+"""glit_models.export: every model folder carries the data config its weights were trained with."""
+import pytest
+import timm
+import torch
+from PIL import Image
+from timm.data import create_transform, resolve_model_data_config
+
+from glit_models.data import image_folder, make_loader
+from glit_models.data_config import DataConfig, loader_data_config
+from glit_models.export import save_model_folder
+from tests.helpers import SMALL_ARCH, write_image_folder
+
+
+def _model(num_classes=3):
+    return timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=num_classes)
+
+
+def test_the_folder_reads_back_as_the_loader_prepared_images(tmp_path):
+    """timm's transform from the folder's config equals the evaluation transform the package trained with."""
+    folder = save_model_folder(_model(), tmp_path / 'run', loader_data_config(32, label_names=['a', 'b', 'c']),
+                               trained=True, tag='shapes')
+    model = timm.create_model(f'local-dir:{folder}', pretrained=True)
+    assert model.pretrained_cfg['tag'] == 'shapes' and list(model.pretrained_cfg['label_names']) == ['a', 'b', 'c']
+    assert not any(k in model.pretrained_cfg for k in ('url', 'hf_hub_id', 'origin_url', 'notes'))
+    data = write_image_folder(tmp_path / 'data', classes=3, per_class=1, size=45)
+    loader = make_loader(image_folder(data), img_size=32, batch_size=1, is_training=False, workers=0)
+    image = Image.open(next((data / 'class_0').iterdir())).convert('RGB')
+    ours = create_transform(**resolve_model_data_config(model), is_training=False)(image)
+    torch.testing.assert_close(ours, loader.dataset.transform(image))
+
+
+def test_a_folder_that_would_describe_other_data_is_not_written(tmp_path):
+    with pytest.raises(ValueError, match='2 label names for a model of 3 classes'):
+        save_model_folder(_model(), tmp_path / 'a', loader_data_config(32, label_names=['a', 'b']), trained=True)
+    with pytest.raises(ValueError, match='224'):
+        save_model_folder(_model(), tmp_path / 'b', DataConfig((3, 224, 224)), trained=True)
