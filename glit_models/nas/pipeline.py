@@ -240,8 +240,8 @@ class _Search:
         torch.manual_seed(self.config.supernet.seed)  # the same initial weights on every rank and every run
         supernet = Supernet(space, self.data.num_classes, self.config.in_chans)
         state = self.output / plan.name / 'supernet.pth.tar'
-        warm = self.output / str(plan.warm_start) / 'supernet.pth.tar'
         if plan.warm_start is not None and not (self.resume and state.is_file()):
+            warm = self.output / plan.warm_start / 'supernet.pth.tar'
             source = Supernet(stage1_space(space.stem), self.data.num_classes, self.config.in_chans)
             source.load_state_dict(load_training_state(warm)['model'])
             copied = supernet.warm_start_from(source)
