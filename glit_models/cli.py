@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from typing import Callable, NoReturn, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
-__all__ = ['UsageError', 'OneLineParser', 'package_errors', 'command_line']
+from torch import nn
+
+__all__ = ['UsageError', 'OneLineParser', 'command_line', 'create_model', 'package_errors']
 
 Main = Callable[[Optional[Sequence[str]]], int]
 
@@ -35,12 +37,15 @@ def package_errors() -> tuple[type[BaseException], ...]:
     from .data import DataError
     from .engine import TrainingStateError
     from .glit import NoPretrainedWeightsError
+    from .hub.convert import ConversionError
+    from .hub.push import PublishError
     from .nas.budget import BudgetError
     from .nas.evolution import EvolutionStateError
     from .nas.pipeline import SearchError
     from .run_lock import OutputError
     return (UsageError, ArchitectureError, WriteError, CheckpointError, DataError, TrainingStateError,
-            NoPretrainedWeightsError, BudgetError, EvolutionStateError, SearchError, OutputError, FloatingPointError)
+            NoPretrainedWeightsError, BudgetError, EvolutionStateError, SearchError, OutputError, FloatingPointError,
+            ConversionError, PublishError)
 
 
 def command_line(prog: str, interrupted_hint: str = '') -> Callable[[Main], Main]:
@@ -62,3 +67,21 @@ def command_line(prog: str, interrupted_hint: str = '') -> Callable[[Main], Main
                 return 2
         return wrapped
     return decorate
+
+
+def create_model(name: str, pretrained: bool, checkpoint: Optional[str] = None, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` for a command line: ``checkpoint`` loaded through the pretrained path, a bad
+    ``config.json`` of a ``local-dir:`` folder named, an unknown model or a missing folder a UsageError."""
+    import timm
+
+    from .model_folder import read_model_config
+
+    if name.startswith('local-dir:'):
+        read_model_config(name.removeprefix('local-dir:'))  # names a bad config.json, as timm does not
+    overlay = dict(file=checkpoint) if checkpoint else None
+    try:
+        return timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay, **kwargs)
+    except (RuntimeError, FileNotFoundError) as e:  # timm's words for an unknown name or a missing folder
+        if isinstance(e, package_errors()):
+            raise
+        raise UsageError(f'--model {name}: {e}') from None

@@ -7,20 +7,18 @@ With no image it classifies a photo that ships with scikit-learn (flower.jpg).
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
-import timm
 import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
-from .checkpoint import CheckpointError
+from .cli import OneLineParser, UsageError, command_line, create_model
 from .export import is_trained
-from .glit import NoPretrainedWeightsError
-from .model_folder import read_model_config
+
+_PROG = 'python -m glit_models.predict'
 
 
 def sample_image() -> Path:
@@ -38,8 +36,9 @@ def classify(model: torch.nn.Module, image: Image.Image, top_k: int = 5) -> list
     return list(zip(indices.tolist(), values.tolist()))
 
 
+@command_line(_PROG)
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description='Classify images with a GLiT model.')
+    parser = OneLineParser(prog=_PROG, description='Classify images with a GLiT model.')
     parser.add_argument('images', nargs='*', type=Path, help='image files (default: a bundled sample photo)')
     parser.add_argument('--model', default='glit_tiny', help='timm name, hf-hub:org/repo or local-dir:FOLDER')
     parser.add_argument('--checkpoint', default=None, help='weights file: the authors\' .pth.tar or safetensors')
@@ -50,14 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger('glit_models').setLevel(logging.INFO)  # where weights come from, while they download
     images = args.images or [sample_image()]
     pretrained = args.pretrained or args.checkpoint is not None or ':' in args.model
-    overlay = dict(file=args.checkpoint) if args.checkpoint else None
-    try:
-        if args.model.startswith('local-dir:'):
-            read_model_config(args.model.removeprefix('local-dir:'))  # names a bad config.json, as timm does not
-        model = timm.create_model(args.model, pretrained=pretrained, pretrained_cfg_overlay=overlay).eval()
-    except (CheckpointError, NoPretrainedWeightsError, RuntimeError, FileNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    model = create_model(args.model, pretrained, args.checkpoint).eval()
     if not pretrained:
         print(f'note: {args.model} has random weights; pass --checkpoint FILE or --pretrained for real predictions',
               file=sys.stderr)
@@ -70,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             image = Image.open(path)
         except (OSError, UnidentifiedImageError) as e:
-            print(f'error: {path}: cannot read it as an image ({e})', file=sys.stderr)
-            return 2
+            raise UsageError(f'{path}: cannot read it as an image ({e})') from None
         print(path)
         for index, prob in classify(model, image, args.top_k):
             label = labels[index] if labels else names.index_to_description(index) if names else f'class {index}'

@@ -18,15 +18,13 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import timm
 import torch
 from timm.data import create_dataset, create_loader, resolve_model_data_config
 from timm.utils import accuracy
 
-from .checkpoint import CheckpointError
+from .cli import OneLineParser, command_line, create_model
 from .data import DataError, check_image_folder, find_split
 from .distributed import default_device
-from .glit import NoPretrainedWeightsError
 
 __all__ = ['validate', 'main']
 
@@ -70,7 +68,7 @@ def validate(model: torch.nn.Module, root: Path, batch_size: int = 64, workers: 
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=_PROG, description=__doc__.split('\n')[0],
+    p = OneLineParser(prog=_PROG, description=__doc__.split('\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--model', default='glit_tiny', help='timm name, local-dir:FOLDER or hf-hub:org/repo')
     p.add_argument('--checkpoint', default=None, help='weights file for --model (the authors\' .pth.tar, '
@@ -82,18 +80,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@command_line(_PROG)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format='%(message)s')
     logging.getLogger('glit_models').setLevel(logging.INFO)  # where weights come from, while they download
     root = find_split(args.data_dir, args.split) or Path(args.data_dir)
-    overlay = dict(file=args.checkpoint) if args.checkpoint else None
-    try:
-        model = timm.create_model(args.model, pretrained=True, pretrained_cfg_overlay=overlay)
-        results = validate(model, root, args.batch_size, args.workers)
-    except (CheckpointError, DataError, NoPretrainedWeightsError) as e:
-        print(f'{_PROG}: error: {e}', file=sys.stderr)
-        return 2
+    model = create_model(args.model, True, args.checkpoint)
+    results = validate(model, root, args.batch_size, args.workers)
     print(f'{args.model} on {root} ({results["images"]} images, {results["img_size"]} px, crop '
           f'{results["crop_pct"]}, {results["interpolation"]}): top-1 {results["top1"]:.2f}%, '
           f'top-5 {results["top5"]:.2f}%', file=sys.stderr)

@@ -37,3 +37,23 @@ def test_argparse_errors_are_one_line(capsys):
     assert exit_.value.code == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("prog: error: argument --opt: invalid choice: 'x'")
+
+
+@pytest.mark.parametrize('module, argv', [
+    ('predict', ['--model', 'glit_nonexistent']),
+    ('predict', ['--model', 'local-dir:{tmp}/missing']),
+    ('predict', ['{tmp}/not_an_image.txt', '--model', 'glit_tiny']),
+    ('validate', ['--model', 'glit_nonexistent', '--data-dir', '{tmp}']),
+    ('hub.push', ['--model-dir', '{tmp}/missing', '--repo-id', 'me/x', '--dry-run']),
+    ('hub.convert', ['--checkpoint', '{tmp}/missing.pth.tar', '--output', '{tmp}/out', '--top1', '76']),
+    ('nas.rank_check', ['--output', '{tmp}/missing']),
+])
+def test_every_command_line_answers_a_mistake_in_one_line(tmp_path, capsys, module, argv):
+    import importlib
+
+    (tmp_path / 'not_an_image.txt').write_text('text')
+    main = importlib.import_module(f'glit_models.{module}').main
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith('note:')]
+    assert len(lines) == 1 and lines[0].startswith(f'python -m glit_models.{module}: error: '), err

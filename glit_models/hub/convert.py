@@ -19,6 +19,7 @@ import timm
 import torch
 
 from ..checkpoint import CheckpointError, is_authors_layout, read_checkpoint
+from ..cli import OneLineParser, UsageError, command_line
 from ..data_config import DataConfig
 from ..export import save_model_folder
 from ..reference import ReferenceGlit
@@ -81,8 +82,9 @@ def convert(checkpoint: Path, output: Path, model_name: str = 'glit_tiny_patch16
     return {'before': before, 'after': after}
 
 
+@command_line(_PROG)
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog=_PROG, description='Convert the authors\' GLiT checkpoint to a timm Hub '
+    parser = OneLineParser(prog=_PROG, description='Convert the authors\' GLiT checkpoint to a timm Hub '
                                      'folder.', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--checkpoint', type=Path, required=True, help='the release file, e.g. glit_tiny.pth.tar')
     parser.add_argument('--output', type=Path, required=True, help='folder to write')
@@ -97,15 +99,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--top1-source', default=None, help='where --top1 comes from (a measurement, a paper)')
     args = parser.parse_args(argv)
     if (args.top1 is None) != (args.top1_source is None):
-        print(f'{_PROG}: error: --top1 and --top1-source go together: a card states an accuracy with its source',
-              file=sys.stderr)
-        return 2
-    try:
-        diffs = convert(args.checkpoint, args.output, args.model, args.use_ema, args.tolerance, args.repo_id,
-                        args.dataset, args.top1, args.top1_source)
-    except (CheckpointError, ConversionError) as e:
-        print(f'{_PROG}: error: {e}', file=sys.stderr)
-        return 2
+        raise UsageError('--top1 and --top1-source go together: a card states an accuracy with its source')
+    diffs = convert(args.checkpoint, args.output, args.model, args.use_ema, args.tolerance, args.repo_id,
+                    args.dataset, args.top1, args.top1_source)
     print(f'wrote {args.output}: max logit difference {diffs["before"]:.2e} against the release layout, '
           f'{diffs["after"]:.2e} after reloading the folder')
     return 0

@@ -11,7 +11,6 @@ and a folder of untrained weights (the search's ``best/`` before retraining) is 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Optional
@@ -20,6 +19,7 @@ import timm
 from huggingface_hub import HfApi
 
 from ..checkpoint import CheckpointError
+from ..cli import OneLineParser, command_line
 from ..export import is_trained
 from ..glit import GlobalLocalTransformer
 from ..model_folder import read_model_config
@@ -71,8 +71,9 @@ def push(folder: Path, repo_id: str, dry_run: bool = False, private: bool = Fals
     return str(getattr(commit, 'commit_url', commit))
 
 
+@command_line(_PROG)
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog=_PROG, description='Publish a GLiT model folder to the Hugging Face Hub.')
+    parser = OneLineParser(prog=_PROG, description='Publish a GLiT model folder to the Hugging Face Hub.')
     parser.add_argument('--model-dir', type=Path, required=True)
     parser.add_argument('--repo-id', required=True, help='org/name on the Hub')
     parser.add_argument('--dry-run', action='store_true', help='check and complete the folder, upload nothing')
@@ -80,11 +81,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--private', action='store_true')
     parser.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
     args = parser.parse_args(argv)
-    try:
-        where = push(args.model_dir, args.repo_id, args.dry_run, args.private, args.token, force=args.force)
-    except PublishError as e:
-        print(f'{_PROG}: error: {e}', file=sys.stderr)
-        return 2
+    where = push(args.model_dir, args.repo_id, args.dry_run, args.private, args.token, force=args.force)
     print(f'dry run: {where} is ready for {args.repo_id}' if args.dry_run else f'pushed {where}')
     return 0
 
