@@ -2,9 +2,8 @@
 budget and compute, on data that ships with the package (scikit-learn's digits, 32 px in 4x4 patches:
 65 tokens, so the kernels 17, 31 and 45 all compute different functions).
 
-    python benchmarks/search_quality.py            # the full benchmark (hours on 2 CPU cores; resumable)
+    python benchmarks/search_quality.py --jobs 2   # the full benchmark (68 min on 2 CPU cores; resumable)
     python benchmarks/search_quality.py --quick    # a smaller version, under 15 minutes
-    python benchmarks/search_quality.py --jobs 2   # units of work in 2 processes
 
 1. Ranking: for the stage-1 space, the stage-2 space (distributions fixed) and the joint space, a supernet
    is trained with SPOS; architectures sampled under the budget are scored with it (inherited weights,
@@ -72,8 +71,8 @@ class Settings:
 
 
 SETTINGS = {
-    'full': Settings(subnets=30, truth_seeds=(0, 1), supernet_epochs=30, retrain_epochs=8, search_seeds=5,
-                     final_seeds=3, population=10, generations=5, top_k=3),
+    'full': Settings(subnets=30, truth_seeds=(0, 1), supernet_epochs=20, retrain_epochs=6, search_seeds=5,
+                     final_seeds=3, population=10, generations=4, top_k=3),
     'quick': Settings(subnets=8, truth_seeds=(0,), supernet_epochs=6, retrain_epochs=3, search_seeds=1,
                       final_seeds=1, population=6, generations=2, top_k=2),
 }
