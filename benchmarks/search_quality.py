@@ -42,7 +42,7 @@ from glit_models.nas.cost import SpaceCost
 from glit_models.nas.demo import write_digits
 from glit_models.nas.evolution import EvolutionConfig
 from glit_models.nas.pipeline import SearchConfig, run_search, sample_under_budget, short_training
-from glit_models.nas.ranking import measure_ranking, seeded_recipes
+from glit_models.nas.ranking import describe_correlation, measure_ranking, seeded_recipes
 from glit_models.nas.retrain import retrain
 from glit_models.nas.space import SearchSpace, Stem, joint_space, stage1_space, stage2_space
 from glit_models.nas.spos import SupernetTrainConfig, train_supernet
@@ -211,11 +211,6 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.
 
 
-def _correlation(c: dict[str, Optional[float]]) -> str:
-    shown = {k: 'n/a' if v is None else f'{v:.3f}' for k, v in c.items()}
-    return f'{shown["value"]} [{shown["low"]}, {shown["high"]}]'
-
-
 def _table_code(text: str) -> str:
     """``text`` as code inside a Markdown table cell (its own pipes escaped)."""
     escaped = text.replace('|', '\\|')
@@ -234,8 +229,8 @@ def markdown(result: dict[str, Any]) -> str:
              '| space | Kendall tau | Spearman rho | trained top-1 range (%) |', '|---|---|---|---|']
     for name, r in result['ranking'].items():
         trained = [x['trained_top1'] for x in r['records']]
-        lines.append(f'| {name} | {_correlation(r["kendall_tau"])} | {_correlation(r["spearman_rho"])} | '
-                     f'{min(trained):.1f} to {max(trained):.1f} |')
+        tau, rho = describe_correlation(r['kendall_tau']), describe_correlation(r['spearman_rho'])
+        lines.append(f'| {name} | {tau} | {rho} | {min(trained):.1f} to {max(trained):.1f} |')
     lines += ['', '## Methods at equal budget and compute', '',
               f'{s["search_seeds"]} search seeds per method; each found architecture retrained with '
               f'{s["final_seeds"]} seeds, top-1 on the test split (the digits\' val/, seen by no search).', '',

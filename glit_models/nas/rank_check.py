@@ -27,7 +27,7 @@ from ..run_lock import hold_output
 from .cost import SpaceCost
 from .latency import LatencyTable
 from .pipeline import METHODS, SearchError, sample_under_budget
-from .ranking import measure_ranking, seeded_recipes
+from .ranking import describe_correlation, measure_ranking, seeded_recipes
 from .report import ranking_plot
 from .search import read_run_record, search_data
 from .space import SearchSpace
@@ -106,8 +106,7 @@ def check_search(output: Path, stage: Optional[str] = None, subnets: int = 20, e
 
 def _report(result: dict[str, Any], output: Path) -> str:
     def interval(name: str) -> str:
-        c = {k: 'undefined' if v is None else f'{v:.3f}' for k, v in result[name].items()}
-        return f'{c["value"]} [{c["low"]}, {c["high"]}]'
+        return describe_correlation(result[name])
     return (f'{result["stage"]}: the supernet ranks {result["subnets"]} subnets against {result["epochs"]}-epoch '
             f'training from scratch ({len(result["seeds"])} seed(s)) with Kendall tau {interval("kendall_tau")} '
             f'and Spearman rho {interval("spearman_rho")} (bootstrap 95%); '

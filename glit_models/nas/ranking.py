@@ -11,7 +11,7 @@ import statistics
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy import stats
@@ -23,7 +23,7 @@ from .scoring import PathScorer
 from .space import Candidate
 from .supernet import Supernet
 
-__all__ = ['Correlation', 'finite', 'measure_ranking', 'rank_correlations', 'seeded_recipes']
+__all__ = ['Correlation', 'describe_correlation', 'finite', 'measure_ranking', 'rank_correlations', 'seeded_recipes']
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,13 @@ class Correlation:
     high: float
 
     def __str__(self) -> str:
-        return f'{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]'
+        return describe_correlation({k: finite(v) for k, v in asdict(self).items()})
+
+
+def describe_correlation(record: Mapping[str, Optional[float]]) -> str:
+    """'0.652 [0.514, 0.770]' from a saved correlation (its ``value``, ``low``, ``high``; None: undefined)."""
+    shown = {k: 'undefined' if v is None else f'{v:.3f}' for k, v in record.items()}
+    return f'{shown["value"]} [{shown["low"]}, {shown["high"]}]'
 
 
 def _kendall(x: np.ndarray, y: np.ndarray) -> float:
