@@ -10,7 +10,7 @@ deployed form: BatchNorm folded); ``--no-reparam`` measures the training path in
     python benchmarks/benchmark.py --models glit_tiny deit_tiny_patch16_224 plain:glit_tiny \\
         --batch-size 16 --repeats 30
 
-``plain:<glit model>`` is glit_models.reference.ReferenceGlit with that model's architecture.
+``plain:<glit model>`` is glit_models.models.reference.ReferenceGlit with that model's architecture.
 Writes ``<output>/<cpu|gpu>.csv`` and ``.md`` atomically after every group; rows of other
 models or settings already there are kept, so sizes can be measured in separate runs.
 """
@@ -33,10 +33,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import glit_models
-from glit_models.atomic import write_text_atomic
-from glit_models.complexity import macs
-from glit_models.distributed import device_name
-from glit_models.reference import ReferenceGlit
+from glit_models.architecture.complexity import macs
+from glit_models.models.reference import ReferenceGlit
+from glit_models.utils.atomic import write_text_atomic
+from glit_models.utils.distributed import device_name
 
 PLAIN = 'plain:'
 SIZES = ('tiny', 'small', 'base')

@@ -10,7 +10,7 @@ budget and compute, on data that ships with the package (scikit-learn's digits, 
    BatchNorm recalibrated) and trained from scratch (every seed averaged); Kendall's tau and Spearman's rho
    with bootstrap 95% intervals. Stage 2 is measured twice: every option starting equal, and warm-started
    from the stage-1 supernet.
-2. Methods: hierarchical, SPOS and random search (``glit_models.nas.pipeline.METHODS``), several search
+2. Methods: hierarchical, SPOS and random search (``glit_models.nas.methods.METHODS``), several search
    seeds each; every found architecture is retrained with several seeds and measured on the digits' test
    split, which no search sees.
 
@@ -33,20 +33,21 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 
 from glit_models.architecture import GlitArch
-from glit_models.atomic import replacing, save_json_atomic, write_text_atomic
-from glit_models.complexity import authors_flops, count_params
-from glit_models.data import SearchData, build_search_data
-from glit_models.engine import TrainConfig, load_training_state
+from glit_models.architecture.complexity import authors_flops, count_params
 from glit_models.nas.budget import Budget
 from glit_models.nas.cost import SpaceCost
+from glit_models.nas.data import SearchData, build_search_data
 from glit_models.nas.demo import write_digits
 from glit_models.nas.evolution import EvolutionConfig
-from glit_models.nas.pipeline import SearchConfig, run_search, sample_under_budget, short_training
+from glit_models.nas.pipeline import SearchConfig, run_search, short_training
 from glit_models.nas.ranking import describe_correlation, measure_ranking, seeded_recipes
 from glit_models.nas.retrain import retrain
+from glit_models.nas.sampling import sample_under_budget
 from glit_models.nas.space import SearchSpace, Stem, joint_space, stage1_space, stage2_space
 from glit_models.nas.spos import SupernetTrainConfig, train_supernet
 from glit_models.nas.supernet import Supernet
+from glit_models.training.engine import TrainConfig, load_training_state
+from glit_models.utils.atomic import replacing, save_json_atomic, write_text_atomic
 
 STEM = Stem(embed_dim=48, num_heads=3, depth=4, patch_size=4, img_size=32)
 BUDGET = Budget('flops', 8.0e6)  # the demo's: about half of the stage-1 space and 40% of the joint space
@@ -79,7 +80,7 @@ SETTINGS = {
 
 
 def recipe(settings: Settings, seed: int) -> TrainConfig:
-    return short_training(settings.retrain_epochs, BATCH, seed=seed, workers=0, lr=2e-3)
+    return short_training(settings.retrain_epochs, BATCH, seed=seed, lr=2e-3)
 
 
 def supernet_recipe(settings: Settings, scale: int = 1) -> SupernetTrainConfig:

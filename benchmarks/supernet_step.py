@@ -21,9 +21,9 @@ from timm.optim import create_optimizer_v2
 from torch import nn
 
 from glit_models import GLIT_TINY_ARCH
-from glit_models.distributed import default_device
 from glit_models.nas.space import Stem, stage2_space
 from glit_models.nas.supernet import Supernet
+from glit_models.utils.distributed import default_device
 
 TARGET = 1.2
 

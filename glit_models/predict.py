@@ -15,8 +15,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
-from .cli import OneLineParser, UsageError, command_line, create_model
-from .export import is_trained
+from .models.factory import create_model
+from .models.model_folder import is_trained
+from .utils.cli import OneLineParser, UsageError, command_line
 
 _PROG = 'python -m glit_models.predict'
 

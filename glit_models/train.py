@@ -27,29 +27,21 @@ from timm.data import resolve_data_config
 from timm.optim import list_optimizers
 
 from .architecture import ArchitectureError, GlitArch
-from .atomic import write_text_atomic
-from .cli import OneLineParser, UsageError, command_line
-from .data import (
-    BAD_IMAGES,
-    Augmentation,
-    DataError,
-    build_train_data,
-    check_heldout,
-    check_image_folder,
-    find_split,
-)
-from .data_config import loader_data_config
-from .distributed import cleanup_distributed, init_distributed, is_main_process, world_size
-from .engine import TrainConfig, load_training_state, train_model, unwrap
-from .export import save_model_folder
-from .glit import GlobalLocalTransformer
-from .model_folder import read_model_config
-from .run_lock import LOCK_FILE, hold_output
+from .data import BAD_IMAGES, Augmentation, DataError, build_train_data, check_heldout, check_image_folder, find_split
+from .data.config import DataConfig
+from .models.glit import GlobalLocalTransformer
+from .models.model_folder import read_model_config, save_model_folder
+from .training.engine import TrainConfig, load_training_state, train_model, unwrap
+from .utils.atomic import write_text_atomic
+from .utils.cli import OneLineParser, UsageError, command_line
+from .utils.distributed import cleanup_distributed, init_distributed, is_main_process, world_size
+from .utils.run_lock import LOCK_FILE, hold_output
 
 __all__ = ['UsageError', 'build_parser', 'parse_args', 'load_arch', 'main']
 
 _PROG = 'python -m glit_models.train'
 _DEFAULTS = TrainConfig()
+_DEIT_AUGMENTATION = Augmentation(aa='rand-m9-mstd0.5-inc1', reprob=0.25)  # the DeiT recipe's
 _SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
 _MACHINE = ('no_progress', 'workers')  # may change on --resume: they say how to run on this machine, not what
 _RECORD = 'args.json'
@@ -112,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--smoothing', type=float, default=_DEFAULTS.smoothing, help='label smoothing')
     train.add_argument('--mixup', type=float, default=_DEFAULTS.mixup, help='mixup alpha (0: off)')
     train.add_argument('--cutmix', type=float, default=_DEFAULTS.cutmix, help='cutmix alpha (0: off)')
-    train.add_argument('--aa', type=_augment_name, default=_DEFAULTS.aa, help='RandAugment policy, or none')
-    train.add_argument('--reprob', type=float, default=_DEFAULTS.reprob, help='random erasing probability')
+    train.add_argument('--aa', type=_augment_name, default=_DEIT_AUGMENTATION.aa, help='RandAugment policy, or none')
+    train.add_argument('--reprob', type=float, default=_DEIT_AUGMENTATION.reprob, help='random erasing probability')
     train.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=_DEFAULTS.model_ema,
                        help='keep an exponential moving average of the weights; model.safetensors holds it when '
                             'the run is long enough for it (see the log and config.json)')
@@ -306,13 +298,13 @@ def _final_weights(model: torch.nn.Module, output: Path, use_ema: bool) -> torch
     return model
 
 
-def _save_final(model: torch.nn.Module, output: Path, args: argparse.Namespace, classes: list[str],
+def _save_final(model: torch.nn.Module, output: Path, args: argparse.Namespace, data: DataConfig,
                 use_ema: bool) -> None:
     """model.safetensors + config.json in timm's local-dir layout, with the classes and data config of the run."""
     weights = (f'the exponential moving average (decay {args.model_ema_decay}) of the trained weights' if use_ema
                else 'the trained weights (no EMA)')
-    save_model_folder(model, output, loader_data_config(args.img_size, label_names=classes), trained=True,
-                      notes=(f'Trained with {_PROG} on {len(classes)} classes for {args.epochs} epochs.',
+    save_model_folder(model, output, data, trained=True,
+                      notes=(f'Trained with {_PROG} on {len(data.label_names or ())} classes for {args.epochs} epochs.',
                              f'Weights: {weights}.'))
 
 
@@ -339,10 +331,11 @@ def _train(args: argparse.Namespace, output: Path, distributed: bool) -> dict[st
         raise DataError(f'--num-classes {args.num_classes} but {data_dir} has {len(classes)} class folders')
     torch.manual_seed(args.seed)  # the same initial weights on every rank and every run
     model = _build_model(args, num_classes=len(classes))
-    train_loader, eval_loader, classes = build_train_data(
+    data = build_train_data(
         data_dir, img_size=_img_size(args, model), batch_size=args.batch_size, train_split=args.train_split,
         val_split=args.val_split, heldout=args.heldout, seed=args.seed, workers=args.workers, distributed=distributed,
-        augmentation=Augmentation(auto_augment=args.aa, re_prob=args.reprob), bad_images=args.bad_images)
+        augmentation=Augmentation(aa=args.aa, reprob=args.reprob), bad_images=args.bad_images)
+    train_loader, eval_loader, classes = data.train_loader, data.eval_loader, data.class_names
     if not args.resume:  # the record says what the run uses, not what was left to a default
         if args.warmup_epochs is None:
             args.warmup_epochs = _warmup_epochs(args.epochs)
@@ -362,7 +355,7 @@ def _train(args: argparse.Namespace, output: Path, distributed: bool) -> dict[st
     metrics = train_model(model, train_loader, eval_loader, _config(args), output, resume=args.resume,
                           progress=not args.no_progress)
     if is_main_process():
-        _save_final(_final_weights(unwrap(model), output, use_ema), output, args, classes, use_ema)
+        _save_final(_final_weights(unwrap(model), output, use_ema), output, args, data.data_config, use_ema)
     return metrics
 
 

@@ -22,9 +22,10 @@ import torch
 from timm.data import create_dataset, create_loader, resolve_model_data_config
 from timm.utils import accuracy
 
-from .cli import OneLineParser, command_line, create_model
 from .data import DataError, check_image_folder, find_split
-from .distributed import default_device
+from .models.factory import create_model
+from .utils.cli import OneLineParser, command_line
+from .utils.distributed import default_device
 
 __all__ = ['validate', 'main']
 

@@ -8,11 +8,12 @@ import timm
 import torch
 from PIL import Image
 
-from glit_models import GLIT_TINY_ARCH, engine
-from glit_models.data_config import loader_data_config
-from glit_models.export import save_model_folder
+from glit_models import GLIT_TINY_ARCH
+from glit_models.data.config import loader_data_config
+from glit_models.models.model_folder import save_model_folder
+from glit_models.models.reference import ReferenceGlit
 from glit_models.nas.space import Stem
-from glit_models.reference import ReferenceGlit
+from glit_models.training import engine
 
 # tiny search spaces for the NAS tests (embed 24-48, 3 heads, 32 px)
 TINY_STEM = Stem(embed_dim=48, num_heads=3, depth=3, patch_size=8, img_size=32)

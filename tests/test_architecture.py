@@ -94,9 +94,9 @@ def test_one_table_of_widths():
     import timm
 
     from glit_models.architecture import GLIT_WIDTHS
-    from glit_models.export import registered_name
+    from glit_models.models.model_folder import registered_name
+    from glit_models.nas.budget_matched import STEMS
     from glit_models.nas.search import PRESETS
-    from glit_models.variants import STEMS
 
     for name, widths in GLIT_WIDTHS.items():
         arch = timm.create_model(name).arch

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from glit_models.atomic import WriteError, replacing, save_json_atomic, save_torch_atomic
+from glit_models.utils.atomic import WriteError, replacing, save_json_atomic, save_torch_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -1,11 +1,11 @@
-"""Budgets: parsing, per-block cost tables that agree with glit_models.complexity, the latency table."""
+"""Budgets: parsing, per-block cost tables that agree with glit_models.architecture.complexity, the latency table."""
 import itertools
 import json
 import random
 
 import pytest
 
-from glit_models.complexity import authors_flops, count_params, macs
+from glit_models.architecture.complexity import authors_flops, count_params, macs
 from glit_models.nas.budget import Budget, BudgetError, format_amount, parse_amount, parse_latency
 from glit_models.nas.cost import SpaceCost
 from glit_models.nas.latency import LatencyTable

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from glit_models import CheckpointError, NoPretrainedWeightsError, read_checkpoint
-from glit_models.checkpoint import convert_authors_state_dict, is_authors_layout
-from glit_models.weights import AUTHORS_RELEASE_PAGE, WeightsUnavailableError
+from glit_models.models.glit import convert_authors_state_dict, is_authors_layout
+from glit_models.models.weights import AUTHORS_RELEASE_PAGE, WeightsUnavailableError
 
 
 class NotAWeight:
@@ -98,7 +98,7 @@ def test_one_door_resamples_and_converts_for_every_way_in(tmp_path, release_mode
     """pretrained_cfg_overlay, timm's checkpoint_path= and train --initial-checkpoint all take 224 px
     weights, in the authors' layout or ours, into a 64 px model through checkpoint_filter_fn."""
     from glit_models import train
-    from glit_models.checkpoint import convert_authors_state_dict
+    from glit_models.models.glit import convert_authors_state_dict
 
     save_file(dict(release_model.state_dict()), tmp_path / 'authors.safetensors')
     save_file(convert_authors_state_dict(release_model.state_dict()), tmp_path / 'ours.safetensors')

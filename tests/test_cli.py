@@ -1,8 +1,8 @@
 """The one error-handling entry of the CLIs: the package's errors in one line and exit code 2."""
 import pytest
 
-from glit_models.cli import OneLineParser, UsageError, command_line
 from glit_models.data import DataError
+from glit_models.utils.cli import OneLineParser, UsageError, command_line
 
 
 def _main(error):

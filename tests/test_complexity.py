@@ -8,8 +8,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from glit_models import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, authors_flops, count_params, macs
 from glit_models.architecture import ArchitectureError, GlitArch
-from glit_models.complexity import block_params
-from glit_models.variants import PAPER_BUDGETS, STEMS, budget_matched_arch
+from glit_models.architecture.complexity import block_params
+from glit_models.nas.budget_matched import PAPER_BUDGETS, STEMS, budget_matched_arch
 
 TINY_BLOCK_PARAMS = [370848, 531840, 676288, 444864, 777600, 676288, 297024, 380608, 777600, 444864, 766848, 740736]
 
@@ -67,7 +67,7 @@ def test_tiny_table_at_small_and_base_width_overshoots_as_the_spec_says():
     ('embed192 heads3 patch16 img224 | 0:3 m100000000 k3 mlp4', 'GiB for its float32 parameters'),
 ])
 def test_what_cannot_fit_in_memory_is_refused_before_allocating(text, figure, monkeypatch):
-    import glit_models.complexity as complexity
+    import glit_models.architecture.complexity as complexity
 
     monkeypatch.setattr(complexity, '_machine_memory', lambda: 2 ** 30)  # the same answer on any machine
     arch = GlitArch.from_str(text)

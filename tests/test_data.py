@@ -4,7 +4,8 @@ import os
 import pytest
 import torch
 
-from glit_models.data import DataError, build_search_data, build_train_data, heldout_count, split_heldout
+from glit_models.data import DataError, build_train_data, heldout_count, split_heldout
+from glit_models.nas.data import build_search_data
 from tests.helpers import write_image_folder
 
 
@@ -47,10 +48,11 @@ def test_calibration_batches_are_the_same_every_pass(folder):
 def test_train_data_uses_val_folder_or_heldout(tmp_path):
     write_image_folder(tmp_path / 'train', classes=2, per_class=6)
     write_image_folder(tmp_path / 'val', classes=2, per_class=3, seed=1)
-    _, eval_loader, classes = build_train_data(tmp_path, img_size=32, batch_size=4, workers=0)
-    assert classes == ['class_0', 'class_1'] and len(eval_loader.dataset) == 6
-    _, eval_loader, _ = build_train_data(tmp_path, img_size=32, batch_size=4, workers=0, heldout=4)
-    assert len(eval_loader.dataset) == 4
+    data = build_train_data(tmp_path, img_size=32, batch_size=4, workers=0)
+    assert data.class_names == ['class_0', 'class_1'] and len(data.eval_loader.dataset) == 6
+    assert data.data_config.label_names == ('class_0', 'class_1')
+    data = build_train_data(tmp_path, img_size=32, batch_size=4, workers=0, heldout=4)
+    assert len(data.eval_loader.dataset) == 4
 
 
 @pytest.mark.parametrize('make, message', [
@@ -114,7 +116,8 @@ def test_link_loops_are_not_followed(tmp_path):
 def test_a_file_linked_twice_is_used_once_and_never_in_two_splits(tmp_path, caplog):
     write_image_folder(tmp_path / 'train', classes=2, per_class=4)
     os.symlink(tmp_path / 'train' / 'class_0' / '0.png', tmp_path / 'train' / 'class_0' / 'again.png')
-    train_loader, eval_loader, _ = _train(tmp_path, heldout=4)
+    data = _train(tmp_path, heldout=4)
+    train_loader, eval_loader = data.train_loader, data.eval_loader
     assert len(train_loader.dataset) + len(eval_loader.dataset) == 8
     assert 'reached twice through links and used once' in caplog.text
 
@@ -133,7 +136,8 @@ def test_unreadable_images_are_listed_up_front_then_refused_or_skipped(tmp_path,
     (tmp_path / 'class_1' / 'empty.jpg').write_bytes(b'')
     with pytest.raises(DataError, match=r'2 unreadable image\(s\) in .*broken.png .*empty.jpg .*--bad-images skip'):
         _train(tmp_path, heldout=2)
-    train_loader, eval_loader, _ = _train(tmp_path, heldout=2, bad_images='skip')
+    data = _train(tmp_path, heldout=2, bad_images='skip')
+    train_loader, eval_loader = data.train_loader, data.eval_loader
     assert len(train_loader.dataset) + len(eval_loader.dataset) == 8
     assert 'skipping 2 unreadable image(s)' in caplog.text and 'broken.png' in caplog.text
 

@@ -8,12 +8,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from glit_models.data import SearchData
-from glit_models.engine import load_training_state
+from glit_models.data import loader_data_config
+from glit_models.nas.data import SearchData
 from glit_models.nas.scoring import evaluate_top1, recalibrate_batchnorm
 from glit_models.nas.space import SearchSpace, low_level_candidates, stage1_space
 from glit_models.nas.spos import SupernetTrainConfig, train_supernet
 from glit_models.nas.supernet import Supernet
+from glit_models.training.engine import load_training_state
 from tests.helpers import SMALLEST_STEM
 
 GLOBAL_BATCH = 8
@@ -39,7 +40,8 @@ def _search_data(rank: int, world: int) -> SearchData:
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
     calib = DataLoader(torch.utils.data.Subset(dataset, range(rank * 4, 32, world * 4)), batch_size=4)
     heldout = DataLoader(shard, batch_size=5)
-    return SearchData(train, calib, heldout, score_loader=heldout, test_loader=None, class_names=['a', 'b', 'c'])
+    return SearchData(train, calib, heldout, score_loader=heldout, test_loader=None,
+                      data_config=loader_data_config(32, label_names=['a', 'b', 'c']))
 
 
 def _train(rank: int, world: int, out: str) -> dict:

@@ -1,4 +1,4 @@
-"""glit_models.export: every model folder carries the data config its weights were trained with."""
+"""glit_models.models.model_folder: every model folder carries the data config its weights were trained with."""
 import pytest
 import timm
 import torch
@@ -6,8 +6,8 @@ from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 
 from glit_models.data import image_folder, make_loader
-from glit_models.data_config import DataConfig, loader_data_config
-from glit_models.export import save_model_folder
+from glit_models.data.config import DataConfig, loader_data_config
+from glit_models.models.model_folder import save_model_folder
 from tests.helpers import SMALL_ARCH, write_image_folder
 
 
@@ -23,7 +23,7 @@ def test_the_folder_reads_back_as_the_loader_prepared_images(tmp_path):
     assert model.pretrained_cfg['tag'] == 'shapes' and list(model.pretrained_cfg['label_names']) == ['a', 'b', 'c']
     assert not any(k in model.pretrained_cfg for k in ('url', 'hf_hub_id', 'origin_url', 'notes'))
     data = write_image_folder(tmp_path / 'data', classes=3, per_class=1, size=45)
-    loader = make_loader(image_folder(data), img_size=32, batch_size=1, is_training=False, workers=0)
+    loader = make_loader(image_folder(data), data=loader_data_config(32), batch_size=1, is_training=False, workers=0)
     image = Image.open(next((data / 'class_0').iterdir())).convert('RGB')
     ours = create_transform(**resolve_model_data_config(model), is_training=False)(image)
     torch.testing.assert_close(ours, loader.dataset.transform(image))

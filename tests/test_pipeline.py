@@ -1,4 +1,5 @@
 """The hierarchical pipeline and its baselines on the digits, with a tiny supernet and EA."""
+import itertools
 import json
 import random
 import shutil
@@ -9,21 +10,26 @@ import torch
 from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 
-from glit_models.data import build_search_data
-from glit_models.engine import evaluate, load_training_state
 from glit_models.nas.budget import Budget, BudgetError
 from glit_models.nas.cost import SpaceCost
+from glit_models.nas.data import build_search_data
 from glit_models.nas.demo import write_digits
-from glit_models.nas.evolution import EvolutionConfig
-from glit_models.nas.pipeline import (
-    SearchConfig,
-    SearchError,
-    run_search,
-    sample_under_budget,
-    short_training,
+from glit_models.nas.evolution import EvolutionConfig, Scored
+from glit_models.nas.methods import (
+    METHODS,
+    PICKERS,
+    Method,
+    Picker,
+    StagePlan,
+    method_help,
+    register_method,
+    register_picker,
 )
+from glit_models.nas.pipeline import SearchConfig, SearchError, run_search, short_training
+from glit_models.nas.sampling import sample_under_budget
 from glit_models.nas.space import Stem, joint_space, stage1_space, stage2_space
 from glit_models.nas.spos import SupernetTrainConfig
+from glit_models.training.engine import evaluate, load_training_state
 
 STEM = Stem(embed_dim=24, num_heads=3, depth=2, patch_size=8, img_size=32)
 BUDGET = Budget('flops', 0.34e6)  # near the middle of both the stage-1 and the joint space's costs
@@ -59,7 +65,7 @@ def tiny_config(**kwargs):
         stem=STEM, budget=BUDGET,
         supernet=SupernetTrainConfig(epochs=1, batch_size=64, lr=0.2),
         evolution=EvolutionConfig(population=4, generations=2, parents=2, mutations=2, crossovers=1, top_k=2),
-        calib_batches=1, retrain=short_training(1, 64, lr=2e-3, workers=0))
+        calib_batches=1, retrain=short_training(1, 64, lr=2e-3))
     return SearchConfig(**{**defaults, **kwargs})
 
 
@@ -193,8 +199,8 @@ def test_bad_settings():
         tiny_config(method='bayes')
     with pytest.raises(SearchError, match='choose 1, 2 or both'):
         tiny_config(stage='3')
-    with pytest.raises(SearchError, match='one stage'):
-        tiny_config(method='spos', stage='1')
+    with pytest.raises(SearchError, match='has 1 stage'):
+        tiny_config(method='spos', stage='2')
 
 
 def test_search_leaves_global_rng_reproducible(tmp_path, data):
@@ -212,3 +218,33 @@ def test_train_heldout_and_test_splits_are_disjoint(data):
     assert len(train) + len(heldout) + len(test) == 240 and not (train & heldout or train & test or heldout & test)
     assert indices(data.score_loader) <= heldout and len(indices(data.score_loader)) == 32
     assert indices(data.calib_loader) == train
+
+
+@pytest.fixture
+def toy_method():
+    """A baseline added as data: stage-1 distributions drawn under the budget, and a picker of its own."""
+    def first_candidates(run, plan, space, cost):
+        candidates = [c for c in itertools.product(*map(range, space.choices)) if cost(c) <= run.config.budget.limit]
+        return [Scored(c, float(i), cost(c), 0) for i, c in enumerate(candidates[:run.config.evolution.top_k])], None
+    register_picker('first', Picker(first_candidates))
+    method = register_method(Method('toy', 'the first candidates under the budget, retrained',
+                                    (StagePlan('first', 'stage1', 'first'),)))
+    yield method
+    del METHODS['toy'], PICKERS['first']
+
+
+def test_a_method_registered_as_data_runs_through_the_one_runner(tmp_path, data, toy_method):
+    summary = run_search(tiny_config(method='toy'), data, tmp_path, progress=False)
+    picked = json.loads((tmp_path / 'first' / 'picked.json').read_text())
+    assert summary['stages'] == ['first'] and picked['space'] == 'stage1'
+    assert len(picked['top']) == 2 and all(t['retrained'] is not None for t in picked['top'])
+    assert 'toy: the first candidates' in method_help()
+
+
+def test_a_method_naming_an_unknown_space_or_picker_is_refused():
+    with pytest.raises(ValueError, match='unknown picker'):
+        StagePlan('x', 'stage1', 'bayesian')
+    with pytest.raises(ValueError, match='unknown space'):
+        StagePlan('x', 'stage3', 'evolution')
+    with pytest.raises(ValueError, match='not an earlier stage'):
+        Method('m', '', (StagePlan('a', 'stage1', 'evolution', warm_start='b'),))

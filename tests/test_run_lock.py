@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from glit_models.run_lock import LOCK_FILE, OutputError, hold_output, output_folder
+from glit_models.utils.run_lock import LOCK_FILE, OutputError, hold_output, output_folder
 
-HOLD = 'import sys, time; from glit_models.run_lock import hold_output\n' \
+HOLD = 'import sys, time; from glit_models.utils.run_lock import hold_output\n' \
        'with hold_output(sys.argv[1]):\n    print("held", flush=True); time.sleep(60)'
 
 

@@ -45,7 +45,7 @@ def output(tmp_path):
     (['--preset', 'huge'], "argument --preset: invalid choice: 'huge'"),
     (['--method', 'bayes'], "argument --method: invalid choice: 'bayes'"),
     (['--stage', '2', '--distributions', '3,4,0,0'], '--distributions'),
-    (['--method', 'spos', '--stage', '1'], 'is for the hierarchical method'),
+    (['--method', 'spos', '--stage', '2'], 'the spos method has 1 stage'),
     (['--resume'], 'no search state'),
     (['--flops-convention', 'macs'], 'needs --budget-flops'),
     (['--population', '0'], '--population 0: must be at least 1'),
@@ -67,8 +67,11 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, output, capsys, argv
     assert snapshot(output) == before
 
 
-def test_workers_0_as_the_demo_uses():
-    assert search_config(parse_args(['--workers', '0']))[0].retrain.workers == 0
+def test_workers_are_a_data_setting_not_part_of_the_recipe():
+    demo = search_config(parse_args([]))[0]
+    assert demo.data.workers == 0  # the demo's preset: its images are too few to gain from worker processes
+    more = search_config(parse_args(['--workers', '3']))[0]
+    assert more.data.workers == 3 and more.retrain == demo.retrain  # the retraining units stay the same
 
 
 @pytest.mark.parametrize('resume', [False, True])
@@ -85,7 +88,7 @@ def test_files_it_did_not_write_are_refused_before_work(output, capsys, resume):
 
 
 def test_a_second_search_into_a_held_folder_is_refused(output, capsys):
-    from glit_models.run_lock import hold_output
+    from glit_models.utils.run_lock import hold_output
 
     with hold_output(output):
         code, err = run_main(['--output', str(output)], capsys)

@@ -4,13 +4,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from glit_models import engine
-from glit_models.data import build_search_data
-from glit_models.engine import load_training_state
+from glit_models.nas.data import build_search_data
 from glit_models.nas.scoring import PathScorer, evaluate_top1, recalibrate_batchnorm
 from glit_models.nas.space import stage1_space
 from glit_models.nas.spos import SupernetTrainConfig, UniformPathSampler, train_supernet
 from glit_models.nas.supernet import Supernet
+from glit_models.training import engine
+from glit_models.training.engine import load_training_state
 from tests.helpers import SMALLEST_STEM, Killed, kill_in_epoch, write_image_folder
 
 

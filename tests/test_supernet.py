@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from glit_models.architecture import ArchitectureError
-from glit_models.glit import GlobalLocalTransformer
+from glit_models.models.glit import GlobalLocalTransformer
 from glit_models.nas.space import joint_space, stage1_space, stage2_space
 from glit_models.nas.supernet import Supernet
 from tests.helpers import TINY_STEM, randomize_batchnorm

@@ -11,10 +11,11 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from glit_models import atomic, predict
-from glit_models.engine import load_training_state
-from glit_models.run_lock import LOCK_FILE, hold_output
+from glit_models import predict
 from glit_models.train import build_parser, load_arch, main
+from glit_models.training.engine import load_training_state
+from glit_models.utils import atomic
+from glit_models.utils.run_lock import LOCK_FILE, hold_output
 from tests.helpers import Killed, kill_in_epoch, write_image_folder
 
 ARCH = 'embed24 heads3 patch8 img32 | 3:0 e0.5 mlp2 | 0:3 m1 k17 mlp2'

@@ -38,7 +38,7 @@ def test_a_model_folder_is_scored_by_its_class_names(data, tmp_path, capsys):
     model = _always(timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=3), 0)
     folder = small_model_folder(tmp_path / 'm', ['class_2', 'class_0', 'class_1'], model=model)
     results = _run(['--model', f'local-dir:{folder}', '--data-dir', str(data)], capsys)
-    assert results['images'] == 9 and results['img_size'] == 32 and results['interpolation'] == 'bilinear'
+    assert results['images'] == 9 and results['img_size'] == 32 and results['interpolation'] == 'bicubic'
     assert results['top1'] == pytest.approx(100 / 9)  # class_2's one image
     assert results['top5'] == pytest.approx(100)
 

@@ -10,9 +10,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..complexity import macs
-from ..export import is_trained
-from ..glit import GlobalLocalTransformer
+from ..architecture.complexity import macs
+from ..models.glit import GlobalLocalTransformer
+from ..models.model_folder import is_trained
 
 __all__ = ['CITATION', 'count_activations', 'model_card', 'render']
 

@@ -3,7 +3,7 @@
     python -m glit_models.hub.convert --checkpoint glit_tiny.pth.tar --output hub_out/glit_tiny_patch16_224.in1k \\
         --dataset ImageNet-1k --top1 76.4 --top1-source "reported by the authors' release, github.com/bychen515/GLiT"
 
-Before: the release's network (glit_models.reference, the authors' layout) against ours on the same
+Before: the release's network (glit_models.models.reference, the authors' layout) against ours on the same
 weights. After: the written folder, loaded back through ``timm.create_model('local-dir:...')``. The card
 states the checked facts (file digest, logit agreement) and only the accuracy and dataset passed in.
 """
@@ -18,11 +18,13 @@ from typing import Optional
 import timm
 import torch
 
-from ..checkpoint import CheckpointError, is_authors_layout, read_checkpoint
-from ..cli import OneLineParser, UsageError, command_line
-from ..data_config import DataConfig
-from ..export import save_model_folder
-from ..reference import ReferenceGlit
+from ..data.config import DataConfig
+from ..models.checkpoint import CheckpointError, read_checkpoint
+from ..models.glit import is_authors_layout
+from ..models.model_folder import save_model_folder
+from ..models.reference import ReferenceGlit
+from ..utils.cli import OneLineParser, UsageError, command_line
+from ..utils.errors import GlitError
 from .card import model_card, render
 
 __all__ = ['ConversionError', 'RELEASE_DATA', 'convert', 'main']
@@ -32,7 +34,7 @@ RELEASE_DATA = DataConfig((3, 224, 224), crop_pct=0.875, interpolation='bicubic'
 _PROG = 'python -m glit_models.hub.convert'
 
 
-class ConversionError(RuntimeError):
+class ConversionError(GlitError, RuntimeError):
     """The converted model does not reproduce the original's logits."""
 
 

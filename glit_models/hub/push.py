@@ -18,11 +18,11 @@ from typing import Optional
 import timm
 from huggingface_hub import HfApi
 
-from ..checkpoint import CheckpointError
-from ..cli import OneLineParser, command_line
-from ..export import is_trained
-from ..glit import GlobalLocalTransformer
-from ..model_folder import read_model_config
+from ..models.checkpoint import CheckpointError
+from ..models.glit import GlobalLocalTransformer
+from ..models.model_folder import is_trained, read_model_config
+from ..utils.cli import OneLineParser, command_line
+from ..utils.errors import GlitError
 from .card import model_card, render
 
 __all__ = ['PublishError', 'check_folder', 'push', 'main']
@@ -31,7 +31,7 @@ WEIGHTS = 'model.safetensors'
 _PROG = 'python -m glit_models.hub.push'
 
 
-class PublishError(RuntimeError):
+class PublishError(GlitError, RuntimeError):
     """A folder that should not go to the Hub."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..utils.errors import GlitError
+
 __all__ = ['BUDGET_KINDS', 'Budget', 'BudgetError', 'format_amount', 'parse_amount', 'parse_latency']
 
 BUDGET_KINDS = ('flops', 'macs', 'params', 'latency')
@@ -13,7 +15,7 @@ _UNITS = {'': 1, 'k': 1e3, 'm': 1e6, 'g': 1e9, 't': 1e12}
 _TIME_UNITS = {'': 1, 'ms': 1, 's': 1e3, 'us': 1e-3}
 
 
-class BudgetError(ValueError):
+class BudgetError(GlitError, ValueError):
     """A budget that cannot be parsed, or that no candidate of the space meets."""
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..complexity import (
+from ..architecture.complexity import (
     block_authors_flops,
     block_macs,
     block_params,

@@ -15,14 +15,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..atomic import save_json_atomic
+from ..utils.atomic import save_json_atomic
+from ..utils.errors import GlitError
 from .budget import BudgetError
+from .sampling import draw_distinct
 from .space import Candidate
 
 __all__ = ['EvolutionConfig', 'EvolutionStateError', 'Scored', 'EvolutionResult', 'evolve']
 
 
-class EvolutionStateError(ValueError):
+class EvolutionStateError(GlitError, ValueError):
     """A saved search state that does not belong to the search being resumed."""
 
 
@@ -99,14 +101,12 @@ class _Search:
         return self.budget is None or self.cost_fn(candidate) <= self.budget
 
     def random_candidates(self, count: int, taken: set, tries: int) -> list[Candidate]:
-        found: list[Candidate] = []
-        for _ in range(tries):
-            if len(found) == count:
-                break
-            candidate = tuple(self.rng.randrange(n) for n in self.choices)
-            if self.allowed(candidate, taken):
-                found.append(candidate)
-                taken.add(candidate)
+        return self.draw(lambda: tuple(self.rng.randrange(n) for n in self.choices), count, taken, tries)
+
+    def draw(self, propose: Callable[[], Candidate], count: int, taken: set, tries: int) -> list[Candidate]:
+        """New candidates within the budget (``taken`` grows by them)."""
+        found = draw_distinct(propose, lambda c: self.allowed(c, taken), count, tries)
+        taken.update(found)
         return found
 
     def score_all(self, candidates: Sequence[Candidate], generation: int,
@@ -143,30 +143,18 @@ def _unmet_budget(budget: Optional[float], tries: int) -> BudgetError:
 
 def _mutants(search: _Search, parents: list[Candidate], count: int, prob: float, taken: set,
              tries: int) -> list[Candidate]:
-    found: list[Candidate] = []
-    for _ in range(tries):
-        if len(found) == count or not parents:
-            break
+    def mutant() -> Candidate:
         parent = search.rng.choice(parents)
-        child = tuple(search.rng.randrange(n) if search.rng.random() < prob else c
-                      for c, n in zip(parent, search.choices))
-        if search.allowed(child, taken):
-            found.append(child)
-            taken.add(child)
-    return found
+        return tuple(search.rng.randrange(n) if search.rng.random() < prob else c
+                     for c, n in zip(parent, search.choices))
+    return search.draw(mutant, count, taken, tries) if parents else []
 
 
 def _crossovers(search: _Search, parents: list[Candidate], count: int, taken: set, tries: int) -> list[Candidate]:
-    found: list[Candidate] = []
-    for _ in range(tries):
-        if len(found) == count or not parents:
-            break
+    def crossover() -> Candidate:
         a, b = search.rng.choice(parents), search.rng.choice(parents)
-        child = tuple(search.rng.choice(pair) for pair in zip(a, b))
-        if search.allowed(child, taken):
-            found.append(child)
-            taken.add(child)
-    return found
+        return tuple(search.rng.choice(pair) for pair in zip(a, b))
+    return search.draw(crossover, count, taken, tries) if parents else []
 
 
 def _load_state(path: Optional[Path], resume: bool, kind: str, settings: dict) -> Optional[dict]:

@@ -16,8 +16,8 @@ import torch
 from tqdm import tqdm
 
 from ..architecture import BlockSpec
-from ..atomic import save_json_atomic
-from ..distributed import device_name
+from ..utils.atomic import save_json_atomic
+from ..utils.distributed import device_name
 from .budget import BudgetError
 from .space import Stem
 
@@ -99,7 +99,7 @@ class LatencyTable:
         return _time_ms(lambda: block(x), self.device, self.warmup, self.repeats)
 
     def _measure_stem(self, stem: Stem, num_classes: int, in_chans: int, any_block: BlockSpec) -> float:
-        from ..glit import GlobalLocalTransformer
+        from ..models.glit import GlobalLocalTransformer
         model = GlobalLocalTransformer(stem.arch([any_block]), num_classes=num_classes, in_chans=in_chans)
         model = model.to(self.device).eval()
         images = torch.randn(self.batch_size, in_chans, stem.img_size, stem.img_size, device=self.device)

@@ -1,17 +1,10 @@
-"""GLiT's hierarchical search and the paper's two baselines (spec section 4), end to end on one data set.
+"""The runner of a search method (``methods.METHODS``) end to end on one data set (spec section 4).
 
-A method is data: a list of stages (``StagePlan``), each a space, a way to pick candidates and where its
-supernet starts. One runner walks the list:
-
-- hierarchical: stage 1 (distributions) then stage 2 (low-level choices under stage 1's pick), each a
-  SPOS supernet and the EA under the budget;
-- spos: one stage over the joint space whose supernet trains as long as both hierarchical stages
-  together and whose EA scores as many candidates;
-- random: the paper's random search: candidates drawn uniformly under the budget, no supernet.
-
-Every stage ends the same way: its top ``top_k`` candidates are retrained from scratch with a short
-recipe and the best on the held-out split becomes the stage's result (the paper's protocol). A test
-split (``DIR/val`` or one carved from train) is only reported, never used to choose.
+One runner walks a method's stages: each builds its space, picks its top candidates with its picker
+(a SPOS supernet and the EA, or draws under the budget), and ends the same way: its top ``top_k``
+candidates are retrained from scratch with a short recipe and the best on the held-out split becomes the
+stage's result (the paper's protocol). A test split (``DIR/val`` or one carved from train) is only
+reported, never used to choose.
 
 Each unit of work (a supernet, an EA, one retraining) keeps its state in its own place under the output
 folder, so a run killed anywhere and resumed ends with the architecture an uninterrupted run finds.
@@ -25,86 +18,64 @@ import random
 import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
 from ..architecture import GlitArch
-from ..atomic import save_json_atomic
-from ..complexity import authors_flops, count_params
-from ..data import SearchData
-from ..data_config import loader_data_config
-from ..distributed import barrier, is_distributed, is_main_process
-from ..engine import TrainConfig, load_training_state
-from ..export import save_model_folder
-from ..glit import GlobalLocalTransformer
-from .budget import Budget, BudgetError, format_amount
+from ..architecture.complexity import authors_flops, count_params
+from ..data import Augmentation
+from ..models.glit import GlobalLocalTransformer
+from ..models.model_folder import save_model_folder
+from ..training.engine import TrainConfig, load_training_state
+from ..utils.atomic import save_json_atomic
+from ..utils.distributed import barrier, is_distributed, is_main_process
+from ..utils.errors import GlitError
+from .budget import Budget, format_amount
 from .cost import SpaceCost
-from .evolution import EvolutionConfig, Scored, evolve
+from .data import SearchData, SearchDataConfig
+from .evolution import EvolutionConfig, Scored
 from .latency import LatencyTable
+from .methods import METHODS, StagePlan
 from .report import GenerationLog, pareto_plot
 from .retrain import load_trained, retrain, unit_folder
+from .sampling import sample_under_budget
 from .scoring import PathScorer
-from .space import Candidate, SearchSpace, Stem, joint_space, stage1_space, stage2_space
+from .space import SearchSpace, Stem, joint_space
 from .spos import SupernetTrainConfig, train_supernet
 from .supernet import Supernet
 
-__all__ = ['METHODS', 'STAGES', 'SearchConfig', 'SearchError', 'StagePlan', 'check_budget', 'config_record',
-           'method_stages', 'run_search', 'sample_under_budget', 'short_training', 'stage_space']
+__all__ = ['STAGES', 'SearchConfig', 'SearchError', 'SearchRun', 'check_budget', 'config_record', 'run_search',
+           'short_training']
 
 _logger = logging.getLogger(__name__)
 
 STAGES = ('1', '2', 'both')
 
 
-class SearchError(ValueError):
+class SearchError(GlitError, ValueError):
     """Settings or a saved state the search cannot work with."""
 
 
-@dataclass(frozen=True)
-class StagePlan:
-    """One stage of a search method.
-
-    ``space``: 'stage1', 'stage2' (built on the previous stage's result) or 'joint'. ``pick``: 'evolution'
-    (SPOS supernet + EA) or 'sample' (uniform draws under the budget, no supernet). ``scale`` multiplies
-    the supernet epochs and the EA generations (equal compute for a one-stage method). ``warm_start``: the
-    stage whose trained supernet initialises this one's options that it shares.
-    """
-
-    name: str
-    space: str
-    pick: str
-    scale: int = 1
-    warm_start: Optional[str] = None
-
-
-METHODS: dict[str, tuple[StagePlan, ...]] = {
-    'hierarchical': (StagePlan('stage1', 'stage1', 'evolution'), StagePlan('stage2', 'stage2', 'evolution')),
-    'spos': (StagePlan('joint', 'joint', 'evolution', scale=2),),
-    'random': (StagePlan('random', 'joint', 'sample'),),
-}
-"""The paper's methods (its Table 5): GLiT's hierarchical search and the two baselines, at equal compute."""
-
-
-def short_training(epochs: int, batch_size: int, seed: int = 0, workers: int = 2, amp: bool = False,
+def short_training(epochs: int, batch_size: int, seed: int = 0, amp: bool = False,
                    lr: Optional[float] = None) -> TrainConfig:
     """The recipe of the short from-scratch trainings that compare architectures: the DeiT optimiser
     and schedule without the regularisers a few epochs cannot use (mixup, cutmix, EMA, drop path)."""
     return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=min(1, epochs - 1), mixup=0.,
-                       cutmix=0., aa=None, reprob=0., drop_path=0., model_ema=False, amp=amp, seed=seed,
-                       workers=workers)
+                       cutmix=0., drop_path=0., model_ema=False, amp=amp, seed=seed)
 
 
 @dataclass
 class SearchConfig:
-    """One search: the space's stem, the budget, the method and the settings of every phase.
+    """One search: the space's stem, the budget, the method, the data and the settings of every phase.
 
     ``supernet`` and ``evolution`` are per stage (a method's ``scale`` multiplies them). ``retrain``: the
     short recipe that retrains each stage's top ``evolution.top_k`` (``retrain_top=False``: take the
-    supernet's best instead; not possible for random search). ``compare_random``: after the search, train
-    this many random architectures of the same budget with ``retrain`` and report them beside the found one.
-    ``warm_start_stage2``: initialise stage 2's supernet from stage 1's (off: every option starts equal).
+    supernet's best instead; not possible for a method whose picker does not score). ``compare_random``:
+    after the search, train this many random architectures of the same budget with ``retrain`` and report
+    them beside the found one. ``warm_start_stage2``: initialise each stage that names a warm-start source
+    from that stage's supernet (off: every option starts equal).
     """
 
     stem: Stem
@@ -112,6 +83,7 @@ class SearchConfig:
     method: str = 'hierarchical'
     stage: str = 'both'
     distributions: Optional[tuple[int, ...]] = None
+    data: SearchDataConfig = field(default_factory=SearchDataConfig)
     supernet: SupernetTrainConfig = field(default_factory=SupernetTrainConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     calib_batches: int = 200
@@ -126,44 +98,43 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise SearchError(f'unknown method {self.method!r}; choose one of {", ".join(METHODS)}')
-        if self.stage not in STAGES:
-            raise SearchError(f'unknown stage {self.stage!r}; choose 1, 2 or both')
-        if self.method != 'hierarchical' and self.stage != 'both':
-            raise SearchError(f'--stage {self.stage} is for the hierarchical method; {self.method} has one stage')
+        try:
+            stages = METHODS[self.method].select(self.stage)
+        except ValueError as e:
+            raise SearchError(str(e)) from None
         if self.distributions is not None and len(self.distributions) != self.stem.depth:
             raise SearchError(f'{len(self.distributions)} distributions given for {self.stem.depth} blocks')
-        if self.method == 'random' and not self.retrain_top:
-            raise SearchError('random search picks by retraining its samples: --retrain-epochs must be at least 1')
+        unscored = [plan.name for plan in stages if not plan.picker.scores]
+        if unscored and not self.retrain_top:
+            raise SearchError(f'{self.method} search picks by retraining its samples: --retrain-epochs must be '
+                              'at least 1')
 
+    def stages(self) -> tuple[StagePlan, ...]:
+        """The stages this search runs, each warm-started only when asked for and its source runs too."""
+        stages = METHODS[self.method].select(self.stage)
+        names = {plan.name for plan in stages}
+        return tuple(plan if self.warm_start_stage2 and plan.warm_start in names else replace(plan, warm_start=None)
+                     for plan in stages)
 
-def method_stages(config: SearchConfig) -> tuple[StagePlan, ...]:
-    """The stages ``config`` runs: its method's, cut to ``config.stage``, with stage 2's warm start."""
-    stages = METHODS[config.method]
-    if config.method == 'hierarchical':
-        stages = {'1': stages[:1], '2': stages[1:], 'both': stages}[config.stage]
-        if config.warm_start_stage2 and config.stage == 'both':
-            stages = tuple(replace(s, warm_start='stage1') if s.name == 'stage2' else s for s in stages)
-    return stages
-
-
-def sample_under_budget(space: SearchSpace, cost: Callable[[Candidate], float], limit: float, count: int,
-                        rng: random.Random, exclude: tuple[GlitArch, ...] = ()) -> list[Candidate]:
-    """``count`` distinct candidates drawn uniformly from those of ``space`` within ``limit`` (rejection
-    sampling), none of whose architectures is in ``exclude``; BudgetError when too few are found."""
-    found: list[Candidate] = []
-    archs = set(exclude)
-    for _ in range(1000 * count):
-        if len(found) == count:
-            break
-        candidate = space.sample(rng)
-        arch = space.to_arch(candidate)
-        if cost(candidate) <= limit and arch not in archs:
-            found.append(candidate)
-            archs.add(arch)
-    if len(found) < count:
-        raise BudgetError(f'only {len(found)} of {count} wanted candidates of the {space.name} space fit the budget '
-                          f'in {1000 * count} draws; raise the budget or ask for fewer')
-    return found
+    @classmethod
+    def from_record(cls, record: Any, source: str = 'run.json') -> 'SearchConfig':
+        """The config ``config_record`` wrote, typed again; SearchError naming ``source`` when it is not one."""
+        try:
+            data = dict(record['data'])
+            data['augmentation'] = Augmentation(**data['augmentation'])
+            fields = dict(record)
+            fields.update(
+                stem=Stem(**record['stem']), budget=Budget(**record['budget']),
+                distributions=tuple(record['distributions']) if record['distributions'] is not None else None,
+                data=SearchDataConfig(**data), supernet=SupernetTrainConfig(**record['supernet']),
+                evolution=EvolutionConfig(**record['evolution']), retrain=TrainConfig(**record['retrain']),
+                latency_cache=Path(record['latency_cache']) if record['latency_cache'] else None)
+            return cls(**fields)
+        except GlitError as e:
+            raise SearchError(f'{source}: {e}') from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise SearchError(f'{source} is not the record of a search ({type(e).__name__}: {e}); '
+                              'it was edited or written by something else') from None
 
 
 @dataclass
@@ -182,6 +153,13 @@ class StageOutcome:
         return self.space.to_arch(self.picked.candidate)
 
 
+def make_latency_table(config: SearchConfig, progress: bool = False) -> Optional[LatencyTable]:
+    """The latency table a latency budget needs (None for other budgets): one per run."""
+    if config.budget.kind != 'latency':
+        return None
+    return LatencyTable(batch_size=config.latency_batch, cache=config.latency_cache, progress=progress)
+
+
 def space_cost(space: SearchSpace, config: SearchConfig, num_classes: int,
                latency: Optional[LatencyTable]) -> SpaceCost:
     """The space's cost table. Under torchrun one process times the latencies and the others read its
@@ -194,35 +172,53 @@ def space_cost(space: SearchSpace, config: SearchConfig, num_classes: int,
     return SpaceCost(space, config.budget.kind, num_classes, config.in_chans, latency)
 
 
-def stage_space(plan: StagePlan, config: SearchConfig, output: Path, previous: Optional[GlitArch]) -> SearchSpace:
-    """The space of ``plan``: stage 2's is built on the previous stage's architecture, or, when stage 2 runs
-    alone, on ``config.distributions`` or a stage-1 result in ``output``."""
-    stem = config.stem
-    if plan.space == 'stage1':
-        return stage1_space(stem)
-    if plan.space == 'joint':
-        return joint_space(stem)
-    if previous is not None:
-        return stage2_space(stem, tuple(b.global_thirds for b in previous.blocks))
+def _previous_distributions(plan_index: int, stages: tuple[StagePlan, ...], config: SearchConfig,
+                            output: Path) -> Sequence[int]:
+    """What a stage that builds on a previous pick starts from when that stage does not run now:
+    ``config.distributions``, or the previous stage's result saved in ``output``."""
     if config.distributions is not None:
-        return stage2_space(stem, tuple(config.distributions))
-    found = Path(output) / 'stage1' / 'picked.json'
-    if not found.is_file():
-        raise SearchError('--stage 2 needs the blocks\' distributions: pass --distributions (global thirds per '
-                          f'block, e.g. 3,0,1,3) or run --stage 1 into {output} first')
-    return stage2_space(stem, tuple(json.loads(found.read_text())['distributions']))
+        return config.distributions
+    method = METHODS[config.method]
+    position = [plan.name for plan in method.stages].index(stages[plan_index].name)
+    if position > 0:
+        found = Path(output) / method.stages[position - 1].name / 'picked.json'
+        if found.is_file():
+            return read_picked_distributions(found)
+    raise SearchError(f'--stage {config.stage} needs the blocks\' distributions: pass --distributions (global thirds '
+                      f'per block, e.g. 3,0,1,3) or run the stage before it into {output} first')
 
 
-class _Search:
-    """Walks the stages of one SearchConfig in one output folder."""
+def read_picked_distributions(path: Path) -> tuple[int, ...]:
+    """The global thirds per block of a stage's ``picked.json``; SearchError naming the file otherwise."""
+    try:
+        return tuple(int(v) for v in json.loads(path.read_text())['distributions'])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SearchError(f'{path}: not a stage result of this search ({e}); run that stage again') from None
 
-    def __init__(self, config: SearchConfig, data: SearchData, output: Path, resume: bool, progress: bool) -> None:
+
+def stage_space(plan_index: int, stages: tuple[StagePlan, ...], config: SearchConfig, output: Path,
+                previous: Optional[GlitArch]) -> SearchSpace:
+    """The space of ``stages[plan_index]``, built on the previous stage's architecture when it needs one."""
+    builder = stages[plan_index].builder
+    if not builder.needs_previous:
+        return builder.build(config.stem, None)
+    if previous is not None:
+        return builder.build(config.stem, tuple(b.global_thirds for b in previous.blocks))
+    return builder.build(config.stem, _previous_distributions(plan_index, stages, config, output))
+
+
+class SearchRun:
+    """Walks the stages of one SearchConfig in one output folder; the pickers (``methods.PICKERS``) call its
+    building blocks."""
+
+    def __init__(self, config: SearchConfig, data: SearchData, output: Path, resume: bool, progress: bool,
+                 latency: Optional[LatencyTable]) -> None:
         self.config, self.data, self.output = config, data, Path(output)
         self.resume, self.progress = resume, progress
         self.main = is_main_process()
         self.log = GenerationLog(self.output / 'search.jsonl')
-        self.latency = (LatencyTable(batch_size=config.latency_batch, cache=config.latency_cache, progress=progress)
-                        if config.budget.kind == 'latency' else None)
+        self.latency = latency
+        self.outcomes: dict[str, StageOutcome] = {}
 
     # -- building blocks -------------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -242,7 +238,7 @@ class _Search:
         state = self.output / plan.name / 'supernet.pth.tar'
         if plan.warm_start is not None and not (self.resume and state.is_file()):
             warm = self.output / plan.warm_start / 'supernet.pth.tar'
-            source = Supernet(stage1_space(space.stem), self.data.num_classes, self.config.in_chans)
+            source = Supernet(self.outcomes[plan.warm_start].space, self.data.num_classes, self.config.in_chans)
             source.load_state_dict(load_training_state(warm)['model'])
             copied = supernet.warm_start_from(source)
             _logger.info('%s supernet: %d tensors warm-started from %s', plan.name, copied, warm)
@@ -269,21 +265,8 @@ class _Search:
                                     population=[self.describe(space, s) for s in population]))
         return write
 
-    def evolution(self, plan: StagePlan, space: SearchSpace, cost: SpaceCost) -> tuple[list[Scored], Supernet]:
-        supernet = self.trained_supernet(plan, space)
-        scorer = PathScorer(supernet, self.data, self.config.calib_batches)
-        evo = replace(self.config.evolution, generations=self.config.evolution.generations * plan.scale)
-        with tqdm(total=evo.population * evo.generations, desc=f'[{plan.name}] evolution', dynamic_ncols=True,
-                  disable=not (self.progress and self.main)) as bar:
-            result = evolve(space.choices, scorer, cost, self.config.budget.limit, evo,
-                            self.output / plan.name / 'evolution.json', self.resume, write_state=self.main,
-                            on_generation=self.log_generation(plan, space, evo.generations), progress=bar.update)
-        return result.top, supernet
-
-    def sampled(self, plan: StagePlan, space: SearchSpace, cost: SpaceCost) -> list[Scored]:
-        rng = random.Random(f'{plan.name}:{self.config.evolution.seed}')
-        candidates = sample_under_budget(space, cost, self.config.budget.limit, self.config.evolution.top_k, rng)
-        return [Scored(c, float('nan'), cost(c), 0) for c in candidates]
+    def scorer(self, supernet: Supernet) -> PathScorer:
+        return PathScorer(supernet, self.data, self.config.calib_batches)
 
     def retrain(self, arch: GlitArch, label: str) -> dict[str, Any]:
         """Held-out and test top-1 of ``arch`` retrained from scratch; each architecture once per search."""
@@ -294,19 +277,16 @@ class _Search:
         return dict(record, flops=self.flops(arch))
 
     # -- one stage -------------------------------------------------------------------------------------------
-    def stage(self, plan: StagePlan, previous: Optional[StageOutcome]) -> StageOutcome:
-        space = stage_space(plan, self.config, self.output, previous.arch if previous else None)
+    def stage(self, index: int, stages: tuple[StagePlan, ...], previous: Optional[StageOutcome]) -> StageOutcome:
+        plan = stages[index]
+        space = stage_space(index, stages, self.config, self.output, previous.arch if previous else None)
         cost = self.cost(space)
         admitted = cost.admitted_fraction(self.config.budget.limit)
         self.say(f'[{plan.name}] {space.name} space, {space.size:.3g} candidates; the budget '
                  f'{self.config.budget} admits {100 * admitted:.1f}% of them')
         if self.main:
             save_json_atomic(space.to_dict(), self.output / plan.name / 'space.json')
-        supernet = None
-        if plan.pick == 'evolution':
-            top, supernet = self.evolution(plan, space, cost)
-        else:
-            top = self.sampled(plan, space, cost)
+        top, supernet = plan.picker.pick(self, plan, space, cost)
         retrained: list[dict[str, Any]] = []
         picked = top[0]
         if self.config.retrain_top:
@@ -315,6 +295,7 @@ class _Search:
             # the best held-out top-1 after retraining; ties go to the supernet's (or the draw's) order
             picked = top[max(range(len(top)), key=lambda i: (retrained[i]['heldout_top1'], -i))]
         outcome = StageOutcome(plan, space, top, picked, retrained, supernet)
+        self.outcomes[plan.name] = outcome
         if self.main:
             save_json_atomic(dict(stage=plan.name, space=space.name, admitted_fraction=admitted,
                                   top=[dict(self.describe(space, s), retrained=r) for s, r in
@@ -333,7 +314,7 @@ class _Search:
             return load_trained(self.output / 'retrain', last.arch, self.config.retrain, self.data.num_classes,
                                 self.config.in_chans), True
         assert last.supernet is not None
-        PathScorer(last.supernet, self.data, self.config.calib_batches)(candidate)
+        self.scorer(last.supernet)(candidate)
         return last.supernet.extract(candidate), False
 
     def compare(self, found: GlitArch, found_record: Optional[dict[str, Any]]) -> dict[str, Any]:
@@ -354,8 +335,9 @@ class _Search:
     def run(self) -> dict[str, Any]:
         config = self.config
         outcomes: list[StageOutcome] = []
-        for plan in method_stages(config):
-            outcomes.append(self.stage(plan, outcomes[-1] if outcomes else None))
+        stages = config.stages()
+        for index in range(len(stages)):
+            outcomes.append(self.stage(index, stages, outcomes[-1] if outcomes else None))
         last = outcomes[-1]
         arch = last.arch
         found_record = last.retrained[last.top.index(last.picked)] if last.retrained else None
@@ -374,8 +356,8 @@ class _Search:
             note = (f'Found by glit_models.nas.search ({config.method}) under {config.budget}; '
                     + (f'trained from scratch for {config.retrain.epochs} epochs on the search\'s training split.'
                        if trained else 'weights inherited from the supernet, not trained: retrain before use.'))
-            data = loader_data_config(config.stem.img_size, config.in_chans, self.data.class_names)
-            save_model_folder(model, self.output / 'best', data, trained=trained, notes=(note,))
+            notes = (note, f'Training augmentation: {config.data.augmentation.describe()}.')
+            save_model_folder(model, self.output / 'best', self.data.data_config, trained=trained, notes=notes)
             self.plot(summary, outcomes)
         if config.compare_random > 0:
             summary['comparison'] = self.compare(arch, found_record)
@@ -398,25 +380,28 @@ class _Search:
                     title=f'GLiT search ({self.config.method}, budget {self.config.budget})')
 
 
-def check_budget(config: SearchConfig, num_classes: int, output: Path) -> None:
+def check_budget(config: SearchConfig, num_classes: int, output: Path,
+                 latency: Optional[LatencyTable] = None) -> None:
     """BudgetError, naming the cheapest candidate's cost, when no candidate of the search's first space
     fits the budget (a later stage's space always holds the earlier stage's result)."""
-    space = stage_space(method_stages(config)[0], config, Path(output), None)
-    latency = (LatencyTable(batch_size=config.latency_batch, cache=config.latency_cache)
-               if config.budget.kind == 'latency' else None)
-    space_cost(space, config, num_classes, latency).check(config.budget, f'the {space.name} space')
+    stages = config.stages()
+    space = stage_space(0, stages, config, Path(output), None)
+    space_cost(space, config, num_classes, latency or make_latency_table(config)).check(
+        config.budget, f'the {space.name} space')
 
 
 def run_search(config: SearchConfig, data: SearchData, output: Path, resume: bool = False,
                progress: bool = True) -> dict[str, Any]:
     """Run the search of ``config`` on ``data``, writing into ``output``; returns the summary also written
     to ``output/result.json``."""
-    check_budget(config, data.num_classes, output)
-    return _Search(config, data, output, resume, progress).run()
+    latency = make_latency_table(config, progress)
+    check_budget(config, data.num_classes, output, latency)
+    return SearchRun(config, data, output, resume, progress, latency).run()
 
 
 def config_record(config: SearchConfig) -> dict[str, Any]:
-    """The settings of a search as JSON-able data (kept in the output to check a resume against)."""
+    """The settings of a search as JSON-able data (kept in the output to check a resume against and read
+    back with ``SearchConfig.from_record``)."""
     record = asdict(config)
     record['latency_cache'] = str(config.latency_cache) if config.latency_cache else None
     return json.loads(json.dumps(record))  # tuples as lists, as they come back from the file

@@ -20,16 +20,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..atomic import save_json_atomic
-from ..cli import OneLineParser, command_line
-from ..engine import TrainConfig, load_training_state
-from ..run_lock import hold_output
-from .cost import SpaceCost
-from .latency import LatencyTable
-from .pipeline import METHODS, SearchError, sample_under_budget
+from ..training.engine import load_training_state
+from ..utils.atomic import save_json_atomic
+from ..utils.cli import OneLineParser, command_line
+from ..utils.run_lock import hold_output
+from .methods import METHODS
+from .pipeline import SearchConfig, SearchError, make_latency_table, space_cost
 from .ranking import describe_correlation, measure_ranking, seeded_recipes
 from .report import ranking_plot
-from .search import read_run_record, search_data
+from .sampling import sample_under_budget
+from .search import read_search_config, search_data
 from .space import SearchSpace
 from .supernet import Supernet
 
@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=_PROG, description=__doc__.split('\n\n')[0].split(': ', 1)[1])
     p.add_argument('--output', required=True, help='the --output folder of a search (python -m glit_models.nas.search)')
     p.add_argument('--stage', default=None,
-                   help='the stage whose supernet to check: stage1, stage2 or joint (default: the search\'s last '
-                        'stage that trained a supernet)')
+                   help='the stage whose supernet to check, by number as the search\'s --stage (1, 2) or by name '
+                        '(stage1, stage2, joint) (default: the search\'s last stage that trained a supernet)')
     p.add_argument('--subnets', type=int, default=20, help='subnets sampled under the budget (default 20)')
     p.add_argument('--epochs', type=int, default=None,
                    help='epochs of each from-scratch training (default: the search\'s retraining epochs)')
@@ -54,12 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stage(output: Path, record: dict[str, Any], wanted: Optional[str]) -> str:
-    trained = [plan.name for plan in METHODS[record['method']]
+def _stage(output: Path, config: SearchConfig, wanted: Optional[str]) -> str:
+    stages = METHODS[config.method].stages
+    if wanted is not None and wanted.isdigit() and 1 <= int(wanted) <= len(stages):
+        wanted = stages[int(wanted) - 1].name  # the search's --stage numbering
+    trained = [plan.name for plan in stages
                if (output / plan.name / 'supernet.pth.tar').is_file() and (output / plan.name / 'space.json').is_file()]
     if wanted is None:
         if not trained:
-            raise SearchError(f'{output} holds no trained supernet to check (the {record["method"]} search trains '
+            raise SearchError(f'{output} holds no trained supernet to check (the {config.method} search trains '
                               'none, or has not finished a stage yet)')
         return trained[-1]
     if wanted not in trained:
@@ -77,24 +80,21 @@ def check_search(output: Path, stage: Optional[str] = None, subnets: int = 20, e
     if seeds < 1 or (epochs is not None and epochs < 1):
         raise SearchError('--seeds and --epochs must be at least 1')
     output = Path(output)
-    record = read_run_record(output)
-    stage = _stage(output, record, stage)
+    config = read_search_config(output)
+    stage = _stage(output, config, stage)
     space = SearchSpace.from_dict(json.loads((output / stage / 'space.json').read_text()))
-    data = search_data(record, output)
-    supernet = Supernet(space, data.num_classes, record['in_chans'])
+    data = search_data(config, output)
+    supernet = Supernet(space, data.num_classes, config.in_chans)
     supernet.load_state_dict(load_training_state(output / stage / 'supernet.pth.tar')['model'])
-    budget = record['budget']
-    latency = (LatencyTable(batch_size=record['latency_batch'], cache=record['latency_cache'], progress=progress)
-               if budget['kind'] == 'latency' else None)
-    cost = SpaceCost(space, budget['kind'], data.num_classes, record['in_chans'], latency)
-    candidates = sample_under_budget(space, cost, budget['limit'], subnets, random.Random(f'rank_check:{seed}'))
-    recipe = TrainConfig(**record['retrain'])
+    cost = space_cost(space, config, data.num_classes, make_latency_table(config, progress))
+    candidates = sample_under_budget(space, cost, config.budget.limit, subnets, random.Random(f'rank_check:{seed}'))
+    recipe = config.retrain
     if epochs is not None:
         recipe = replace(recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs - 1))
     result = measure_ranking(supernet, data, candidates, seeded_recipes(recipe, range(seeds)),
-                             output / 'rank_check' / 'units', record['calib_batches'], record['in_chans'], cost,
+                             output / 'rank_check' / 'units', config.calib_batches, config.in_chans, cost,
                              progress=progress)
-    result.update(stage=stage, budget=budget)
+    result.update(stage=stage, budget=dict(kind=config.budget.kind, limit=config.budget.limit))
     folder = output / 'rank_check'
     save_json_atomic(result, folder / f'{stage}.json')
     tau = result['kendall_tau']
@@ -118,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     output = Path(args.output)
-    read_run_record(output)  # refused before the lock would create the folder
+    read_search_config(output)  # refused before the lock would create the folder
     with hold_output(output):  # not beside a search (or another check) still writing into the folder
         result = check_search(output, args.stage, args.subnets, args.epochs, args.seeds, args.seed,
                               progress=not args.no_progress)

@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 from scipy import stats
 
-from ..data import SearchData
-from ..engine import TrainConfig
+from ..training.engine import TrainConfig
+from .data import SearchData
 from .retrain import retrain
 from .scoring import PathScorer
 from .space import Candidate

@@ -1,4 +1,4 @@
-"""What a search leaves in its output folder besides the model (``glit_models.export``): the
+"""What a search leaves in its output folder besides the model (``glit_models.models.model_folder``): the
 per-generation log (JSONL), the Pareto plot (PNG) and the rank check's plot."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from ..atomic import replacing, write_text_atomic
+from ..utils.atomic import replacing, write_text_atomic
 
 __all__ = ['GenerationLog', 'pareto_plot', 'ranking_plot']
 

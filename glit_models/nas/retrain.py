@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from ..architecture import GlitArch
-from ..atomic import save_json_atomic
-from ..data import SearchData
-from ..distributed import is_main_process
-from ..engine import TrainConfig, evaluate, load_training_state, train_model
-from ..glit import GlobalLocalTransformer
+from ..models.glit import GlobalLocalTransformer
+from ..training.engine import TrainConfig, evaluate, load_training_state, train_model
+from ..utils.atomic import save_json_atomic
+from ..utils.distributed import is_main_process
+from .data import SearchData
 
 __all__ = ['load_trained', 'retrain', 'unit_folder']
 

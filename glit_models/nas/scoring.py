@@ -9,9 +9,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
-from ..data import SearchData
-from ..distributed import all_reduce_sum, default_device, is_distributed, world_size
-from ..engine import evaluate
+from ..training.engine import evaluate
+from ..utils.distributed import all_reduce_sum, default_device, is_distributed, world_size
+from .data import SearchData
 from .space import Candidate
 from .supernet import Supernet
 

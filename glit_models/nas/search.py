@@ -27,16 +27,17 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from ..architecture import GLIT_WIDTHS
-from ..atomic import save_json_atomic
-from ..cli import OneLineParser, command_line
-from ..data import SearchData, build_search_data, check_heldout
-from ..distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
-from ..run_lock import LOCK_FILE, hold_output
+from ..data import BAD_IMAGES, Augmentation, check_image_folder, find_split
+from ..utils.atomic import save_json_atomic
+from ..utils.cli import OneLineParser, command_line
+from ..utils.distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
+from ..utils.run_lock import LOCK_FILE, hold_output
 from .budget import Budget, BudgetError, format_amount, parse_amount, parse_latency
+from .data import SearchData, SearchDataConfig
 from .demo import write_digits
 from .evolution import EvolutionConfig
+from .methods import METHODS, method_help
 from .pipeline import (
-    METHODS,
     STAGES,
     SearchConfig,
     SearchError,
@@ -49,7 +50,7 @@ from .report import GenerationLog
 from .space import Stem
 from .spos import SupernetTrainConfig
 
-__all__ = ['PRESETS', 'Preset', 'main', 'parse_args', 'read_run_record', 'search_data']
+__all__ = ['DIGITS_AUGMENTATION', 'PRESETS', 'Preset', 'main', 'parse_args', 'read_search_config', 'search_data']
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,12 @@ class Preset:
     retrain_lr: Optional[float] = None
     compare_random: int = 0
     workers: int = 8
+    augmentation: Augmentation = field(default_factory=Augmentation)
 
+
+DIGITS_AUGMENTATION = Augmentation(scale=(0.7, 1.0), ratio=(0.9, 1.1), hflip=0., color_jitter=0.)
+"""For centred, upright digits: crops of 70-100% (small shifts and scales), no flip, no colour change;
+timm's ImageNet crops (down to 8%) cut the digit away and its flip mirrors it."""
 
 _PAPER_BUDGET = 'Table 3\'s FLOPs of GLiT-{} (authors\' formula)'
 PRESETS = {
@@ -95,7 +101,8 @@ PRESETS = {
                    'the middle of the demo\'s stage-1 space costs (7.3M to 9.0M FLOPs, authors\' formula)',
                    0.2, 256, None,
                    EvolutionConfig(population=8, generations=4, parents=4, mutations=3, crossovers=3, top_k=3),
-                   opt='adamw', weight_decay=0.05, retrain_epochs=6, retrain_lr=2e-3, compare_random=3, workers=0),
+                   opt='adamw', weight_decay=0.05, retrain_epochs=6, retrain_lr=2e-3, compare_random=3, workers=0,
+                   augmentation=DIGITS_AUGMENTATION),
 }
 
 
@@ -124,11 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--stage', choices=STAGES, default='both', help='hierarchical stages to run (default both)')
     p.add_argument('--distributions', default=None,
                    help='--stage 2 alone: global thirds per block, e.g. 3,0,1,3 (default: a stage-1 run in --output)')
-    p.add_argument('--method', choices=tuple(METHODS), default='hierarchical',
-                   help='hierarchical (GLiT, default): stage 1 then stage 2, each a supernet, the EA and the top-k '
-                        'retrained; spos: one supernet over the joint space trained as long as both stages '
-                        'together, the EA scoring as many candidates, the top-k retrained; random: the paper\'s '
-                        'random search, top-k architectures drawn under the budget and retrained, no supernet')
+    p.add_argument('--method', choices=tuple(METHODS), default='hierarchical', help=method_help())
     p.add_argument('--output', default='output/glit-search',
                    help='folder for the results and the resume state (default output/glit-search)')
     p.add_argument('--seed', type=int, default=0, help='default 0')
@@ -168,8 +171,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--compare-random', type=int, default=None,
                    help='random architectures of the same budget retrained beside the found one and reported on '
                         'the test split (default: the demo 3, else 0)')
+    aug = p.add_argument_group('training augmentation (timm train.py\'s flags; default: the preset\'s, timm\'s for '
+                               'tiny/small/base, a digits recipe for the demo)')
+    aug.add_argument('--scale', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+                     help='random-resized-crop area fractions')
+    aug.add_argument('--ratio', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+                     help='random-resized-crop aspect ratios')
+    aug.add_argument('--hflip', type=float, default=None, help='horizontal flip probability')
+    aug.add_argument('--color-jitter', type=float, default=None, help='colour jitter strength')
+    aug.add_argument('--aa', default=None, help='RandAugment policy, e.g. rand-m9-mstd0.5-inc1, or none')
+    aug.add_argument('--reprob', type=float, default=None, help='random erasing probability')
+    aug.add_argument('--no-aug', action='store_true', help='no training augmentation: resize and centre crop')
+    p.add_argument('--bad-images', choices=BAD_IMAGES, default='refuse',
+                   help='images whose header cannot be read: refuse the data (default), or skip them, each named')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     return p
+
+
+def _augmentation(args: argparse.Namespace, preset: Preset) -> Augmentation:
+    """The preset's augmentation with the flags given on top."""
+    base = preset.augmentation
+    aa = args.aa if args.aa is None or args.aa.lower() != 'none' else ''
+    return Augmentation(
+        scale=tuple(args.scale) if args.scale else base.scale, ratio=tuple(args.ratio) if args.ratio else base.ratio,
+        hflip=_override(args.hflip, base.hflip), color_jitter=_override(args.color_jitter, base.color_jitter),
+        aa=(aa or None) if aa is not None else base.aa, reprob=_override(args.reprob, base.reprob),
+        no_aug=args.no_aug or base.no_aug)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -220,9 +247,6 @@ def search_config(args: argparse.Namespace) -> tuple[SearchConfig, Preset]:
             raise SearchError(f'--{name.replace("_", "-")} {value}: must be 0 or more')
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise SearchError(f'--lr {args.lr}: must be a positive number')
-    if args.heldout is not None:
-        check_heldout(args.heldout, '--heldout')
-    check_heldout(args.test_split, '--test-split')
     per_process = args.batch_size or max(1, preset.batch_size // world_size())
     defaults = preset.evolution
     try:
@@ -237,21 +261,28 @@ def search_config(args: argparse.Namespace) -> tuple[SearchConfig, Preset]:
             seed=args.seed)
     except ValueError as e:
         raise SearchError(str(e)) from None
-    workers = _override(args.workers, preset.workers)
     retrain_epochs = _override(args.retrain_epochs, preset.retrain_epochs)
+    data = SearchDataConfig(
+        data_dir=None if args.data_dir is None else str(Path(args.data_dir).resolve()),
+        heldout=_count_or_fraction(_override(args.heldout, preset.heldout)),
+        test_split=_count_or_fraction(args.test_split),
+        score_images=_override(args.score_images, preset.score_images),
+        augmentation=_augmentation(args, preset), bad_images=args.bad_images,
+        workers=_override(args.workers, preset.workers), seed=args.seed)
     config = SearchConfig(
         stem=preset.stem,
         budget=_budget(args, preset),
         method=args.method,
         stage=args.stage,
         distributions=_distributions(args.distributions),
+        data=data,
         supernet=SupernetTrainConfig(epochs=_override(args.epochs, preset.epochs), opt=preset.opt,
                                      lr=_override(args.lr, preset.lr), weight_decay=preset.weight_decay,
                                      batch_size=per_process * world_size(), amp=args.amp, seed=args.seed),
         evolution=evolution,
         calib_batches=_override(args.calib_batches, max(1, -(-preset.calib_images // per_process))),
         retrain_top=retrain_epochs > 0,
-        retrain=short_training(max(1, retrain_epochs), per_process, seed=args.seed, workers=workers, amp=args.amp,
+        retrain=short_training(max(1, retrain_epochs), per_process, seed=args.seed, amp=args.amp,
                                lr=preset.retrain_lr),
         compare_random=_override(args.compare_random, preset.compare_random),
         warm_start_stage2=args.warm_start_stage2,
@@ -263,6 +294,22 @@ def search_config(args: argparse.Namespace) -> tuple[SearchConfig, Preset]:
 
 _PROG = 'python -m glit_models.nas.search'
 _RUN_FILE = 'run.json'
+
+
+_MACHINE = ('workers',)
+"""Data settings that may change on --resume: they say how to run on this machine, not what runs."""
+
+
+def _differences(before: dict[str, Any], now: dict[str, Any], prefix: str = '') -> list[str]:
+    """The flags (dotted setting names) whose values differ between two records."""
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += _differences(old, new, f'{prefix}{key}.')
+        elif old != new and not (prefix == 'data.' and key in _MACHINE):
+            changed.append(f'{prefix}{key} ({old!r} saved, {new!r} now)')
+    return changed
 
 
 def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
@@ -284,10 +331,10 @@ def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
         GenerationLog(output / 'search.jsonl').read()
     except ValueError as e:
         raise SearchError(f'--resume: {e}; it is not this search\'s log: move it away to resume') from None
-    before = json.loads(saved.read_text())
-    changed = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
+    before = config_record(read_search_config(output))
+    changed = _differences(before, record)
     if changed:
-        raise SearchError(f'--resume: the settings differ from the search in {output} ({", ".join(changed)}); '
+        raise SearchError(f'--resume: the settings differ from the search in {output}: {"; ".join(changed)}; '
                           'resume with the same flags')
 
 
@@ -316,36 +363,31 @@ def _print_summary(summary: dict[str, Any], output: Path) -> None:
 
 
 def _count_or_fraction(value: float) -> Union[int, float]:
-    return int(value) if value >= 1 else value
+    return int(value) if value >= 1 and float(value).is_integer() else value
 
 
-def search_data(record: dict[str, Any], output: Path) -> SearchData:
-    """The loaders of the search recorded in ``record`` (its ``run.json``): the same splits every time."""
-    data_dir = Path(output) / 'digits' if record['data_dir'] is None else Path(record['data_dir'])
-    return build_search_data(
-        data_dir, img_size=record['stem']['img_size'], batch_size=record['supernet']['batch_size'] // world_size(),
-        heldout=_count_or_fraction(record['heldout']), test=_count_or_fraction(record['test_split']),
-        score_images=record['score_images'], seed=record['seed'], workers=record['retrain']['workers'],
-        in_chans=record['in_chans'], distributed=world_size() > 1)
+def search_data(config: SearchConfig, output: Path) -> SearchData:
+    """The loaders of the search ``config`` in ``output``: the same splits every time."""
+    return config.data.build(output, config.stem.img_size, config.supernet.batch_size // world_size(),
+                             config.in_chans, distributed=world_size() > 1)
 
 
-def read_run_record(output: Path) -> dict[str, Any]:
-    """The settings saved in a search's output folder (SearchError when it holds no search)."""
+def read_search_config(output: Path) -> SearchConfig:
+    """The settings saved in a search's output folder, typed (SearchError when it holds no search)."""
     saved = Path(output) / _RUN_FILE
     if not saved.is_file():
         raise SearchError(f'{output} holds no search ({_RUN_FILE} is missing); pass the --output of a search')
-    return json.loads(saved.read_text())
+    try:
+        record = json.loads(saved.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SearchError(f'{saved}: not readable JSON ({e}); it was edited or damaged') from None
+    return SearchConfig.from_record(record, str(saved))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    config, preset = search_config(args)
+    config, _ = search_config(args)
     output = Path(args.output)
-    is_demo = args.data_dir is None
-    data_dir = output / 'digits' if is_demo else Path(args.data_dir)
-    heldout = _override(args.heldout, preset.heldout)
-    score_images = _override(args.score_images, preset.score_images)
-    record = dict(config_record(config), seed=args.seed, data_dir=None if is_demo else str(data_dir.resolve()),
-                  heldout=heldout, score_images=score_images, test_split=args.test_split)
+    record = config_record(config)
     with hold_output(output) if is_main_process() else nullcontext():
         _check_output(output, args.resume, record)
         barrier()  # every rank has checked the folder before rank 0 writes into it
@@ -353,23 +395,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _search(args: argparse.Namespace, config: SearchConfig, output: Path, record: dict[str, Any]) -> dict[str, Any]:
-    is_demo = args.data_dir is None
+    is_demo = config.data.data_dir is None
     if is_demo:
-        check_budget(config, 10, output)  # the digits' 10 classes: refused before anything is written
         if not torch.cuda.is_available():
             # the demo's matmuls are too small to gain from intra-op threads, which on a small shared CPU
             # only contend with each other and the data loading
             torch.set_num_threads(1)
+    check_budget(config, 10 if is_demo else len(check_image_folder(find_split(config.data.root(output), 'train')
+                                                                   or config.data.root(output))), output)
+    if is_demo:
         if is_main_process():
-            write_digits(output / 'digits', seed=0)
+            write_digits(config.data.root(output), seed=0)
         barrier()
-    data = search_data(record, output)
+    data = search_data(config, output)
     if is_main_process():
+        _say_settings(config)
         save_json_atomic(record, output / _RUN_FILE)
     summary = run_search(config, data, output, resume=args.resume, progress=not args.no_progress)
     if is_main_process():
         _print_summary(summary, output)
     return summary
+
+
+def _say_settings(config: SearchConfig) -> None:
+    print(f'search: {config.method}, budget {config.budget}, stages {", ".join(p.name for p in config.stages())}; '
+          f'training augmentation: {config.data.augmentation.describe()}', flush=True)
 
 
 @command_line(_PROG, interrupted_hint='continue with the same command and --resume')

@@ -16,9 +16,9 @@ from timm.loss import LabelSmoothingCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
-from ..data import SearchData
-from ..distributed import default_device, world_size
-from ..engine import TrainingRun, fit
+from ..training.engine import TrainingRun, fit
+from ..utils.distributed import default_device, world_size
+from .data import SearchData
 from .supernet import Supernet
 
 __all__ = ['SupernetTrainConfig', 'UniformPathSampler', 'train_supernet']

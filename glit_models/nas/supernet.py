@@ -16,8 +16,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from ..glit import GlobalLocalTransformer
 from ..layers import GlobalLocalBlock
+from ..models.glit import GlobalLocalTransformer
 from .space import Candidate, SearchSpace
 
 __all__ = ['ChoiceBlock', 'Supernet']

@@ -1,17 +1,15 @@
-"""Reading checkpoints safely and turning the authors' layout into ours.
+"""Reading checkpoints safely, and checking that weights fit a model.
 
 The authors' release (``glit_tiny.pth.tar``) is a torch pickle: a dict with ``model``,
-``model_ema``, ``optimizer``, ..., ``args`` (an ``argparse.Namespace``). Its blocks are one-element
-candidate lists (``blocks.{i}.0.*``), the local heads a ``Sequential`` called ``attn.net`` and the
-pointwise convs carry a kernel dimension. Nothing here unpickles more than tensors, containers and
-that Namespace.
+``model_ema``, ``optimizer``, ..., ``args`` (an ``argparse.Namespace``). Nothing here unpickles more
+than tensors, containers and that Namespace; ``glit.checkpoint_filter_fn`` turns the release's key
+layout into ours.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import pickle
-import re
 import zipfile
 from pathlib import Path
 from typing import Mapping, Union
@@ -20,21 +18,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-__all__ = ['CheckpointError', 'WeightsMismatchError', 'read_checkpoint', 'is_authors_layout',
-           'convert_authors_state_dict', 'check_fits']
+from ..utils.errors import GlitError
+
+__all__ = ['CheckpointError', 'WeightsMismatchError', 'read_checkpoint', 'check_fits']
 
 StateDict = dict[str, torch.Tensor]
 
-_AUTHORS_LOCAL = {  # attn.net.<i> in the release -> our LocalHeads children
-    '1': 'pointwise_in',
-    '3.conv': 'depthwise',
-    '4': 'norm',
-    '6': 'pointwise_out',
-}
-_POINTWISE = ('pointwise_in.weight', 'pointwise_out.weight')
-
-
-class CheckpointError(RuntimeError):
+class CheckpointError(GlitError, RuntimeError):
     """A checkpoint that cannot be read, or does not fit the model it is loaded into."""
 
 
@@ -105,26 +95,6 @@ def read_checkpoint(path: Union[str, os.PathLike], use_ema: bool = False) -> Sta
             raise CheckpointError(
                 f'{path}: cannot read it as safetensors, the file is corrupt or truncated ({e})') from None
     return _select_state_dict(path, _torch_load(path), use_ema)
-
-
-def is_authors_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    """True for the release's key layout (blocks as one-element candidate lists)."""
-    return any(re.match(r'blocks\.\d+\.0\.', key) for key in state_dict)
-
-
-def convert_authors_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """Rename the release's keys to ours and drop the pointwise convs' kernel dimension."""
-    out = {}
-    for key, value in state_dict.items():
-        key = re.sub(r'^blocks\.(\d+)\.0\.', r'blocks.\1.', key)
-        key = re.sub(r'\.attn\.(qkv|proj)\.', r'.mixer.global_heads.\1.', key)
-        found = re.match(r'(blocks\.\d+)\.attn\.net\.(\d+(?:\.conv)?)\.(.+)$', key)
-        if found and found[2] in _AUTHORS_LOCAL:
-            key = f'{found[1]}.mixer.local_heads.{_AUTHORS_LOCAL[found[2]]}.{found[3]}'
-        if key.endswith(_POINTWISE) and value.ndim == 3 and value.shape[-1] == 1:
-            value = value.squeeze(-1)
-        out[key] = value
-    return out
 
 
 def check_fits(

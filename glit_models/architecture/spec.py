@@ -15,11 +15,13 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Mapping, Optional, Union
 
+from ..utils.errors import GlitError
+
 __all__ = ['ArchitectureError', 'BlockSpec', 'GlitArch', 'GLIT_WIDTHS', 'GLIT_TINY_ARCH', 'GLIT_SMALL_ARCH',
            'GLIT_BASE_ARCH']
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(GlitError, ValueError):
     """An architecture description that cannot be built."""
 
 
@@ -287,7 +289,7 @@ GLIT_TINY_ARCH = GlitArch(blocks=_tiny_table(), embed_dim=GLIT_WIDTHS['glit_tiny
                           num_heads=GLIT_WIDTHS['glit_tiny'][1], name='glit_tiny')
 """The released GLiT-Tiny (spec section 2), block by block."""
 
-# Budget-matched reconstructions, re-derived by ``python -m glit_models.variants`` (see variants.py):
+# Budget-matched reconstructions, re-derived by ``python -m glit_models.nas.budget_matched``:
 # the Tiny table at the wider stem with two blocks' low-level choices changed so that parameters and
 # FLOPs land within 0.4% of the paper's Table 3. Not the paper's (unpublished) architectures.
 GLIT_SMALL_ARCH = _at_width('glit_small', (

@@ -1,6 +1,6 @@
 """GLiT-Small and GLiT-Base: budget-matched reconstructions (the authors never published them).
 
-The rule, re-run by ``python -m glit_models.variants``: take the released Tiny's table (its
+The rule, re-run by ``python -m glit_models.nas.budget_matched``: take the released Tiny's table (its
 global/local distribution and low-level choices) at the wider stem, then change the low-level
 choices of at most two blocks, each to one of its stage-2 candidates (distribution kept), so that
 the worst relative error of parameters and FLOPs (authors' convention, 1000 classes, 224 px)
@@ -13,9 +13,9 @@ import argparse
 import itertools
 from dataclasses import dataclass, replace
 
-from .architecture import GLIT_TINY_ARCH, GLIT_WIDTHS, GlitArch
-from .complexity import authors_flops, count_params
-from .nas.space import low_level_candidates
+from ..architecture import GLIT_TINY_ARCH, GLIT_WIDTHS, GlitArch
+from ..architecture.complexity import authors_flops, count_params
+from .space import low_level_candidates
 
 __all__ = ['PAPER_BUDGETS', 'BudgetMatch', 'budget_matched_arch']
 

@@ -27,8 +27,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .atomic import save_torch_atomic, write_text_atomic
-from .distributed import (
+from ..utils.atomic import save_torch_atomic, write_text_atomic
+from ..utils.distributed import (
     all_reduce_sum,
     barrier,
     broadcast_buffers,
@@ -38,6 +38,7 @@ from .distributed import (
     rank,
     world_size,
 )
+from ..utils.errors import GlitError
 
 __all__ = ['TrainConfig', 'TrainingRun', 'TrainingStateError', 'train_model', 'fit', 'evaluate',
            'load_training_state', 'seed_epoch', 'unwrap']
@@ -45,7 +46,11 @@ __all__ = ['TrainConfig', 'TrainingRun', 'TrainingStateError', 'train_model', 'f
 StepHook = Callable[[int, int], None]
 
 
-class TrainingStateError(RuntimeError):
+class TrainingDivergedError(GlitError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class TrainingStateError(GlitError, RuntimeError):
     """A saved training state that cannot be resumed."""
 
 
@@ -67,15 +72,12 @@ class TrainConfig:
     smoothing: float = 0.1
     mixup: float = 0.8
     cutmix: float = 1.0
-    aa: Optional[str] = 'rand-m9-mstd0.5-inc1'
-    reprob: float = 0.25
     drop_path: float = 0.1
     model_ema: bool = True
     model_ema_decay: float = 0.99996
     clip_grad: Optional[float] = None
     amp: bool = False
     seed: int = 0
-    workers: int = 4
     layer_decay: Optional[float] = None
 
     def global_lr(self) -> float:
@@ -211,7 +213,7 @@ def _train_one_epoch(run: TrainingRun, model: nn.Module, loader, epoch: int, sca
     totals = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(steps), dtype=torch.float64, device=device)]))
     train_loss = totals[0].item() / max(totals[1].item(), 1.)
     if not math.isfinite(train_loss):
-        raise FloatingPointError(f'epoch {epoch + 1}: the training loss is {train_loss}; lower --lr or turn off AMP')
+        raise TrainingDivergedError(f'epoch {epoch + 1}: the training loss is {train_loss}; lower --lr or turn off AMP')
     return {'train_loss': train_loss, 'lr': run.optimizer.param_groups[0]['lr']}
 
 

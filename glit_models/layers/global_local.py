@@ -16,7 +16,7 @@ from timm.layers import DropPath, LayerNorm, Mlp, register_notrace_module, use_f
 from torch import nn
 from torch.jit import Final
 
-from .architecture import BlockSpec
+from ..architecture import BlockSpec
 
 __all__ = [
     'GlobalHeads', 'LocalHeads', 'FusedLocalHeads', 'GlobalLocalModule', 'GlobalLocalBlock',

@@ -12,12 +12,14 @@ from typing import Any, Iterator, Union
 
 import torch
 
+from .errors import GlitError
+
 __all__ = ['WriteError', 'replacing', 'write_text_atomic', 'save_json_atomic', 'save_torch_atomic']
 
 PathLike = Union[str, os.PathLike]
 
 
-class WriteError(OSError):
+class WriteError(GlitError, OSError):
     """A file that could not be written (a full disk, a read-only folder); its previous version is intact."""
 
 

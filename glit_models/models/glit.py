@@ -11,6 +11,7 @@ grad checkpointing; every block is built from the architecture description (arch
 from __future__ import annotations
 
 import logging
+import re
 from functools import partial
 from typing import Any, Mapping, Optional, Union
 
@@ -27,20 +28,20 @@ from timm.models import (
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .architecture import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, ArchitectureError, GlitArch
+from ..architecture import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, ArchitectureError, GlitArch
+from ..architecture.complexity import check_buildable
+from ..layers import GlobalLocalBlock
+from ..utils.errors import GlitError
 from .checkpoint import (
     CheckpointError,
+    StateDict,
     WeightsMismatchError,
     check_fits,
-    convert_authors_state_dict,
-    is_authors_layout,
     read_checkpoint,
 )
-from .complexity import check_buildable
-from .layers import GlobalLocalBlock
 from .weights import AUTHORS_RELEASE_URL, fetch_weights
 
-__all__ = ['GlobalLocalTransformer', 'checkpoint_filter_fn']
+__all__ = ['GlobalLocalTransformer', 'checkpoint_filter_fn', 'convert_authors_state_dict', 'is_authors_layout']
 
 _logger = logging.getLogger(__name__)
 
@@ -121,6 +122,36 @@ class GlobalLocalTransformer(VisionTransformer):
         return self.forward_head(self.forward_features(x))
 
 
+_AUTHORS_LOCAL = {  # the release's local heads, a Sequential at attn.net.<i> -> our LocalHeads children
+    '1': 'pointwise_in',
+    '3.conv': 'depthwise',
+    '4': 'norm',
+    '6': 'pointwise_out',
+}
+_POINTWISE = ('pointwise_in.weight', 'pointwise_out.weight')
+
+
+
+def is_authors_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """True for the release's key layout (blocks as one-element candidate lists)."""
+    return any(re.match(r'blocks\.\d+\.0\.', key) for key in state_dict)
+
+
+def convert_authors_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """Rename the release's keys to ours and drop the pointwise convs' kernel dimension."""
+    out = {}
+    for key, value in state_dict.items():
+        key = re.sub(r'^blocks\.(\d+)\.0\.', r'blocks.\1.', key)
+        key = re.sub(r'\.attn\.(qkv|proj)\.', r'.mixer.global_heads.\1.', key)
+        found = re.match(r'(blocks\.\d+)\.attn\.net\.(\d+(?:\.conv)?)\.(.+)$', key)
+        if found and found[2] in _AUTHORS_LOCAL:
+            key = f'{found[1]}.mixer.local_heads.{_AUTHORS_LOCAL[found[2]]}.{found[3]}'
+        if key.endswith(_POINTWISE) and value.ndim == 3 and value.shape[-1] == 1:
+            value = value.squeeze(-1)
+        out[key] = value
+    return out
+
+
 def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: GlobalLocalTransformer,
                          check: bool = True) -> dict:
     """Weights -> this model: the authors' layout converted, the position embedding resampled to the
@@ -153,7 +184,7 @@ def _filter_on_load(model: GlobalLocalTransformer, state_dict: dict, prefix: str
     state_dict.update({prefix + k: v for k, v in checkpoint_filter_fn(own, model, check=strict).items()})
 
 
-class NoPretrainedWeightsError(RuntimeError):
+class NoPretrainedWeightsError(GlitError, RuntimeError):
     """``pretrained=True`` for a variant with no published weights."""
 
 
@@ -216,7 +247,7 @@ _PAPER = dict(
 _RECONSTRUCTED = (
     'Budget-matched reconstruction, not the paper\'s model: the authors never published GLiT-Small/Base. '
     'The released Tiny\'s global/local distribution at this width, two blocks\' low-level choices changed '
-    'to match Table 3 parameters and FLOPs (glit_models.variants).',
+    'to match Table 3 parameters and FLOPs (glit_models.nas.budget_matched).',
 )
 
 

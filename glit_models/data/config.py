@@ -1,8 +1,8 @@
 """The data config a model folder carries: the preprocessing and the labels its weights were trained with.
 
 timm reads it back with ``resolve_model_data_config(model)``, so ``create_transform`` prepares images the
-way the weights expect. The package's loaders (``data.make_loader``) take their normalisation and resizing
-from here, so a folder written after training describes exactly what the training evaluated with.
+way the weights expect. The package's loaders (``data.make_loader``) are built from a DataConfig and keep
+it, so a folder written after training holds the very settings the training evaluated with.
 """
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from typing import Any, Optional, Sequence
 
 from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-__all__ = ['DataConfig', 'LOADER_INTERPOLATION', 'loader_data_config', 'normalization']
-
-LOADER_INTERPOLATION = 'bilinear'  # the resizing of data.make_loader, training and evaluation
+__all__ = ['DataConfig', 'loader_data_config', 'normalization']
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,8 @@ def normalization(in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def loader_data_config(img_size: int, in_chans: int = 3, label_names: Optional[Sequence[str]] = None) -> DataConfig:
-    """What ``data.make_loader`` feeds a model at ``img_size``: its evaluation crop, resize and normalisation."""
+    """The package's loaders' settings at ``img_size``: timm's evaluation crop and resize, ImageNet's
+    normalisation (averaged for grayscale)."""
     mean, std = normalization(in_chans)
-    return DataConfig((in_chans, img_size, img_size), mean, std, DEFAULT_CROP_PCT, LOADER_INTERPOLATION,
-                      tuple(label_names) if label_names else None)
+    return DataConfig((in_chans, img_size, img_size), mean, std, DEFAULT_CROP_PCT,
+                      label_names=tuple(label_names) if label_names else None)

@@ -7,6 +7,7 @@ they were trained at all; GLiT models carry their architecture description in ``
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -15,11 +16,12 @@ import timm
 from timm.models import resolve_pretrained_cfg, save_for_hf
 from torch import nn
 
-from .architecture import GLIT_WIDTHS, GlitArch
-from .data_config import DataConfig
+from ..architecture import GLIT_WIDTHS, GlitArch
+from ..data.config import DataConfig
+from .checkpoint import CheckpointError
 from .glit import GlobalLocalTransformer
 
-__all__ = ['UNTRAINED', 'is_trained', 'registered_name', 'save_model_folder']
+__all__ = ['UNTRAINED', 'is_trained', 'read_model_config', 'registered_name', 'save_model_folder']
 
 UNTRAINED = 'untrained'
 """The pretrained tag of a folder whose weights were never trained as this model (e.g. a supernet path)."""
@@ -65,3 +67,18 @@ def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data: D
                 data_config=data.transform_fields())
     timm.create_model(f'local-dir:{folder}')
     return folder
+
+
+def read_model_config(folder: Union[str, os.PathLike]) -> dict[str, Any]:
+    """The JSON object in ``folder/config.json``; CheckpointError naming the file when it is missing,
+    unreadable or not an object."""
+    path = Path(folder) / 'config.json'
+    if not path.is_file():
+        raise CheckpointError(f'{folder} has no config.json; it is not a model folder')
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f'{path}: not a readable JSON config ({e})') from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f'{path}: expected a JSON object, got a {type(data).__name__}')
+    return data

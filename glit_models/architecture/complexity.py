@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .architecture import ArchitectureError, BlockSpec, GlitArch
+from .spec import ArchitectureError, BlockSpec, GlitArch
 
 __all__ = ['block_params', 'stem_params', 'count_params', 'check_buildable', 'block_authors_flops',
            'stem_authors_flops', 'authors_flops', 'block_macs', 'stem_macs', 'macs']

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architecture import BlockSpec, GlitArch
+from ..architecture import BlockSpec, GlitArch
 
 __all__ = ['ReferenceGlit']
 

@@ -17,12 +17,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Union
 
+from .errors import GlitError
+
 __all__ = ['LOCK_FILE', 'OutputError', 'output_folder', 'hold_output']
 
 LOCK_FILE = '.lock'
 
 
-class OutputError(RuntimeError):
+class OutputError(GlitError, RuntimeError):
     """An output folder that cannot be used: not a folder, not writable, or held by another run."""
 
 

@@ -1,0 +1,14 @@
+"""The architecture description (``GlitArch``, ``BlockSpec``) and what it costs (parameters, FLOPs, MACs)."""
+from .complexity import (
+    authors_flops,
+    block_authors_flops,
+    block_macs,
+    block_params,
+    check_buildable,
+    count_params,
+    macs,
+    stem_authors_flops,
+    stem_macs,
+    stem_params,
+)
+from .spec import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, GLIT_WIDTHS, ArchitectureError, BlockSpec, GlitArch

@@ -1,0 +1,155 @@
+"""ImageFolder scanning: class folders, every image header read up front, each file once.
+
+Labels come from the top-level class folders only; a file reached twice through links is taken once;
+unreadable images are refused or skipped by name before any training step.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from PIL import Image
+from timm.data.readers.img_extensions import get_img_extensions
+from torch.utils.data import Dataset
+
+from ..utils.errors import GlitError
+
+__all__ = ['BAD_IMAGES', 'MIN_CLASSES', 'DataError', 'ImageFiles', 'find_split', 'check_image_folder',
+           'scan_image_folder', 'image_folder']
+
+_logger = logging.getLogger(__name__)
+
+BAD_IMAGES = ('refuse', 'skip')
+"""What to do with images whose header cannot be read: refuse the data, or skip them (each named)."""
+MIN_CLASSES = 2
+
+
+class DataError(GlitError, ValueError):
+    """A data folder or split that cannot be used."""
+
+
+def find_split(data_dir: Union[str, Path], split: str) -> Optional[Path]:
+    """``data_dir/split`` when that folder exists, else None."""
+    candidate = Path(data_dir) / split
+    return candidate if candidate.is_dir() else None
+
+
+def _class_folders(root: Path) -> list[str]:
+    if not root.exists():
+        raise DataError(f'data folder {root} does not exist; pass the folder that holds one sub-folder per class')
+    if not root.is_dir():
+        raise DataError(f'{root} is not a folder; pass the folder that holds one sub-folder per class')
+    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith('.'))
+
+
+def check_image_folder(root: Union[str, Path]) -> list[str]:
+    """The class names of an ImageFolder, or DataError: one sub-folder of images per class, at least
+    ``MIN_CLASSES`` of them, and no folders inside a class folder (labels come from the top-level folders)."""
+    root = Path(root)
+    classes = _class_folders(root)
+    if not classes:
+        raise DataError(f'data folder {root} has no class sub-folders; put the images of each class in '
+                        f'{root}/<class name>/')
+    if len(classes) < MIN_CLASSES:
+        raise DataError(f'data folder {root} has {len(classes)} class folder ({classes[0]}); classifying needs at '
+                        f'least {MIN_CLASSES} classes')
+    extensions = get_img_extensions(as_set=True)
+    for name in classes:
+        entries = [e for e in os.scandir(root / name) if not e.name.startswith('.')]
+        nested = [e.name for e in entries if e.is_dir()]  # a link to a folder too: a loop is never entered
+        if nested:
+            raise DataError(f'class folder {root / name} holds the folder {nested[0]}/; labels come from the '
+                            f'top-level class folders only, so images must sit directly in {root / name}/ (move '
+                            'them there or into a class folder of their own)')
+        if not any(Path(e.name).suffix.lower() in extensions for e in entries):
+            raise DataError(f'class folder {root / name} has no images ({", ".join(sorted(extensions))}); '
+                            'add images or remove the folder')
+    return classes
+
+
+def _unreadable(path: str) -> Optional[str]:
+    """Why ``path`` cannot be an image, from its header and size alone (no full decode), or None."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception as e:  # Pillow's plugins raise many types; any of them means the file is unusable
+        return str(e) or type(e).__name__
+    return None if width > 0 and height > 0 else f'{width}x{height} pixels'
+
+
+class ImageFiles(Dataset):
+    """The images of an ImageFolder, each labelled by its top-level class folder, each file once.
+
+    ``transform`` is set by timm's ``create_loader``; ``files`` maps every file's (device, inode) to its path,
+    so a split can be checked against another even when links reach the same file by two names.
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str], files: dict[tuple[int, int], str],
+                 mode: str = 'RGB') -> None:
+        self.samples, self.classes, self.files, self.mode = samples, classes, files, mode
+        self.transform: Any = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, target = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                image = image.convert(self.mode)
+        except Exception as e:  # a file that passed the header scan but does not decode
+            raise DataError(f'{path}: cannot decode the image ({e})') from None
+        return (self.transform(image) if self.transform is not None else image), target
+
+
+def scan_image_folder(root: Union[str, Path], bad_images: str = 'refuse', mode: str = 'RGB') -> ImageFiles:
+    """Every image of the ImageFolder ``root``, its header read up front: unreadable images are refused
+    (``bad_images='refuse'``) or skipped (``'skip'``), each named; a file reached twice through links
+    is taken once, and refused when it sits in two classes."""
+    root = Path(root)
+    classes = check_image_folder(root)
+    extensions = get_img_extensions(as_set=True)
+    found: dict[tuple[int, int], tuple[str, int]] = {}
+    missing, twice = [], []
+    for label, name in enumerate(classes):
+        for entry in sorted(os.scandir(root / name), key=lambda e: e.name):
+            if entry.name.startswith('.') or Path(entry.name).suffix.lower() not in extensions:
+                continue
+            try:
+                stat = os.stat(entry.path)
+            except OSError as e:  # e.g. a dangling link
+                missing.append((entry.path, e.strerror))
+                continue
+            key = (stat.st_dev, stat.st_ino)
+            if key in found:
+                first, first_label = found[key]
+                if first_label != label:
+                    raise DataError(f'{entry.path} and {first} are the same file in two classes ({name}, '
+                                    f'{classes[first_label]}); keep it in one')
+                twice.append(entry.path)
+                continue
+            found[key] = (entry.path, label)
+    with ThreadPoolExecutor(8) as pool:  # reading headers waits on the disk, not the CPU
+        problems = dict(zip(found, pool.map(_unreadable, [path for path, _ in found.values()])))
+    bad = missing + [(found[k][0], why) for k, why in problems.items() if why is not None]
+    if bad:
+        listed = '; '.join(f'{path} ({why})' for path, why in bad[:5]) + ('; ...' if len(bad) > 5 else '')
+        if bad_images != 'skip':
+            raise DataError(f'{len(bad)} unreadable image(s) in {root}: {listed}; fix or remove them, or skip them '
+                            'with --bad-images skip')
+        _logger.warning('skipping %d unreadable image(s) in %s: %s', len(bad), root, listed)
+    if twice:
+        _logger.warning('%d file(s) in %s are reached twice through links and used once, e.g. %s', len(twice),
+                        root, twice[0])
+    kept = {k: v for k, v in found.items() if problems[k] is None}
+    return ImageFiles(list(kept.values()), classes, {k: path for k, (path, _) in kept.items()}, mode)
+
+
+def image_folder(root: Union[str, Path], in_chans: int = 3, bad_images: str = 'refuse') -> ImageFiles:
+    """The images of ``root``, scanned up front (``scan_image_folder``): one clear DataError for a bad folder."""
+    if in_chans not in (1, 3):
+        raise DataError(f'in_chans={in_chans}: image folders load as RGB (3) or grayscale (1)')
+    return scan_image_folder(root, bad_images, 'RGB' if in_chans == 3 else 'L')

@@ -1,0 +1,177 @@
+"""Loaders on timm's data pipeline for training runs: augmentation, evaluation transforms, the train/val pair."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from PIL import Image, ImageOps
+from timm.data import auto_augment, create_loader
+from torch.utils.data import DataLoader, Dataset
+
+from ..utils.distributed import default_device, world_size
+from .config import DataConfig, loader_data_config
+from .folder import DataError, ImageFiles, find_split, image_folder
+from .splits import shard, split_heldout, subset
+
+__all__ = ['Augmentation', 'TrainData', 'make_loader', 'check_one_batch', 'separate_split', 'build_train_data']
+
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's posterize, also for 0 bits: DeiT's RandAugment (rand-m9-mstd0.5-inc1) reaches 0 bits at the top
+    magnitude, which Pillow >= 11 refuses; older Pillow gave a black image there, and so does this."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+for _name in ('Posterize', 'PosterizeIncreasing', 'PosterizeOriginal'):
+    if auto_augment.NAME_TO_OP.get(_name) is auto_augment.posterize:
+        auto_augment.NAME_TO_OP[_name] = _posterize
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation handed to timm's transforms, under timm train.py's flag names.
+
+    The defaults are timm's for natural images (random-resized crops of 8-100% of the image, flip, colour
+    jitter); the DeiT recipe adds RandAugment (``aa``) and random erasing (``reprob``). Small or aligned
+    images (digits) want smaller changes: see ``nas.search``'s digits presets.
+    """
+
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    color_jitter: float = 0.4
+    aa: Optional[str] = None
+    reprob: float = 0.
+    no_aug: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'scale', tuple(float(v) for v in self.scale))
+        object.__setattr__(self, 'ratio', tuple(float(v) for v in self.ratio))
+        checks = (
+            (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1, '--scale', self.scale,
+             'two fractions 0 < min <= max <= 1'),
+            (len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1], '--ratio', self.ratio,
+             'two aspect ratios 0 < min <= max'),
+            (0 <= self.hflip <= 1, '--hflip', self.hflip, 'a probability in [0, 1]'),
+            (0 <= self.color_jitter, '--color-jitter', self.color_jitter, '0 or more'),
+            (0 <= self.reprob <= 1, '--reprob', self.reprob, 'a probability in [0, 1]'),
+        )
+        for ok, flag, value, allowed in checks:
+            if not ok:
+                raise DataError(f'{flag} {value}: must be {allowed}')
+
+    def describe(self) -> str:
+        """One line for logs and model folders' notes."""
+        if self.no_aug:
+            return 'no augmentation (resize and centre crop)'
+        return (f'random-resized crop scale {self.scale[0]:g}-{self.scale[1]:g}, ratio {self.ratio[0]:.3g}-'
+                f'{self.ratio[1]:.3g}, hflip {self.hflip:g}, colour jitter {self.color_jitter:g}, '
+                f'RandAugment {self.aa or "none"}, random erasing {self.reprob:g}')
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The loaders of a training run and the data config both were built from (class names included)."""
+
+    train_loader: DataLoader
+    eval_loader: DataLoader
+    data_config: DataConfig
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.data_config.label_names or ())
+
+
+def make_loader(dataset: Dataset, *, data: DataConfig, batch_size: int, is_training: bool, workers: int = 2,
+                distributed: bool = False, augmentation: Optional[Augmentation] = None) -> DataLoader:
+    """timm's create_loader at ``data``'s input size, normalisation, crop and resize, with what resumable,
+    rank-consistent training needs: workers that are re-created (and so re-seeded from the seeded main
+    process) every epoch, and the prefetcher only on CUDA."""
+    augmentation = augmentation or Augmentation()
+    device = default_device()
+    options: dict[str, Any] = {}
+    if is_training:
+        options = dict(no_aug=augmentation.no_aug, scale=augmentation.scale, ratio=augmentation.ratio,
+                       hflip=augmentation.hflip, color_jitter=augmentation.color_jitter,
+                       auto_augment=augmentation.aa, re_prob=augmentation.reprob)
+    return create_loader(
+        dataset,
+        input_size=tuple(data.input_size),
+        batch_size=batch_size,
+        is_training=is_training,
+        num_workers=workers,
+        distributed=distributed and is_training,
+        mean=data.mean,
+        std=data.std,
+        interpolation=data.interpolation,
+        crop_pct=data.crop_pct,
+        use_prefetcher=device.type == 'cuda',
+        device=device,
+        pin_memory=device.type == 'cuda',
+        # evaluation loaders are read many times (every candidate scored) and draw no random numbers
+        persistent_workers=workers > 0 and not is_training,
+        **options,
+    )
+
+
+def check_one_batch(images: int, batch_size: int, distributed: bool) -> None:
+    """Training drops the last partial batch, so fewer images than one (global) batch would train nothing."""
+    needed = batch_size * (world_size() if distributed else 1)
+    if images < needed:
+        raise DataError(f'{images} training images are fewer than one batch of {needed}; lower the batch size '
+                        'or the held-out split')
+
+
+def separate_split(root: Path, train: ImageFiles, train_root: Path, in_chans: int, bad_images: str) -> ImageFiles:
+    """The images of ``root`` as an evaluation split beside ``train``: the same classes, no file in both,
+    at least one image per class."""
+    images = image_folder(root, in_chans, bad_images)
+    if images.classes != train.classes:
+        raise DataError(f'the class folders of {root} and {train_root} differ; both need the same classes')
+    shared = sorted(images.files[key] for key in images.files.keys() & train.files.keys())
+    if shared:
+        raise DataError(f'{len(shared)} file(s) of {root} are also in {train_root} (through links), e.g. '
+                        f'{shared[0]}; an image must not be in both splits')
+    if len(images) < len(train.classes):
+        raise DataError(f'{root} has {len(images)} image(s), below the minimum of {len(train.classes)} '
+                        '(one per class)')
+    return images
+
+
+def build_train_data(data_dir: Union[str, Path], *, img_size: int, batch_size: int, train_split: str = 'train',
+                     val_split: str = 'val', heldout: Optional[Union[float, int]] = None, seed: int = 0,
+                     workers: int = 4, in_chans: int = 3, distributed: bool = False,
+                     augmentation: Optional[Augmentation] = None,
+                     bad_images: str = 'refuse') -> TrainData:
+    """The loaders of ``python -m glit_models.train``, with the data config they share.
+
+    The training images are ``data_dir/train_split`` (or ``data_dir`` itself without that folder);
+    evaluation uses ``heldout`` images carved from them when given, else ``data_dir/val_split``.
+    Under torchrun every rank evaluates its own share of the evaluation images.
+    """
+    data_dir = Path(data_dir)
+    train_root = find_split(data_dir, train_split) or data_dir
+    dataset = image_folder(train_root, in_chans, bad_images)
+    classes = dataset.classes
+    if heldout is not None:
+        train_indices, eval_indices = split_heldout(len(dataset), heldout, seed, minimum=len(classes))
+        train_set, eval_set = subset(dataset, train_indices), subset(dataset, shard(eval_indices, distributed))
+    else:
+        val_root = find_split(data_dir, val_split)
+        if val_root is None:
+            raise DataError(f'{data_dir} has no {val_split}/ folder to evaluate on; pass --val-split with the name '
+                            'of the validation folder, or --heldout to carve one out of the training images')
+        val_set = separate_split(val_root, dataset, train_root, in_chans, bad_images)
+        train_set, eval_set = dataset, subset(val_set, shard(range(len(val_set)), distributed))
+    check_one_batch(len(train_set), batch_size, distributed)
+    config = loader_data_config(img_size, in_chans, classes)
+    common = dict(data=config, batch_size=batch_size, workers=workers)
+    train_loader = make_loader(train_set, is_training=True, distributed=distributed, augmentation=augmentation,
+                               **common)
+    return TrainData(train_loader, make_loader(eval_set, is_training=False, **common), config)

@@ -1,0 +1,4 @@
+"""Utilities at the bottom of the package: errors, atomic writes, the run lock, distributed helpers, the CLI entry.
+
+Nothing here imports the rest of the package.
+"""

@@ -1,0 +1,43 @@
+"""One error-handling entry for every command line of the package.
+
+A mistake the package can name (a bad flag value, a folder, a file, a saved state: any ``GlitError``) ends
+the command with one line, ``prog: error: ...``, and exit code 2, never a traceback; a Ctrl-C ends with 130.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import Callable, NoReturn, Optional, Sequence
+
+from .errors import GlitError, UsageError
+
+__all__ = ['UsageError', 'OneLineParser', 'command_line']
+
+Main = Callable[[Optional[Sequence[str]]], int]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors in the same one-line form as the package's own."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f'{self.prog}: error: {message}\n')
+
+
+def command_line(prog: str, interrupted_hint: str = '') -> Callable[[Main], Main]:
+    """Decorate a CLI's ``main(argv) -> exit code``: a ``GlitError`` becomes one line and exit code 2,
+    a Ctrl-C one line (``interrupted_hint`` appended, e.g. how to resume) and exit code 130."""
+
+    def decorate(main: Main) -> Main:
+        @functools.wraps(main)
+        def wrapped(argv: Optional[Sequence[str]] = None) -> int:
+            try:
+                return main(argv)
+            except KeyboardInterrupt:
+                print(f'{prog}: interrupted{"; " + interrupted_hint if interrupted_hint else ""}', file=sys.stderr)
+                return 130
+            except GlitError as e:
+                print(f'{prog}: error: {" ".join(str(e).splitlines())}', file=sys.stderr)
+                return 2
+        return wrapped
+    return decorate
