@@ -1,4 +1,9 @@
 """python -m glit_models.predict: real preprocessing, a bundled photo, clear errors."""
+import pytest
+import timm
+from PIL import Image
+from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
+
 from glit_models import predict
 
 
@@ -6,7 +11,16 @@ def test_classifies_the_bundled_photo_with_release_weights(release_checkpoint, c
     assert predict.main(['--checkpoint', str(release_checkpoint), '--top-k', '3']) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith('flower.jpg') and len(lines) == 4
-    assert all('%  ' in line for line in lines[1:])  # probability, then an ImageNet class name
+    parsed = [line.split(None, 1) for line in lines[1:]]
+    probs = [float(p.rstrip('%')) / 100 for p, _ in parsed]
+    # the top 3 of the model through timm's own transform, named by ImageNet's class descriptions
+    model = timm.create_model('glit_tiny', pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(release_checkpoint))).eval()
+    image = Image.open(predict.sample_image()).convert('RGB')
+    expected = model(create_transform(**resolve_model_data_config(model))(image).unsqueeze(0)).softmax(-1)[0].topk(3)
+    info = ImageNetInfo()
+    assert [name for _, name in parsed] == [info.index_to_description(i) for i in expected.indices.tolist()]
+    assert probs == pytest.approx(expected.values.tolist(), abs=5e-5)
 
 
 def test_bad_inputs_are_one_line(tmp_path, capsys):

@@ -393,10 +393,12 @@ def check_budget(config: SearchConfig, num_classes: int, output: Path,
 def run_search(config: SearchConfig, data: SearchData, output: Path, resume: bool = False,
                progress: bool = True) -> dict[str, Any]:
     """Run the search of ``config`` on ``data``, writing into ``output``; returns the summary also written
-    to ``output/result.json``."""
+    to ``output/result.json``. The caller's torch RNG state is left as it was."""
     latency = make_latency_table(config, progress)
     check_budget(config, data.num_classes, output, latency)
-    return SearchRun(config, data, output, resume, progress, latency).run()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):  # the search seeds its own phases; the caller's stream is kept
+        return SearchRun(config, data, output, resume, progress, latency).run()
 
 
 def config_record(config: SearchConfig) -> dict[str, Any]:

@@ -203,10 +203,12 @@ def test_bad_settings():
         tiny_config(method='spos', stage='2')
 
 
-def test_search_leaves_global_rng_reproducible(tmp_path, data):
-    # two runs from the same seed pick the same architecture with the same scores
+def test_search_ignores_and_leaves_the_callers_rng(tmp_path, data):
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
     a = run_search(tiny_config(stage='1'), data, tmp_path / 'a', progress=False)
-    torch.manual_seed(123)  # the caller's RNG state must not matter
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's stream goes on as if no search had run
+    torch.manual_seed(123)  # and the caller's RNG state does not change what the search finds
     b = run_search(tiny_config(stage='1'), data, tmp_path / 'b', progress=False)
     assert (a['candidate'], a['heldout_top1'], a['test_top1']) == (b['candidate'], b['heldout_top1'], b['test_top1'])
 

@@ -11,7 +11,7 @@ import timm
 import glit_models  # noqa: F401  (registers the models)
 from glit_models.hub.release import ManifestError, read_manifest, release
 
-MANIFEST = Path(__file__).resolve().parents[1] / 'hub' / 'manifest.json'
+MANIFEST = Path(__file__).resolve().parents[2] / 'hub' / 'manifest.json'
 
 
 def _registered_hub_tags() -> dict[str, str]:

@@ -14,7 +14,7 @@ from glit_models import BlockSpec, GlitArch
 from glit_models.layers import FusedLocalHeads, GlobalLocalBlock, LocalHeads, TokenDepthwiseConv
 from tests.helpers import randomize_batchnorm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
 import benchmark  # noqa: E402
 
 TOY = GlitArch.from_str(
