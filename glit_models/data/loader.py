@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..utils.distributed import default_device, world_size
 from .config import DataConfig, loader_data_config
 from .folder import DataError, ImageFiles, find_split, image_folder
+from .memory import DEFAULT_MEMORY_LIMIT_MB, hold_in_memory
 from .splits import shard, split_heldout, subset
 
 __all__ = ['Augmentation', 'TrainData', 'make_loader', 'check_one_batch', 'separate_split', 'build_train_data']
@@ -148,16 +149,17 @@ def build_train_data(data_dir: Union[str, Path], *, img_size: int, batch_size: i
                      val_split: str = 'val', heldout: Optional[Union[float, int]] = None, seed: int = 0,
                      workers: int = 4, in_chans: int = 3, distributed: bool = False,
                      augmentation: Optional[Augmentation] = None,
-                     bad_images: str = 'refuse') -> TrainData:
+                     bad_images: str = 'refuse', memory_limit_mb: float = DEFAULT_MEMORY_LIMIT_MB) -> TrainData:
     """The loaders of ``python -m glit_models.train``, with the data config they share.
 
     The training images are ``data_dir/train_split`` (or ``data_dir`` itself without that folder);
     evaluation uses ``heldout`` images carved from them when given, else ``data_dir/val_split``.
-    Under torchrun every rank evaluates its own share of the evaluation images.
+    Under torchrun every rank evaluates its own share of the evaluation images. A data set whose decoded
+    pixels fit in ``memory_limit_mb`` MiB is decoded once and read from memory.
     """
     data_dir = Path(data_dir)
     train_root = find_split(data_dir, train_split) or data_dir
-    dataset = image_folder(train_root, in_chans, bad_images)
+    dataset = hold_in_memory(image_folder(train_root, in_chans, bad_images), memory_limit_mb)
     classes = dataset.classes
     if heldout is not None:
         train_indices, eval_indices = split_heldout(len(dataset), heldout, seed, minimum=len(classes))
@@ -167,7 +169,7 @@ def build_train_data(data_dir: Union[str, Path], *, img_size: int, batch_size: i
         if val_root is None:
             raise DataError(f'{data_dir} has no {val_split}/ folder to evaluate on; pass --val-split with the name '
                             'of the validation folder, or --heldout to carve one out of the training images')
-        val_set = separate_split(val_root, dataset, train_root, in_chans, bad_images)
+        val_set = hold_in_memory(separate_split(val_root, dataset, train_root, in_chans, bad_images), memory_limit_mb)
         train_set, eval_set = dataset, subset(val_set, shard(range(len(val_set)), distributed))
     check_one_batch(len(train_set), batch_size, distributed)
     config = loader_data_config(img_size, in_chans, classes)

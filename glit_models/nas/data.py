@@ -28,6 +28,7 @@ from ..data import (
     split_heldout,
     subset,
 )
+from ..data.memory import DEFAULT_MEMORY_LIMIT_MB, hold_in_memory
 
 __all__ = ['DIGITS_FOLDER', 'SearchData', 'SearchDataConfig', 'build_search_data']
 
@@ -48,6 +49,7 @@ class SearchDataConfig:
     augmentation: Augmentation = field(default_factory=Augmentation)
     bad_images: str = 'refuse'
     workers: int = 2
+    memory_limit_mb: float = DEFAULT_MEMORY_LIMIT_MB
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -59,6 +61,8 @@ class SearchDataConfig:
             raise DataError(f'--bad-images {self.bad_images!r}: choose {" or ".join(BAD_IMAGES)}')
         if self.workers < 0:
             raise DataError(f'--workers {self.workers}: must be 0 or more')
+        if not self.memory_limit_mb >= 0:
+            raise DataError(f'--memory-limit {self.memory_limit_mb}: must be 0 (never) or a size in MiB')
 
     def root(self, output: Union[str, Path]) -> Path:
         """The ImageFolder to read: ``data_dir``, or the digits inside the search's ``output``."""
@@ -70,7 +74,8 @@ class SearchDataConfig:
         return build_search_data(
             self.root(output), img_size=img_size, batch_size=batch_size, heldout=self.heldout, test=self.test_split,
             score_images=self.score_images, seed=self.seed, workers=self.workers, in_chans=in_chans,
-            distributed=distributed, bad_images=self.bad_images, augmentation=self.augmentation)
+            distributed=distributed, bad_images=self.bad_images, augmentation=self.augmentation,
+            memory_limit_mb=self.memory_limit_mb)
 
 
 @dataclass
@@ -94,17 +99,19 @@ class SearchData:
 def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: int, heldout: Union[float, int],
                       test: Optional[Union[float, int]] = None, score_images: Optional[int] = None, seed: int = 0,
                       workers: int = 2, in_chans: int = 3, distributed: bool = False,
-                      bad_images: str = 'refuse', augmentation: Optional[Augmentation] = None) -> SearchData:
+                      bad_images: str = 'refuse', augmentation: Optional[Augmentation] = None,
+                      memory_limit_mb: float = DEFAULT_MEMORY_LIMIT_MB) -> SearchData:
     """Loaders for the search from an ImageFolder (``data_dir/train`` when it exists, else ``data_dir``).
 
     ``batch_size`` is per process. The held-out split is a seeded random subset of the training
     images (``heldout``: a fraction < 1 or an image count); supernet paths are scored on its first
     ``score_images`` (all of it when None). The test split, reported and never used to choose, is
     ``data_dir/val`` when it exists, else ``test`` images carved from train (a fraction or a count;
-    None: no test split). Under torchrun the evaluation images are split across ranks.
+    None: no test split). Under torchrun the evaluation images are split across ranks. A data set whose
+    decoded pixels fit in ``memory_limit_mb`` MiB is decoded once and read from memory.
     """
     root = find_split(data_dir, 'train') or Path(data_dir)
-    dataset = image_folder(root, in_chans, bad_images)
+    dataset = hold_in_memory(image_folder(root, in_chans, bad_images), memory_limit_mb)
     classes = dataset.classes
     val_root = find_split(data_dir, 'val')
     pool, test_indices = list(range(len(dataset))), []
@@ -125,7 +132,7 @@ def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: 
 
     test_loader = None
     if val_root is not None:
-        val_set = separate_split(val_root, dataset, root, in_chans, bad_images)
+        val_set = hold_in_memory(separate_split(val_root, dataset, root, in_chans, bad_images), memory_limit_mb)
         test_loader = evaluation(val_set, range(len(val_set)))
     elif test_indices:
         test_loader = evaluation(dataset, test_indices)

@@ -28,6 +28,7 @@ import torch
 
 from ..architecture import GLIT_WIDTHS
 from ..data import BAD_IMAGES, Augmentation, check_image_folder, find_split
+from ..data.memory import DEFAULT_MEMORY_LIMIT_MB
 from ..utils.atomic import save_json_atomic
 from ..utils.cli import OneLineParser, command_line
 from ..utils.distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
@@ -182,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument('--aa', default=None, help='RandAugment policy, e.g. rand-m9-mstd0.5-inc1, or none')
     aug.add_argument('--reprob', type=float, default=None, help='random erasing probability')
     aug.add_argument('--no-aug', action='store_true', help='no training augmentation: resize and centre crop')
+    p.add_argument('--memory-limit', type=float, default=DEFAULT_MEMORY_LIMIT_MB, metavar='MIB',
+                   help='decode the data once and hold it in memory when its pixels fit in this many MiB (0: never; '
+                        f'default {DEFAULT_MEMORY_LIMIT_MB})')
     p.add_argument('--bad-images', choices=BAD_IMAGES, default='refuse',
                    help='images whose header cannot be read: refuse the data (default), or skip them, each named')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
@@ -268,7 +272,7 @@ def search_config(args: argparse.Namespace) -> tuple[SearchConfig, Preset]:
         test_split=_count_or_fraction(args.test_split),
         score_images=_override(args.score_images, preset.score_images),
         augmentation=_augmentation(args, preset), bad_images=args.bad_images,
-        workers=_override(args.workers, preset.workers), seed=args.seed)
+        workers=_override(args.workers, preset.workers), memory_limit_mb=args.memory_limit, seed=args.seed)
     config = SearchConfig(
         stem=preset.stem,
         budget=_budget(args, preset),
