@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--subnets', type=int, default=20, help='subnets sampled under the budget (default 20)')
     p.add_argument('--epochs', type=int, default=None,
                    help='epochs of each from-scratch training (default: the search\'s retraining epochs)')
-    p.add_argument('--seeds', type=int, default=1,
-                   help='trainings per subnet, averaged (default 1; 2 or more halve the noise of the ground truth)')
+    p.add_argument('--seeds', type=int, default=2,
+                   help='trainings per subnet, averaged (default 2: their agreement is the ceiling a supernet can be '
+                        'seen to reach; 1 skips it)')
     p.add_argument('--seed', type=int, default=0, help='seed of the sampling (default 0)')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     return p
@@ -72,7 +73,7 @@ def _stage(output: Path, config: SearchConfig, wanted: Optional[str]) -> str:
 
 
 def check_search(output: Path, stage: Optional[str] = None, subnets: int = 20, epochs: Optional[int] = None,
-                 seeds: int = 1, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                 seeds: int = 2, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Measure the ranking of one stage's supernet of the search in ``output``; writes
     ``output/rank_check/STAGE.json`` and ``.png`` and returns what the JSON holds."""
     if subnets < 3:
@@ -107,9 +108,16 @@ def check_search(output: Path, stage: Optional[str] = None, subnets: int = 20, e
 def _report(result: dict[str, Any], output: Path) -> str:
     def interval(name: str) -> str:
         return describe_correlation(result[name])
+    ceiling = ''
+    if 'noise_ceiling' in result:
+        corrected = result['spearman_rho_corrected']
+        ceiling = (f'; the seeds agree with each other at Kendall tau '
+                   f'{describe_correlation(result["noise_ceiling"]["kendall_tau"])}, the most a supernet can be seen '
+                   f'to reach (Spearman rho corrected for that noise: '
+                   f'{"undefined" if corrected is None else f"{corrected:.2f}"})')
     return (f'{result["stage"]}: the supernet ranks {result["subnets"]} subnets against {result["epochs"]}-epoch '
             f'training from scratch ({len(result["seeds"])} seed(s)) with Kendall tau {interval("kendall_tau")} '
-            f'and Spearman rho {interval("spearman_rho")} (bootstrap 95%); '
+            f'and Spearman rho {interval("spearman_rho")} (bootstrap 95%){ceiling}; '
             f'{output / "rank_check" / result["stage"]}.json and .png')
 
 

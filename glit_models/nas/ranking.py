@@ -92,9 +92,32 @@ def measure_ranking(supernet: Supernet, data: SearchData, candidates: Sequence[C
                             trained_top1=statistics.fmean(runs), trained_runs=runs,
                             cost=cost(candidate) if cost is not None else None))
     correlations = rank_correlations([r['supernet_top1'] for r in records], [r['trained_top1'] for r in records])
-    return dict(space=space.name, subnets=len(records), seeds=[r.seed for r in recipes],
-                epochs=recipes[0].epochs, records=records,
-                **{name: {k: finite(v) for k, v in asdict(c).items()} for name, c in correlations.items()})
+    result = dict(space=space.name, subnets=len(records), seeds=[r.seed for r in recipes],
+                  epochs=recipes[0].epochs, records=records,
+                  **{name: _as_record(c) for name, c in correlations.items()})
+    if len(recipes) > 1:
+        result.update(ground_truth_ceiling([r['trained_runs'] for r in records], result['spearman_rho']['value']))
+    return result
+
+
+def _as_record(correlation: Correlation) -> dict[str, Optional[float]]:
+    return {k: finite(v) for k, v in asdict(correlation).items()}
+
+
+def ground_truth_ceiling(runs: Sequence[Sequence[float]], spearman: Optional[float]) -> dict[str, Any]:
+    """How well the ground truth agrees with itself: the rank correlations between the first two seeds'
+    accuracies (``runs``: per architecture, one accuracy per seed). A supernet cannot be seen to rank better
+    than this. ``spearman_rho_corrected`` divides the supernet's Spearman rho by the square root of the
+    reliability of the seeds' mean (Spearman-Brown over the seeds: the classic correction for attenuation);
+    None when the seeds do not agree at all."""
+    first, second = [r[0] for r in runs], [r[1] for r in runs]
+    ceiling = rank_correlations(first, second)
+    seeds = min(len(r) for r in runs)
+    rho = ceiling['spearman_rho'].value
+    reliability = seeds * rho / (1 + (seeds - 1) * rho) if math.isfinite(rho) and rho > 0 else None
+    corrected = spearman / math.sqrt(reliability) if reliability and spearman is not None else None
+    return dict(noise_ceiling={name: _as_record(c) for name, c in ceiling.items()},
+                spearman_rho_corrected=corrected)
 
 
 def seeded_recipes(recipe: TrainConfig, seeds: Sequence[int]) -> list[TrainConfig]:

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from glit_models.nas import rank_check, search
-from glit_models.nas.ranking import rank_correlations
+from glit_models.nas.ranking import ground_truth_ceiling, rank_correlations
 
 
 def test_rank_correlations_and_their_intervals():
@@ -77,3 +77,29 @@ def test_rank_check_needs_a_search(tmp_path, capsys):
     assert rank_check.main(['--output', str(tmp_path / 'nothing')]) == 2
     assert 'holds no search (run.json is missing)' in capsys.readouterr().err
     assert not (tmp_path / 'nothing').exists()
+
+
+def test_the_ground_truth_ceiling_is_the_seeds_agreement_and_corrects_spearman():
+    rng = np.random.default_rng(1)
+    quality = rng.normal(size=25)
+    runs = [[q + rng.normal(scale=0.5), q + rng.normal(scale=0.5)] for q in quality]
+    found = ground_truth_ceiling(runs, spearman=0.6)
+    seed_rho = stats.spearmanr([r[0] for r in runs], [r[1] for r in runs]).statistic
+    assert found['noise_ceiling']['spearman_rho']['value'] == pytest.approx(seed_rho)
+    assert found['noise_ceiling']['kendall_tau']['value'] == pytest.approx(
+        stats.kendalltau([r[0] for r in runs], [r[1] for r in runs]).statistic)
+    reliability = 2 * seed_rho / (1 + seed_rho)  # of the two seeds' mean, by Spearman-Brown
+    assert found['spearman_rho_corrected'] == pytest.approx(0.6 / np.sqrt(reliability))
+    noise = [[rng.normal(), rng.normal()] for _ in range(25)]  # seeds that do not agree: nothing to correct by
+    disagreeing = ground_truth_ceiling(noise, spearman=0.3)
+    if disagreeing['noise_ceiling']['spearman_rho']['value'] <= 0:
+        assert disagreeing['spearman_rho_corrected'] is None
+
+
+def test_rank_check_reports_the_ceiling_with_two_seeds_by_default(searched, capsys):
+    assert rank_check.main(['--output', str(searched), '--subnets', '3', '--epochs', '1', '--no-progress',
+                            '--seed', '5']) == 0
+    out = capsys.readouterr().out
+    result = json.loads((searched / 'rank_check' / 'stage1.json').read_text())
+    assert result['seeds'] == [0, 1] and all(len(r['trained_runs']) == 2 for r in result['records'])
+    assert 'noise_ceiling' in result and 'the seeds agree with each other at Kendall tau' in out
