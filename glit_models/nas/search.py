@@ -102,7 +102,7 @@ PRESETS = {
                    'the middle of the demo\'s stage-1 space costs (7.3M to 9.0M FLOPs, authors\' formula)',
                    0.2, 256, None,
                    EvolutionConfig(population=8, generations=4, parents=4, mutations=3, crossovers=3, top_k=3),
-                   opt='adamw', weight_decay=0.05, retrain_epochs=6, retrain_lr=2e-3, compare_random=3, workers=0,
+                   opt='adamw', weight_decay=0.05, retrain_epochs=12, retrain_lr=2e-3, compare_random=3, workers=0,
                    augmentation=DIGITS_AUGMENTATION),
 }
 
