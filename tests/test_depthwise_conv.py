@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from glit_models import GlitArch
-from glit_models.depthwise_conv import (
-    _TokenDepthwiseConvFunction, plain_token_depthwise_conv, token_depthwise_conv)
+from glit_models.depthwise_conv import _TokenDepthwiseConvFunction, plain_token_depthwise_conv, token_depthwise_conv
 from glit_models.layers import TokenDepthwiseConv, same_padding
 
 
