@@ -17,6 +17,7 @@ from torch import nn
 from torch.jit import Final
 
 from ..architecture import BlockSpec
+from .depthwise_conv import token_depthwise_conv
 
 __all__ = [
     'GlobalHeads', 'LocalHeads', 'FusedLocalHeads', 'GlobalLocalModule', 'GlobalLocalBlock',
@@ -78,7 +79,8 @@ class TokenDepthwiseConv(nn.Conv1d):
     The weight is the release's (C, 1, k). (B, N, C) memory is a channels-last (B, C, 1, N)
     image, so the convolution runs as a Conv2d with a (1, k) kernel on that view: no transpose
     copy either way, and oneDNN's channels-last depthwise kernel is many times faster than
-    Conv1d on (B, C, N) for k = 17..45.
+    Conv1d on (B, C, N) for k = 17..45. In CPU training the backward is depthwise_conv's, which
+    runs both gradients as forward depthwise convolutions (aten's backward is 10-20x slower).
     """
 
     def __init__(self, channels: int, kernel_size: int, device=None, dtype=None) -> None:
@@ -86,14 +88,7 @@ class TokenDepthwiseConv(nn.Conv1d):
         self.token_padding = same_padding(kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.transpose(1, 2).unsqueeze(2)
-        left, right = self.token_padding
-        if left != right:
-            # even kernels: one token less on the right, so pad explicitly (channels-last is kept)
-            x = F.pad(x, (left, right))
-            left = 0
-        x = F.conv2d(x, self.weight.unsqueeze(2), self.bias, padding=(0, left), groups=self.groups)
-        return x.squeeze(2).transpose(1, 2)
+        return token_depthwise_conv(x, self.weight, self.bias, self.token_padding, self.training)
 
 
 class LocalHeads(nn.Module):
