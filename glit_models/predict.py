@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
+from .data import open_image
 from .models.factory import create_model
 from .models.model_folder import is_trained
 from .utils.cli import OneLineParser, UsageError, command_line
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--pretrained', action='store_true', help='load the published weights (from the Hub)')
     parser.add_argument('--top-k', type=int, default=5)
     args = parser.parse_args(argv)
+    if args.top_k < 1:
+        raise UsageError(f'--top-k {args.top_k}: must be at least 1 (the classes shown per image)')
     logging.basicConfig(format='%(message)s')
     logging.getLogger('glit_models').setLevel(logging.INFO)  # where weights come from, while they download
     images = args.images or [sample_image()]
@@ -59,10 +62,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     labels = model.pretrained_cfg.get('label_names')  # the class names a trained folder carries
     names = ImageNetInfo() if model.num_classes == 1000 and not labels else None
+    side = max(resolve_model_data_config(model)['input_size'][1:])
     for path in images:
-        try:
-            image = Image.open(path)
-        except (OSError, UnidentifiedImageError) as e:
+        try:  # decoded whole here, so a truncated file is named before anything is printed for it
+            image = open_image(path, 'RGB', side)
+        except Exception as e:  # Pillow raises many types (OSError, DecompressionBombError, ...): all unreadable
             raise UsageError(f'{path}: cannot read it as an image ({e})') from None
         print(path)
         for index, prob in classify(model, image, args.top_k):

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from timm.data import create_dataset, create_loader, resolve_model_data_config
+from timm.data import create_loader, resolve_model_data_config
 from timm.utils import accuracy
 
-from .data import DataError, check_image_folder, find_split
+from .data import BAD_IMAGES, DataError, ImageFiles, check_image_folder, resolve_split, scan_image_folder
+from .data.loader import usable_workers
 from .models.factory import create_model
-from .utils.cli import OneLineParser, command_line
+from .utils.cli import OneLineParser, UsageError, command_line
 from .utils.distributed import default_device
 
 __all__ = ['validate', 'main']
@@ -47,14 +48,26 @@ def _class_map(model: torch.nn.Module, classes: list[str], root: Path) -> dict[s
     return {}  # timm's own order
 
 
-def validate(model: torch.nn.Module, root: Path, batch_size: int = 64, workers: int = 2) -> dict[str, float]:
-    """Top-1 and top-5 (%) of ``model`` on the ImageFolder ``root``."""
+def _dataset(model: torch.nn.Module, root: Path, bad_images: str) -> ImageFiles:
+    """The images of ``root``, every header read up front (unreadable ones refused or skipped by name, never
+    replaced by another image), labelled by the model's class indices."""
     classes = check_image_folder(root)
-    dataset = create_dataset('', root=str(root), search_split=False, class_map=_class_map(model, classes, root))
+    class_map = _class_map(model, classes, root)
+    dataset = scan_image_folder(root, bad_images)
+    if class_map:
+        dataset.samples = [(path, class_map[classes[label]]) for path, label in dataset.samples]
+    return dataset
+
+
+def validate(model: torch.nn.Module, root: Path, batch_size: int = 64, workers: int = 2,
+             bad_images: str = 'refuse') -> dict[str, float]:
+    """Top-1 and top-5 (%) of ``model`` on the ImageFolder ``root``; ``images``: how many were scored."""
+    dataset = _dataset(model, root, bad_images)
     config = resolve_model_data_config(model)
+    dataset.min_side = max(config['input_size'][1:])
     device = default_device()
-    loader = create_loader(dataset, **config, batch_size=batch_size, is_training=False, num_workers=workers,
-                           use_prefetcher=False)
+    loader = create_loader(dataset, **config, batch_size=batch_size, is_training=False,
+                           num_workers=usable_workers(workers, len(dataset), batch_size), use_prefetcher=False)
     model = model.to(device).eval()
     correct1 = correct5 = total = 0.
     with torch.no_grad():
@@ -78,7 +91,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--split', default='val', help='folder inside --data-dir, when it exists')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1), help='data loader processes')
-    return p.parse_args(argv)
+    p.add_argument('--bad-images', choices=BAD_IMAGES, default='refuse',
+                   help='images that cannot be read: refuse the data, or skip them (each named, and not scored)')
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        raise UsageError(f'--batch-size {args.batch_size}: must be at least 1')
+    if args.workers < 0:
+        raise UsageError(f'--workers {args.workers}: must be 0 or more (0: load in the main process)')
+    return args
 
 
 @command_line(_PROG)
@@ -86,9 +106,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format='%(message)s')
     logging.getLogger('glit_models').setLevel(logging.INFO)  # where weights come from, while they download
-    root = find_split(args.data_dir, args.split) or Path(args.data_dir)
+    root = resolve_split(args.data_dir, args.split)
     model = create_model(args.model, True, args.checkpoint)
-    results = validate(model, root, args.batch_size, args.workers)
+    results = validate(model, root, args.batch_size, args.workers, args.bad_images)
     print(f'{args.model} on {root} ({results["images"]} images, {results["img_size"]} px, crop '
           f'{results["crop_pct"]}, {results["interpolation"]}): top-1 {results["top1"]:.2f}%, '
           f'top-5 {results["top5"]:.2f}%', file=sys.stderr)

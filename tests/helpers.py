@@ -1,7 +1,12 @@
 """What several test files share: small data, models and checkpoints made here (nothing is downloaded)."""
 import argparse
+import os
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import timm
@@ -14,6 +19,49 @@ from glit_models.models.model_folder import save_model_folder
 from glit_models.models.reference import ReferenceGlit
 from glit_models.nas.space import Stem
 from glit_models.training import engine
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_module(args: Sequence[str], timeout: float = 600, preexec_fn: Optional[Callable[[], Any]] = None,
+               cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """``python -m ARGS`` in a child process that imports this checkout (PYTHONPATH) and never goes online."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]),
+               HF_HUB_OFFLINE='1', PYTHONWARNINGS='ignore')
+    return subprocess.run([sys.executable, '-m', *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=timeout, preexec_fn=preexec_fn, cwd=cwd)
+
+
+def assert_one_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit code 2, exactly one line on stderr that holds every fragment, no traceback; returns that line."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that is only its signature and header: it opens with any size, and has no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0)) + \
+        chunk(b'IEND', b'')
+
+
+def write_bad_images(folder: Path) -> list[Path]:
+    """Four unusable images: zero bytes, text, a header only, and a PNG cut in half (whose header reads)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = folder / 'good_source.png'
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good)
+    data = good.read_bytes()
+    good.unlink()
+    files = {'zero.png': b'', 'text.png': b'not an image at all', 'header.png': png_header(32, 32),
+             'truncated.png': data[:len(data) // 2]}
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return [folder / name for name in files]
+
 
 # tiny search spaces for the NAS tests (embed 24-48, 3 heads, 32 px)
 TINY_STEM = Stem(embed_dim=48, num_heads=3, depth=3, patch_size=8, img_size=32)

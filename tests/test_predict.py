@@ -46,3 +46,77 @@ def test_a_found_model_folder_predicts_with_its_own_data_config_and_class_names(
     assert predict.main([str(tmp_path / 'red.png'), '--model', f'local-dir:{folder}']) == 0
     lines = capsys.readouterr().out.splitlines()
     assert sorted(line.split()[-1] for line in lines[1:]) == ['circle', 'square']
+
+
+@pytest.fixture(scope='module')
+def found(tmp_path_factory):
+    from tests.helpers import small_model_folder
+
+    root = tmp_path_factory.mktemp('predict')
+    Image.new('RGB', (50, 40), 'red').save(root / 'red.png')
+    return small_model_folder(root / 'best', ['circle', 'square', 'star']), root / 'red.png'
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--top-k', '0'], '--top-k 0: must be at least 1'),
+    (['--top-k', '-1'], '--top-k -1: must be at least 1'),
+])
+def test_bad_flags_are_one_line(found, args, message):
+    from tests.helpers import assert_one_line, run_module
+
+    folder, image = found
+    assert_one_line(run_module(['glit_models.predict', image, '--model', f'local-dir:{folder}', *args]), message)
+
+
+def test_unusable_images_are_one_line(found, tmp_path):
+    """A header only, a truncated file, and a 20000 x 20000 PNG (Pillow's DecompressionBombError)."""
+    from tests.helpers import assert_one_line, png_header, run_module, write_bad_images
+
+    folder, _ = found
+    (tmp_path / 'bomb.png').write_bytes(png_header(20000, 20000))
+    for path in [tmp_path / 'bomb.png'] + [p for p in write_bad_images(tmp_path) if p.name != 'zero.png']:
+        line = assert_one_line(run_module(['glit_models.predict', path, '--model', f'local-dir:{folder}']),
+                               f'{path}: cannot read it as an image')
+        assert path.name != 'bomb.png' or 'exceeds limit' in line
+
+
+def test_a_folder_and_its_own_weights_file_and_fewer_labels_than_classes(found, tmp_path):
+    import json
+    import shutil
+
+    from tests.helpers import assert_one_line, run_module
+
+    folder, image = found
+    done = run_module(['glit_models.predict', image, '--model', f'local-dir:{folder}', '--checkpoint',
+                       folder / 'model.safetensors', '--top-k', '2'])
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3
+    edited = tmp_path / 'edited'
+    shutil.copytree(folder, edited)
+    config = json.loads((edited / 'config.json').read_text())
+    config['label_names'] = ['circle', 'square']
+    (edited / 'config.json').write_text(json.dumps(config))
+    assert_one_line(run_module(['glit_models.predict', image, '--model', f'local-dir:{edited}']),
+                    'label_names "(2 names)" must be one name per class (3)')
+    config['architecture'] = '../../../etc/passwd'
+    (edited / 'config.json').write_text(json.dumps(config))
+    assert_one_line(run_module(['glit_models.predict', image, '--model', f'local-dir:{edited}']),
+                    'architecture "../../../etc/passwd" must be a registered model name')
+
+
+def test_nan_weights_are_one_line(found, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tests.helpers import assert_one_line, run_module
+
+    folder, image = found
+    broken = tmp_path / 'nan'
+    shutil.copytree(folder, broken)
+    state = load_file(broken / 'model.safetensors')
+    save_file({k: torch.full_like(v, float('nan')) if v.is_floating_point() else v for k, v in state.items()},
+              broken / 'model.safetensors')
+    assert_one_line(run_module(['glit_models.predict', image, '--model', f'local-dir:{broken}']),
+                    'non-finite value(s)')

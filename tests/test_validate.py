@@ -58,3 +58,97 @@ def test_data_of_other_classes_is_one_line(data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith('python -m glit_models.validate: error: ') and "label_names (cat, dog" in err
     assert '\n' not in err
+
+
+@pytest.fixture(scope='module')
+def scored(tmp_path_factory):
+    """24 good images in 3 classes beside four unusable ones, and a model folder of those classes."""
+    from tests.helpers import write_bad_images
+
+    root = tmp_path_factory.mktemp('scored')
+    data = write_image_folder(root / 'data', classes=3, per_class=8, size=40)
+    bad = write_bad_images(data / 'class_1')
+    folder = small_model_folder(root / 'm', ['class_0', 'class_1', 'class_2'])
+    return data, bad, folder
+
+
+def test_unreadable_images_are_refused_or_skipped_by_name_and_never_replaced(scored):
+    """timm's dataset scored the next image (with its label) in place of a bad one and counted 24."""
+    from tests.helpers import assert_one_line, run_module
+
+    data, bad, folder = scored
+    args = ['glit_models.validate', '--model', f'local-dir:{folder}', '--data-dir', data, '--workers', '1']
+    line = assert_one_line(run_module(args), 'unreadable image(s)', '--bad-images skip')
+    assert str(bad[0]) in line  # the zero-byte file, named
+    skipped = run_module([*args, '--bad-images', 'skip'])
+    assert skipped.returncode == 0, skipped.stderr
+    assert json.loads(skipped.stdout)['images'] == 24 and '(24 images' in skipped.stderr
+    assert all(str(path) in skipped.stderr for path in bad)
+
+
+def test_an_image_that_fails_to_decode_in_a_worker_is_one_line(scored, tmp_path):
+    """A header that reads over data that does not: named in one line, not a worker's traceback."""
+    from tests.helpers import assert_one_line, run_module, write_bad_images
+
+    data = write_image_folder(tmp_path / 'data', classes=2, per_class=4, size=40)
+    truncated = [p for p in write_bad_images(tmp_path / 'bad') if p.name == 'truncated.png'][0]
+    truncated.rename(data / 'class_0' / 'truncated.png')
+    folder = small_model_folder(tmp_path / 'm', ['class_0', 'class_1'])
+    assert_one_line(run_module(['glit_models.validate', '--model', f'local-dir:{folder}', '--data-dir', data,
+                                '--workers', '1', '--batch-size', '2']),
+                    'truncated.png: cannot decode the image')
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--batch-size', '0'], '--batch-size 0: must be at least 1'),
+    (['--batch-size', '-5'], '--batch-size -5: must be at least 1'),
+    (['--workers', '-1'], '--workers -1: must be 0 or more'),
+    (['--split', 'valid'], '--split valid: {data} has no valid/ folder; its splits are val'),
+])
+def test_bad_flags_are_one_line(data, args, message):
+    from tests.helpers import assert_one_line, run_module
+
+    assert_one_line(run_module(['glit_models.validate', '--model', 'glit_tiny', '--data-dir', data, *args]),
+                    message.format(data=data))
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda c: c.update(num_classes=10 ** 9), 'num_classes 1000000000 must be'),
+    (lambda c: c['pretrained_cfg'].update(crop_pct=0), 'crop_pct 0 must be a fraction in (0, 1]'),
+])
+def test_a_config_that_disagrees_with_its_weights_is_one_line(scored, tmp_path, change, message):
+    import shutil
+
+    from tests.helpers import assert_one_line, run_module
+
+    data, _, folder = scored
+    edited = tmp_path / 'm'
+    shutil.copytree(folder, edited)
+    config = json.loads((edited / 'config.json').read_text())
+    change(config)
+    (edited / 'config.json').write_text(json.dumps(config))
+    assert_one_line(run_module(['glit_models.validate', '--model', f'local-dir:{edited}', '--data-dir', data]),
+                    message)
+
+
+def test_16_bit_images_are_scored_as_their_8_bit_values(tmp_path, capsys):
+    """A 16-bit copy of every image scores as its 8-bit original (not all white)."""
+    import numpy as np
+    from PIL import Image
+
+    eight = write_image_folder(tmp_path / 'eight', classes=2, per_class=4, size=40)
+    sixteen = tmp_path / 'sixteen'
+    for path in eight.rglob('*.png'):
+        target = sixteen / path.relative_to(eight)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        gray = np.asarray(Image.open(path).convert('L'), dtype=np.uint16) * 257
+        Image.fromarray(gray).save(target)  # mode I;16
+        Image.fromarray((gray // 257).astype(np.uint8)).convert('RGB').save(path)  # the same image, 8 bits
+    from glit_models.data import scan_image_folder
+
+    ours, theirs = scan_image_folder(sixteen), scan_image_folder(eight)
+    for i in range(len(ours)):
+        assert np.array_equal(np.asarray(ours[i][0]), np.asarray(theirs[i][0])) and ours[i][1] == theirs[i][1]
+    folder = small_model_folder(tmp_path / 'm', ['class_0', 'class_1'])
+    scores = [_run(['--model', f'local-dir:{folder}', '--data-dir', str(root)], capsys) for root in (eight, sixteen)]
+    assert [(s['top1'], s['top5'], s['images']) for s in scores] == [(scores[0]['top1'], scores[0]['top5'], 8)] * 2

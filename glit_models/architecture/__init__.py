@@ -5,6 +5,7 @@ from .complexity import (
     block_macs,
     block_params,
     check_buildable,
+    check_step_memory,
     count_params,
     macs,
     stem_authors_flops,

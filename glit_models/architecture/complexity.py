@@ -10,10 +10,12 @@ Two FLOPs conventions:
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from .spec import ArchitectureError, BlockSpec, GlitArch
 
-__all__ = ['block_params', 'stem_params', 'count_params', 'check_buildable', 'block_authors_flops',
+__all__ = ['block_params', 'stem_params', 'count_params', 'check_buildable', 'check_step_memory',
+           'block_authors_flops',
            'stem_authors_flops', 'authors_flops', 'block_macs', 'stem_macs', 'macs']
 
 
@@ -68,6 +70,25 @@ def check_buildable(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) 
         raise ArchitectureError(f'this architecture needs {needed / 2 ** 30:.1f} GiB for its float32 parameters '
                                 f'alone, more than the {memory / 2 ** 30:.1f} GiB of memory of this machine: '
                                 f'{arch.to_str()[:200]}')
+
+
+def check_step_memory(arch: GlitArch, batch_size: int, num_classes: int = 1000, in_chans: int = 3,
+                      available: Optional[int] = None, flag: str = '--img-size') -> None:
+    """ArchitectureError, before the model is built, when one training step at ``batch_size`` clearly cannot fit
+    in ``available`` bytes (default: this machine's memory): weights, gradients and two optimizer moments, plus
+    a lower bound of the activations kept for the backward pass (token features per block, attention maps)."""
+    n, dim = arch.num_tokens, arch.embed_dim
+    per_image = 0
+    for block in arch.blocks:
+        per_image += n * dim * (6 + 2 * block.mlp_ratio)  # norms, qkv/conv inputs, residuals, the MLP's hidden
+        if block.has_global:
+            per_image += 2 * (arch.num_heads * block.global_thirds // 3) * n * n  # attention logits and softmax
+    needed = 4 * (4 * count_params(arch, num_classes, in_chans) + batch_size * per_image)
+    available = available if available is not None else _machine_memory()
+    if needed > available:
+        raise ArchitectureError(f'{flag} {arch.img_size}: one training step at batch {batch_size} needs at least '
+                                f'{needed / 2 ** 30:.1f} GiB ({n:,} tokens per image), more than the '
+                                f'{available / 2 ** 30:.1f} GiB of memory here; use a smaller size or batch')
 
 
 def block_authors_flops(arch: GlitArch, block: BlockSpec) -> float:

@@ -73,7 +73,8 @@ class BlockSpec:
             raise ArchitectureError(
                 f'{where}: global_thirds={self.global_thirds!r} must be 0, 1, 2 or 3 '
                 '(the distribution is counted in thirds of the heads)')
-        if not _is_number(self.mlp_ratio) or self.mlp_ratio <= 0 or int(embed_dim * self.mlp_ratio) < 1:
+        if not _is_number(self.mlp_ratio) or self.mlp_ratio <= 0 or not math.isfinite(embed_dim * self.mlp_ratio) \
+                or int(embed_dim * self.mlp_ratio) < 1:  # 1e308 is finite, its product with the width is not
             raise ArchitectureError(f'{where}: mlp_ratio={self.mlp_ratio!r} must be a finite positive number')
         head_width = embed_dim // num_heads
         if self.has_global:
@@ -127,8 +128,15 @@ class BlockSpec:
                     f'block {index}: cannot read {token!r} in {text!r}; expected e<qkv ratio>, m<conv expansion>, '
                     'k<kernel> or mlp<mlp ratio>')
             number = float(found[2])
+            if not math.isfinite(number) or number > _LARGEST:
+                raise ArchitectureError(f'block {index}: {token[:40]!r} is too large; sizes have at most '
+                                        f'{len(str(_LARGEST))} digits')
             values[names[found[1]]] = int(number) if found[1] in ('m', 'k') else _number(number)
         return cls(**values)
+
+
+_LARGEST = 10 ** 12
+"""No size of a buildable network comes near it; larger numbers are refused before Python converts them."""
 
 
 def _number(value: float) -> Union[int, float]:
@@ -209,14 +217,20 @@ class GlitArch:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> 'GlitArch':
+        if not isinstance(data, Mapping):
+            raise ArchitectureError(f'expected an architecture object, got a {type(data).__name__}')
         known = {'embed_dim', 'num_heads', 'patch_size', 'img_size', 'blocks'}
         unknown = set(data) - known
         if unknown:
             raise ArchitectureError(f'unknown architecture fields {sorted(unknown)}; expected {sorted(known)}')
         if 'blocks' not in data:
             raise ArchitectureError('the architecture has no "blocks" list')
+        if not isinstance(data['blocks'], (list, tuple)):
+            raise ArchitectureError(f'"blocks" must be a list of block objects, got {data["blocks"]!r:.80}')
         blocks = []
         for index, block in enumerate(data['blocks']):
+            if not isinstance(block, Mapping):
+                raise ArchitectureError(f'block {index}: expected a block object, got {block!r:.80}')
             try:
                 blocks.append(BlockSpec(**block))
             except TypeError as e:
@@ -238,11 +252,15 @@ class GlitArch:
 
     @classmethod
     def from_str(cls, text: str) -> 'GlitArch':
+        if not isinstance(text, str):
+            raise ArchitectureError(f'expected an architecture description string, got {type(text).__name__}')
         stem, *blocks = [part.strip() for part in text.split('|')]
         found = re.fullmatch(r'embed(\d+) heads(\d+) patch(\d+) img(\d+)', stem)
         if not found:
             raise ArchitectureError(
-                f'cannot read the stem {stem!r}; expected "embed<dim> heads<H> patch<P> img<size>"')
+                f'cannot read the stem {stem[:200]!r}; expected "embed<dim> heads<H> patch<P> img<size>"')
+        if any(len(g) > len(str(_LARGEST)) for g in found.groups()):  # before int(): Python refuses 4300+ digits
+            raise ArchitectureError(f'the stem {stem[:80]!r}... has a size of more than {len(str(_LARGEST))} digits')
         embed_dim, num_heads, patch_size, img_size = (int(g) for g in found.groups())
         return cls(blocks=tuple(BlockSpec.from_str(b, i) for i, b in enumerate(blocks)),
                    embed_dim=embed_dim, num_heads=num_heads, patch_size=patch_size, img_size=img_size)

@@ -8,6 +8,8 @@ from .folder import (
     check_image_folder,
     find_split,
     image_folder,
+    open_image,
+    resolve_split,
     scan_image_folder,
 )
 from .loader import Augmentation, TrainData, build_train_data, check_one_batch, make_loader, separate_split

@@ -11,14 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
 from PIL import Image
 from timm.data.readers.img_extensions import get_img_extensions
 from torch.utils.data import Dataset
 
 from ..utils.errors import GlitError
 
-__all__ = ['BAD_IMAGES', 'MIN_CLASSES', 'DataError', 'ImageFiles', 'find_split', 'check_image_folder',
-           'scan_image_folder', 'image_folder']
+__all__ = ['BAD_IMAGES', 'MIN_CLASSES', 'DataError', 'ImageFiles', 'find_split', 'resolve_split', 'open_image',
+           'check_image_folder', 'scan_image_folder', 'image_folder']
 
 _logger = logging.getLogger(__name__)
 
@@ -35,6 +36,45 @@ def find_split(data_dir: Union[str, Path], split: str) -> Optional[Path]:
     """``data_dir/split`` when that folder exists, else None."""
     candidate = Path(data_dir) / split
     return candidate if candidate.is_dir() else None
+
+
+def resolve_split(data_dir: Union[str, Path], split: str, flag: str = '--split') -> Path:
+    """``data_dir/split`` when it exists; else ``data_dir`` itself when it is an ImageFolder of class folders,
+    and a DataError naming ``flag`` when it holds split folders (class folders inside folders) instead."""
+    data_dir = Path(data_dir)
+    found = find_split(data_dir, split)
+    if found is not None or not data_dir.is_dir():
+        return found or data_dir
+    splits = sorted(entry.name for entry in os.scandir(data_dir) if entry.is_dir() and not entry.name.startswith('.')
+                    and any(e.is_dir() for e in os.scandir(entry.path)))
+    if splits:
+        raise DataError(f'{flag} {split}: {data_dir} has no {split}/ folder; its splits are '
+                        f'{", ".join(splits[:5])}{", ..." if len(splits) > 5 else ""}')
+    return data_dir
+
+
+_SIXTEEN_BITS = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+"""Integer modes of 16-bit images (PNG, TIFF): Pillow's convert('RGB') clips them at 255, so they are scaled."""
+
+
+def open_image(path: Union[str, Path], mode: str = 'RGB', min_side: Optional[int] = None) -> Image.Image:
+    """The one way the package opens an image: decoded in ``mode``, 16-bit images scaled to 8 bits (not
+    clipped), and an image far larger than needed (``min_side``: the shorter side the transform resizes to)
+    decoded at a reduced size (JPEG's draft, else Pillow's reduce) so that it never takes gigabytes.
+    Raises Pillow's errors (a DecompressionBombError among them) for the caller to name the file."""
+    with Image.open(path) as image:
+        if min_side and image.format == 'JPEG' and min(image.size) >= 4 * min_side:
+            image.draft(mode, (2 * min_side, 2 * min_side))  # DCT scaling: decodes at 1/2..1/8 of the size
+        image.load()
+        if image.mode in _SIXTEEN_BITS:
+            # 65535 -> 255: the 16-bit range onto the 8-bit one (mode I holds 16-bit PNGs as 32-bit integers)
+            pixels = np.asarray(image, dtype=np.int64)
+            image = Image.fromarray((np.clip(pixels, 0, 65535) / 257).round().astype(np.uint8))  # mode L
+        elif image.mode == 'F':
+            raise ValueError('a floating-point image (mode F); save it as an 8- or 16-bit image')
+        if min_side and min(image.size) >= 4 * min_side:
+            image = image.reduce(min(image.size) // (2 * min_side))  # still at least twice what is kept
+        return image.convert(mode)
 
 
 def _class_folders(root: Path) -> list[str]:
@@ -70,11 +110,15 @@ def check_image_folder(root: Union[str, Path]) -> list[str]:
     return classes
 
 
-def _unreadable(path: str) -> Optional[str]:
-    """Why ``path`` cannot be an image, from its header and size alone (no full decode), or None."""
+def _unreadable(path: str, decode: bool = False) -> Optional[str]:
+    """Why ``path`` cannot be an image, or None: from its header and size alone, or (``decode``) from
+    decoding it all, which also finds a file whose header reads but whose data is truncated or damaged."""
     try:
         with Image.open(path) as image:
             width, height = image.size
+            if decode and width > 0 and height > 0:
+                image.draft(image.mode, (64, 64))  # a JPEG decodes at an eighth of its size: its data is all read
+                image.load()
     except Exception as e:  # Pillow's plugins raise many types; any of them means the file is unusable
         return str(e) or type(e).__name__
     return None if width > 0 and height > 0 else f'{width}x{height} pixels'
@@ -91,6 +135,8 @@ class ImageFiles(Dataset):
                  mode: str = 'RGB') -> None:
         self.samples, self.classes, self.files, self.mode = samples, classes, files, mode
         self.transform: Any = None
+        self.min_side: Optional[int] = None
+        """The shorter side the transform needs, so a huge image is decoded reduced (``open_image``)."""
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -98,17 +144,18 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, target = self.samples[index]
         try:
-            with Image.open(path) as image:
-                image = image.convert(self.mode)
+            image = open_image(path, self.mode, self.min_side)
         except Exception as e:  # a file that passed the header scan but does not decode
-            raise DataError(f'{path}: cannot decode the image ({e})') from None
+            raise DataError(f'{path}: cannot decode the image ({e}); fix or remove it, or skip such files with '
+                            '--bad-images skip (which decodes every image up front)') from None
         return (self.transform(image) if self.transform is not None else image), target
 
 
 def scan_image_folder(root: Union[str, Path], bad_images: str = 'refuse', mode: str = 'RGB') -> ImageFiles:
     """Every image of the ImageFolder ``root``, its header read up front: unreadable images are refused
-    (``bad_images='refuse'``) or skipped (``'skip'``), each named; a file reached twice through links
-    is taken once, and refused when it sits in two classes."""
+    (``bad_images='refuse'``) or skipped (``'skip'``, which decodes every image, so that a file whose data
+    is damaged never stops a run part-way), each named; a file reached twice through links is taken once,
+    and refused when it sits in two classes."""
     root = Path(root)
     classes = check_image_folder(root)
     extensions = get_img_extensions(as_set=True)
@@ -133,7 +180,8 @@ def scan_image_folder(root: Union[str, Path], bad_images: str = 'refuse', mode: 
                 continue
             found[key] = (entry.path, label)
     with ThreadPoolExecutor(8) as pool:  # reading headers waits on the disk, not the CPU
-        problems = dict(zip(found, pool.map(_unreadable, [path for path, _ in found.values()])))
+        decode = bad_images == 'skip'
+        problems = dict(zip(found, pool.map(lambda path: _unreadable(path, decode), [p for p, _ in found.values()])))
     bad = missing + [(found[k][0], why) for k, why in problems.items() if why is not None]
     if bad:
         listed = '; '.join(f'{path} ({why})' for path, why in bad[:5]) + ('; ...' if len(bad) > 5 else '')

@@ -1,13 +1,15 @@
 """Loaders on timm's data pipeline for training runs: augmentation, evaluation transforms, the train/val pair."""
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from PIL import Image, ImageOps
 from timm.data import auto_augment, create_loader
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..utils.distributed import default_device, world_size
 from .config import DataConfig, loader_data_config
@@ -15,7 +17,8 @@ from .folder import DataError, ImageFiles, find_split, image_folder
 from .memory import DEFAULT_MEMORY_LIMIT_MB, hold_in_memory
 from .splits import shard, split_heldout, subset
 
-__all__ = ['Augmentation', 'TrainData', 'make_loader', 'check_one_batch', 'separate_split', 'build_train_data']
+__all__ = ['Augmentation', 'TrainData', 'make_loader', 'usable_workers', 'check_one_batch', 'separate_split',
+           'build_train_data']
 
 
 
@@ -89,6 +92,19 @@ class TrainData:
         return list(self.data_config.label_names or ())
 
 
+def usable_workers(workers: int, images: int, batch_size: int) -> int:
+    """``workers`` capped at what can be busy: one per batch of the data, and no more than the CPU cores."""
+    if workers <= 0:
+        return 0
+    return max(1, min(workers, os.cpu_count() or 1, math.ceil(images / max(batch_size, 1))))
+
+
+def _image_files(dataset: Dataset) -> Optional[ImageFiles]:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset if isinstance(dataset, ImageFiles) else None
+
+
 def make_loader(dataset: Dataset, *, data: DataConfig, batch_size: int, is_training: bool, workers: int = 2,
                 distributed: bool = False, augmentation: Optional[Augmentation] = None) -> DataLoader:
     """timm's create_loader at ``data``'s input size, normalisation, crop and resize, with what resumable,
@@ -96,6 +112,10 @@ def make_loader(dataset: Dataset, *, data: DataConfig, batch_size: int, is_train
     process) every epoch, and the prefetcher only on CUDA."""
     augmentation = augmentation or Augmentation()
     device = default_device()
+    workers = usable_workers(workers, len(dataset), batch_size)
+    files = _image_files(dataset)
+    if files is not None:  # a huge image is decoded at a reduced size, never in full
+        files.min_side = max(data.input_size[1:])
     options: dict[str, Any] = {}
     if is_training:
         options = dict(no_aug=augmentation.no_aug, scale=augmentation.scale, ratio=augmentation.ratio,

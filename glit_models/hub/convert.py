@@ -23,6 +23,7 @@ from ..models.checkpoint import CheckpointError, read_checkpoint
 from ..models.glit import is_authors_layout
 from ..models.model_folder import save_model_folder
 from ..models.reference import ReferenceGlit
+from ..utils.atomic import write_text_atomic
 from ..utils.cli import OneLineParser, UsageError, command_line
 from ..utils.errors import GlitError
 from .card import model_card, render
@@ -56,6 +57,12 @@ def convert(checkpoint: Path, output: Path, model_name: str = 'glit_tiny_patch16
             tolerance: float = 1e-4, repo_id: Optional[str] = None, dataset: Optional[str] = None,
             top1: Optional[float] = None, top1_source: Optional[str] = None) -> dict[str, float]:
     """Write the Hub folder for ``checkpoint``; return the logit differences before and after."""
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        what = 'is a file' if not output.is_dir() else \
+            f'is not empty ({", ".join(sorted(p.name for p in output.iterdir())[:3])})'
+        raise UsageError(f'--output {output} {what}; a Hub folder holds one model and nothing else: choose a new '
+                         'or empty folder')
     state_dict = read_checkpoint(checkpoint, use_ema=use_ema)
     if not is_authors_layout(state_dict):
         raise CheckpointError(f'{checkpoint}: not in the authors\' layout (no blocks.<i>.0.* keys)')
@@ -80,7 +87,7 @@ def convert(checkpoint: Path, output: Path, model_name: str = 'glit_tiny_patch16
                    f'logits match the release\'s network on the same weights to {max(before, after):.1e}.')
     card = model_card(reloaded, repo_id or f'glit-models/{model_name}', description=description, dataset=dataset,
                       top1=top1, top1_source=top1_source, original='https://github.com/bychen515/GLiT')
-    (output / 'README.md').write_text(render(card, model_name))
+    write_text_atomic(render(card, model_name), output / 'README.md')
     return {'before': before, 'after': after}
 
 

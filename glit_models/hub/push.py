@@ -11,6 +11,7 @@ and a folder of untrained weights (the search's ``best/`` before retraining) is 
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -20,7 +21,7 @@ from huggingface_hub import HfApi
 
 from ..models.checkpoint import CheckpointError
 from ..models.glit import GlobalLocalTransformer
-from ..models.model_folder import is_trained, read_model_config
+from ..models.model_folder import check_model_folder, is_trained
 from ..utils.cli import OneLineParser, command_line
 from ..utils.errors import GlitError
 from .card import model_card, render
@@ -42,20 +43,34 @@ def check_folder(folder: Path, repo_id: str, force: bool = False) -> GlobalLocal
             raise PublishError(f'{folder}: has no {name}; write it with glit_models.hub.convert, glit_models.train '
                                'or the search first')
     try:
-        read_model_config(folder)  # timm would fail on a bad config.json with a JSON traceback that names no file
+        check_model_folder(folder)  # the config against its weights: timm would load a wrong head without a word
     except CheckpointError as e:
         raise PublishError(str(e)) from None
+    readme = folder / 'README.md'
+    if readme.is_symlink():  # is_file() is False for a dangling link, and writing would follow it out of the folder
+        raise PublishError(f'{readme} is a link (to {os.readlink(readme)}); the card is written and uploaded from '
+                           'the folder itself: replace the link with a file or remove it')
     model = timm.create_model(f'local-dir:{folder}', pretrained=True)
     if not isinstance(model, GlobalLocalTransformer):
         raise PublishError(f'{folder}: holds a {type(model).__name__}, not a GLiT model')
     if not (force or is_trained(model.pretrained_cfg)):
         raise PublishError(f'{folder}: its weights are untrained (config.json tag "untrained"); retrain it '
                            f'(python -m glit_models.train --arch {folder}) and publish that, or pass --force')
-    if not (folder / 'README.md').is_file():
+    if not readme.is_file():
         card = model_card(model, repo_id, description='A GLiT global-local image transformer (Chen et al., '
                           'ICCV 2021).')
-        (folder / 'README.md').write_text(render(card, repo_id.split('/')[-1]))
+        _write_new(readme, render(card, repo_id.split('/')[-1]))
     return model
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Create ``path`` with ``text``, never through a link (O_NOFOLLOW) nor over a file made meanwhile (O_EXCL)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise PublishError(f'{path}: cannot create the model card ({e.strerror})') from None
+    with os.fdopen(fd, 'w') as f:
+        f.write(text)
 
 
 def push(folder: Path, repo_id: str, dry_run: bool = False, private: bool = False, token: Optional[str] = None,

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from ..utils.errors import GlitError
 
-__all__ = ['CheckpointError', 'WeightsMismatchError', 'read_checkpoint', 'check_fits']
+__all__ = ['CheckpointError', 'WeightsMismatchError', 'read_checkpoint', 'check_values', 'check_fits']
 
 StateDict = dict[str, torch.Tensor]
 
@@ -79,6 +79,25 @@ def _select_state_dict(path: Path, checkpoint: object, use_ema: bool) -> StateDi
     return state_dict
 
 
+_INDEX_DTYPES = (torch.int64, torch.int32)
+"""Integer tensors a state dict may hold: counters and indices (BatchNorm's num_batches_tracked)."""
+
+
+def check_values(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """CheckpointError naming the first tensor that is not usable weights: non-finite (NaN, inf) floats,
+    or a boolean or 8/16-bit integer tensor (quantised or damaged weights, which would load as nonsense)."""
+    for key, value in state_dict.items():
+        if value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                bad = int((~torch.isfinite(value)).sum())
+                raise CheckpointError(f'{source}: {key} holds {bad} non-finite value(s) (NaN or inf) of '
+                                      f'{value.numel()}; the weights are damaged (a diverged or corrupt save)')
+        elif value.dtype not in _INDEX_DTYPES:
+            raise CheckpointError(f'{source}: {key} is a {str(value.dtype).removeprefix("torch.")} tensor, not '
+                                  'floating-point weights; save the float weights (quantised or converted weights '
+                                  'are not loaded)')
+
+
 def read_checkpoint(path: Union[str, os.PathLike], use_ema: bool = False) -> StateDict:
     """Read a state dict from safetensors, a plain torch state dict or a training checkpoint.
 
@@ -90,11 +109,16 @@ def read_checkpoint(path: Union[str, os.PathLike], use_ema: bool = False) -> Sta
         raise CheckpointError(f'{path}: no such checkpoint file')
     if path.suffix == '.safetensors':
         try:
-            return load_file(path, device='cpu')
+            state_dict = load_file(path, device='cpu')
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(
                 f'{path}: cannot read it as safetensors, the file is corrupt or truncated ({e})') from None
-    return _select_state_dict(path, _torch_load(path), use_ema)
+        if not state_dict:
+            raise CheckpointError(f'{path}: holds no weights')
+    else:
+        state_dict = _select_state_dict(path, _torch_load(path), use_ema)
+    check_values(state_dict, str(path))
+    return state_dict
 
 
 def check_fits(

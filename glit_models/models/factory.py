@@ -1,22 +1,30 @@
 """``timm.create_model`` for the command lines: every mistake in a model name or folder is one line."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 import timm
 from torch import nn
 
 from ..utils.errors import GlitError, UsageError
-from .model_folder import read_model_config
+from .checkpoint import CheckpointError, read_checkpoint
+from .model_folder import WEIGHTS_FILE, check_model_folder
 
 __all__ = ['create_model']
 
 
 def create_model(name: str, pretrained: bool, checkpoint: Optional[str] = None, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with ``checkpoint`` loaded through the pretrained path, a bad ``config.json``
-    of a ``local-dir:`` folder named, and an unknown model or a missing folder a UsageError."""
+    """``timm.create_model`` with ``checkpoint`` loaded through the pretrained path, a ``local-dir:`` folder's
+    config.json checked against its weights first (``check_model_folder``), and an unknown model or a missing
+    folder a UsageError. With a folder, ``checkpoint`` replaces the folder's own weights."""
     if name.startswith('local-dir:'):
-        read_model_config(name.removeprefix('local-dir:'))  # names a bad config.json, as timm does not
+        folder = Path(name.removeprefix('local-dir:'))
+        check_model_folder(folder)  # names a bad config.json, as timm does not
+        if checkpoint is not None:
+            if Path(checkpoint).resolve() == (folder / WEIGHTS_FILE).resolve():
+                return create_model(name, True, None, **kwargs)  # the folder's own weights
+            return _with_checkpoint(name, checkpoint, **kwargs)
     overlay = dict(file=checkpoint) if checkpoint else None
     try:
         return timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay, **kwargs)
@@ -24,3 +32,18 @@ def create_model(name: str, pretrained: bool, checkpoint: Optional[str] = None, 
         raise
     except (RuntimeError, FileNotFoundError) as e:  # timm's words for an unknown name or a missing folder
         raise UsageError(f'--model {name}: {e}') from None
+
+
+def _with_checkpoint(name: str, checkpoint: str, **kwargs: Any) -> nn.Module:
+    """The folder's model (its config, labels and data config) with the weights of ``checkpoint``; timm's
+    pretrained overlay would take the file for the folder's own path."""
+    model = create_model(name, False, None, **kwargs)
+    state_dict = read_checkpoint(checkpoint)
+    try:
+        model.load_state_dict(state_dict)
+    except GlitError as e:  # the filter's words
+        raise CheckpointError(f'{checkpoint}: {str(e).removeprefix("the weights: ")}') from None
+    except RuntimeError as e:
+        raise CheckpointError(f'{checkpoint}: these weights do not fit the model of {name} '
+                              f'({str(e).splitlines()[0]})') from None
+    return model

@@ -10,6 +10,7 @@ grad checkpointing; every block is built from the architecture description (arch
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from functools import partial
@@ -37,6 +38,7 @@ from .checkpoint import (
     StateDict,
     WeightsMismatchError,
     check_fits,
+    check_values,
     read_checkpoint,
 )
 from .weights import AUTHORS_RELEASE_URL, fetch_weights
@@ -94,7 +96,10 @@ class GlobalLocalTransformer(VisionTransformer):
         if clash:
             raise TypeError(f'{", ".join(clash)} come from the architecture description; pass arch=... instead')
         _check_img_size(img_size, arch.patch_size)
-        check_buildable(arch, kwargs.get('num_classes', 1000), kwargs.get('in_chans', 3))
+        # the position embedding grows with the input size: count it at the size the model is built for
+        side = max((img_size, img_size) if isinstance(img_size, int) else tuple(img_size or (arch.img_size,)))
+        check_buildable(dataclasses.replace(arch, img_size=side), kwargs.get('num_classes', 1000),
+                        kwargs.get('in_chans', 3))
         super().__init__(
             img_size=img_size or arch.img_size,
             patch_size=arch.patch_size,
@@ -160,9 +165,21 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: GlobalLo
     if is_authors_layout(state_dict):
         state_dict = convert_authors_state_dict(state_dict)
     state_dict = dict(state_dict)
+    if check:  # every way weights enter the model (a model folder's safetensors too) meets this check
+        check_values(state_dict, 'the weights')
+        floats = {k for k, v in model.state_dict().items() if v.is_floating_point()}
+        ints = sorted(k for k in floats & state_dict.keys() if not state_dict[k].is_floating_point())
+        if ints:
+            raise WeightsMismatchError(f'{ints[0]} is a {state_dict[ints[0]].dtype} tensor where the model has '
+                                       'float weights; these are not float weights of a GLiT')
     pos_embed = state_dict.get('pos_embed')
-    if pos_embed is not None and pos_embed.shape != model.pos_embed.shape:
-        old_grid = int((pos_embed.shape[1] - model.num_prefix_tokens) ** 0.5)
+    if pos_embed is not None and pos_embed.shape != model.pos_embed.shape and (
+            pos_embed.ndim != 3 or pos_embed.shape[-1] == model.pos_embed.shape[-1]):  # another width: check_fits
+        tokens = pos_embed.shape[1] - model.num_prefix_tokens if pos_embed.ndim == 3 else -1
+        old_grid = int(max(tokens, 0) ** 0.5)
+        if pos_embed.ndim != 3 or old_grid ** 2 != tokens or old_grid == 0:
+            raise WeightsMismatchError(f'pos_embed {tuple(pos_embed.shape)} is not a square grid of position '
+                                       f'embeddings like the model\'s {tuple(model.pos_embed.shape)}')
         state_dict['pos_embed'] = resample_abs_pos_embed(
             pos_embed, new_size=model.patch_embed.grid_size, old_size=(old_grid, old_grid),
             num_prefix_tokens=model.num_prefix_tokens)
@@ -236,8 +253,8 @@ def _create_glit(variant: str, pretrained: bool = False, **kwargs: Any) -> Globa
             feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
             **kwargs,
         )
-    except WeightsMismatchError as e:
-        raise CheckpointError(f'{source}: {e}') from None
+    except CheckpointError as e:  # the filter's words for the weights, with where they came from
+        raise CheckpointError(f'{source}: {str(e).removeprefix("the weights: ")}') from None
 
 
 _PAPER = dict(

@@ -8,20 +8,26 @@ they were trained at all; GLiT models carry their architecture description in ``
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import timm
+from safetensors import SafetensorError, safe_open
 from timm.models import resolve_pretrained_cfg, save_for_hf
 from torch import nn
 
-from ..architecture import GLIT_WIDTHS, GlitArch
+from ..architecture import GLIT_WIDTHS, ArchitectureError, GlitArch
 from ..data.config import DataConfig
+from ..utils.atomic import replacing_folder
 from .checkpoint import CheckpointError
 from .glit import GlobalLocalTransformer
 
-__all__ = ['UNTRAINED', 'is_trained', 'read_model_config', 'registered_name', 'save_model_folder']
+__all__ = ['UNTRAINED', 'WEIGHTS_FILE', 'check_model_folder', 'is_trained', 'read_model_config', 'registered_name',
+           'save_model_folder']
+
+WEIGHTS_FILE = 'model.safetensors'
 
 UNTRAINED = 'untrained'
 """The pretrained tag of a folder whose weights were never trained as this model (e.g. a supernet path)."""
@@ -63,9 +69,15 @@ def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data: D
     model.pretrained_cfg = {key: value for key, value in cfg.items() if value is not None and value != ()}
     model_args = dict(arch=model.arch.to_dict(), in_chans=model.in_chans) if is_glit else None
     labels = dict(label_names=list(data.label_names)) if data.label_names else None
-    save_for_hf(model, folder, model_config=labels, model_args=model_args, safe_serialization=True,
-                data_config=data.transform_fields())
-    timm.create_model(f'local-dir:{folder}')
+    # written beside the folder and moved in once whole: a full disk or a kill never leaves weights
+    # without their config.json (or a config of other weights)
+    with replacing_folder(folder) as tmp:
+        try:
+            save_for_hf(model, tmp, model_config=labels, model_args=model_args, safe_serialization=True,
+                        data_config=data.transform_fields())
+        except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error type
+            raise OSError(getattr(e, 'errno', None), getattr(e, 'strerror', None) or str(e)) from None
+        timm.create_model(f'local-dir:{tmp}')
     return folder
 
 
@@ -82,3 +94,106 @@ def read_model_config(folder: Union[str, os.PathLike]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f'{path}: expected a JSON object, got a {type(data).__name__}')
     return data
+
+
+_TOP_LEVEL = {'architecture', 'num_classes', 'num_features', 'global_pool', 'label_names', 'label_descriptions',
+              'model_args', 'pretrained_cfg'}
+_MODEL_ARGS = {'arch', 'num_classes', 'in_chans', 'global_pool', 'img_size', 'drop_rate', 'drop_path_rate',
+               'pos_drop_rate', 'proj_drop_rate', 'attn_drop_rate', 'class_token', 'no_embed_class', 'fc_norm'}
+"""What a GLiT's model_args may set: its description and timm ViT options that keep the weights' shapes."""
+_INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos', 'random')
+_POOLS = ('', 'token', 'avg', 'avgmax', 'max', 'map')
+
+
+def _is_int(value: Any, least: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _numbers(value: Any, count: int) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == count and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+
+
+def _weights_shapes(folder: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, from the safetensors header alone (nothing is loaded)."""
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f'{folder} has no {WEIGHTS_FILE}; it is not a complete model folder')
+    try:
+        with safe_open(path, framework='pt') as f:
+            return {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f'{path}: cannot read it as safetensors, the file is corrupt or truncated ({e})') \
+            from None
+
+
+def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
+    """The folder's config.json, checked against itself and its weights before timm builds anything:
+    CheckpointError naming the field that is wrong (a head of another size, label names of another count,
+    a crop of 0, an unknown interpolation, a std of 0, model_args that are not a GLiT's, ...)."""
+    folder = Path(folder)
+    config = read_model_config(folder)
+    where = folder / 'config.json'
+
+    def refuse(field: str, value: Any, allowed: str) -> None:
+        raise CheckpointError(f'{where}: {field} {json.dumps(value, default=str)[:80]} must be {allowed}')
+
+    legacy = 'pretrained_cfg' not in config  # timm's older one-dict layout: the config is the pretrained config
+    cfg = config if legacy else config['pretrained_cfg']
+    if not legacy:
+        unknown = sorted(set(config) - _TOP_LEVEL)
+        if unknown:
+            refuse('field', unknown[0], f'one of timm\'s ({", ".join(sorted(_TOP_LEVEL))})')
+        if not isinstance(cfg, dict):
+            refuse('pretrained_cfg', cfg, 'an object')
+    name = config.get('architecture')
+    if not isinstance(name, str) or not timm.is_model(name):
+        refuse('architecture', name, 'a registered model name, e.g. glit_tiny')
+    model_args = config.get('model_args', {})
+    if not isinstance(model_args, dict):
+        refuse('model_args', model_args, 'an object')
+    if name.startswith('glit'):
+        extra = sorted(set(model_args) - _MODEL_ARGS)
+        if extra:
+            refuse('model_args field', extra[0], f'one of {", ".join(sorted(_MODEL_ARGS))}')
+    in_chans = model_args.get('in_chans', 3)
+    if not _is_int(in_chans, 1):
+        refuse('model_args.in_chans', in_chans, 'a positive integer')
+    if 'arch' in model_args:
+        try:
+            GlitArch.coerce(model_args['arch'])
+        except (ArchitectureError, TypeError) as e:
+            raise CheckpointError(f'{where}: model_args.arch is not a buildable description ({e})') from None
+    num_classes = config.get('num_classes', cfg.get('num_classes'))
+    head = _weights_shapes(folder).get('head.weight')
+    expected, source = (head[0], f'the {head[0]} classes of the head in {WEIGHTS_FILE}') if head is not None else \
+        (0, f'0: {WEIGHTS_FILE} holds no head.weight')
+    for field, value in (('num_classes', num_classes), ('model_args.num_classes', model_args.get('num_classes')),
+                         ('pretrained_cfg.num_classes', cfg.get('num_classes'))):
+        if value is not None and not _is_int(value):
+            refuse(field, value, 'a whole number of classes')
+        if value is not None and value != expected:
+            refuse(field, value, source)
+    labels = config.get('label_names', cfg.get('label_names', cfg.get('labels')))
+    if labels is not None:
+        if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+            refuse('label_names', labels, 'a list of class names')
+        if num_classes is not None and len(labels) != num_classes:
+            refuse('label_names', f'({len(labels)} names)', f'one name per class ({num_classes})')
+    checks = (
+        ('input_size', lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(x, 1) for x in v),
+         'three positive integers (channels, height, width)'),
+        ('mean', lambda v: _numbers(v, in_chans), f'{in_chans} finite numbers (one per channel)'),
+        ('std', lambda v: _numbers(v, in_chans) and all(x > 0 for x in v), f'{in_chans} positive numbers'),
+        ('crop_pct', lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+         'a fraction in (0, 1]'),
+        ('interpolation', lambda v: v in _INTERPOLATIONS, f'one of {", ".join(_INTERPOLATIONS)}'),
+        ('crop_mode', lambda v: v in ('center', 'squash', 'border'), 'center, squash or border'),
+    )
+    for field, ok, allowed in checks:
+        if field in cfg and not ok(cfg[field]):
+            refuse(f'pretrained_cfg.{field}' if not legacy else field, cfg[field], allowed)
+    pool = config.get('global_pool', model_args.get('global_pool'))
+    if pool is not None and pool not in _POOLS:
+        refuse('global_pool', pool, f'one of {", ".join(repr(p) for p in _POOLS)}')
+    return config

@@ -4,8 +4,12 @@ Every long job here (training, the supernet, the evolution, the search's outputs
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Union
@@ -14,9 +18,15 @@ import torch
 
 from .errors import GlitError
 
-__all__ = ['WriteError', 'replacing', 'write_text_atomic', 'save_json_atomic', 'save_torch_atomic']
+__all__ = ['WriteError', 'file_lock', 'replacing', 'replacing_folder', 'write_text_atomic', 'save_json_atomic',
+           'save_torch_atomic']
 
 PathLike = Union[str, os.PathLike]
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+# temp files and folders are created private (0600, 0700); what takes their place gets the usual modes
+_FILE_MODE, _FOLDER_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
 
 
 class WriteError(GlitError, OSError):
@@ -33,8 +43,15 @@ def replacing(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix, so writers that read it still work);
     once the block ends without error, the file is flushed to disk and moved over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'{path.stem}.tmp{path.suffix}')
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # a name of its own per writer: two processes saving the same file must not write into one temp file
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix=f'.tmp{path.suffix}')
+        os.close(fd)
+        os.chmod(name, _FILE_MODE)
+    except OSError as e:
+        raise _write_error(path, e.strerror or str(e)) from None
+    tmp = Path(name)
     try:
         yield tmp
         with open(tmp, 'rb') as f:
@@ -63,3 +80,54 @@ def save_torch_atomic(obj: Any, path: PathLike) -> None:
             torch.save(obj, tmp)
         except RuntimeError as e:  # torch's C++ writer reports a full disk as e.g. "basic_ios::clear: iostream error"
             raise _write_error(Path(path), str(e).splitlines()[0]) from None
+
+
+@contextmanager
+def file_lock(path: PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path.lock`` for a read-modify-write of ``path`` shared by processes
+    (waits for the other holder; the lock goes with its process, however it ends)."""
+    lock = Path(f'{path}.lock')
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise _write_error(lock, e.strerror or str(e)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock; the file stays, so every process locks the same inode
+
+
+@contextmanager
+def replacing_folder(folder: PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``folder``; once the block ends without error its files take
+    their place in ``folder``: a new folder is renamed into place as a whole, an existing one (a training run's
+    output) gets each file by an atomic rename, the last file written last. A failure leaves ``folder`` as it was."""
+    folder = Path(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f'.{folder.name}.', suffix='.tmp'))
+        os.chmod(tmp, _FOLDER_MODE)
+    except OSError as e:
+        raise _write_error(folder, e.strerror or str(e)) from None
+    try:
+        yield tmp
+        for name in os.listdir(tmp):  # on disk before any rename, so a crash never shows a half-written file
+            with open(tmp / name, 'rb') as f:
+                os.fsync(f.fileno())
+        try:
+            os.rename(tmp, folder)  # succeeds only while folder does not exist (or is an empty folder)
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                raise
+            if not folder.is_dir():
+                raise
+            for entry in sorted(tmp.iterdir(), key=lambda p: p.stat().st_mtime_ns):
+                os.replace(entry, folder / entry.name)
+    except OSError as e:
+        if isinstance(e, WriteError):
+            raise
+        raise _write_error(folder, e.strerror or str(e)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

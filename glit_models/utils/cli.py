@@ -12,7 +12,7 @@ from typing import Callable, NoReturn, Optional, Sequence
 
 from .errors import GlitError, UsageError
 
-__all__ = ['UsageError', 'OneLineParser', 'command_line']
+__all__ = ['UsageError', 'OneLineParser', 'command_line', 'one_line']
 
 Main = Callable[[Optional[Sequence[str]]], int]
 
@@ -22,6 +22,19 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f'{self.prog}: error: {message}\n')
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line. An error raised in a DataLoader worker reaches the main process as
+    "Caught X in DataLoader worker process N. Original Traceback ...": only its own message is kept."""
+    lines = str(error).strip().splitlines()
+    if lines and lines[0].startswith('Caught ') and any(line.startswith('Original Traceback') for line in lines):
+        prefix = f'{type(error).__module__}.{type(error).__qualname__}: '
+        last = lines[-1]
+        for name in (prefix, f'{type(error).__qualname__}: '):
+            last = last.removeprefix(name)
+        return last.split(': ', 1)[1] if last.startswith(('glit_models.', '__main__.')) and ': ' in last else last
+    return ' '.join(lines)
 
 
 def command_line(prog: str, interrupted_hint: str = '') -> Callable[[Main], Main]:
@@ -37,7 +50,7 @@ def command_line(prog: str, interrupted_hint: str = '') -> Callable[[Main], Main
                 print(f'{prog}: interrupted{"; " + interrupted_hint if interrupted_hint else ""}', file=sys.stderr)
                 return 130
             except GlitError as e:
-                print(f'{prog}: error: {" ".join(str(e).splitlines())}', file=sys.stderr)
+                print(f'{prog}: error: {one_line(e)}', file=sys.stderr)
                 return 2
         return wrapped
     return decorate

@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = ['init_distributed', 'is_distributed', 'rank', 'world_size', 'is_main_process', 'barrier',
-           'all_reduce_sum', 'broadcast_buffers', 'default_device', 'device_name', 'cleanup_distributed']
+           'all_reduce_sum', 'broadcast_buffers', 'default_device', 'device_memory', 'device_name',
+           'cleanup_distributed']
 
 
 def is_distributed() -> bool:
@@ -33,6 +34,14 @@ def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
     return torch.device('cpu')
+
+
+def device_memory(device: torch.device | None = None) -> int:
+    """Bytes of memory a model on ``device`` (default: this process's) can use: the GPU's, else the machine's."""
+    device = device or default_device()
+    if device.type == 'cuda':
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
 
 
 def device_name(device: torch.device) -> str:

@@ -82,8 +82,11 @@ def hold_output(folder: Union[str, os.PathLike]) -> Iterator[Path]:
     try:
         started = datetime.datetime.now().isoformat(timespec='seconds')
         info = dict(pid=os.getpid(), host=socket.gethostname(), started=started, command=sys.argv)
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(info).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(info).encode())
+        except OSError:  # a full disk: the flock holds without the holder's name, and the run's own saves say why
+            pass
         yield folder
     finally:
         lock.unlink(missing_ok=True)  # before the lock is dropped, so no one locks a file about to vanish

@@ -104,3 +104,22 @@ def test_one_table_of_widths():
         stem = PRESETS[name.removeprefix('glit_')].stem
         assert (stem.embed_dim, stem.num_heads) == widths
     assert STEMS == {k: v for k, v in GLIT_WIDTHS.items() if k != 'glit_tiny'}
+
+
+@pytest.mark.parametrize('text', [None, 5, 'embed' + '9' * 5000 + ' heads3 patch8 img32 | 3:0 e1 mlp2',
+                                  'embed48 heads3 patch8 img32 | 3:0 e1 mlp' + '9' * 5000,
+                                  'embed48 heads3 patch8 img32 | 0:3 m2 k' + '7' * 400 + ' mlp2'])
+def test_descriptions_that_are_not_strings_or_have_huge_sizes_are_architecture_errors(text):
+    from glit_models.architecture import ArchitectureError, GlitArch
+
+    with pytest.raises(ArchitectureError):
+        GlitArch.from_str(text)
+
+
+@pytest.mark.parametrize('data', [{'blocks': 5}, [1, 2], {'blocks': [5]},
+                                  {'blocks': [{'global_thirds': 3, 'qkv_ratio': 1, 'mlp_ratio': 1e308}]}])
+def test_malformed_description_objects_are_architecture_errors(data):
+    from glit_models.architecture import ArchitectureError, GlitArch
+
+    with pytest.raises(ArchitectureError):
+        GlitArch.from_dict(data)

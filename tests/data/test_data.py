@@ -1,12 +1,15 @@
 """ImageFolder loaders for training and the search: the held-out split and clear errors for bad data."""
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from glit_models.data import DataError, build_train_data, heldout_count, split_heldout
 from glit_models.nas.data import build_search_data
-from tests.helpers import write_image_folder
+from tests.helpers import write_bad_images, write_image_folder
 
 
 @pytest.fixture(scope='module')
@@ -152,3 +155,83 @@ def test_too_small_data_and_splits_name_the_minimum(tmp_path):
     for bad in (1.5, float('nan')):
         with pytest.raises(DataError, match='must be a fraction in'):
             _train(tmp_path, heldout=bad)
+
+
+@pytest.mark.parametrize('mode', ['I;16', 'I'])
+def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path, mode):
+    """Two classes at 40000-65535 and 10000-30000 stay apart (convert('RGB') made both all 255)."""
+    from glit_models.data import open_image
+
+    suffix = '.png' if mode == 'I;16' else '.tif'  # PNG keeps 16 bits as I;16, TIFF 32-bit integers as I
+    bright, dark = tmp_path / f'bright{suffix}', tmp_path / f'dark{suffix}'
+    for path, low, high in ((bright, 40000, 65535), (dark, 10000, 30000)):
+        pixels = np.linspace(low, high, 16 * 16).reshape(16, 16)
+        Image.fromarray(pixels.astype(np.uint16 if mode == 'I;16' else np.int32)).save(path)
+    with Image.open(bright) as image:
+        assert image.mode == mode
+    bright_pixels, dark_pixels = (np.asarray(open_image(p)) for p in (bright, dark))
+    assert bright_pixels.max() == 255 and bright_pixels.min() == round(40000 / 257)
+    assert dark_pixels.max() == round(30000 / 257) and dark_pixels.min() == round(10000 / 257)
+    assert open_image(dark, 'L').size == (16, 16)
+
+
+def test_huge_images_are_decoded_reduced(tmp_path):
+    """A JPEG by draft (never decoded in full), another format by reduce: at least twice the needed side."""
+    from glit_models.data import open_image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (1600, 2000, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / 'big.jpg')
+    Image.fromarray(pixels).save(tmp_path / 'big.png')
+    for name in ('big.jpg', 'big.png'):
+        image = open_image(tmp_path / name, 'RGB', min_side=100)
+        assert 200 <= min(image.size) < 800 and image.mode == 'RGB'
+        assert open_image(tmp_path / name, 'RGB', min_side=500).size == (2000, 1600)  # not 4x larger: untouched
+
+
+def test_skip_also_skips_images_whose_header_reads_but_whose_data_does_not(tmp_path, caplog):
+    from glit_models.data import DataError, scan_image_folder
+
+    root = write_image_folder(tmp_path / 'data', classes=2, per_class=3)
+    bad = write_bad_images(root / 'class_0')
+    files = scan_image_folder(root, 'skip')
+    assert len(files) == 6 and all(str(b) in caplog.text for b in bad)
+    assert all(files[i][1] in (0, 1) for i in range(len(files)))  # every kept image decodes
+    # refusing reads the headers only: the two files that have none are named at once
+    with pytest.raises(DataError, match='2 unreadable image.*text.png.*zero.png|2 unreadable image.*zero.png'):
+        scan_image_folder(root, 'refuse')
+
+
+def test_an_image_that_fails_to_decode_later_is_named_with_the_way_out(tmp_path):
+    from glit_models.data import DataError, scan_image_folder
+
+    root = write_image_folder(tmp_path / 'data', classes=2, per_class=2)
+    files = scan_image_folder(root)
+    path = Path(files.samples[0][0])
+    path.write_bytes(path.read_bytes()[:60])  # changed after the scan
+    with pytest.raises(DataError, match=f'{path}: cannot decode the image .*--bad-images skip'):
+        files[0]
+
+
+def test_workers_are_capped_at_what_the_data_and_cores_can_use(tmp_path):
+    import os
+
+    from glit_models.data import make_loader, scan_image_folder
+    from glit_models.data.config import loader_data_config
+    from glit_models.data.loader import usable_workers
+
+    assert usable_workers(100, 24, 8) == min(3, os.cpu_count())
+    assert usable_workers(0, 24, 8) == 0 and usable_workers(4, 1, 64) == 1
+    files = scan_image_folder(write_image_folder(tmp_path / 'data', classes=2, per_class=4))
+    loader = make_loader(files, data=loader_data_config(32), batch_size=4, is_training=False, workers=100)
+    assert loader.num_workers == min(2, os.cpu_count())
+
+
+def test_an_unknown_split_is_named_not_the_root_blamed(tmp_path):
+    from glit_models.data import DataError, resolve_split
+
+    write_image_folder(tmp_path / 'data' / 'train', classes=2, per_class=1)
+    write_image_folder(tmp_path / 'data' / 'val', classes=2, per_class=1)
+    with pytest.raises(DataError, match=r'--split valid: .* has no valid/ folder; its splits are train, val'):
+        resolve_split(tmp_path / 'data', 'valid')
+    assert resolve_split(tmp_path / 'data', 'val') == tmp_path / 'data' / 'val'
+    assert resolve_split(tmp_path / 'data' / 'val', 'val') == tmp_path / 'data' / 'val'  # class folders itself

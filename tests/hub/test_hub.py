@@ -125,3 +125,59 @@ def test_push_names_a_bad_config_json(tmp_path, capsys, text, message):
     (tmp_path / 'model.safetensors').write_bytes(b'')
     assert push.main(['--model-dir', str(tmp_path), '--repo-id', 'a/b', '--dry-run']) == 2
     assert f'{tmp_path / "config.json"}: {message}' in capsys.readouterr().err
+
+
+def test_convert_refuses_an_occupied_output_under_python_m(release_checkpoint, tmp_path):
+    from tests.helpers import assert_one_line, run_module
+
+    output = tmp_path / 'out'
+    output.mkdir()
+    (output / 'args.json').write_text('{}')
+    (output / 'last.pth.tar').write_bytes(b'old run')
+    assert_one_line(run_module(['glit_models.hub.convert', '--checkpoint', release_checkpoint, '--output', output]),
+                    f'--output {output} is not empty (args.json, last.pth.tar)')
+    assert sorted(p.name for p in output.iterdir()) == ['args.json', 'last.pth.tar']
+
+
+def test_convert_on_a_full_disk_is_the_write_error_line_and_leaves_no_folder(release_checkpoint, tmp_path):
+    """The weights do not fit (a file-size limit stands for the full disk): one WriteError line, no half folder."""
+    import resource
+
+    from tests.helpers import assert_one_line, run_module
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    output = tmp_path / 'out'
+    assert_one_line(run_module(['glit_models.hub.convert', '--checkpoint', release_checkpoint, '--output', output],
+                               preexec_fn=small_disk), f'could not write {output}')
+    assert not output.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_push_never_writes_through_a_link(tmp_path):
+    from tests.helpers import assert_one_line, run_module
+
+    folder = small_model_folder(tmp_path / 'm', ['a', 'b'])
+    outside = tmp_path / 'outside.md'
+    (folder / 'README.md').symlink_to(outside)  # dangling
+    assert_one_line(run_module(['glit_models.hub.push', '--model-dir', folder, '--repo-id', 'me/x', '--dry-run']),
+                    'README.md is a link')
+    assert not outside.exists()
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda c: c.update(num_classes=10 ** 9),
+     'num_classes 1000000000 must be the 3 classes of the head in model.safetensors'),
+    (lambda c: c['pretrained_cfg'].update(std=[0, 0, 0]), 'pretrained_cfg.std [0, 0, 0] must be 3 positive'),
+    (lambda c: c.update(label_names=['a', 'b', 'c', 'd', 'e']), 'label_names'),
+])
+def test_push_dry_run_refuses_a_config_that_disagrees_with_its_weights(tmp_path, edit, message):
+    from tests.helpers import assert_one_line, run_module
+
+    folder = small_model_folder(tmp_path / 'm', ['a', 'b', 'c'])
+    config = json.loads((folder / 'config.json').read_text())
+    edit(config)
+    (folder / 'config.json').write_text(json.dumps(config))
+    assert_one_line(run_module(['glit_models.hub.push', '--model-dir', folder, '--repo-id', 'me/x', '--dry-run']),
+                    message)
+    assert not (folder / 'README.md').exists()

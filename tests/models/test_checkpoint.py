@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from glit_models import CheckpointError, NoPretrainedWeightsError, read_checkpoint
-from glit_models.models.glit import convert_authors_state_dict, is_authors_layout
+from glit_models.models.checkpoint import WeightsMismatchError
+from glit_models.models.glit import checkpoint_filter_fn, convert_authors_state_dict, is_authors_layout
 from glit_models.models.weights import AUTHORS_RELEASE_PAGE, WeightsUnavailableError
 
 
@@ -158,3 +159,49 @@ def test_offline_without_a_cache_fails_fast_naming_both_sources(tmp_path):
                    'HF_HUB_OFFLINE', AUTHORS_RELEASE_PAGE, 'pretrained_cfg_overlay=dict(file="glit_tiny.pth.tar")'):
         assert needle in message, needle
     assert '\n' not in message
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda v: torch.full_like(v, float('nan')), 'non-finite'),
+    (lambda v: v.clone().index_fill_(0, torch.tensor([0]), float('inf')), 'non-finite'),
+    (lambda v: v > 0, 'bool tensor'),
+    (lambda v: v.to(torch.int8), 'int8 tensor'),
+])
+def test_weights_that_are_not_finite_floats_are_refused(tmp_path, damage, message):
+    """At read_checkpoint (a --checkpoint file) and at the filter (a model folder's own safetensors)."""
+    from glit_models.models.factory import create_model
+    from tests.helpers import SMALL_ARCH, small_model_folder
+
+    model = timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=3)
+    state = {k: damage(v) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    save_file(state, tmp_path / 'w.safetensors')
+    with pytest.raises(CheckpointError, match=message):
+        read_checkpoint(tmp_path / 'w.safetensors')
+    folder = small_model_folder(tmp_path / 'm', ['a', 'b', 'c'])
+    save_file(state, folder / 'model.safetensors')
+    with pytest.raises(CheckpointError, match=message):
+        create_model(f'local-dir:{folder}', True)
+
+
+def test_a_flattened_position_embedding_is_a_mismatch_not_an_index_error(tmp_path):
+    from tests.helpers import SMALL_ARCH
+
+    model = timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=3)
+    state = dict(model.state_dict(), pos_embed=model.pos_embed.detach().flatten())
+    with pytest.raises(WeightsMismatchError, match='pos_embed .* not a square grid'):
+        checkpoint_filter_fn(state, model)
+
+
+def test_a_folder_with_a_checkpoint_of_its_own_file_or_another(tmp_path):
+    """--model local-dir:M --checkpoint M/model.safetensors is M; another file's weights replace M's."""
+    from glit_models.models.factory import create_model
+    from tests.helpers import SMALL_ARCH, small_model_folder
+
+    folder = small_model_folder(tmp_path / 'm', ['a', 'b', 'c'])
+    own = create_model(f'local-dir:{folder}', True, str(folder / 'model.safetensors'))
+    other = timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=3)
+    save_file(other.state_dict(), tmp_path / 'other.safetensors')
+    replaced = create_model(f'local-dir:{folder}', True, str(tmp_path / 'other.safetensors'))
+    assert list(replaced.pretrained_cfg['label_names']) == ['a', 'b', 'c']
+    torch.testing.assert_close(replaced.head.weight, other.head.weight)
+    assert not torch.equal(own.head.weight, other.head.weight)

@@ -34,3 +34,104 @@ def test_a_folder_that_would_describe_other_data_is_not_written(tmp_path):
         save_model_folder(_model(), tmp_path / 'a', loader_data_config(32, label_names=['a', 'b']), trained=True)
     with pytest.raises(ValueError, match='224'):
         save_model_folder(_model(), tmp_path / 'b', DataConfig((3, 224, 224)), trained=True)
+
+
+def _edit(folder, change):
+    """Apply ``change`` (a function of the config dict) to the folder's config.json."""
+    import json
+
+    path = folder / 'config.json'
+    config = json.loads(path.read_text())
+    change(config)
+    path.write_text(json.dumps(config))
+    return folder
+
+
+def _set(path, value):
+    def change(config):
+        *parents, last = path.split('.')
+        target = config
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    return change
+
+
+# the sweep of edited config.json files the reliability probe tried, each refused naming its field
+CONFIG_EDITS = [
+    ('empty', lambda c: c.clear(), 'architecture'),
+    ('num_classes huge', _set('num_classes', 10 ** 9), 'num_classes'),
+    ('num_classes text', _set('num_classes', '3'), 'num_classes'),
+    ('label_names 5', _set('label_names', ['a', 'b', 'c', 'd', 'e']), 'label_names'),
+    ('label_names 2', _set('label_names', ['a', 'b']), 'label_names'),
+    ('label_names number', _set('label_names', 5), 'label_names'),
+    ('crop_pct 0', _set('pretrained_cfg.crop_pct', 0), 'crop_pct'),
+    ('crop_pct 2', _set('pretrained_cfg.crop_pct', 2), 'crop_pct'),
+    ('interpolation', _set('pretrained_cfg.interpolation', 'evil'), 'interpolation'),
+    ('std zero', _set('pretrained_cfg.std', [0, 0, 0]), 'std'),
+    ('mean short', _set('pretrained_cfg.mean', [0.5]), 'mean'),
+    ('input_size', _set('pretrained_cfg.input_size', [3, -32, 32]), 'input_size'),
+    ('unknown architecture', _set('architecture', '../../../etc/passwd'), 'architecture'),
+    ('model_args list', _set('model_args', [1, 2]), 'model_args'),
+    ('act_layer', _set('model_args.act_layer', 'relu'), 'act_layer'),
+    ('blocks 5', _set('model_args.arch.blocks', 5), 'model_args.arch'),
+    ('mlp_ratio 1e308', _set('model_args.arch.blocks', [{'global_thirds': 3, 'qkv_ratio': 1, 'mlp_ratio': 1e308}]),
+     'model_args.arch'),
+    ('in_chans 0', _set('model_args.in_chans', 0), 'in_chans'),
+    ('global_pool', _set('global_pool', 'evil'), 'global_pool'),
+    ('unknown top-level field', _set('blocks', 5), 'blocks'),
+    ('pretrained_cfg text', _set('pretrained_cfg', 'x'), 'pretrained_cfg'),
+]
+
+
+@pytest.mark.parametrize('name, change, field', CONFIG_EDITS, ids=[e[0] for e in CONFIG_EDITS])
+def test_an_edited_config_is_refused_naming_its_field(tmp_path, name, change, field):
+    """validate, predict, push and create_model read a folder through check_model_folder."""
+    from glit_models.models.checkpoint import CheckpointError
+    from glit_models.models.factory import create_model
+    from tests.helpers import small_model_folder
+
+    folder = _edit(small_model_folder(tmp_path / 'm', ['a', 'b', 'c']), change)
+    with pytest.raises(CheckpointError, match=field.replace('.', r'\.')):
+        create_model(f'local-dir:{folder}', True)
+
+
+@pytest.mark.parametrize('content', [b'', b'\x00' * 7, b'{"not": "safetensors"}' * 3])
+def test_a_damaged_weights_file_in_a_folder_is_named(tmp_path, content):
+    from glit_models.models.checkpoint import CheckpointError
+    from glit_models.models.factory import create_model
+    from tests.helpers import small_model_folder
+
+    folder = small_model_folder(tmp_path / 'm', ['a', 'b', 'c'])
+    (folder / 'model.safetensors').write_bytes(content)
+    with pytest.raises(CheckpointError, match='model.safetensors: cannot read it as safetensors'):
+        create_model(f'local-dir:{folder}', True)
+
+
+def test_a_full_disk_at_the_final_save_leaves_no_half_written_folder(tmp_path, monkeypatch):
+    """The weights written, then the disk is full: neither a new folder nor a run's output holds half of it."""
+    import errno
+
+    from glit_models.models import model_folder
+    from glit_models.utils.atomic import WriteError
+
+    original = model_folder.save_for_hf
+
+    def full_disk(model, folder, **kwargs):
+        original(model, folder, **kwargs)
+        (folder / 'config.json').unlink()
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(model_folder, 'save_for_hf', full_disk)
+    data = loader_data_config(32, label_names=['a', 'b', 'c'])
+    with pytest.raises(WriteError, match='could not write .*best \\(No space left on device\\)'):
+        save_model_folder(_model(), tmp_path / 'best', data, trained=True)
+    assert not (tmp_path / 'best').exists() and list(tmp_path.iterdir()) == []
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'args.json').write_text('{}')
+    with pytest.raises(WriteError):
+        save_model_folder(_model(), run, data, trained=True)
+    assert sorted(p.name for p in run.iterdir()) == ['args.json']
+    monkeypatch.undo()
+    save_model_folder(_model(), run, data, trained=True)
+    assert sorted(p.name for p in run.iterdir()) == ['args.json', 'config.json', 'model.safetensors']

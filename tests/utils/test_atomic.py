@@ -46,3 +46,51 @@ def test_an_os_error_while_writing_names_the_file(tmp_path):
     with pytest.raises(WriteError, match='search.jsonl .*No space left'):
         with replacing(path):
             raise OSError(errno.ENOSPC, 'No space left on device')
+
+
+def test_two_writers_of_one_file_never_share_a_temporary(tmp_path):
+    """Each writer has a temp name of its own, so neither overwrites or removes the other's half-written file."""
+    path = tmp_path / 'latency.json'
+    with replacing(path) as first, replacing(path) as second:
+        assert first != second
+        first.write_text('1')
+        second.write_text('2')
+    assert path.read_text() == '1'  # the outer block ends last: its file is the one kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['latency.json']
+
+
+def test_a_file_lock_serialises_read_modify_writes_of_processes(tmp_path):
+    """Four processes each add 20 keys to one JSON file under file_lock: none is lost."""
+    import json
+    import subprocess
+    import sys
+
+    script = ('import json, sys\nfrom pathlib import Path\nfrom glit_models.utils.atomic import file_lock, '
+              'save_json_atomic\npath = Path(sys.argv[1])\nfor i in range(20):\n    with file_lock(path):\n'
+              '        data = json.loads(path.read_text()) if path.exists() else {}\n'
+              '        data[f"{sys.argv[2]}-{i}"] = i\n        save_json_atomic(data, path)\n')
+    path = tmp_path / 'shared.json'
+    workers = [subprocess.Popen([sys.executable, '-c', script, str(path), str(n)]) for n in range(4)]
+    assert all(w.wait(120) == 0 for w in workers)
+    assert len(json.loads(path.read_text())) == 80
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    from glit_models.utils.atomic import replacing_folder
+
+    folder = tmp_path / 'best'
+    with pytest.raises(WriteError, match='best .*No space left'):
+        with replacing_folder(folder) as tmp:
+            (tmp / 'model.safetensors').write_bytes(b'weights')
+            raise OSError(errno.ENOSPC, 'No space left on device')
+    assert not folder.exists() and list(tmp_path.iterdir()) == []
+    with replacing_folder(folder) as tmp:
+        (tmp / 'config.json').write_text('{}')
+    assert sorted(p.name for p in folder.iterdir()) == ['config.json']
+    # an existing folder (a training run's output) keeps its other files and gets the new ones
+    (folder / 'args.json').write_text('{}')
+    with replacing_folder(folder) as tmp:
+        (tmp / 'config.json').write_text('{"new": 1}')
+    assert sorted(p.name for p in folder.iterdir()) == ['args.json', 'config.json']
+    assert (folder / 'config.json').read_text() == '{"new": 1}'
+    assert oct(folder.stat().st_mode & 0o777) != oct(0o700)  # not the private mode of a temporary folder

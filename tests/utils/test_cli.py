@@ -57,3 +57,21 @@ def test_every_command_line_answers_a_mistake_in_one_line(tmp_path, capsys, modu
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if not line.startswith('note:')]
     assert len(lines) == 1 and lines[0].startswith(f'python -m glit_models.{module}: error: '), err
+
+
+def test_an_error_raised_in_a_data_loader_worker_is_its_own_message():
+    """torch re-raises a worker's error as "Caught X in DataLoader worker process 0. Original Traceback ...":
+    the one line keeps only the error's own message."""
+    from torch._utils import ExceptionWrapper
+
+    from glit_models.data import DataError
+    from glit_models.utils.cli import one_line
+
+    try:
+        raise DataError('/data/cat/1.png: cannot decode the image (image file is truncated)')
+    except DataError:
+        wrapped = ExceptionWrapper(where='in DataLoader worker process 0')
+    with pytest.raises(DataError) as caught:
+        wrapped.reraise()
+    assert 'Traceback' in str(caught.value)
+    assert one_line(caught.value) == '/data/cat/1.png: cannot decode the image (image file is truncated)'

@@ -47,3 +47,15 @@ def test_an_output_that_is_a_file_or_read_only(tmp_path):
         (tmp_path / 'ro').mkdir(mode=0o555)
         with pytest.raises(OutputError, match='not writable'):
             output_folder(tmp_path / 'ro')
+
+
+def test_a_full_disk_does_not_stop_the_lock(tmp_path, monkeypatch):
+    """The holder's name is advisory: a --resume on a full disk holds the folder and fails later, at a save,
+    with the one WriteError line (not a traceback from the lock's os.write)."""
+    import errno
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(os, 'write', full)
+    with hold_output(tmp_path / 'out') as folder:
+        assert (folder / LOCK_FILE).exists()
