@@ -55,6 +55,7 @@ _EPOCHS = 300  # the DeiT recipe's, when no recipe says otherwise
 _BATCH = 128
 _EMA_DECAY = TrainConfig().model_ema_decay
 _SCRATCH = RECIPES['scratch']
+_RECIPE_FLAGS = {f.name for f in fields(Recipe)} - {'name', 'source'}
 
 
 def _heldout(text: str) -> Union[float, int]:
@@ -481,15 +482,25 @@ def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dic
         check_values(record)
         output = Path(record.output)
         _check_fresh(output)
+    overrides = [f'--{name.replace("_", "-")} {_shown(value)}' for name, value in (given or {}).items()
+                 if recipe is not None and name in _RECIPE_FLAGS]
     distributed = init_distributed()
     if is_main_process():
         with hold_output(output):
-            return _train(record, recipe, output, distributed)
-    return _train(record, recipe, output, distributed)
+            return _train(record, recipe, output, distributed, overrides)
+    return _train(record, recipe, output, distributed, overrides)
 
 
-def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distributed: bool) -> dict[str, float]:
-    """The run itself; ``recipe`` None: a resumed run, whose record is complete."""
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return 'on' if value else 'off'
+    return ' '.join(f'{v:g}' for v in value) if isinstance(value, (list, tuple)) else f'{value}'
+
+
+def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distributed: bool,
+           overrides: Sequence[str] = ()) -> dict[str, float]:
+    """The run itself; ``recipe`` None: a resumed run, whose record is complete. ``overrides``: the recipe
+    flags the command line gave, named in the log."""
     data_dir = Path(record.data_dir)
     classes = check_image_folder(find_split(data_dir, record.train_split) or data_dir)
     if record.num_classes is not None and record.num_classes != len(classes):
@@ -507,6 +518,8 @@ def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distribute
     state = output / 'last.pth.tar'
     if recipe is not None:
         _say(recipe.describe())
+        if overrides:
+            _say(f'the command line overrides the recipe: {", ".join(overrides)}')
         if is_main_process():
             write_text_atomic(json.dumps(record.to_json(), indent=2), output / _RECORD)
     elif state.is_file() and load_training_state(state)['epoch'] >= record.epochs:

@@ -58,3 +58,25 @@ def test_data_of_other_classes_is_one_line(data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith('python -m glit_models.validate: error: ') and "label_names (cat, dog" in err
     assert '\n' not in err
+
+
+def test_a_checkpoint_is_evaluated_at_its_recorded_size_and_its_ema_on_request(data, tmp_path, capsys):
+    """A 64 px training run's state, beside its args.json, is evaluated at 64 px; --img-size and --crop-pct
+    override the data config, and --use-ema reads the state's EMA weights instead of the trained ones."""
+    from glit_models.utils.atomic import save_torch_atomic
+
+    trained = _always(timm.create_model('glit_tiny', num_classes=3, img_size=64), 1)
+    ema = _always(timm.create_model('glit_tiny', num_classes=3, img_size=64), 2)
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'args.json').write_text(json.dumps({'img_size': 64}))
+    save_torch_atomic({'epoch': 1, 'model': trained.state_dict(),
+                       'ema': {f'module.{k}': v for k, v in ema.state_dict().items()}}, run / 'last.pth.tar')
+    base = ['--model', 'glit_tiny', '--data-dir', str(data)]
+    plain = _run([*base, '--checkpoint', str(run / 'last.pth.tar')], capsys)
+    averaged = _run([*base, '--checkpoint', str(run / 'last.pth.tar'), '--use-ema'], capsys)
+    assert plain['img_size'] == averaged['img_size'] == 64  # the size args.json records, not the folder's 32
+    assert plain['top1'] == pytest.approx(100 * 4 / 9) and averaged['top1'] == pytest.approx(100 * 1 / 9)
+    given = _run([*base, '--checkpoint', str(run / 'last.pth.tar'), '--img-size', '48', '--crop-pct', '1.0'],
+                 capsys)
+    assert (given['img_size'], given['crop_pct']) == (48, 1.0)
