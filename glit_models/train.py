@@ -460,8 +460,6 @@ def _save_final(model: torch.nn.Module, output: Path, record: RunRecord, data: D
              if record.pretrained or record.initial_checkpoint else 'trained from scratch')
     notes = [f'{start.capitalize()} with {_PROG} (recipe {record.recipe}) on {len(data.label_names or ())} classes '
              f'for {record.epochs} epochs at {record.img_size} px.', f'Weights: {weights}.']
-    if record.arch is not None:
-        notes.append(f'Architecture: {record.arch}.')
     save_model_folder(model, output, data, trained=True, notes=notes)
 
 
