@@ -34,7 +34,7 @@ from ..training.recipes import RECIPE_FILE, recipe_record
 from ..utils.atomic import save_json_atomic
 from ..utils.distributed import barrier, is_distributed, is_main_process
 from ..utils.errors import GlitError
-from .budget import Budget, format_amount
+from .budget import Budget, format_amount, format_count
 from .cost import SpaceCost
 from .data import SearchData, SearchDataConfig
 from .evolution import EvolutionConfig, Scored
@@ -251,7 +251,7 @@ class SearchRun:
             copied = supernet.warm_start_from(source)
             _logger.info('%s supernet: %d tensors warm-started from %s', plan.name, copied, warm)
         recipe = replace(self.config.supernet, epochs=self.config.supernet.epochs * plan.scale)
-        self.say(f'[{plan.name}] training the supernet ({space.size:.3g} paths, {recipe.epochs} epochs)')
+        self.say(f'[{plan.name}] training the supernet ({format_count(space.size)} paths, {recipe.epochs} epochs)')
         train_supernet(supernet, self.data, recipe, state, resume=self.resume, progress=self.progress)
         return supernet
 
@@ -290,7 +290,7 @@ class SearchRun:
         space = stage_space(index, stages, self.config, self.output, previous.arch if previous else None)
         cost = self.cost(space)
         admitted = cost.admitted_fraction(self.config.budget.limit)
-        self.say(f'[{plan.name}] {space.name} space, {space.size:.3g} candidates; the budget '
+        self.say(f'[{plan.name}] {space.name} space, {format_count(space.size)} candidates; the budget '
                  f'{self.config.budget} admits {100 * admitted:.1f}% of them')
         if self.main:
             save_json_atomic(space.to_dict(), self.output / plan.name / 'space.json')
@@ -379,17 +379,15 @@ class SearchRun:
         return summary
 
     def plot(self, summary: dict[str, Any], outcomes: list[StageOutcome]) -> None:
-        points: dict[str, list[tuple[float, float]]] = {}
+        supernet: dict[str, list[tuple[float, float]]] = {}
         for entry in self.log.read():
-            points.setdefault(f'{entry["stage"]} (supernet)', []).extend(
+            supernet.setdefault(entry['stage'], []).extend(
                 (p['flops'] / 1e6, p['supernet_top1']) for p in entry['population'])
-        for outcome in outcomes:
-            if outcome.retrained:
-                points[f'{outcome.plan.name} (retrained, held-out)'] = [
-                    (r['flops'] / 1e6, r['heldout_top1']) for r in outcome.retrained]
+        retrained = {outcome.plan.name: [(r['flops'] / 1e6, r['heldout_top1']) for r in outcome.retrained]
+                     for outcome in outcomes if outcome.retrained}
         chosen = summary['heldout_top1'] if summary['heldout_top1'] is not None else summary['supernet_top1']
         budget = self.config.budget.limit / 1e6 if self.config.budget.kind == 'flops' else None
-        pareto_plot(points, (summary['flops'] / 1e6, chosen), self.output / 'pareto.png', budget=budget,
+        pareto_plot(supernet, retrained, (summary['flops'] / 1e6, chosen), self.output / 'pareto.png', budget=budget,
                     title=f'GLiT search ({self.config.method}, budget {self.config.budget})')
 
 
