@@ -1,14 +1,20 @@
 """Train, fine-tune or retrain a GLiT (or a found architecture) on an ImageFolder dataset.
 
     python -m glit_models.train --data-dir DATA --model glit_tiny --epochs 300 --output runs/tiny
-    python -m glit_models.train --data-dir DATA --arch found.json --output runs/found
+    python -m glit_models.train --data-dir DATA --model glit_tiny --pretrained --output runs/tuned
+    python -m glit_models.train --data-dir DATA --arch output/glit-search/best --output runs/found
     python -m glit_models.train --output runs/found --resume
     torchrun --nproc_per_node 8 -m glit_models.train --data-dir DATA ...
 
-Flags are named as in timm's train.py; the defaults are the DeiT recipe. An output folder belongs to
-one run: a new run refuses a folder that holds files, and ``--resume`` continues the run in it with the
-settings it saved (``args.json``). The final weights are saved in timm's local-dir layout, so
-``timm.create_model('local-dir:OUTPUT', pretrained=True)`` loads them.
+Flags are named as in timm's train.py. Their defaults come from a recipe (glit_models.training.recipes):
+``finetune`` for ``--pretrained`` / ``--initial-checkpoint``, the search's own for ``--arch`` of a search's
+``best/`` folder, DeiT's ``scratch`` otherwise, or the one ``--recipe`` names; a flag given explicitly
+wins. An output folder belongs to one run: a new run refuses a folder that holds files, and ``--resume``
+continues the run in it with the settings it saved (``args.json``). The final weights are saved in timm's
+local-dir layout, so ``timm.create_model('local-dir:OUTPUT', pretrained=True)`` loads them.
+
+The module is three parts: the parser and its checks, the run record (``RunRecord``, what ``args.json``
+holds: every setting as the run used it), and the run, which only reads the record.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -32,19 +38,24 @@ from .data.config import DataConfig
 from .models.glit import GlobalLocalTransformer
 from .models.model_folder import read_model_config, save_model_folder
 from .training.engine import TrainConfig, load_training_state, train_model, unwrap
+from .training.recipes import RECIPES, Recipe, as_dict, read_recipe
 from .utils.atomic import write_text_atomic
 from .utils.cli import OneLineParser, UsageError, command_line
 from .utils.distributed import cleanup_distributed, init_distributed, is_main_process, world_size
 from .utils.run_lock import LOCK_FILE, hold_output
 
-__all__ = ['UsageError', 'build_parser', 'parse_args', 'load_arch', 'main']
+__all__ = ['RunRecord', 'UsageError', 'build_parser', 'choose_recipe', 'load_arch', 'main', 'parse_args',
+           'resolve_record']
 
 _PROG = 'python -m glit_models.train'
-_DEFAULTS = TrainConfig()
-_DEIT_AUGMENTATION = Augmentation(aa='rand-m9-mstd0.5-inc1', reprob=0.25)  # the DeiT recipe's
 _SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
 _MACHINE = ('no_progress', 'workers')  # may change on --resume: they say how to run on this machine, not what
 _RECORD = 'args.json'
+_EPOCHS = 300  # the DeiT recipe's, when no recipe says otherwise
+_BATCH = 128
+_EMA_DECAY = TrainConfig().model_ema_decay
+_SCRATCH = RECIPES['scratch']
+_RECIPE_FLAGS = {f.name for f in fields(Recipe)} - {'name', 'source'}
 
 
 def _heldout(text: str) -> Union[float, int]:
@@ -52,8 +63,8 @@ def _heldout(text: str) -> Union[float, int]:
     return int(value) if value >= 1 and value.is_integer() else value
 
 
-def _augment_name(text: str) -> Optional[str]:
-    return None if text.lower() in ('', 'none') else text
+def _augment_name(text: str) -> str:
+    return 'none' if text.lower() in ('', 'none') else text
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -61,6 +72,14 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         return action.help if action.default is None else super()._get_help_string(action)
+
+
+def _recipe_help(what: str, name: str) -> str:
+    """A recipe flag's help: what it is, and its value in the scratch and finetune recipes."""
+    scratch, finetune = (getattr(RECIPES[r], name) for r in ('scratch', 'finetune'))
+    show = {True: 'on', False: 'off', None: 'off'}
+    values = [show.get(v, v) if isinstance(v, (bool, type(None))) else v for v in (scratch, finetune)]
+    return f'{what} (default: the recipe\'s; scratch {values[0]}, finetune {values[1]})'
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,44 +94,68 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument('--bad-images', choices=BAD_IMAGES, default='refuse',
                       help='images whose header cannot be read: refuse the data, or skip them (each named)')
     data.add_argument('--img-size', type=int, default=None, help='input size (default: the model\'s)')
-    data.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
+    data.add_argument('-j', '--workers', type=int, default=min(4, os.cpu_count() or 1),
                       help='data loading processes (0: in the main process)')
     model = p.add_argument_group('model')
     model.add_argument('--model', default='glit_tiny', help='timm model name')
     model.add_argument('--arch', default=None,
                        help='a found architecture: JSON file, compact string, or a local-dir folder with config.json '
-                            '(default: the model\'s)')
+                            '(default: the model\'s); a search\'s best/ folder brings its retraining recipe')
     model.add_argument('--num-classes', type=int, default=None, help='default: the number of class folders')
     model.add_argument('--pretrained', action='store_true', help='start from the model\'s published weights')
     model.add_argument('--initial-checkpoint', default=None,
                        help='start from these weights (a head of another size is left at its initialisation)')
-    model.add_argument('--drop-path', type=float, default=_DEFAULTS.drop_path)
-    train = p.add_argument_group('training (DeiT recipe)')
-    train.add_argument('--epochs', type=int, default=_DEFAULTS.epochs, help='epochs of the run')
-    train.add_argument('--batch-size', type=int, default=_DEFAULTS.batch_size, help='per process')
-    train.add_argument('--lr', type=float, default=None, help='default: 5e-4 x global batch / 512')
-    train.add_argument('--opt', default=_DEFAULTS.opt, help='any timm optimizer (timm.optim.list_optimizers())')
-    train.add_argument('--momentum', type=float, default=_DEFAULTS.momentum, help='SGD momentum')
-    train.add_argument('--weight-decay', type=float, default=_DEFAULTS.weight_decay, help='weight decay')
+    model.add_argument('--drop-path', type=float, default=None, help=_recipe_help('stochastic depth', 'drop_path'))
+    train = p.add_argument_group('recipe (glit_models.training.recipes; a flag given here overrides it)')
+    train.add_argument('--recipe', choices=(*RECIPES, 'search'), default=None,
+                       help='the set of defaults: scratch (DeiT from scratch), finetune (pretrained weights on a '
+                            'small data set), search (the retraining recipe an --arch folder records) (default: '
+                            'finetune with --pretrained or --initial-checkpoint, search for an --arch folder that '
+                            'records one, else scratch)')
+    train.add_argument('--epochs', type=int, default=None,
+                       help=f'epochs of the run (default: {_EPOCHS}; the search recipe: the search\'s)')
+    train.add_argument('-b', '--batch-size', type=int, default=None,
+                       help=f'per process (default: {_BATCH}; the search recipe: the search\'s)')
+    train.add_argument('--lr', type=float, default=None,
+                       help='the head\'s learning rate (default: the recipe\'s; scratch 5e-4 x global batch / 512, '
+                            'finetune 1e-3 x global batch / 256)')
+    train.add_argument('--opt', default=None, help=_recipe_help('any timm optimizer (timm.optim.list_optimizers())',
+                                                                'opt'))
+    train.add_argument('--momentum', type=float, default=None, help=_recipe_help('SGD momentum', 'momentum'))
+    train.add_argument('--weight-decay', type=float, default=None, help=_recipe_help('weight decay', 'weight_decay'))
     train.add_argument('--layer-decay', type=float, default=None,
-                       help='layer-wise learning-rate decay for fine-tuning, e.g. 0.65 (default: off)')
-    train.add_argument('--sched', default=_DEFAULTS.sched, choices=_SCHEDULERS, help='learning-rate schedule')
-    train.add_argument('--min-lr', type=float, default=_DEFAULTS.min_lr, help='lowest learning rate')
-    train.add_argument('--warmup-lr', type=float, default=_DEFAULTS.warmup_lr, help='learning rate warm-up starts at')
+                       help=_recipe_help('layer-wise learning-rate decay (1: off)', 'layer_decay'))
+    train.add_argument('--sched', default=None, choices=_SCHEDULERS, help=_recipe_help('learning-rate schedule',
+                                                                                      'sched'))
+    train.add_argument('--min-lr', type=float, default=None, help=_recipe_help('lowest learning rate', 'min_lr'))
+    train.add_argument('--warmup-lr', type=float, default=None,
+                       help=_recipe_help('learning rate warm-up starts at', 'warmup_lr'))
     train.add_argument('--warmup-epochs', type=int, default=None,
-                       help=f'default: {_DEFAULTS.warmup_epochs}, or a tenth of --epochs for shorter runs')
-    train.add_argument('--smoothing', type=float, default=_DEFAULTS.smoothing, help='label smoothing')
-    train.add_argument('--mixup', type=float, default=_DEFAULTS.mixup, help='mixup alpha (0: off)')
-    train.add_argument('--cutmix', type=float, default=_DEFAULTS.cutmix, help='cutmix alpha (0: off)')
-    train.add_argument('--aa', type=_augment_name, default=_DEIT_AUGMENTATION.aa, help='RandAugment policy, or none')
-    train.add_argument('--reprob', type=float, default=_DEIT_AUGMENTATION.reprob, help='random erasing probability')
-    train.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=_DEFAULTS.model_ema,
-                       help='keep an exponential moving average of the weights; model.safetensors holds it when '
-                            'the run is long enough for it (see the log and config.json)')
-    train.add_argument('--model-ema-decay', type=float, default=_DEFAULTS.model_ema_decay, help='EMA decay')
+                       help='default: the recipe\'s; scratch 5, or a tenth of --epochs for shorter runs; finetune a '
+                            'tenth of --epochs, 1 to 5')
+    train.add_argument('--smoothing', type=float, default=None, help=_recipe_help('label smoothing', 'smoothing'))
+    train.add_argument('--mixup', type=float, default=None, help=_recipe_help('mixup alpha (0: off)', 'mixup'))
+    train.add_argument('--cutmix', type=float, default=None, help=_recipe_help('cutmix alpha (0: off)', 'cutmix'))
+    train.add_argument('--aa', type=_augment_name, default=None,
+                       help=_recipe_help('RandAugment policy, or none', 'aa'))
+    train.add_argument('--reprob', type=float, default=None, help=_recipe_help('random erasing probability',
+                                                                              'reprob'))
+    train.add_argument('--scale', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+                       help='random-resized crop area, fractions of the image (default: the recipe\'s; scratch '
+                            '0.08 1, finetune sized to the image: the smallest crop about 24 px across)')
+    train.add_argument('--ratio', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+                       help='random-resized crop aspect ratios (default: the recipe\'s; 3/4 4/3)')
+    train.add_argument('--hflip', type=float, default=None,
+                       help=_recipe_help('horizontal flip probability (0 for digits, text: a data choice)', 'hflip'))
+    train.add_argument('--color-jitter', type=float, default=None, help=_recipe_help('colour jitter', 'color_jitter'))
+    train.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=None,
+                       help=_recipe_help('keep an exponential moving average of the weights; model.safetensors holds '
+                                         'it when the run is long enough for it (see the log and config.json)',
+                                         'model_ema'))
+    train.add_argument('--model-ema-decay', type=float, default=_EMA_DECAY, help='EMA decay')
     train.add_argument('--clip-grad', type=float, default=None, help='gradient norm clipping (default: off)')
     train.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
-    train.add_argument('--seed', type=int, default=_DEFAULTS.seed, help='random seed')
+    train.add_argument('--seed', type=int, default=0, help='random seed')
     run = p.add_argument_group('run')
     run.add_argument('--output', default=None, help='the run\'s folder (default: output/train/<model>)')
     run.add_argument('--resume', action='store_true',
@@ -171,33 +214,155 @@ def _finite(value: Optional[float]) -> bool:
     return value is None or math.isfinite(value)
 
 
-def check_values(args: argparse.Namespace) -> None:
-    """Every flag value that cannot work, refused in one line before anything is read or written."""
-    _check(args.data_dir is not None, '--data-dir', '(missing)', 'given for a new run (the images to train on)')
-    _check(args.epochs >= 1, '--epochs', args.epochs, 'at least 1')
-    _check(args.batch_size >= 1, '--batch-size', args.batch_size, 'at least 1')
-    _check(args.workers >= 0, '--workers', args.workers, '0 or more')
-    _check(args.img_size is None or args.img_size >= 1, '--img-size', args.img_size, 'a positive number of pixels')
-    _check(args.num_classes is None or args.num_classes >= 1, '--num-classes', args.num_classes, 'at least 1')
+@dataclass(frozen=True)
+class RunRecord:
+    """One run's settings as it uses them: ``args.json``. Every recipe default is resolved to its value
+    (the learning rate, warm-up, crops), and what the model decides (image size, classes, architecture)
+    is filled in once the model is built; ``recipe_defaults`` keeps the recipe the values came from."""
+
+    data_dir: str
+    output: str
+    train_split: str = 'train'
+    val_split: str = 'val'
+    heldout: Optional[Union[float, int]] = None
+    bad_images: str = 'refuse'
+    img_size: Optional[int] = None
+    workers: int = 0
+    model: str = 'glit_tiny'
+    arch: Optional[str] = None
+    num_classes: Optional[int] = None
+    pretrained: bool = False
+    initial_checkpoint: Optional[str] = None
+    drop_path: float = _SCRATCH.drop_path
+    recipe: str = 'scratch'
+    epochs: int = _EPOCHS
+    batch_size: int = _BATCH
+    lr: Optional[float] = None
+    opt: str = _SCRATCH.opt
+    momentum: float = _SCRATCH.momentum
+    weight_decay: float = _SCRATCH.weight_decay
+    layer_decay: Optional[float] = None
+    sched: str = _SCRATCH.sched
+    min_lr: float = _SCRATCH.min_lr
+    warmup_lr: float = _SCRATCH.warmup_lr
+    warmup_epochs: Optional[int] = None
+    smoothing: float = _SCRATCH.smoothing
+    mixup: float = _SCRATCH.mixup
+    cutmix: float = _SCRATCH.cutmix
+    aa: Optional[str] = _SCRATCH.aa
+    reprob: float = _SCRATCH.reprob
+    scale: Optional[tuple[float, float]] = None
+    ratio: tuple[float, float] = _SCRATCH.ratio
+    hflip: float = _SCRATCH.hflip
+    color_jitter: float = _SCRATCH.color_jitter
+    model_ema: bool = _SCRATCH.model_ema
+    model_ema_decay: float = _EMA_DECAY
+    clip_grad: Optional[float] = None
+    amp: bool = False
+    seed: int = 0
+    no_progress: bool = False
+    recipe_defaults: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> 'RunRecord':
+        """A saved record; keys of older runs that the record no longer has are left out."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for pair in ('scale', 'ratio'):
+            if values.get(pair) is not None:
+                values[pair] = tuple(values[pair])
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for pair in ('scale', 'ratio'):
+            data[pair] = list(data[pair]) if data[pair] is not None else None
+        return data
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation(scale=self.scale or _SCRATCH.scale, ratio=self.ratio, hflip=self.hflip,
+                            color_jitter=self.color_jitter, aa=self.aa, reprob=self.reprob)
+
+    def train_config(self) -> TrainConfig:
+        """What the engine reads of the record."""
+        names = {f.name for f in fields(TrainConfig)}
+        return TrainConfig(**{k: v for k, v in asdict(self).items() if k in names})
+
+
+def choose_recipe(args: argparse.Namespace) -> Recipe:
+    """``--recipe`` when given; else finetune for pretrained weights, the search's for an --arch folder
+    that records one, scratch otherwise."""
+    folder = Path(args.arch) if args.arch and '|' not in args.arch and Path(args.arch).is_dir() else None
+    recorded = read_recipe(folder) if folder is not None else None
+    if args.recipe == 'search':
+        if recorded is None:
+            raise UsageError('--recipe search: pass --arch with a search\'s best/ folder (one that holds '
+                             'recipe.json)' + (f'; {folder} records no recipe' if folder else ''))
+        return recorded
+    if args.recipe is not None:
+        return RECIPES[args.recipe]
+    if args.pretrained or args.initial_checkpoint:
+        return RECIPES['finetune']
+    if recorded is not None:
+        return recorded
+    return RECIPES['scratch']
+
+
+def _pick(given: Any, default: Any) -> Any:
+    return default if given is None else given
+
+
+def resolve_record(args: argparse.Namespace, recipe: Recipe) -> RunRecord:
+    """The record of a new run: each flag the command line set, else the recipe's value. Values that need
+    the model or the process count (lr, warm-up, crops, image size) are filled by ``_complete``."""
+    output = args.output or str(Path('output/train') / args.model)
+    values = {f.name: getattr(args, f.name) for f in fields(RunRecord) if hasattr(args, f.name)}
+    for name in ('opt', 'momentum', 'weight_decay', 'sched', 'min_lr', 'warmup_lr', 'smoothing', 'mixup', 'cutmix',
+                 'drop_path', 'model_ema', 'reprob', 'hflip', 'color_jitter', 'layer_decay', 'ratio'):
+        values[name] = _pick(getattr(args, name), getattr(recipe, name))
+    values['aa'] = None if args.aa == 'none' else _pick(args.aa, recipe.aa)
+    values['scale'] = tuple(args.scale) if args.scale is not None else recipe.scale
+    values['ratio'] = tuple(values['ratio'])
+    values['epochs'] = _pick(args.epochs, _pick(recipe.epochs, _EPOCHS))
+    values['batch_size'] = _pick(args.batch_size, _pick(recipe.batch_size, _BATCH))
+    values.update(output=output, recipe=recipe.name, recipe_defaults=as_dict(recipe),
+                  data_dir=_same('data_dir', args.data_dir) if args.data_dir is not None else None,
+                  initial_checkpoint=_same('initial_checkpoint', args.initial_checkpoint))
+    if values['layer_decay'] == 1:  # 1 scales nothing: the same optimiser as none, recorded as off
+        values['layer_decay'] = None
+    return RunRecord(**values)
+
+
+def check_values(record: RunRecord) -> None:
+    """Every setting that cannot work, refused in one line before anything is read or written."""
+    _check(record.data_dir is not None, '--data-dir', '(missing)', 'given for a new run (the images to train on)')
+    _check(record.epochs >= 1, '--epochs', record.epochs, 'at least 1')
+    _check(record.batch_size >= 1, '--batch-size', record.batch_size, 'at least 1')
+    _check(record.workers >= 0, '--workers', record.workers, '0 or more')
+    _check(record.img_size is None or record.img_size >= 1, '--img-size', record.img_size,
+           'a positive number of pixels')
+    _check(record.num_classes is None or record.num_classes >= 1, '--num-classes', record.num_classes, 'at least 1')
     for flag in ('lr', 'min_lr', 'warmup_lr', 'weight_decay', 'momentum', 'mixup', 'cutmix'):
-        value = getattr(args, flag)
+        value = getattr(record, flag)
         _check(_finite(value) and (value is None or value >= 0), f'--{flag.replace("_", "-")}', value,
                'a finite number, 0 or more')
-    for flag, value in (('--smoothing', args.smoothing), ('--drop-path', args.drop_path),
-                        ('--model-ema-decay', args.model_ema_decay)):
+    for flag, value in (('--smoothing', record.smoothing), ('--drop-path', record.drop_path),
+                        ('--model-ema-decay', record.model_ema_decay)):
         _check(math.isfinite(value) and 0 <= value < 1, flag, value, 'in [0, 1)')
-    _check(math.isfinite(args.reprob) and 0 <= args.reprob <= 1, '--reprob', args.reprob, 'a probability in [0, 1]')
-    _check(_finite(args.layer_decay) and (args.layer_decay is None or 0 < args.layer_decay <= 1), '--layer-decay',
-           args.layer_decay, 'in (0, 1]')
-    _check(_finite(args.clip_grad) and (args.clip_grad is None or args.clip_grad > 0), '--clip-grad',
-           args.clip_grad, 'a positive number')
-    if args.heldout is not None:
-        check_heldout(args.heldout, '--heldout')
-    _check(args.opt.lower() in list_optimizers(), '--opt', repr(args.opt),
+    _check(math.isfinite(record.reprob) and 0 <= record.reprob <= 1, '--reprob', record.reprob,
+           'a probability in [0, 1]')
+    _check(_finite(record.layer_decay) and (record.layer_decay is None or 0 < record.layer_decay <= 1),
+           '--layer-decay', record.layer_decay, 'in (0, 1]')
+    _check(_finite(record.clip_grad) and (record.clip_grad is None or record.clip_grad > 0), '--clip-grad',
+           record.clip_grad, 'a positive number')
+    if record.heldout is not None:
+        check_heldout(record.heldout, '--heldout')
+    _check(record.opt.lower() in list_optimizers(), '--opt', repr(record.opt),
            'a timm optimizer, e.g. adamw, sgd, lamb (timm.optim.list_optimizers())')
-    if args.warmup_epochs is not None:
-        _check(0 <= args.warmup_epochs < args.epochs, '--warmup-epochs', args.warmup_epochs,
-               f'0 or more and below --epochs {args.epochs} (or the learning rate never leaves warm-up)')
+    if record.warmup_epochs is not None:
+        _check(0 <= record.warmup_epochs < record.epochs, '--warmup-epochs', record.warmup_epochs,
+               f'0 or more and below --epochs {record.epochs} (or the learning rate never leaves warm-up)')
+    record.augmentation()  # crops, flip and jitter: DataError naming the flag
 
 
 def _same(flag: str, value: Any) -> Any:
@@ -208,15 +373,19 @@ def _same(flag: str, value: Any) -> Any:
         return str(Path(value).resolve())
     if flag == 'arch':
         return load_arch(value).to_str()
+    if flag == 'aa':
+        return None if value == 'none' else value
+    if flag in ('scale', 'ratio'):
+        return [float(v) for v in value]
     return value
 
 
-def _resumed(args: argparse.Namespace, given: dict[str, Any], output: Path) -> argparse.Namespace:
-    """The saved run's settings, after refusing every given flag that conflicts with them."""
-    record = output / _RECORD
-    if not record.is_file():
-        raise UsageError(f'nothing to resume: {record} does not exist; drop --resume to start a run')
-    saved = json.loads(record.read_text())
+def _resumed(given: dict[str, Any], output: Path) -> RunRecord:
+    """The saved run's record, after refusing every given flag that conflicts with it."""
+    path = output / _RECORD
+    if not path.is_file():
+        raise UsageError(f'nothing to resume: {path} does not exist; drop --resume to start a run')
+    saved = json.loads(path.read_text())
     for flag, value in given.items():
         if flag in _MACHINE or flag in ('output', 'resume') or flag not in saved:
             continue
@@ -224,7 +393,7 @@ def _resumed(args: argparse.Namespace, given: dict[str, Any], output: Path) -> a
             raise UsageError(f'--resume: --{flag.replace("_", "-")} {value} differs from the run in {output} '
                              f'({saved[flag]}); resume without it, or start a new run in another --output')
     machine = {k: v for k, v in given.items() if k in _MACHINE}
-    return argparse.Namespace(**{**saved, **machine, 'output': str(output), 'resume': True})
+    return RunRecord.from_json({**saved, **machine, 'output': str(output)})
 
 
 def _check_fresh(output: Path) -> None:
@@ -242,12 +411,7 @@ def _check_fresh(output: Path) -> None:
                          'choose another --output')
 
 
-def _config(args: argparse.Namespace) -> TrainConfig:
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    return TrainConfig(**values)
-
-
-def _build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
+def _build_model(args: RunRecord, num_classes: int) -> torch.nn.Module:
     if not timm.is_model(args.model):
         glit = ', '.join(timm.list_models('glit_*'))
         raise UsageError(f'unknown model {args.model!r}; GLiT models: {glit} (or any other timm model name)')
@@ -263,100 +427,112 @@ def _build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
     return timm.create_model(args.model, pretrained=args.pretrained or bool(args.initial_checkpoint), **kwargs)
 
 
-def _img_size(args: argparse.Namespace, model: torch.nn.Module) -> int:
-    if args.img_size:
-        return args.img_size
+def _img_size(record: RunRecord, model: torch.nn.Module) -> int:
+    if record.img_size:
+        return record.img_size
     if isinstance(model, GlobalLocalTransformer):
         return model.patch_embed.img_size[0]
     return resolve_data_config({}, model=model)['input_size'][-1]
 
 
-def _warmup_epochs(epochs: int) -> int:
-    """The DeiT recipe's warm-up, shortened to a tenth of a short run (whose learning rate would never leave it)."""
-    return min(_DEFAULTS.warmup_epochs, epochs // 10)
+def _complete(record: RunRecord, recipe: Recipe, model: torch.nn.Module, num_classes: int) -> RunRecord:
+    """A new run's record with what the model and the processes decide, so args.json says what ran."""
+    img_size = _img_size(record, model)
+    arch = unwrap(model).arch.to_str() if isinstance(model, GlobalLocalTransformer) else None
+    return replace(record, img_size=img_size, num_classes=num_classes, arch=arch,
+                   lr=_pick(record.lr, recipe.global_lr(record.batch_size * world_size())),
+                   warmup_epochs=_pick(record.warmup_epochs, recipe.warmup(record.epochs)),
+                   scale=record.scale or recipe.crop_scale(img_size))
 
 
-def _use_ema(args: argparse.Namespace, updates: int) -> bool:
-    """The EMA is worth saving once the run is longer than the window it averages (1 / (1 - decay) updates)."""
-    if not args.model_ema:
-        return False
-    window = 1 / (1 - args.model_ema_decay)
-    if updates >= window:
-        return True
-    if is_main_process():
-            print(f'{_PROG}: warning: --model-ema-decay {args.model_ema_decay} averages over about {window:.0f} '
-              f'updates, more than this run\'s {updates}; model.safetensors will hold the trained weights, not their '
-              'EMA (lower the decay to use it)', file=sys.stderr)
-    return False
+def _warn_short_ema(record: RunRecord, config: TrainConfig, updates: int) -> None:
+    if config.model_ema and not config.ema_covers(updates) and is_main_process():
+        print(f'{_PROG}: warning: --model-ema-decay {record.model_ema_decay} averages over about '
+              f'{1 / (1 - record.model_ema_decay):.0f} updates, more than this run\'s {updates}; model.safetensors '
+              'will hold the trained weights, not their EMA (lower the decay to use it)', file=sys.stderr)
 
 
-def _final_weights(model: torch.nn.Module, output: Path, use_ema: bool) -> torch.nn.Module:
-    """The model with the weights the run hands over: the EMA's when ``use_ema``, else the trained ones."""
-    if use_ema:
-        ema = load_training_state(output / 'last.pth.tar')['ema']
-        model.load_state_dict({k.removeprefix('module.'): v for k, v in ema.items()})
-    return model
-
-
-def _save_final(model: torch.nn.Module, output: Path, args: argparse.Namespace, data: DataConfig,
-                use_ema: bool) -> None:
+def _save_final(model: torch.nn.Module, output: Path, record: RunRecord, data: DataConfig, from_ema: bool) -> None:
     """model.safetensors + config.json in timm's local-dir layout, with the classes and data config of the run."""
-    weights = (f'the exponential moving average (decay {args.model_ema_decay}) of the trained weights' if use_ema
+    weights = (f'the exponential moving average (decay {record.model_ema_decay}) of the trained weights' if from_ema
                else 'the trained weights (no EMA)')
-    save_model_folder(model, output, data, trained=True,
-                      notes=(f'Trained with {_PROG} on {len(data.label_names or ())} classes for {args.epochs} epochs.',
-                             f'Weights: {weights}.'))
+    start = ('fine-tuned from ' + (record.initial_checkpoint or f'{record.model}\'s published weights')
+             if record.pretrained or record.initial_checkpoint else 'trained from scratch')
+    notes = [f'{start.capitalize()} with {_PROG} (recipe {record.recipe}) on {len(data.label_names or ())} classes '
+             f'for {record.epochs} epochs at {record.img_size} px.', f'Weights: {weights}.']
+    save_model_folder(model, output, data, trained=True, notes=notes)
+
+
+def _say(text: str) -> None:
+    if is_main_process():
+        print(text, file=sys.stderr)
 
 
 def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dict[str, float]:
-    """One training run; ``given``: the flags the command line set (a resume refuses those that differ)."""
-    output = Path(args.output or Path('output/train') / args.model)
-    args.output = str(output)
+    """One training run from parsed flags; ``given``: the flags the command line set (a resume refuses
+    those that differ). ``args`` is only read."""
     if args.resume:
-        args = _resumed(args, given or {}, output)
+        output = Path(args.output or Path('output/train') / args.model)
+        record, recipe = _resumed(given or {}, output), None
     else:
-        check_values(args)
+        recipe = choose_recipe(args)
+        record = resolve_record(args, recipe)
+        check_values(record)
+        output = Path(record.output)
         _check_fresh(output)
+    overrides = [f'--{name.replace("_", "-")} {_shown(value)}' for name, value in (given or {}).items()
+                 if recipe is not None and name in _RECIPE_FLAGS]
     distributed = init_distributed()
     if is_main_process():
         with hold_output(output):
-            return _train(args, output, distributed)
-    return _train(args, output, distributed)
+            return _train(record, recipe, output, distributed, overrides)
+    return _train(record, recipe, output, distributed, overrides)
 
 
-def _train(args: argparse.Namespace, output: Path, distributed: bool) -> dict[str, float]:
-    data_dir = Path(args.data_dir)
-    classes = check_image_folder(find_split(data_dir, args.train_split) or data_dir)
-    if args.num_classes is not None and args.num_classes != len(classes):
-        raise DataError(f'--num-classes {args.num_classes} but {data_dir} has {len(classes)} class folders')
-    torch.manual_seed(args.seed)  # the same initial weights on every rank and every run
-    model = _build_model(args, num_classes=len(classes))
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return 'on' if value else 'off'
+    return ' '.join(f'{v:g}' for v in value) if isinstance(value, (list, tuple)) else f'{value}'
+
+
+def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distributed: bool,
+           overrides: Sequence[str] = ()) -> dict[str, float]:
+    """The run itself; ``recipe`` None: a resumed run, whose record is complete. ``overrides``: the recipe
+    flags the command line gave, named in the log."""
+    data_dir = Path(record.data_dir)
+    classes = check_image_folder(find_split(data_dir, record.train_split) or data_dir)
+    if record.num_classes is not None and record.num_classes != len(classes):
+        raise DataError(f'--num-classes {record.num_classes} but {data_dir} has {len(classes)} class folders')
+    torch.manual_seed(record.seed)  # the same initial weights on every rank and every run
+    model = _build_model(record, num_classes=len(classes))
+    if recipe is not None:
+        record = _complete(record, recipe, model, len(classes))
     data = build_train_data(
-        data_dir, img_size=_img_size(args, model), batch_size=args.batch_size, train_split=args.train_split,
-        val_split=args.val_split, heldout=args.heldout, seed=args.seed, workers=args.workers, distributed=distributed,
-        augmentation=Augmentation(aa=args.aa, reprob=args.reprob), bad_images=args.bad_images)
-    train_loader, eval_loader, classes = data.train_loader, data.eval_loader, data.class_names
-    if not args.resume:  # the record says what the run uses, not what was left to a default
-        if args.warmup_epochs is None:
-            args.warmup_epochs = _warmup_epochs(args.epochs)
-        args.img_size, args.num_classes = _img_size(args, model), len(classes)
-        args.data_dir = _same('data_dir', args.data_dir)
-        args.initial_checkpoint = _same('initial_checkpoint', args.initial_checkpoint)
-        args.arch = unwrap(model).arch.to_str() if isinstance(model, GlobalLocalTransformer) else None
-        args.lr = _config(args).global_lr()
-    use_ema = _use_ema(args, args.epochs * len(train_loader))
+        data_dir, img_size=record.img_size, batch_size=record.batch_size, train_split=record.train_split,
+        val_split=record.val_split, heldout=record.heldout, seed=record.seed, workers=record.workers,
+        distributed=distributed, augmentation=record.augmentation(), bad_images=record.bad_images)
+    config = record.train_config()
+    _warn_short_ema(record, config, record.epochs * len(data.train_loader))
+    state = output / 'last.pth.tar'
+    if recipe is not None:
+        _say(recipe.describe())
+        if overrides:
+            _say(f'the command line overrides the recipe: {", ".join(overrides)}')
+        if is_main_process():
+            write_text_atomic(json.dumps(record.to_json(), indent=2), output / _RECORD)
+    elif state.is_file() and load_training_state(state)['epoch'] >= record.epochs:
+        _say(f'the run in {output} is complete ({record.epochs}/{record.epochs} epochs); nothing to train')
+    decay = f', layer decay {record.layer_decay:g} below it' if record.layer_decay else ''
+    _say(f'{record.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {len(classes)} '
+         f'classes, {record.img_size} px, {world_size()} process(es), recipe {record.recipe}, head lr '
+         f'{record.lr:.3g}{decay}, warm-up {record.warmup_epochs} epochs, crops {record.scale[0]:g}-'
+         f'{record.scale[1]:g}, output {output}')
+    result = train_model(model, data.train_loader, data.eval_loader, config, output, resume=recipe is None,
+                          progress=not record.no_progress)
     if is_main_process():
-        if not args.resume:
-            write_text_atomic(json.dumps({k: v for k, v in vars(args).items() if k != 'resume'}, indent=2),
-                              output / _RECORD)
-        print(f'{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, '
-              f'{len(classes)} classes, {world_size()} process(es), lr {args.lr:.3g}, warm-up {args.warmup_epochs} '
-              f'epochs, output {output}', file=sys.stderr)
-    metrics = train_model(model, train_loader, eval_loader, _config(args), output, resume=args.resume,
-                          progress=not args.no_progress)
-    if is_main_process():
-        _save_final(_final_weights(unwrap(model), output, use_ema), output, args, data.data_config, use_ema)
-    return metrics
+        _save_final(result.model, output, record, data.data_config, result.from_ema)
+        _say(f'result in {output}: timm.create_model("local-dir:{output}", pretrained=True)')
+    return result.metrics
 
 
 @command_line(_PROG, interrupted_hint='continue with the same --output and --resume')

@@ -7,6 +7,10 @@
 
 Images are prepared by ``create_transform(**resolve_model_data_config(model))`` through timm's loader.
 The class folders are matched to the model's ``label_names`` when it has them, else taken in order.
+As in timm's validate.py, ``--img-size`` / ``--input-size`` and ``--crop-pct`` override the data config,
+and ``--use-ema`` takes a training checkpoint's EMA weights. A ``--checkpoint`` that sits in a training
+run's folder (``args.json``) or a model folder (``config.json``) is evaluated at the size it was trained
+at, not at the model's default: a 64 px run at 64 px.
 """
 from __future__ import annotations
 
@@ -24,7 +28,9 @@ from timm.utils import accuracy
 
 from .data import BAD_IMAGES, DataError, ImageFiles, check_image_folder, resolve_split, scan_image_folder
 from .data.loader import usable_workers
+from .models.checkpoint import read_checkpoint
 from .models.factory import create_model
+from .models.glit import GlobalLocalTransformer, checkpoint_filter_fn
 from .utils.cli import OneLineParser, UsageError, command_line
 from .utils.distributed import default_device
 
@@ -48,6 +54,24 @@ def _class_map(model: torch.nn.Module, classes: list[str], root: Path) -> dict[s
     return {}  # timm's own order
 
 
+def recorded_size(checkpoint: Optional[str]) -> Optional[int]:
+    """The input size a checkpoint was trained at, from the run record or model config beside it."""
+    if not checkpoint:
+        return None
+    folder = Path(checkpoint).parent
+    try:
+        if (folder / 'args.json').is_file():
+            size = json.loads((folder / 'args.json').read_text()).get('img_size')
+        elif (folder / 'config.json').is_file():
+            config = json.loads((folder / 'config.json').read_text())
+            size = (config.get('pretrained_cfg', {}).get('input_size') or [None])[-1]
+        else:
+            return None
+    except (OSError, ValueError, AttributeError):  # not a record of ours: the model's own size then
+        return None
+    return size if isinstance(size, int) and size > 0 else None
+
+
 def _dataset(model: torch.nn.Module, root: Path, bad_images: str) -> ImageFiles:
     """The images of ``root``, every header read up front (unreadable ones refused or skipped by name, never
     replaced by another image), labelled by the model's class indices."""
@@ -59,11 +83,16 @@ def _dataset(model: torch.nn.Module, root: Path, bad_images: str) -> ImageFiles:
     return dataset
 
 
-def validate(model: torch.nn.Module, root: Path, batch_size: int = 64, workers: int = 2,
-             bad_images: str = 'refuse') -> dict[str, float]:
-    """Top-1 and top-5 (%) of ``model`` on the ImageFolder ``root``; ``images``: how many were scored."""
+def validate(model: torch.nn.Module, root: Path, batch_size: int = 64, workers: int = 2, bad_images: str = 'refuse',
+             input_size: Optional[Sequence[int]] = None, crop_pct: Optional[float] = None) -> dict[str, float]:
+    """Top-1 and top-5 (%) of ``model`` on the ImageFolder ``root``; ``images``: how many were scored;
+    ``input_size`` / ``crop_pct`` override the model's data config."""
     dataset = _dataset(model, root, bad_images)
     config = resolve_model_data_config(model)
+    if input_size is not None:
+        config['input_size'] = tuple(input_size)
+    if crop_pct is not None:
+        config['crop_pct'] = crop_pct
     dataset.min_side = max(config['input_size'][1:])
     device = default_device()
     loader = create_loader(dataset, **config, batch_size=batch_size, is_training=False,
@@ -89,8 +118,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    'safetensors, a training checkpoint); default: the published weights')
     p.add_argument('--data-dir', required=True, help='ImageFolder: class folders, or DIR/<split>/ class folders')
     p.add_argument('--split', default='val', help='folder inside --data-dir, when it exists')
-    p.add_argument('--batch-size', type=int, default=64)
-    p.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1), help='data loader processes')
+    p.add_argument('--img-size', type=int, default=None,
+                   help='input size (default: the checkpoint\'s recorded size, else the model\'s)')
+    p.add_argument('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'),
+                   help='full input size, as timm\'s validate.py (overrides --img-size)')
+    p.add_argument('--crop-pct', type=float, default=None, help='centre crop fraction (default: the model\'s)')
+    p.add_argument('--use-ema', action='store_true', help='the EMA weights of a training checkpoint')
+    p.add_argument('-b', '--batch-size', type=int, default=64)
+    p.add_argument('-j', '--workers', type=int, default=min(4, os.cpu_count() or 1), help='data loader processes')
     p.add_argument('--bad-images', choices=BAD_IMAGES, default='refuse',
                    help='images that cannot be read: refuse the data, or skip them (each named, and not scored)')
     args = p.parse_args(argv)
@@ -98,7 +133,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         raise UsageError(f'--batch-size {args.batch_size}: must be at least 1')
     if args.workers < 0:
         raise UsageError(f'--workers {args.workers}: must be 0 or more (0: load in the main process)')
+    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
+        raise UsageError(f'--crop-pct {args.crop_pct}: must be in (0, 1]')
     return args
+
+
+def _load_ema(model: torch.nn.Module, checkpoint: Optional[str]) -> None:
+    """The EMA weights of ``checkpoint`` into ``model``, through the same filter as every other load."""
+    if not checkpoint:
+        raise UsageError('--use-ema: pass the training checkpoint that holds them (--checkpoint)')
+    state = read_checkpoint(checkpoint, use_ema=True)
+    model.load_state_dict(checkpoint_filter_fn(state, model) if isinstance(model, GlobalLocalTransformer) else state)
 
 
 @command_line(_PROG)
@@ -107,8 +152,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(format='%(message)s')
     logging.getLogger('glit_models').setLevel(logging.INFO)  # where weights come from, while they download
     root = resolve_split(args.data_dir, args.split)
-    model = create_model(args.model, True, args.checkpoint)
-    results = validate(model, root, args.batch_size, args.workers, args.bad_images)
+    input_size = tuple(args.input_size) if args.input_size else None
+    size = input_size[-1] if input_size else args.img_size or recorded_size(args.checkpoint)
+    model = create_model(args.model, True, args.checkpoint, **(dict(img_size=size) if size else {}))
+    if args.use_ema:
+        _load_ema(model, args.checkpoint)
+    if size and not input_size:
+        input_size = (model.pretrained_cfg.get('input_size', (3,))[0], size, size)
+    results = validate(model, root, args.batch_size, args.workers, args.bad_images, input_size, args.crop_pct)
     print(f'{args.model} on {root} ({results["images"]} images, {results["img_size"]} px, crop '
           f'{results["crop_pct"]}, {results["interpolation"]}): top-1 {results["top1"]:.2f}%, '
           f'top-5 {results["top5"]:.2f}%', file=sys.stderr)

@@ -263,7 +263,65 @@ def test_a_compact_string_longer_than_a_file_name(tmp_path):
 
 def test_help_shows_every_default():
     text = ' '.join(build_parser().format_help().split())
-    for shown in ('--epochs EPOCHS epochs of the run (default: 300)', '(default: adamw)', '(default: cosine)',
-                  f'(default: {min(4, os.cpu_count())})', '--layer-decay', 'default: 5, or a tenth of --epochs'):
+    for shown in ('--epochs EPOCHS epochs of the run (default: 300;', 'scratch adamw, finetune adamw',
+                  'scratch 5e-4 x global batch / 512, finetune 1e-3 x global batch / 256', 'scratch off, finetune 0.75',
+                  f'(default: {min(4, os.cpu_count())})', 'scratch 5, or a tenth of --epochs', '-b BATCH_SIZE',
+                  '-j WORKERS', '--recipe {scratch,finetune,search}'):
         assert shown in text, shown
     assert '(default: None)' not in text
+
+
+def _record(output):
+    return json.loads((output / 'args.json').read_text())
+
+
+def test_the_recipe_follows_from_the_run_and_flags_override_it(folder, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from glit_models.training.recipes import RECIPE_FILE, RECIPES
+
+    source = timm.create_model('glit_tiny', arch=ARCH, num_classes=3)
+    save_file(source.state_dict(), tmp_path / 'source.safetensors')
+    base = ['--data-dir', str(folder), '--arch', ARCH, '--epochs', '2', '-b', '6', '-j', '0', '--no-progress']
+    assert main([*base, '--initial-checkpoint', str(tmp_path / 'source.safetensors'), '--mixup', '0.2',
+                 '--output', str(tmp_path / 'tuned')]) == 0
+    err = capsys.readouterr().err
+    tuned = _record(tmp_path / 'tuned')
+    assert tuned['recipe'] == 'finetune' and tuned['recipe_defaults'] == json.loads(json.dumps(
+        {**RECIPES['finetune'].__dict__}))
+    assert tuned['lr'] == pytest.approx(1e-3 * 6 / 256) and tuned['layer_decay'] == 0.75
+    assert tuned['warmup_epochs'] == 1 and tuned['model_ema'] is False and tuned['aa'] is None
+    assert tuned['mixup'] == 0.2 and tuned['cutmix'] == 0  # the flag given wins, the rest is the recipe's
+    assert tuned['scale'] == [0.562, 1.0]  # crops sized to 32 px: (24 / 32) ** 2
+    assert 'recipe finetune (ViT/DeiT fine-tuning' in err
+    # every epoch line gives the head's lr: above the lowest of the layer-decayed groups
+    lrs = [float(w.split('=')[1]) for line in err.splitlines() if line.startswith('epoch=') for w in line.split()
+           if w.startswith('lr=')]
+    scales = [g['lr_scale'] for g in load_training_state(tmp_path / 'tuned' / 'last.pth.tar')['optimizer']
+              ['param_groups']]
+    assert len(lrs) == 2 and max(scales) == 1 and min(scales) < 0.5 and lrs[0] > 0
+    assert f'timm.create_model("local-dir:{tmp_path / "tuned"}", pretrained=True)' in err
+    # a search's best/ folder brings the recipe it records
+    best = tmp_path / 'best'
+    best.mkdir()
+    (best / 'config.json').write_text((tmp_path / 'tuned' / 'config.json').read_text())
+    (best / RECIPE_FILE).write_text(json.dumps(dict(name='search', source='a test search', epochs=2, batch_size=6,
+                                                    lr=2e-3, warmup_epochs=0, mixup=0., cutmix=0., aa=None,
+                                                    reprob=0., model_ema=False, scale=[0.7, 1.0], hflip=0.)))
+    assert main([*base[:2], '--arch', str(best), '-j', '0', '--no-progress', '--output', str(tmp_path / 'found')]) == 0
+    found = _record(tmp_path / 'found')
+    assert (found['recipe'], found['lr'], found['epochs'], found['batch_size'], found['scale'], found['hflip']) == \
+        ('search', 2e-3, 2, 6, [0.7, 1.0], 0.)
+    assert 'recipe search (a test search)' in capsys.readouterr().err
+    # --recipe names one outright
+    assert main([*base, '--recipe', 'finetune', '--output', str(tmp_path / 'named')]) == 0
+    assert _record(tmp_path / 'named')['recipe'] == 'finetune'
+    capsys.readouterr()
+    assert main([*base, '--recipe', 'search', '--output', str(tmp_path / 'none')]) == 2
+    assert '--recipe search: pass --arch with a search\'s best/ folder' in _error(capsys)
+
+
+def test_resuming_a_finished_run_says_it_is_complete(finished, capsys):
+    output, _ = finished
+    assert main(['--output', str(output), '--resume', '--no-progress']) == 0
+    assert f'the run in {output} is complete (2/2 epochs)' in capsys.readouterr().err

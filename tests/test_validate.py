@@ -152,3 +152,25 @@ def test_16_bit_images_are_scored_as_their_8_bit_values(tmp_path, capsys):
     folder = small_model_folder(tmp_path / 'm', ['class_0', 'class_1'])
     scores = [_run(['--model', f'local-dir:{folder}', '--data-dir', str(root)], capsys) for root in (eight, sixteen)]
     assert [(s['top1'], s['top5'], s['images']) for s in scores] == [(scores[0]['top1'], scores[0]['top5'], 8)] * 2
+
+
+def test_a_checkpoint_is_evaluated_at_its_recorded_size_and_its_ema_on_request(data, tmp_path, capsys):
+    """A 64 px training run's state, beside its args.json, is evaluated at 64 px; --img-size and --crop-pct
+    override the data config, and --use-ema reads the state's EMA weights instead of the trained ones."""
+    from glit_models.utils.atomic import save_torch_atomic
+
+    trained = _always(timm.create_model('glit_tiny', num_classes=3, img_size=64), 1)
+    ema = _always(timm.create_model('glit_tiny', num_classes=3, img_size=64), 2)
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'args.json').write_text(json.dumps({'img_size': 64}))
+    save_torch_atomic({'epoch': 1, 'model': trained.state_dict(),
+                       'ema': {f'module.{k}': v for k, v in ema.state_dict().items()}}, run / 'last.pth.tar')
+    base = ['--model', 'glit_tiny', '--data-dir', str(data)]
+    plain = _run([*base, '--checkpoint', str(run / 'last.pth.tar')], capsys)
+    averaged = _run([*base, '--checkpoint', str(run / 'last.pth.tar'), '--use-ema'], capsys)
+    assert plain['img_size'] == averaged['img_size'] == 64  # the size args.json records, not the folder's 32
+    assert plain['top1'] == pytest.approx(100 * 4 / 9) and averaged['top1'] == pytest.approx(100 * 1 / 9)
+    given = _run([*base, '--checkpoint', str(run / 'last.pth.tar'), '--img-size', '48', '--crop-pct', '1.0'],
+                 capsys)
+    assert (given['img_size'], given['crop_pct']) == (48, 1.0)

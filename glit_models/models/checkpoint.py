@@ -60,9 +60,10 @@ def _select_state_dict(path: Path, checkpoint: object, use_ema: bool) -> StateDi
         raise CheckpointError(f'{path}: expected a dict of weights, found a {type(checkpoint).__name__}')
     wrappers = ('model', 'state_dict')
     if use_ema:
-        if not any(isinstance(checkpoint.get(k), Mapping) for k in ('model_ema', 'state_dict_ema')):
+        # timm's names, and glit_models.train's own ('ema', None when the run kept none)
+        wrappers = ('model_ema', 'state_dict_ema', 'ema')
+        if not any(isinstance(checkpoint.get(k), Mapping) for k in wrappers):
             raise CheckpointError(f'{path}: has no EMA weights (model_ema); load it with use_ema=False')
-        wrappers = ('model_ema', 'state_dict_ema')
     for key in wrappers:
         if isinstance(checkpoint.get(key), Mapping):
             checkpoint = checkpoint[key]

@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from timm.models import resolve_pretrained_cfg, save_for_hf
 from torch import nn
 
-from ..architecture import GLIT_WIDTHS, ArchitectureError, GlitArch
+from ..architecture import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, GLIT_WIDTHS, ArchitectureError, GlitArch
 from ..data.config import DataConfig
 from ..utils.atomic import replacing_folder
 from .checkpoint import CheckpointError
@@ -34,6 +34,7 @@ UNTRAINED = 'untrained'
 _UNTRAINED_NOTE = ('Untrained weights: inherited from a weight-sharing supernet, not trained as a standalone model. '
                    'Retrain before use (python -m glit_models.train --arch FOLDER).')
 _REGISTERED = {widths: name for name, widths in GLIT_WIDTHS.items()}
+_REGISTERED_ARCHS = {'glit_tiny': GLIT_TINY_ARCH, 'glit_small': GLIT_SMALL_ARCH, 'glit_base': GLIT_BASE_ARCH}
 # what a folder keeps of the model's own pretrained config: the network's, not the weights' provenance
 _KEPT = ('architecture', 'first_conv', 'classifier', 'pool_size', 'license', 'paper_name', 'paper_ids')
 
@@ -41,6 +42,17 @@ _KEPT = ('architecture', 'first_conv', 'classifier', 'pool_size', 'license', 'pa
 def registered_name(arch: GlitArch) -> str:
     """The registered GLiT of the same width (glit_tiny otherwise: ``model_args`` carry the rest)."""
     return _REGISTERED.get((arch.embed_dim, arch.num_heads), 'glit_tiny')
+
+
+def own_architecture(arch: GlitArch) -> tuple[str, ...]:
+    """A note naming a found or derived architecture, which config.json builds through the registered
+    constructor of its width (``architecture: glit_tiny``) but which is not that network."""
+    name = registered_name(arch)
+    known = _REGISTERED_ARCHS.get(name)
+    if known is not None and (known.blocks, known.patch_size) == (arch.blocks, arch.patch_size):
+        return ()  # the registered network itself, at any image size
+    return (f'Architecture: {arch.to_str()} (its own; "{name}" in config.json is only the constructor that builds '
+            'it from model_args.arch).',)
 
 
 def is_trained(pretrained_cfg: Mapping[str, Any]) -> bool:
@@ -64,6 +76,8 @@ def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data: D
     if base is None and is_glit:  # built outside timm's factory, e.g. extracted from a supernet
         base = resolve_pretrained_cfg(registered_name(model.arch)).to_dict()
     cfg = {key: value for key, value in dict(base or {}).items() if key in _KEPT}
+    if is_glit:
+        notes = (*notes, *own_architecture(model.arch))
     cfg.update(data.transform_fields(), num_classes=model.num_classes, tag=tag if trained else UNTRAINED,
                notes=tuple(notes) + (() if trained else (_UNTRAINED_NOTE,)))
     model.pretrained_cfg = {key: value for key, value in cfg.items() if value is not None and value != ()}
@@ -77,6 +91,8 @@ def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data: D
                         data_config=data.transform_fields())
         except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error type
             raise OSError(getattr(e, 'errno', None), getattr(e, 'strerror', None) or str(e)) from None
+        # safetensors writes its file owner-only (0600); the folder's files share one mode, the umask's
+        os.chmod(tmp / 'model.safetensors', (tmp / 'config.json').stat().st_mode & 0o777)
         timm.create_model(f'local-dir:{tmp}')
     return folder
 

@@ -15,7 +15,7 @@ from typing import Optional, Union
 from urllib.parse import urlparse
 
 import torch
-from huggingface_hub import constants, hf_hub_download
+from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
 from .checkpoint import CheckpointError, StateDict, read_checkpoint
 
@@ -47,7 +47,13 @@ def _cache_path(url: str, cache_dir: Optional[Union[str, os.PathLike]]) -> Path:
 
 
 def _from_hub(repo_id: str, cache_dir: Optional[Union[str, os.PathLike]]) -> StateDict:
-    _logger.info('fetching weights from the Hugging Face Hub (%s)', repo_id)
+    cached = try_to_load_from_cache(repo_id, _HUB_FILE, cache_dir=cache_dir)
+    if isinstance(cached, str):
+        _logger.info('weights of hf-hub:%s from cache %s', repo_id, cached)
+        return read_checkpoint(cached)
+    if constants.HF_HUB_OFFLINE:  # asked not to reach the network: fail at once, without the client's retries
+        raise OSError(f'not in the Hub cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set')
+    _logger.info('downloading hf-hub:%s/%s', repo_id, _HUB_FILE)
     return read_checkpoint(hf_hub_download(repo_id, _HUB_FILE, cache_dir=cache_dir))
 
 
@@ -59,6 +65,12 @@ def _from_url(url: str, cache_dir: Optional[Union[str, os.PathLike]]) -> StateDi
         _logger.warning('downloading %s to %s', url, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(path), progress=True)
+    elif url == AUTHORS_RELEASE_URL:
+        # the authors publish no checksum: the file is read with the safe reader, its bytes unverified
+        _logger.warning('weights from cache %s: the authors\' release file, which has no published checksum',
+                        path)
+    else:
+        _logger.info('weights from cache %s', path)
     with path.open('rb') as f:
         is_page = f.read(512).lstrip().lower().startswith((b'<!doctype html', b'<html'))
     try:
@@ -84,7 +96,8 @@ def fetch_weights(variant: str, hf_hub_id: Optional[str], url: Optional[str],
         except Exception as e:  # network stacks raise many types; any failure moves on to the next source
             failures.append(f'the Hub repo {hf_hub_id} ({_reason(e)})')
             if url:
-                _logger.warning('%s: no weights from the Hub repo %s; trying %s', variant, hf_hub_id, url)
+                _logger.warning('%s: no weights from the Hub repo %s (%s); trying %s', variant, hf_hub_id,
+                                _reason(e), url)
     if url:
         try:
             return _from_url(url, cache_dir), url

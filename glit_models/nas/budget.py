@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..utils.errors import GlitError
 
-__all__ = ['BUDGET_KINDS', 'Budget', 'BudgetError', 'format_amount', 'parse_amount', 'parse_latency']
+__all__ = ['BUDGET_KINDS', 'Budget', 'BudgetError', 'format_amount', 'format_count', 'parse_amount', 'parse_latency']
 
 BUDGET_KINDS = ('flops', 'macs', 'params', 'latency')
 """flops: the authors' FLOPs formula (the paper's budgets); macs: all multiply-adds; params; latency (ms)."""
@@ -34,6 +34,11 @@ def parse_latency(text: str, flag: str = '--budget-latency') -> float:
     if not found or float(found[1]) <= 0:
         raise BudgetError(f'{flag} {text!r}: expected a positive time such as 12ms, 0.012s or 800us')
     return float(found[1]) * _TIME_UNITS[(found[2] or '').lower()]
+
+
+def format_count(count: float) -> str:
+    """6560 -> '6,560'; past a million, three digits ('1.68e+06'), which a reader compares at a glance."""
+    return f'{int(count):,}' if count < 1e6 else f'{count:.3g}'
 
 
 def format_amount(value: float, kind: str = 'flops') -> str:

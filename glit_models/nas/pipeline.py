@@ -11,6 +11,7 @@ folder, so a run killed anywhere and resumed ends with the architecture an unint
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -29,10 +30,11 @@ from ..data import Augmentation
 from ..models.glit import GlobalLocalTransformer
 from ..models.model_folder import save_model_folder
 from ..training.engine import TrainConfig, load_training_state
+from ..training.recipes import RECIPE_FILE, recipe_record
 from ..utils.atomic import save_json_atomic
 from ..utils.distributed import barrier, is_distributed, is_main_process
 from ..utils.errors import GlitError
-from .budget import Budget, format_amount
+from .budget import Budget, format_amount, format_count
 from .cost import SpaceCost
 from .data import SearchData, SearchDataConfig
 from .evolution import EvolutionConfig, Scored
@@ -63,7 +65,13 @@ def short_training(epochs: int, batch_size: int, seed: int = 0, amp: bool = Fals
     """The recipe of the short from-scratch trainings that compare architectures: the DeiT optimiser
     and schedule without the regularisers a few epochs cannot use (mixup, cutmix, EMA, drop path)."""
     return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=min(1, epochs - 1), mixup=0.,
-                       cutmix=0., drop_path=0., model_ema=False, amp=amp, seed=seed)
+                       cutmix=0., model_ema=False, amp=amp, seed=seed)
+
+
+def _train_config(record: dict[str, Any]) -> TrainConfig:
+    """A saved retraining recipe, typed; keys TrainConfig no longer has (``drop_path``) are of older runs."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in record.items() if k in known})
 
 
 @dataclass
@@ -127,7 +135,7 @@ class SearchConfig:
                 stem=Stem(**record['stem']), budget=Budget(**record['budget']),
                 distributions=tuple(record['distributions']) if record['distributions'] is not None else None,
                 data=SearchDataConfig(**data), supernet=SupernetTrainConfig(**record['supernet']),
-                evolution=EvolutionConfig(**record['evolution']), retrain=TrainConfig(**record['retrain']),
+                evolution=EvolutionConfig(**record['evolution']), retrain=_train_config(record['retrain']),
                 latency_cache=Path(record['latency_cache']) if record['latency_cache'] else None)
             return cls(**fields)
         except GlitError as e:
@@ -243,7 +251,7 @@ class SearchRun:
             copied = supernet.warm_start_from(source)
             _logger.info('%s supernet: %d tensors warm-started from %s', plan.name, copied, warm)
         recipe = replace(self.config.supernet, epochs=self.config.supernet.epochs * plan.scale)
-        self.say(f'[{plan.name}] training the supernet ({space.size:.3g} paths, {recipe.epochs} epochs)')
+        self.say(f'[{plan.name}] training the supernet ({format_count(space.size)} paths, {recipe.epochs} epochs)')
         train_supernet(supernet, self.data, recipe, state, resume=self.resume, progress=self.progress)
         return supernet
 
@@ -282,7 +290,7 @@ class SearchRun:
         space = stage_space(index, stages, self.config, self.output, previous.arch if previous else None)
         cost = self.cost(space)
         admitted = cost.admitted_fraction(self.config.budget.limit)
-        self.say(f'[{plan.name}] {space.name} space, {space.size:.3g} candidates; the budget '
+        self.say(f'[{plan.name}] {space.name} space, {format_count(space.size)} candidates; the budget '
                  f'{self.config.budget} admits {100 * admitted:.1f}% of them')
         if self.main:
             save_json_atomic(space.to_dict(), self.output / plan.name / 'space.json')
@@ -358,6 +366,11 @@ class SearchRun:
                        if trained else 'weights inherited from the supernet, not trained: retrain before use.'))
             notes = (note, f'Training augmentation: {config.data.augmentation.describe()}.')
             save_model_folder(model, self.output / 'best', self.data.data_config, trained=trained, notes=notes)
+            # the retraining recipe beside its weights, so train --arch best/ retrains the way the search did
+            recipe = recipe_record(dataclasses.asdict(config.retrain), dataclasses.asdict(config.data.augmentation),
+                                   config.retrain.global_lr(), 0., f'the retraining of glit_models.nas.search '
+                                   f'({config.method}) in {self.output}')
+            save_json_atomic(recipe, self.output / 'best' / RECIPE_FILE)
             self.plot(summary, outcomes)
         if config.compare_random > 0:
             summary['comparison'] = self.compare(arch, found_record)
@@ -366,17 +379,15 @@ class SearchRun:
         return summary
 
     def plot(self, summary: dict[str, Any], outcomes: list[StageOutcome]) -> None:
-        points: dict[str, list[tuple[float, float]]] = {}
+        supernet: dict[str, list[tuple[float, float]]] = {}
         for entry in self.log.read():
-            points.setdefault(f'{entry["stage"]} (supernet)', []).extend(
+            supernet.setdefault(entry['stage'], []).extend(
                 (p['flops'] / 1e6, p['supernet_top1']) for p in entry['population'])
-        for outcome in outcomes:
-            if outcome.retrained:
-                points[f'{outcome.plan.name} (retrained, held-out)'] = [
-                    (r['flops'] / 1e6, r['heldout_top1']) for r in outcome.retrained]
+        retrained = {outcome.plan.name: [(r['flops'] / 1e6, r['heldout_top1']) for r in outcome.retrained]
+                     for outcome in outcomes if outcome.retrained}
         chosen = summary['heldout_top1'] if summary['heldout_top1'] is not None else summary['supernet_top1']
         budget = self.config.budget.limit / 1e6 if self.config.budget.kind == 'flops' else None
-        pareto_plot(points, (summary['flops'] / 1e6, chosen), self.output / 'pareto.png', budget=budget,
+        pareto_plot(supernet, retrained, (summary['flops'] / 1e6, chosen), self.output / 'pareto.png', budget=budget,
                     title=f'GLiT search ({self.config.method}, budget {self.config.budget})')
 
 

@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=_PROG, description=__doc__.split('\n\n')[0].split(': ', 1)[1])
     p.add_argument('--output', required=True, help='the --output folder of a search (python -m glit_models.nas.search)')
     p.add_argument('--stage', default=None,
-                   help='the stage whose supernet to check, by number as the search\'s --stage (1, 2) or by name '
-                        '(stage1, stage2, joint) (default: the search\'s last stage that trained a supernet)')
+                   help='the stage whose supernet to check: 1 or 2, the numbers of the search\'s --stage, or the '
+                        'stage\'s name (stage1, stage2; joint for --method spos) (default: the search\'s last stage '
+                        'that trained a supernet)')
     p.add_argument('--subnets', type=int, default=20, help='subnets sampled under the budget (default 20)')
     p.add_argument('--epochs', type=int, default=None,
                    help='epochs of each from-scratch training (default: the search\'s retraining epochs)')
@@ -51,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='trainings per subnet, averaged (default 2: their agreement is the ceiling a supernet can be '
                         'seen to reach; 1 skips it)')
     p.add_argument('--seed', type=int, default=0, help='seed of the sampling (default 0)')
-    p.add_argument('--no-progress', action='store_true', help='no progress bars')
+    p.add_argument('-j', '--workers', type=int, default=None,
+                   help='data loader workers per process (default: the search\'s)')
+    p.add_argument('--no-progress', action='store_true', help='no progress bars (one line per training stays)')
     return p
 
 
@@ -73,7 +76,7 @@ def _stage(output: Path, config: SearchConfig, wanted: Optional[str]) -> str:
 
 
 def check_search(output: Path, stage: Optional[str] = None, subnets: int = 20, epochs: Optional[int] = None,
-                 seeds: int = 2, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                 seeds: int = 2, seed: int = 0, progress: bool = True, workers: Optional[int] = None) -> dict[str, Any]:
     """Measure the ranking of one stage's supernet of the search in ``output``; writes
     ``output/rank_check/STAGE.json`` and ``.png`` and returns what the JSON holds."""
     if subnets < 3:
@@ -82,6 +85,8 @@ def check_search(output: Path, stage: Optional[str] = None, subnets: int = 20, e
         raise SearchError('--seeds and --epochs must be at least 1')
     output = Path(output)
     config = read_search_config(output)
+    if workers is not None:  # how to run on this machine, not what is measured
+        config = replace(config, data=replace(config.data, workers=workers))
     stage = _stage(output, config, stage)
     space = SearchSpace.from_dict(json.loads((output / stage / 'space.json').read_text()))
     data = search_data(config, output)
@@ -99,9 +104,9 @@ def check_search(output: Path, stage: Optional[str] = None, subnets: int = 20, e
     folder = output / 'rank_check'
     save_json_atomic(result, folder / f'{stage}.json')
     tau = result['kendall_tau']
-    ranking_plot({f'{stage}: Kendall tau {tau["value"]:.2f}': [(r['supernet_top1'], r['trained_top1'])
-                                                               for r in result['records']]},
-                 folder / f'{stage}.png', title=f'{stage} supernet against {recipe.epochs}-epoch training')
+    label = f'{stage}: Kendall tau {describe_correlation(tau)}'
+    ranking_plot({label: [(r['supernet_top1'], r['trained_top1']) for r in result['records']]},
+                 folder / f'{stage}.png', title=f'{stage} supernet against {recipe.epochs}-epoch training', tau=tau)
     return result
 
 
@@ -129,7 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     read_search_config(output)  # refused before the lock would create the folder
     with hold_output(output):  # not beside a search (or another check) still writing into the folder
         result = check_search(output, args.stage, args.subnets, args.epochs, args.seeds, args.seed,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, workers=args.workers)
     print(_report(result, output))
     return 0
 

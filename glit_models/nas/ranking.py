@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy import stats
+from tqdm import tqdm
 
 from ..training.engine import TrainConfig
 from .data import SearchData
@@ -74,13 +76,17 @@ def rank_correlations(predicted: Sequence[float], actual: Sequence[float], resam
 def measure_ranking(supernet: Supernet, data: SearchData, candidates: Sequence[Candidate],
                     recipes: Sequence[TrainConfig], root: Path, calib_batches: int, in_chans: int = 3,
                     cost: Optional[Callable[[Candidate], float]] = None, progress: bool = False,
-                    say: Callable[[str], None] = print) -> dict[str, Any]:
+                    say: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
     """Score ``candidates`` with ``supernet`` (BatchNorm recalibrated) and train each from scratch with every
     recipe of ``recipes`` (one per seed, cached units under ``root``); the trained accuracy of a candidate
     is the mean held-out top-1 over the recipes. Returns every record and the rank correlations."""
     scorer = PathScorer(supernet, data, calib_batches)
     space = supernet.space
     records = []
+    # the whole check's progress, with tqdm's ETA: trainings dominate its time (cached ones pass at once)
+    bar = tqdm(total=len(candidates) * len(recipes), desc=f'rank check {space.name}', unit='training',
+               disable=not progress, dynamic_ncols=True)
+    say = say or (lambda text: tqdm.write(text, file=sys.stderr))
     for index, candidate in enumerate(candidates):
         arch = space.to_arch(candidate)
         supernet_top1 = scorer(candidate)
@@ -88,9 +94,11 @@ def measure_ranking(supernet: Supernet, data: SearchData, candidates: Sequence[C
         for recipe in recipes:
             say(f'[{space.name} {index + 1}/{len(candidates)}] {arch.to_str()}, seed {recipe.seed}')
             runs.append(retrain(arch, data, recipe, root, in_chans, progress)['heldout_top1'])
+            bar.update()
         records.append(dict(candidate=list(candidate), arch=arch.to_str(), supernet_top1=supernet_top1,
                             trained_top1=statistics.fmean(runs), trained_runs=runs,
                             cost=cost(candidate) if cost is not None else None))
+    bar.close()
     correlations = rank_correlations([r['supernet_top1'] for r in records], [r['trained_top1'] for r in records])
     result = dict(space=space.name, subnets=len(records), seeds=[r.seed for r in recipes],
                   epochs=recipes[0].epochs, records=records,

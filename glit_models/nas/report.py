@@ -3,6 +3,7 @@ per-generation log (JSONL), the Pareto plot (PNG) and the rank check's plot."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -49,19 +50,24 @@ def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]
     return front
 
 
-def _figure():
+def _figure(width: float = 6.4):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(width, 4.4), dpi=120)
     return plt, fig, ax
 
 
-def _save(plt, fig, ax, path: Path) -> Path:
+def _save(plt, fig, ax, path: Path, note: Optional[str] = None) -> Path:
+    """The figure with its legend beside the axes, never over the points, and ``note`` under them."""
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0., frameon=False)
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7.5, ha='left', va='bottom', wrap=True)
+    with warnings.catch_warnings():  # an inset sits in figure coordinates on purpose; tight_layout only warns
+        warnings.simplefilter('ignore', UserWarning)
+        fig.tight_layout(rect=(0, 0.08 if note else 0, 1, 1))
     path = Path(path)
     with replacing(path) as tmp:
         fig.savefig(tmp)
@@ -70,10 +76,12 @@ def _save(plt, fig, ax, path: Path) -> Path:
 
 
 def ranking_plot(series: dict[str, list[tuple[float, float]]], path: Path,
-                 title: str = 'Supernet ranking against training from scratch') -> Path:
-    """Supernet top-1 (x) against trained top-1 (y) of each measured subnet, one colour per series
-    (its label should carry its rank correlation)."""
-    plt, fig, ax = _figure()
+                 title: str = 'Supernet ranking against training from scratch',
+                 tau: Optional[dict[str, Any]] = None) -> Path:
+    """Supernet top-1 (x) against trained top-1 (y) of each measured subnet, one colour per series.
+    ``tau``: Kendall's tau with its bootstrap interval (``value``, ``low``, ``high``), drawn in an inset
+    with the line at 0 that a supernet no better than a random pick would sit on."""
+    plt, fig, ax = _figure(7.6)
     for label, points in series.items():
         if points:
             xs, ys = zip(*points)
@@ -81,30 +89,61 @@ def ranking_plot(series: dict[str, list[tuple[float, float]]], path: Path,
     ax.set_xlabel('supernet top-1 (%, inherited weights, BatchNorm recalibrated)')
     ax.set_ylabel('top-1 trained from scratch (%)')
     ax.set_title(title)
-    return _save(plt, fig, ax, path)
+    note = None
+    if tau is not None and tau.get('value') is not None:
+        inset = fig.add_axes((0.80, 0.22, 0.17, 0.16))
+        low, high = tau.get('low'), tau.get('high')
+        if low is not None and high is not None:
+            inset.errorbar([tau['value']], [0], xerr=[[tau['value'] - low], [high - tau['value']]], fmt='o',
+                           color='black', capsize=4)
+        else:
+            inset.plot([tau['value']], [0], 'o', color='black')
+        inset.axvline(0, color='red', linewidth=1)
+        inset.set_xlim(-1, 1)
+        inset.set_yticks([])
+        inset.tick_params(labelsize=7)
+        inset.set_title('Kendall tau, 95% interval', fontsize=7.5)
+        reaches = low is not None and low <= 0
+        note = ('The interval reaches 0 (red): on these subnets the supernet ranks no better than a random pick '
+                'would, within the noise.' if reaches else
+                'The interval stays above 0 (red): the supernet ranks better than a random pick; an interval '
+                'reaching 0 would mean no better than chance.')
+    return _save(plt, fig, ax, path, note)
 
 
-def pareto_plot(points: dict[str, list[tuple[float, float]]], chosen: Optional[tuple[float, float]], path: Path,
-                budget: Optional[float] = None, xlabel: str = 'FLOPs (authors\' convention, M)',
-                title: str = 'GLiT search') -> Path:
-    """Held-out top-1 against cost for every scored candidate (one colour per stage), the Pareto front
-    of all of them, the budget and the chosen architecture."""
-    plt, fig, ax = _figure()
-    everything = []
-    for label, stage_points in points.items():
-        if stage_points:
-            xs, ys = zip(*stage_points)
-            ax.scatter(xs, ys, s=10, alpha=0.5, label=label)
-            everything += stage_points
-    if everything:
-        fx, fy = zip(*_pareto_front(everything))
-        ax.step(fx, fy, where='post', color='black', linewidth=1, label='Pareto front')
+def pareto_plot(supernet: dict[str, list[tuple[float, float]]], retrained: dict[str, list[tuple[float, float]]],
+                chosen: Optional[tuple[float, float]], path: Path, budget: Optional[float] = None,
+                xlabel: str = 'FLOPs (authors\' convention, M)', title: str = 'GLiT search') -> Path:
+    """Two kinds of points kept apart: the supernet's scores of every evaluated candidate (inherited
+    weights: small hollow circles) and the held-out top-1 of the candidates retrained from scratch
+    (filled triangles), one colour per stage; the Pareto front is drawn over the retrained ones (over
+    the supernet's when nothing was retrained), with the budget and the chosen architecture."""
+    plt, fig, ax = _figure(8.0)
+    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    stages = list(dict.fromkeys([*supernet, *retrained]))
+    for index, stage in enumerate(stages):
+        colour = colours[index % len(colours)]
+        if supernet.get(stage):
+            xs, ys = zip(*supernet[stage])
+            ax.scatter(xs, ys, s=12, facecolors='none', edgecolors=colour, alpha=0.6, linewidths=0.8,
+                       label=f'{stage}: supernet score')
+        if retrained.get(stage):
+            xs, ys = zip(*retrained[stage])
+            ax.scatter(xs, ys, s=40, marker='^', color=colour, edgecolor='black', linewidths=0.5, zorder=4,
+                       label=f'{stage}: retrained, held-out')
+    front_of = [p for points in retrained.values() for p in points]
+    which = 'retrained'
+    if not front_of:
+        front_of, which = [p for points in supernet.values() for p in points], 'supernet scores'
+    if front_of:
+        fx, fy = zip(*_pareto_front(front_of))
+        ax.step(fx, fy, where='post', color='black', linewidth=1, zorder=3, label=f'Pareto front ({which})')
     if budget is not None:
         ax.axvline(budget, color='grey', linestyle='--', linewidth=1, label='budget')
     if chosen is not None:
         ax.scatter([chosen[0]], [chosen[1]], marker='*', s=220, color='red', edgecolor='black', zorder=5,
                    label='chosen')
     ax.set_xlabel(xlabel)
-    ax.set_ylabel('held-out top-1 (%)')
+    ax.set_ylabel('top-1 (%)')
     ax.set_title(title)
     return _save(plt, fig, ax, path)

@@ -27,7 +27,9 @@ __all__ = ['load_trained', 'retrain', 'unit_folder']
 
 def unit_folder(root: Path, arch: GlitArch, recipe: TrainConfig) -> Path:
     """The folder of one (architecture, recipe) training under ``root``."""
-    key = json.dumps(dict(arch=arch.to_str(), recipe=asdict(recipe)), sort_keys=True)
+    # drop_path 0 stays in the key: the recipe carried it before it left TrainConfig, and the units that
+    # searches trained then are still found (a resume never retrains them)
+    key = json.dumps(dict(arch=arch.to_str(), recipe=dict(asdict(recipe), drop_path=0.)), sort_keys=True)
     return Path(root) / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -43,7 +45,7 @@ def retrain(arch: GlitArch, data: SearchData, recipe: TrainConfig, root: Path, i
     torch.manual_seed(recipe.seed)
     model = GlobalLocalTransformer(arch, num_classes=data.num_classes, in_chans=in_chans)
     metrics = train_model(model, data.train_loader, data.heldout_loader, recipe, folder, resume=True,
-                          progress=progress)
+                          progress=progress).metrics
     test = evaluate(model, data.test_loader)['top1'] if data.test_loader is not None else None
     record = dict(arch=arch.to_str(), heldout_top1=metrics['top1'], test_top1=test, epochs=recipe.epochs,
                   seed=recipe.seed)

@@ -20,7 +20,7 @@ import logging
 import math
 import sys
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -129,20 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--latency-cache', default=None, help='latency table file (default ~/.cache/glit_models)')
     p.add_argument('--preset', choices=tuple(PRESETS), default='demo',
                    help='tiny/small/base: the paper\'s stems, recipe and budgets; demo (default): a small CPU search')
-    p.add_argument('--stage', choices=STAGES, default='both', help='hierarchical stages to run (default both)')
+    p.add_argument('--stage', choices=STAGES, default='both',
+                   help='the hierarchical stages to run: 1 (stage1: global/local distributions), 2 (stage2: the '
+                        'low-level choices), or both (default); rank_check --stage takes the same numbers')
     p.add_argument('--distributions', default=None,
                    help='--stage 2 alone: global thirds per block, e.g. 3,0,1,3 (default: a stage-1 run in --output)')
     p.add_argument('--method', choices=tuple(METHODS), default='hierarchical', help=method_help())
     p.add_argument('--output', default='output/glit-search',
                    help='folder for the results and the resume state (default output/glit-search)')
     p.add_argument('--seed', type=int, default=0, help='default 0')
-    p.add_argument('--resume', action='store_true', help='continue the search saved in --output')
+    p.add_argument('--resume', action='store_true',
+                   help='continue the search saved in --output: --output and --resume alone take its saved settings '
+                        '(as train --resume does); the whole command again must repeat them (only --workers and '
+                        '--no-progress may change)')
     p.add_argument('--epochs', type=int, default=None, help='supernet epochs per stage (default: the preset\'s)')
-    p.add_argument('--batch-size', type=int, default=None,
+    p.add_argument('-b', '--batch-size', type=int, default=None,
                    help='batch size per process (default: the preset\'s global batch over the processes)')
     p.add_argument('--lr', type=float, default=None,
                    help='supernet learning rate (default: the preset\'s, 0.2 with Nesterov SGD; demo 2e-3 with AdamW)')
-    p.add_argument('--workers', type=int, default=None, help='data loader workers per process')
+    p.add_argument('-j', '--workers', type=int, default=None, help='data loader workers per process')
     p.add_argument('--amp', action='store_true', help='mixed precision on CUDA')
     p.add_argument('--heldout', type=float, default=None,
                    help='held-out split carved from train, a fraction < 1 or an image count: scores supernet paths '
@@ -351,8 +356,10 @@ def _print_summary(summary: dict[str, Any], output: Path) -> None:
         scores.append(f'retrained: held-out {summary["heldout_top1"]:.2f}%')
     if summary['test_top1'] is not None:
         scores.append(f'test {summary["test_top1"]:.2f}%')
-    print(f'  cost {summary["cost"]:.4g} ({summary["budget_kind"]}), {summary["params"] / 1e6:.3f} M params, '
-          f'{summary["flops"] / 1e6:.3f} M FLOPs; top-1: {", ".join(scores)}')
+    # the FLOPs once: a FLOPs budget's cost is the same number
+    cost = '' if summary['budget_kind'] == 'flops' else f'{format_amount(summary["cost"], summary["budget_kind"])}, '
+    print(f'  {cost}{summary["params"] / 1e6:.2f} M params, {summary["flops"] / 1e6:.2f} M FLOPs; '
+          f'top-1: {", ".join(scores)}')
     comparison = summary.get('comparison')
     if comparison:
         randoms = comparison['random_top1']
@@ -392,9 +399,27 @@ def read_search_config(output: Path) -> SearchConfig:
     return SearchConfig.from_record(record, str(saved))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    config, _ = search_config(args)
+_RESUME_ALONE = ('output', 'resume', 'workers', 'no_progress')
+"""The flags of the short resume, ``--output X --resume``: the search's own settings are taken from run.json."""
+
+
+def _given(argv: Optional[Sequence[str]]) -> set[str]:
+    """The flags the command line sets itself."""
+    unset = object()
+    parser = build_parser()
+    parser.set_defaults(**{name: unset for name in vars(parser.parse_args([]))})
+    return {k for k, v in vars(parser.parse_args(argv)).items() if v is not unset}
+
+
+def run(args: argparse.Namespace, given: Optional[set[str]] = None) -> dict[str, Any]:
+    """One search; ``given``: the flags the command line set (only --output and --resume: the short resume)."""
     output = Path(args.output)
+    if args.resume and given is not None and given <= set(_RESUME_ALONE):
+        config = read_search_config(output)
+        if args.workers is not None:
+            config = replace(config, data=replace(config.data, workers=args.workers))
+    else:
+        config, _ = search_config(args)
     record = config_record(config)
     with hold_output(output) if is_main_process() else nullcontext():
         _check_output(output, args.resume, record)
@@ -436,7 +461,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     try:
         init_distributed()
-        run(args)
+        run(args, _given(argv))
     finally:
         cleanup_distributed()
     return 0

@@ -40,8 +40,8 @@ from ..utils.distributed import (
 )
 from ..utils.errors import GlitError
 
-__all__ = ['TrainConfig', 'TrainingRun', 'TrainingStateError', 'train_model', 'fit', 'evaluate',
-           'load_training_state', 'seed_epoch', 'unwrap']
+__all__ = ['TrainConfig', 'TrainResult', 'TrainingRun', 'TrainingStateError', 'train_model', 'fit', 'evaluate',
+           'head_lr', 'load_training_state', 'seed_epoch', 'unwrap']
 
 StepHook = Callable[[int, int], None]
 
@@ -56,8 +56,9 @@ class TrainingStateError(GlitError, RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """The DeiT recipe (spec section 4) as defaults. ``batch_size`` is per process, as in timm;
-    ``lr=None`` means 5e-4 x global batch / 512."""
+    """What the engine trains with, the DeiT recipe (spec section 4) as defaults. ``batch_size`` is per
+    process, as in timm; ``lr=None`` means 5e-4 x global batch / 512. The model's own settings (drop path)
+    and the data's (augmentation, workers) belong to whoever builds the model and the loaders."""
 
     epochs: int = 300
     batch_size: int = 128
@@ -72,7 +73,6 @@ class TrainConfig:
     smoothing: float = 0.1
     mixup: float = 0.8
     cutmix: float = 1.0
-    drop_path: float = 0.1
     model_ema: bool = True
     model_ema_decay: float = 0.99996
     clip_grad: Optional[float] = None
@@ -82,6 +82,21 @@ class TrainConfig:
 
     def global_lr(self) -> float:
         return self.lr if self.lr is not None else 5e-4 * self.batch_size * world_size() / 512
+
+    def ema_covers(self, updates: int) -> bool:
+        """Whether a run of ``updates`` is longer than the window the EMA averages (1 / (1 - decay)
+        updates); a shorter run's EMA still leans on the initial weights, so it is not worth handing over."""
+        return self.model_ema and updates >= 1 / (1 - self.model_ema_decay)
+
+
+@dataclass
+class TrainResult:
+    """The end of ``train_model``: the last epoch's metrics and the weights the run hands over (the EMA's
+    when it was kept and covers the run, ``from_ema``; else the trained model itself)."""
+
+    metrics: dict[str, float]
+    model: nn.Module
+    from_ema: bool
 
 
 @dataclass
@@ -104,6 +119,11 @@ class TrainingRun:
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def head_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate of the head's group: the largest, since layer decay only scales groups below it."""
+    return max(group['lr'] for group in optimizer.param_groups)
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
@@ -209,12 +229,12 @@ def _train_one_epoch(run: TrainingRun, model: nn.Module, loader, epoch: int, sca
         loss_sum += loss.detach().double()
         steps += 1
         if step % 20 == 0 and bar.disable is False:
-            bar.set_postfix(loss=f'{loss.item():.4f}', lr=f'{run.optimizer.param_groups[0]["lr"]:.3g}')
+            bar.set_postfix(loss=f'{loss.item():.4f}', lr=f'{head_lr(run.optimizer):.3g}')
     totals = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(steps), dtype=torch.float64, device=device)]))
     train_loss = totals[0].item() / max(totals[1].item(), 1.)
     if not math.isfinite(train_loss):
         raise TrainingDivergedError(f'epoch {epoch + 1}: the training loss is {train_loss}; lower --lr or turn off AMP')
-    return {'train_loss': train_loss, 'lr': run.optimizer.param_groups[0]['lr']}
+    return {'train_loss': train_loss, 'lr': head_lr(run.optimizer)}
 
 
 def fit(run: TrainingRun, train_loader, eval_loader, state_path: Union[str, Path], resume: bool = False,
@@ -302,10 +322,10 @@ def _loss_fn(config: TrainConfig, mixup_fn: Optional[Mixup]) -> nn.Module:
 
 
 def train_model(model: nn.Module, train_loader, eval_loader, config: TrainConfig, output_dir: Union[str, Path],
-                resume: bool = False, progress: bool = True) -> dict[str, float]:
-    """Train (or fine-tune) ``model`` with the DeiT recipe of ``config``; the state goes to
-    ``output_dir/last.pth.tar`` every epoch, the metrics to ``output_dir/last.metrics.jsonl``.
-    Returns the final epoch's metrics (``top1`` on ``eval_loader`` among them)."""
+                resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train (or fine-tune) ``model`` with ``config``; the state goes to ``output_dir/last.pth.tar`` every
+    epoch, the metrics to ``output_dir/last.metrics.jsonl``. Returns the final epoch's metrics (``top1`` on
+    ``eval_loader`` among them) and the final weights (the EMA's when ``config.ema_covers`` the run)."""
     output_dir = Path(output_dir)
     model.to(default_device())
     num_classes = unwrap(model).num_classes
@@ -325,4 +345,6 @@ def train_model(model: nn.Module, train_loader, eval_loader, config: TrainConfig
                       epochs=config.epochs, seed=config.seed, amp=config.amp, mixup_fn=mixup_fn, ema=ema,
                       clip_grad=config.clip_grad, record=asdict(config))
     history = fit(run, train_loader, eval_loader, output_dir / 'last.pth.tar', resume=resume, progress=progress)
-    return {k: v for k, v in history[-1].items() if isinstance(v, (int, float))} if history else {}
+    metrics = {k: v for k, v in history[-1].items() if isinstance(v, (int, float))} if history else {}
+    from_ema = ema is not None and config.ema_covers(config.epochs * len(train_loader))
+    return TrainResult(metrics, ema.module if from_ema else unwrap(model), from_ema)

@@ -205,3 +205,22 @@ def test_a_folder_with_a_checkpoint_of_its_own_file_or_another(tmp_path):
     assert list(replaced.pretrained_cfg['label_names']) == ['a', 'b', 'c']
     torch.testing.assert_close(replaced.head.weight, other.head.weight)
     assert not torch.equal(own.head.weight, other.head.weight)
+
+
+def test_the_log_says_where_the_weights_came_from(tmp_path, release_checkpoint, caplog, monkeypatch):
+    import logging
+
+    from glit_models.models import weights
+
+    overlay = dict(hf_hub_id=None, url=release_checkpoint.as_uri())
+    with caplog.at_level(logging.INFO, logger='glit_models'):
+        timm.create_model('glit_tiny', pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=tmp_path)
+        assert f'downloading {release_checkpoint.as_uri()}' in caplog.text
+        caplog.clear()
+        timm.create_model('glit_tiny', pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=tmp_path)
+        assert f'weights from cache {tmp_path / "checkpoints" / release_checkpoint.name}' in caplog.text
+        # the authors' own file is named as unchecked: they publish no checksum
+        monkeypatch.setattr(weights, 'AUTHORS_RELEASE_URL', release_checkpoint.as_uri())
+        caplog.clear()
+        timm.create_model('glit_tiny', pretrained=True, pretrained_cfg_overlay=overlay, cache_dir=tmp_path)
+        assert 'the authors\' release file, which has no published checksum' in caplog.text

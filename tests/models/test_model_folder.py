@@ -1,4 +1,7 @@
 """glit_models.models.model_folder: every model folder carries the data config its weights were trained with."""
+import json
+import os
+
 import pytest
 import timm
 import torch
@@ -21,7 +24,8 @@ def test_the_folder_reads_back_as_the_loader_prepared_images(tmp_path):
                                trained=True, tag='shapes')
     model = timm.create_model(f'local-dir:{folder}', pretrained=True)
     assert model.pretrained_cfg['tag'] == 'shapes' and list(model.pretrained_cfg['label_names']) == ['a', 'b', 'c']
-    assert not any(k in model.pretrained_cfg for k in ('url', 'hf_hub_id', 'origin_url', 'notes'))
+    assert not any(k in model.pretrained_cfg for k in ('url', 'hf_hub_id', 'origin_url'))
+    assert [n.split(' (')[0] for n in model.pretrained_cfg['notes']] == [f'Architecture: {SMALL_ARCH}']
     data = write_image_folder(tmp_path / 'data', classes=3, per_class=1, size=45)
     loader = make_loader(image_folder(data), data=loader_data_config(32), batch_size=1, is_training=False, workers=0)
     image = Image.open(next((data / 'class_0').iterdir())).convert('RGB')
@@ -135,3 +139,19 @@ def test_a_full_disk_at_the_final_save_leaves_no_half_written_folder(tmp_path, m
     monkeypatch.undo()
     save_model_folder(_model(), run, data, trained=True)
     assert sorted(p.name for p in run.iterdir()) == ['args.json', 'config.json', 'model.safetensors']
+
+
+def test_a_found_folder_names_its_own_architecture_and_its_files_share_one_mode(tmp_path):
+    from tests.helpers import small_model_folder
+
+    folder = small_model_folder(tmp_path / 'found', ['a', 'b', 'c'])
+    notes = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['notes']
+    assert any(note.startswith(f'Architecture: {SMALL_ARCH} (its own;') for note in notes)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert modes['model.safetensors'] == modes['config.json'] == 0o666 & ~_umask(), modes
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

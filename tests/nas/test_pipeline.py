@@ -118,6 +118,12 @@ def test_hierarchical_search_retrains_each_stages_top_k(tmp_path, data):
     assert evaluate(model, data.heldout_loader)['top1'] == pytest.approx(summary['heldout_top1'])
     assert evaluate(model, data.test_loader)['top1'] == pytest.approx(summary['test_top1'])
     assert json.loads((tmp_path / 'result.json').read_text())['arch'] == summary['arch']
+    # and with the recipe that retrained it, for train --arch best/
+    from glit_models.training.recipes import read_recipe
+    recipe = read_recipe(tmp_path / 'best')
+    assert (recipe.name, recipe.epochs, recipe.mixup, recipe.model_ema, recipe.drop_path) == \
+        ('search', 1, 0., False, 0.)
+    assert recipe.lr == pytest.approx(tiny_config().retrain.global_lr())
 
 
 def test_without_retraining_best_holds_the_supernets_weights(tmp_path, data):

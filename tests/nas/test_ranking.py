@@ -56,6 +56,10 @@ def test_rank_check_on_the_demos_output(searched, capsys):
     if len(set(trained)) > 1 and len(set(supernet)) > 1:
         assert result['kendall_tau']['value'] == pytest.approx(stats.kendalltau(supernet, trained).statistic)
     assert (searched / 'rank_check' / 'stage1.png').stat().st_size > 10_000
+    # the search's stage numbers name the same check
+    assert rank_check.main(['--output', str(searched), '--stage', '1', '--subnets', '3', '--epochs', '1', '-j', '0',
+                            '--no-progress']) == 0
+    assert 'stage1: the supernet ranks 3 subnets' in capsys.readouterr().out
     # every subnet trained is a unit: a second check trains nothing and reports the same
     units = sorted(p.name for p in (searched / 'rank_check' / 'units').iterdir())
     assert rank_check.main(['--output', str(searched), '--subnets', '3', '--epochs', '1', '--no-progress']) == 0

@@ -117,6 +117,7 @@ def test_the_end_of_run_hint_loads_best_with_its_weights(capsys, trained):
     assert 'timm.create_model("local-dir:out/best", pretrained=True)' in out
     assert ('untrained' in out) != trained
     assert ('retrained: held-out 60.00%, test 58.00%' in out) == trained
+    assert '0.10 M params, 1.00 M FLOPs' in out and 'cost' not in out  # a FLOPs budget's cost is said once
 
 
 def test_presets_follow_the_paper():
@@ -205,3 +206,18 @@ def test_under_torchrun_only_rank_zero_writes(tmp_path):
     result = json.loads((output / 'result.json').read_text())
     assert result['cost'] <= result['budget_limit']
     assert not list(output.rglob('*.tmp'))
+
+
+def test_a_short_resume_takes_the_saved_settings(tmp_path, capsys):
+    """As train's: --output and --resume alone continue the search with the settings in run.json."""
+    output = tmp_path / 'out'
+    tiny = ['--stage', '1', '--epochs', '1', '--population', '4', '--generations', '1', '--parents', '2',
+            '--mutations', '1', '--crossovers', '1', '--top-k', '2', '--calib-batches', '1', '--retrain-epochs', '0',
+            '--compare-random', '0', '--no-progress']
+    assert main(['--output', str(output), *tiny]) == 0
+    first = json.loads((output / 'result.json').read_text())
+    code, err = run_main(['--output', str(output), '--resume', '-j', '0', '--no-progress'], capsys)
+    assert code == 0, err
+    assert json.loads((output / 'result.json').read_text())['arch'] == first['arch']
+    code, err = run_main(['--output', str(output), '--resume', '--epochs', '3'], capsys)
+    assert code == 2 and 'the settings differ from the search' in err

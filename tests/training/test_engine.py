@@ -25,8 +25,8 @@ def _run(folder, output, resume=False, epochs=2):
                             augmentation=Augmentation(aa='rand-m9-mstd0.5-inc1', reprob=0.25))
     train_loader, eval_loader, classes = data.train_loader, data.eval_loader, data.class_names
     torch.manual_seed(0 if not resume else 99)  # a resumed run must take nothing from its initialisation
-    model = timm.create_model('glit_tiny', arch=ARCH, num_classes=len(classes), drop_path_rate=config.drop_path)
-    return train_model(model, train_loader, eval_loader, config, output, resume=resume, progress=False)
+    model = timm.create_model('glit_tiny', arch=ARCH, num_classes=len(classes), drop_path_rate=0.1)
+    return train_model(model, train_loader, eval_loader, config, output, resume=resume, progress=False).metrics
 
 
 def test_recipe_defaults_are_deit():
@@ -34,7 +34,7 @@ def test_recipe_defaults_are_deit():
     assert (config.opt, config.weight_decay, config.sched, config.epochs, config.warmup_epochs) == \
         ('adamw', 0.05, 'cosine', 300, 5)
     assert (config.mixup, config.cutmix) == (0.8, 1.0)
-    assert (config.smoothing, config.drop_path) == (0.1, 0.1)
+    assert config.smoothing == 0.1
     assert config.model_ema
     assert config.global_lr() == pytest.approx(5e-4 * 128 / 512)
 
@@ -79,3 +79,16 @@ def test_unreadable_state_is_a_clear_error(tmp_path):
     path.write_bytes(b'not a checkpoint')
     with pytest.raises(TrainingStateError, match='cannot read the training state'):
         load_training_state(path)
+
+
+def test_the_result_hands_over_the_ema_when_it_covers_the_run(folder, tmp_path):
+    data = build_train_data(folder, img_size=32, batch_size=6, heldout=6, workers=0)
+    for decay, from_ema in ((0.5, True), (0.999, False)):
+        config = TrainConfig(epochs=1, batch_size=6, lr=1e-3, warmup_epochs=0, mixup=0, cutmix=0,
+                             model_ema_decay=decay)
+        model = timm.create_model('glit_tiny', arch=ARCH, num_classes=3)
+        result = train_model(model, data.train_loader, data.eval_loader, config, tmp_path / str(decay),
+                             progress=False)
+        assert result.from_ema is from_ema and (result.model is model) is not from_ema
+        ema = load_training_state(tmp_path / str(decay) / 'last.pth.tar')['ema']
+        assert all(torch.equal(v, ema[f'module.{k}']) for k, v in result.model.state_dict().items()) is from_ema
