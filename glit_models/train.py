@@ -17,7 +17,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -26,7 +26,14 @@ import torch
 from timm.data import resolve_data_config
 from timm.optim import list_optimizers
 
-from .architecture import ArchitectureError, GlitArch
+from .architecture import (
+    GLIT_BASE_ARCH,
+    GLIT_SMALL_ARCH,
+    GLIT_TINY_ARCH,
+    ArchitectureError,
+    GlitArch,
+    check_step_memory,
+)
 from .data import BAD_IMAGES, Augmentation, DataError, build_train_data, check_heldout, check_image_folder, find_split
 from .data.config import DataConfig
 from .models.glit import GlobalLocalTransformer
@@ -34,7 +41,13 @@ from .models.model_folder import read_model_config, save_model_folder
 from .training.engine import TrainConfig, load_training_state, train_model, unwrap
 from .utils.atomic import write_text_atomic
 from .utils.cli import OneLineParser, UsageError, command_line
-from .utils.distributed import cleanup_distributed, init_distributed, is_main_process, world_size
+from .utils.distributed import (
+    cleanup_distributed,
+    device_memory,
+    init_distributed,
+    is_main_process,
+    world_size,
+)
 from .utils.run_lock import LOCK_FILE, hold_output
 
 __all__ = ['UsageError', 'build_parser', 'parse_args', 'load_arch', 'main']
@@ -45,6 +58,8 @@ _DEIT_AUGMENTATION = Augmentation(aa='rand-m9-mstd0.5-inc1', reprob=0.25)  # the
 _SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
 _MACHINE = ('no_progress', 'workers')  # may change on --resume: they say how to run on this machine, not what
 _RECORD = 'args.json'
+_REGISTERED_ARCHS = {'glit_tiny': GLIT_TINY_ARCH, 'glit_tiny_patch16_224': GLIT_TINY_ARCH,
+                     'glit_small': GLIT_SMALL_ARCH, 'glit_base': GLIT_BASE_ARCH}
 
 
 def _heldout(text: str) -> Union[float, int]:
@@ -171,8 +186,13 @@ def _finite(value: Optional[float]) -> bool:
     return value is None or math.isfinite(value)
 
 
-def check_values(args: argparse.Namespace) -> None:
-    """Every flag value that cannot work, refused in one line before anything is read or written."""
+_SEEDS = 2 ** 63
+"""Seeds torch, numpy and Python all take (torch.manual_seed overflows from 2**64)."""
+
+
+def check_values(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> None:
+    """Every flag value that cannot work, refused in one line before anything is read or written;
+    ``given``: the flags set on the command line (a default --min-lr above the learning rate is lowered to it)."""
     _check(args.data_dir is not None, '--data-dir', '(missing)', 'given for a new run (the images to train on)')
     _check(args.epochs >= 1, '--epochs', args.epochs, 'at least 1')
     _check(args.batch_size >= 1, '--batch-size', args.batch_size, 'at least 1')
@@ -198,6 +218,16 @@ def check_values(args: argparse.Namespace) -> None:
     if args.warmup_epochs is not None:
         _check(0 <= args.warmup_epochs < args.epochs, '--warmup-epochs', args.warmup_epochs,
                f'0 or more and below --epochs {args.epochs} (or the learning rate never leaves warm-up)')
+    _check(0 <= args.seed < _SEEDS, '--seed', args.seed, 'in [0, 2**63)')
+    _check(not (args.mixup > 0 or args.cutmix > 0) or args.batch_size % 2 == 0, '--batch-size', args.batch_size,
+           'even with --mixup or --cutmix (they pair the images of a batch); or pass --mixup 0 --cutmix 0')
+    # the schedule decays from the learning rate to --min-lr: a floor above it would raise the rate instead
+    lr = args.lr if args.lr is not None else 5e-4 * args.batch_size * int(os.environ.get('WORLD_SIZE', '1')) / 512
+    if args.min_lr > lr:
+        _check('min_lr' not in (given or {}), '--min-lr', args.min_lr,
+               f'at most the learning rate {lr:.3g} (--lr, by default 5e-4 x global batch / 512); lower --min-lr or '
+               'raise --lr')
+        args.min_lr = lr
 
 
 def _same(flag: str, value: Any) -> Any:
@@ -258,6 +288,11 @@ def _build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
         if not args.model.startswith('glit'):
             raise UsageError(f'--arch describes a GLiT; it cannot build {args.model!r}; use --model glit_tiny')
         kwargs['arch'] = load_arch(args.arch)
+    arch = kwargs.get('arch', _REGISTERED_ARCHS.get(args.model))
+    size = args.img_size or (arch.img_size if arch is not None else 0)
+    if arch is not None and size % arch.patch_size == 0:  # (another size: the model names it)
+        # before the model exists: its position embedding alone grows with the size squared
+        check_step_memory(replace(arch, img_size=size), args.batch_size, num_classes, available=device_memory())
     if args.initial_checkpoint:  # through timm's pretrained loading, the one way weights enter a model
         kwargs['pretrained_cfg_overlay'] = dict(file=args.initial_checkpoint)
     return timm.create_model(args.model, pretrained=args.pretrained or bool(args.initial_checkpoint), **kwargs)
@@ -315,7 +350,7 @@ def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dic
     if args.resume:
         args = _resumed(args, given or {}, output)
     else:
-        check_values(args)
+        check_values(args, given)
         _check_fresh(output)
     distributed = init_distributed()
     if is_main_process():
