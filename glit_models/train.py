@@ -32,7 +32,14 @@ import torch
 from timm.data import resolve_data_config
 from timm.optim import list_optimizers
 
-from .architecture import ArchitectureError, GlitArch
+from .architecture import (
+    GLIT_BASE_ARCH,
+    GLIT_SMALL_ARCH,
+    GLIT_TINY_ARCH,
+    ArchitectureError,
+    GlitArch,
+    check_step_memory,
+)
 from .data import BAD_IMAGES, Augmentation, DataError, build_train_data, check_heldout, check_image_folder, find_split
 from .data.config import DataConfig
 from .models.glit import GlobalLocalTransformer
@@ -41,7 +48,13 @@ from .training.engine import TrainConfig, load_training_state, train_model, unwr
 from .training.recipes import RECIPES, Recipe, as_dict, read_recipe
 from .utils.atomic import write_text_atomic
 from .utils.cli import OneLineParser, UsageError, command_line
-from .utils.distributed import cleanup_distributed, init_distributed, is_main_process, world_size
+from .utils.distributed import (
+    cleanup_distributed,
+    device_memory,
+    init_distributed,
+    is_main_process,
+    world_size,
+)
 from .utils.run_lock import LOCK_FILE, hold_output
 
 __all__ = ['RunRecord', 'UsageError', 'build_parser', 'choose_recipe', 'load_arch', 'main', 'parse_args',
@@ -56,6 +69,10 @@ _BATCH = 128
 _EMA_DECAY = TrainConfig().model_ema_decay
 _SCRATCH = RECIPES['scratch']
 _RECIPE_FLAGS = {f.name for f in fields(Recipe)} - {'name', 'source'}
+_REGISTERED_ARCHS = {'glit_tiny': GLIT_TINY_ARCH, 'glit_tiny_patch16_224': GLIT_TINY_ARCH,
+                     'glit_small': GLIT_SMALL_ARCH, 'glit_base': GLIT_BASE_ARCH}
+_SEEDS = 2 ** 63
+"""Seeds torch, numpy and Python all take (torch.manual_seed overflows from 2**64)."""
 
 
 def _heldout(text: str) -> Union[float, int]:
@@ -363,6 +380,15 @@ def check_values(record: RunRecord) -> None:
         _check(0 <= record.warmup_epochs < record.epochs, '--warmup-epochs', record.warmup_epochs,
                f'0 or more and below --epochs {record.epochs} (or the learning rate never leaves warm-up)')
     record.augmentation()  # crops, flip and jitter: DataError naming the flag
+    _check(0 <= record.seed < _SEEDS, '--seed', record.seed, 'in [0, 2**63)')
+    _check(not (record.mixup > 0 or record.cutmix > 0) or record.batch_size % 2 == 0, '--batch-size',
+           record.batch_size, 'even with --mixup or --cutmix (they pair the images of a batch); or pass --mixup 0 '
+           '--cutmix 0')
+    # the schedule decays from the learning rate to --min-lr: a floor above it would raise the rate instead
+    # (the engine also caps the floor at the scaled rate, for a recipe's default --lr)
+    if record.lr is not None:
+        _check(record.min_lr <= record.lr, '--min-lr', record.min_lr,
+               f'at most the learning rate {record.lr:g} (--lr); lower --min-lr or raise --lr')
 
 
 def _same(flag: str, value: Any) -> Any:
@@ -422,6 +448,11 @@ def _build_model(args: RunRecord, num_classes: int) -> torch.nn.Module:
         if not args.model.startswith('glit'):
             raise UsageError(f'--arch describes a GLiT; it cannot build {args.model!r}; use --model glit_tiny')
         kwargs['arch'] = load_arch(args.arch)
+    arch = kwargs.get('arch', _REGISTERED_ARCHS.get(args.model))
+    size = args.img_size or (arch.img_size if arch is not None else 0)
+    if arch is not None and size % arch.patch_size == 0:  # (another size: the model names it)
+        # before the model exists: its position embedding alone grows with the size squared
+        check_step_memory(replace(arch, img_size=size), args.batch_size, num_classes, available=device_memory())
     if args.initial_checkpoint:  # through timm's pretrained loading, the one way weights enter a model
         kwargs['pretrained_cfg_overlay'] = dict(file=args.initial_checkpoint)
     return timm.create_model(args.model, pretrained=args.pretrained or bool(args.initial_checkpoint), **kwargs)

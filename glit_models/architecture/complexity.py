@@ -66,10 +66,11 @@ def check_buildable(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) 
             raise ArchitectureError(f'{name}={value!r} must be an integer of at least {least}'
                                     + (' (0: no classifier head)' if name == 'num_classes' else ''))
     needed, memory = 4 * count_params(arch, num_classes, in_chans), _machine_memory()
-    if needed > memory:
+    # initialising a parameter (randn * scale) holds a temporary of its size beside it: twice at the peak
+    if 2 * needed > memory:
         raise ArchitectureError(f'this architecture needs {needed / 2 ** 30:.1f} GiB for its float32 parameters '
-                                f'alone, more than the {memory / 2 ** 30:.1f} GiB of memory of this machine: '
-                                f'{arch.to_str()[:200]}')
+                                f'alone (twice that while they are initialised), more than the '
+                                f'{memory / 2 ** 30:.1f} GiB of memory of this machine: {arch.to_str()[:200]}')
 
 
 def check_step_memory(arch: GlitArch, batch_size: int, num_classes: int = 1000, in_chans: int = 3,

@@ -175,6 +175,19 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
     in_chans = model_args.get('in_chans', 3)
     if not _is_int(in_chans, 1):
         refuse('model_args.in_chans', in_chans, 'a positive integer')
+    size = model_args.get('img_size')
+    if size is not None and not (_is_int(size, 1) or (isinstance(size, list) and len(size) == 2
+                                                      and all(_is_int(v, 1) for v in size))):
+        refuse('model_args.img_size', size, 'a positive integer or [height, width]')
+    for field in ('drop_rate', 'drop_path_rate', 'pos_drop_rate', 'proj_drop_rate', 'attn_drop_rate'):
+        if field in model_args and not (_numbers([model_args[field]], 1) and 0 <= model_args[field] < 1):
+            refuse(f'model_args.{field}', model_args[field], 'a probability in [0, 1)')
+    for field in ('class_token', 'no_embed_class', 'fc_norm'):
+        if field in model_args and not isinstance(model_args[field], bool) \
+                and not (field == 'fc_norm' and model_args[field] is None):
+            refuse(f'model_args.{field}', model_args[field], 'true or false')
+    if 'num_features' in config and not _is_int(config['num_features'], 1):
+        refuse('num_features', config['num_features'], 'a positive integer')
     if 'arch' in model_args:
         try:
             GlitArch.coerce(model_args['arch'])
@@ -209,7 +222,8 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
     for field, ok, allowed in checks:
         if field in cfg and not ok(cfg[field]):
             refuse(f'pretrained_cfg.{field}' if not legacy else field, cfg[field], allowed)
-    pool = config.get('global_pool', model_args.get('global_pool'))
-    if pool is not None and pool not in _POOLS:
-        refuse('global_pool', pool, f'one of {", ".join(repr(p) for p in _POOLS)}')
+    for field, pool in (('global_pool', config.get('global_pool')), ('model_args.global_pool',
+                                                                   model_args.get('global_pool'))):
+        if pool is not None and pool not in _POOLS:
+            refuse(field, pool, f'one of {", ".join(repr(p) for p in _POOLS)}')
     return config

@@ -2,6 +2,7 @@
 multiply-adds), parameters, or latency (ms) measured on the running device."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -62,6 +63,9 @@ class Budget:
     def __post_init__(self) -> None:
         if self.kind not in BUDGET_KINDS:
             raise BudgetError(f'unknown budget kind {self.kind!r}; choose one of {", ".join(BUDGET_KINDS)}')
+        if isinstance(self.limit, bool) or not isinstance(self.limit, (int, float)) or not math.isfinite(self.limit) \
+                or self.limit <= 0:
+            raise BudgetError(f'budget {self.limit!r}: must be a positive number')
 
     def __str__(self) -> str:
         return format_amount(self.limit, self.kind)

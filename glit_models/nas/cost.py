@@ -43,7 +43,7 @@ class SpaceCost:
 
     def __init__(self, space: SearchSpace, kind: str, num_classes: int, in_chans: int = 3,
                  latency: Optional[LatencyTable] = None) -> None:
-        Budget(kind, 0.)  # checks the kind
+        Budget(kind, 1.)  # checks the kind
         self.space, self.kind = space, kind
         stem = space.stem
         if kind == 'latency':

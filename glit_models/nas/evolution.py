@@ -160,7 +160,14 @@ def _crossovers(search: _Search, parents: list[Candidate], count: int, taken: se
 def _load_state(path: Optional[Path], resume: bool, kind: str, settings: dict) -> Optional[dict]:
     if not (resume and path is not None and Path(path).is_file()):
         return None
-    state = json.loads(Path(path).read_text())
+    try:
+        state = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise EvolutionStateError(f'{path}: not readable JSON ({e}); it was edited or damaged: remove it to run '
+                                  'this evolution again') from None
+    if not isinstance(state, dict) or not {'rng', 'generation'} <= state.keys():
+        raise EvolutionStateError(f'{path} is not an evolution state saved by the search; remove it to run this '
+                                  'evolution again')
     if state.get('kind') != kind or state.get('settings') != settings:
         raise EvolutionStateError(f'{path} holds the state of another search ({state.get("kind")}, '
                          f'{state.get("settings")}); remove it or resume with the same settings')
@@ -204,8 +211,12 @@ def evolve(
         if not population:
             raise _unmet_budget(budget, tries)
     else:
-        search.load(state)
-        generation, population = state['generation'], [tuple(c) for c in state['population']]
+        try:
+            search.load(state)
+            generation, population = int(state['generation']), [tuple(int(v) for v in c) for c in state['population']]
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise EvolutionStateError(f'{state_path}: not a readable evolution state ({type(e).__name__}: {e}); '
+                                      'remove it to run this evolution again') from None
 
     def save() -> None:
         if state_path is not None and write_state:

@@ -20,9 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..data import BAD_IMAGES
 from ..training.engine import load_training_state
 from ..utils.atomic import save_json_atomic
 from ..utils.cli import OneLineParser, command_line
+from ..utils.errors import GlitError
 from ..utils.run_lock import hold_output
 from .methods import METHODS
 from .pipeline import SearchConfig, SearchError, make_latency_table, space_cost
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--seed', type=int, default=0, help='seed of the sampling (default 0)')
     p.add_argument('-j', '--workers', type=int, default=None,
                    help='data loader workers per process (default: the search\'s)')
+    p.add_argument('--bad-images', choices=BAD_IMAGES, default=None,
+                   help='images that cannot be read: refuse the data, or skip them, each named (default: the '
+                        'search\'s setting)')
     p.add_argument('--no-progress', action='store_true', help='no progress bars (one line per training stays)')
     return p
 
@@ -75,10 +80,41 @@ def _stage(output: Path, config: SearchConfig, wanted: Optional[str]) -> str:
     return wanted
 
 
+def _space(path: Path) -> SearchSpace:
+    try:
+        return SearchSpace.from_dict(json.loads(path.read_text()))
+    except GlitError as e:
+        raise SearchError(f'{path}: {e}') from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SearchError(f'{path} is not a search space saved by the search ({type(e).__name__}: {e}); it was '
+                          'edited or damaged: run the stage again') from None
+
+
+def _supernet(output: Path, stage: str, config: SearchConfig, space: SearchSpace, num_classes: int) -> Supernet:
+    """The stage's trained supernet; SearchError when its state is not this space's and data's, or is unfinished."""
+    path = output / stage / 'supernet.pth.tar'
+    state = load_training_state(path)
+    plan = next(p for p in METHODS[config.method].stages if p.name == stage)
+    epochs = config.supernet.epochs * plan.scale
+    if state['epoch'] < epochs:
+        raise SearchError(f'{path}: the supernet trained {state["epoch"]} of its {epochs} epochs (the search was '
+                          'stopped); finish it with the search\'s --resume, or check another --stage')
+    supernet = Supernet(space, num_classes, config.in_chans)
+    try:
+        supernet.load_state_dict(state['model'])
+    except RuntimeError as e:
+        raise SearchError(f'{path} does not fit {output / stage / "space.json"} and the {num_classes} classes of the '
+                          f'search\'s data ({str(e).splitlines()[0][:160]}); were they swapped or the data changed?') \
+            from None
+    return supernet
+
+
 def check_search(output: Path, stage: Optional[str] = None, subnets: int = 20, epochs: Optional[int] = None,
-                 seeds: int = 2, seed: int = 0, progress: bool = True, workers: Optional[int] = None) -> dict[str, Any]:
+                 seeds: int = 2, seed: int = 0, progress: bool = True, workers: Optional[int] = None,
+                 bad_images: Optional[str] = None) -> dict[str, Any]:
     """Measure the ranking of one stage's supernet of the search in ``output``; writes
-    ``output/rank_check/STAGE.json`` and ``.png`` and returns what the JSON holds."""
+    ``output/rank_check/STAGE.json`` and ``.png`` and returns what the JSON holds. ``bad_images``: instead of
+    the search's own setting."""
     if subnets < 3:
         raise SearchError(f'--subnets {subnets}: a rank correlation needs at least 3 subnets')
     if seeds < 1 or (epochs is not None and epochs < 1):
@@ -87,11 +123,15 @@ def check_search(output: Path, stage: Optional[str] = None, subnets: int = 20, e
     config = read_search_config(output)
     if workers is not None:  # how to run on this machine, not what is measured
         config = replace(config, data=replace(config.data, workers=workers))
+    if bad_images is not None:
+        config = replace(config, data=replace(config.data, bad_images=bad_images))
     stage = _stage(output, config, stage)
-    space = SearchSpace.from_dict(json.loads((output / stage / 'space.json').read_text()))
+    space = _space(output / stage / 'space.json')
+    if subnets > space.size:
+        raise SearchError(f'--subnets {subnets}: the {space.name} space of {stage} holds {space.size:,} candidates; '
+                          'ask for at most that many')
     data = search_data(config, output)
-    supernet = Supernet(space, data.num_classes, config.in_chans)
-    supernet.load_state_dict(load_training_state(output / stage / 'supernet.pth.tar')['model'])
+    supernet = _supernet(output, stage, config, space, data.num_classes)
     cost = space_cost(space, config, data.num_classes, make_latency_table(config, progress))
     candidates = sample_under_budget(space, cost, config.budget.limit, subnets, random.Random(f'rank_check:{seed}'))
     recipe = config.retrain
@@ -134,7 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     read_search_config(output)  # refused before the lock would create the folder
     with hold_output(output):  # not beside a search (or another check) still writing into the folder
         result = check_search(output, args.stage, args.subnets, args.epochs, args.seeds, args.seed,
-                              progress=not args.no_progress, workers=args.workers)
+                              progress=not args.no_progress, workers=args.workers, bad_images=args.bad_images)
     print(_report(result, output))
     return 0
 

@@ -17,7 +17,7 @@ import torch
 
 from ..architecture import GlitArch
 from ..models.glit import GlobalLocalTransformer
-from ..training.engine import TrainConfig, evaluate, load_training_state, train_model
+from ..training.engine import TrainConfig, TrainingStateError, evaluate, load_training_state, train_model
 from ..utils.atomic import save_json_atomic
 from ..utils.distributed import is_main_process
 from .data import SearchData
@@ -41,7 +41,7 @@ def retrain(arch: GlitArch, data: SearchData, recipe: TrainConfig, root: Path, i
     folder = unit_folder(root, arch, recipe)
     done = folder / 'result.json'
     if done.is_file():
-        return json.loads(done.read_text())
+        return _read_result(done)
     torch.manual_seed(recipe.seed)
     model = GlobalLocalTransformer(arch, num_classes=data.num_classes, in_chans=in_chans)
     metrics = train_model(model, data.train_loader, data.heldout_loader, recipe, folder, resume=True,
@@ -52,6 +52,21 @@ def retrain(arch: GlitArch, data: SearchData, recipe: TrainConfig, root: Path, i
     if is_main_process():
         save_json_atomic(record, done)
     return record
+
+
+def _read_result(path: Path) -> dict[str, Any]:
+    """A finished unit's record; TrainingStateError naming the file when it is not one (edited or damaged)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        record, reason = None, str(e)
+    else:
+        reason = 'not the record of a retraining'
+    if isinstance(record, dict) and isinstance(record.get('heldout_top1'), (int, float)) \
+            and (record.get('test_top1') is None or isinstance(record['test_top1'], (int, float))):
+        return record
+    raise TrainingStateError(f'{path}: {reason}; it was edited or damaged: delete it, and the unit\'s result is '
+                             'measured again from its saved training')
 
 
 def load_trained(root: Path, arch: GlitArch, recipe: TrainConfig, num_classes: int,

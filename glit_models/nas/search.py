@@ -256,6 +256,8 @@ def search_config(args: argparse.Namespace) -> tuple[SearchConfig, Preset]:
             raise SearchError(f'--{name.replace("_", "-")} {value}: must be 0 or more')
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise SearchError(f'--lr {args.lr}: must be a positive number')
+    if not 0 <= args.seed < 2 ** 63:  # torch.manual_seed overflows beyond
+        raise SearchError(f'--seed {args.seed}: must be in [0, 2**63)')
     per_process = args.batch_size or max(1, preset.batch_size // world_size())
     defaults = preset.evolution
     try:
@@ -309,15 +311,31 @@ _MACHINE = ('workers',)
 """Data settings that may change on --resume: they say how to run on this machine, not what runs."""
 
 
+_FLAGS = {'supernet.epochs': '--epochs', 'supernet.lr': '--lr', 'supernet.batch_size': '--batch-size',
+          'supernet.amp': '--amp', 'supernet.seed': '--seed', 'retrain.epochs': '--retrain-epochs',
+          'data.augmentation': 'the augmentation flags', 'data.heldout': '--heldout', 'data.data_dir': '--data-dir',
+          'budget': 'the --budget-* flag', 'stem': '--preset', 'latency_batch': '--latency-batch'}
+"""Saved setting -> the flag that sets it, for the settings whose flag is not their own name."""
+
+
+def _flag(setting: str) -> str:
+    """The flag a saved setting comes from, e.g. ``supernet.epochs`` -> ``--epochs (supernet.epochs)``."""
+    for name, flag in _FLAGS.items():
+        if setting == name or setting.startswith(f'{name}.'):
+            return f'{flag} ({setting})'
+    option = '--' + setting.rsplit('.', 1)[-1].replace('_', '-')
+    return f'{option} ({setting})' if option in build_parser()._option_string_actions else setting
+
+
 def _differences(before: dict[str, Any], now: dict[str, Any], prefix: str = '') -> list[str]:
-    """The flags (dotted setting names) whose values differ between two records."""
+    """The flags (and their dotted setting names) whose values differ between two records."""
     changed = []
     for key in sorted(set(before) | set(now)):
         old, new = before.get(key), now.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
             changed += _differences(old, new, f'{prefix}{key}.')
         elif old != new and not (prefix == 'data.' and key in _MACHINE):
-            changed.append(f'{prefix}{key} ({old!r} saved, {new!r} now)')
+            changed.append(f'{_flag(prefix + key)}: {old!r} saved, {new!r} now')
     return changed
 
 

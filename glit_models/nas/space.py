@@ -73,6 +73,12 @@ class Stem:
     patch_size: int = 16
     img_size: int = 224
 
+    def __post_init__(self) -> None:
+        for name in ('embed_dim', 'num_heads', 'depth', 'patch_size', 'img_size'):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ArchitectureError(f'stem {name}={value!r} must be a positive integer')
+
     def arch(self, blocks: Sequence[BlockSpec]) -> GlitArch:
         return GlitArch(blocks=tuple(blocks), embed_dim=self.embed_dim, num_heads=self.num_heads,
                         patch_size=self.patch_size, img_size=self.img_size)

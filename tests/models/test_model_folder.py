@@ -85,6 +85,13 @@ CONFIG_EDITS = [
     ('global_pool', _set('global_pool', 'evil'), 'global_pool'),
     ('unknown top-level field', _set('blocks', 5), 'blocks'),
     ('pretrained_cfg text', _set('pretrained_cfg', 'x'), 'pretrained_cfg'),
+    ('img_size text', _set('model_args.img_size', 'x'), 'model_args.img_size'),
+    ('drop_path_rate text', _set('model_args.drop_path_rate', 'x'), 'model_args.drop_path_rate'),
+    ('class_token text', _set('model_args.class_token', 'no'), 'model_args.class_token'),
+    ('pool number', _set('model_args.global_pool', 5), 'model_args.global_pool'),
+    ('num_features text', _set('num_features', 'x'), 'num_features'),
+    ('crop_pct nan', _set('pretrained_cfg.crop_pct', float('nan')), 'crop_pct'),
+    ('std negative', _set('pretrained_cfg.std', [-1, 1, 1]), 'std'),
 ]
 
 

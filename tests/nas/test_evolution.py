@@ -131,3 +131,19 @@ def test_leaves_the_global_random_state_alone():
     before = random.getstate()
     evolve(CHOICES, score, cost, 45., EvolutionConfig(generations=2))
     assert random.getstate() == before
+
+
+@pytest.mark.parametrize('content', ['garbage', '[1, 2]', '{"kind": "evolution"}', None])
+def test_resume_refuses_an_edited_state_in_one_error(tmp_path, content):
+    from glit_models.nas.evolution import EvolutionStateError
+
+    state = tmp_path / 'evolution.json'
+    config = EvolutionConfig(seed=0, generations=2)
+    evolve(CHOICES, score, cost, 45., config, state_path=state)
+    if content is None:  # the right settings, a damaged population
+        saved = json.loads(state.read_text())
+        saved['population'] = 'xyz'
+        content = json.dumps(saved)
+    state.write_text(content)
+    with pytest.raises(EvolutionStateError, match='evolution.json'):
+        evolve(CHOICES, score, cost, 45., config, state_path=state, resume=True)

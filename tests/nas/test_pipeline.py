@@ -256,3 +256,34 @@ def test_a_method_naming_an_unknown_space_or_picker_is_refused():
         StagePlan('x', 'stage3', 'evolution')
     with pytest.raises(ValueError, match='not an earlier stage'):
         Method('m', '', (StagePlan('a', 'stage1', 'evolution', warm_start='b'),))
+
+
+@pytest.mark.parametrize('record', [[1, 2], 'text', None, {}, {'stem': {}}, 'budget', 'augmentation', 'stem'])
+def test_an_edited_run_record_is_a_search_error(record):
+    """run.json read back by SearchConfig.from_record: whatever was edited, one SearchError naming the file."""
+    from glit_models.nas.pipeline import config_record
+
+    if record in ('budget', 'augmentation', 'stem'):
+        good = config_record(SearchConfig(STEM, BUDGET))
+        if record == 'budget':
+            good['budget'] = {'kind': 'flops', 'limit': 'lots'}
+        elif record == 'augmentation':
+            good['data']['augmentation'] = {'scale': [2, 1]}
+        else:
+            good['stem']['embed_dim'] = -5
+        record = good
+    with pytest.raises(SearchError, match='run.json'):
+        SearchConfig.from_record(record, 'run.json')
+
+
+@pytest.mark.parametrize('content', ['garbage', '[]', '{"heldout_top1": "high"}', '{"arch": "a"}'])
+def test_an_edited_unit_result_is_named_not_trusted(tmp_path, content):
+    from glit_models.nas.retrain import _read_result
+    from glit_models.training.engine import TrainingStateError
+
+    path = tmp_path / 'result.json'
+    path.write_text(content)
+    with pytest.raises(TrainingStateError, match='result.json: .*delete it'):
+        _read_result(path)
+    path.write_text('{"heldout_top1": 50.0, "test_top1": null}')
+    assert _read_result(path)['heldout_top1'] == 50.

@@ -107,3 +107,71 @@ def test_rank_check_reports_the_ceiling_with_two_seeds_by_default(searched, caps
     result = json.loads((searched / 'rank_check' / 'stage1.json').read_text())
     assert result['seeds'] == [0, 1] and all(len(r['trained_runs']) == 2 for r in result['records'])
     assert 'noise_ceiling' in result and 'the seeds agree with each other at Kendall tau' in out
+
+
+def _copy(searched, tmp_path):
+    """A copy of the searched folder to edit, without what an earlier check left in it."""
+    import shutil
+
+    copy = tmp_path / 'out'
+    shutil.copytree(searched, copy, ignore=shutil.ignore_patterns('rank_check', '.lock'))
+    return copy
+
+
+def _edit_supernet(path, **changes):
+    import torch
+
+    state = torch.load(path, weights_only=True)
+    state.update(changes)
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda o: (o / 'run.json').write_text('{"stem": '), 'run.json: not readable JSON'),
+    (lambda o: (o / 'run.json').write_text('[1, 2]'), 'run.json is not the record of a search'),
+    (lambda o: (o / 'run.json').write_text('{"stem": {}}'), 'run.json is not the record of a search'),
+    (lambda o: (o / 'stage1' / 'space.json').write_text('garbage'), 'space.json is not a search space'),
+    (lambda o: (o / 'stage1' / 'space.json').write_text(
+        (o / 'stage1' / 'space.json').read_text().replace('"embed_dim": 48', '"embed_dim": 96')),
+     'supernet.pth.tar does not fit'),
+    (lambda o: _edit_supernet(o / 'stage1' / 'supernet.pth.tar', epoch=0),
+     'the supernet trained 0 of its 1 epochs'),
+], ids=['garbage-run', 'list-run', 'missing-keys-run', 'garbage-space', 'swapped-space', 'unfinished-supernet'])
+def test_rank_check_on_edited_state_files_is_one_line(searched, tmp_path, edit, message):
+    from tests.helpers import assert_one_line, run_module
+
+    output = _copy(searched, tmp_path)
+    edit(output)
+    result = run_module(['glit_models.nas.rank_check', '--output', output, '--subnets', '3', '--epochs', '1',
+                         '--no-progress'])
+    assert_one_line(result, message)
+    assert not (output / 'rank_check').exists()  # refused before anything was trained or written
+
+
+def test_rank_check_on_another_data_set_and_too_many_subnets_is_one_line(searched, tmp_path):
+    from tests.helpers import assert_one_line, run_module, write_image_folder
+
+    output = _copy(searched, tmp_path)
+    record = json.loads((output / 'run.json').read_text())
+    record['data']['data_dir'] = str(write_image_folder(tmp_path / 'other', classes=3, per_class=40))
+    (output / 'run.json').write_text(json.dumps(record))
+    assert_one_line(run_module(['glit_models.nas.rank_check', '--output', output, '--subnets', '3',
+                                '--bad-images', 'skip', '--no-progress']),
+                    'supernet.pth.tar does not fit', 'the 3 classes of the search\'s data')
+    assert_one_line(run_module(['glit_models.nas.rank_check', '--output', searched, '--subnets', '10000000']),
+                    '--subnets 10000000: the stage1 space of stage1 holds', 'candidates')
+
+
+def test_rank_check_of_a_tied_ranking_says_undefined_and_still_plots(searched, tmp_path, monkeypatch, capsys):
+    """Every subnet trained to the same top-1: Kendall's tau is undefined (None), not a crash in the plot."""
+    undefined = dict(value=None, low=None, high=None)
+
+    def tied(supernet, data, candidates, recipes, *args, **kwargs):
+        return dict(records=[dict(supernet_top1=10. * i, trained_top1=50., arch=str(c), cost=0.)
+                             for i, c in enumerate(candidates)], kendall_tau=undefined, spearman_rho=undefined,
+                    subnets=len(candidates), epochs=1, seeds=[0])
+    monkeypatch.setattr(rank_check, 'measure_ranking', tied)
+    output = _copy(searched, tmp_path)
+    assert rank_check.main(['--output', str(output), '--subnets', '3', '--epochs', '1', '--no-progress']) == 0
+    assert 'Kendall tau undefined [undefined, undefined]' in capsys.readouterr().out
+    assert (output / 'rank_check' / 'stage1.png').stat().st_size > 1000

@@ -221,3 +221,45 @@ def test_a_short_resume_takes_the_saved_settings(tmp_path, capsys):
     assert json.loads((output / 'result.json').read_text())['arch'] == first['arch']
     code, err = run_main(['--output', str(output), '--resume', '--epochs', '3'], capsys)
     assert code == 2 and 'the settings differ from the search' in err
+
+
+def test_a_refused_budget_claims_no_folder(tmp_path):
+    """The budget is refused before run.json is written: a retry with another budget is judged on its own."""
+    from tests.helpers import assert_one_line, run_module
+
+    output = tmp_path / 'out'
+    for budget in ('1M', '2M'):
+        assert_one_line(run_module(['glit_models.nas.search', '--budget-flops', budget, '--output', output]),
+                        f'{budget} FLOPs is below the cheapest candidate')
+        assert not (output / 'run.json').exists()
+    assert_one_line(run_module(['glit_models.nas.search', '--seed', str(2 ** 70), '--output', output]),
+                    f'--seed {2 ** 70}: must be in [0, 2**63)')
+
+
+def test_resume_allows_other_workers_and_names_the_flag_that_differs(tmp_path):
+    from glit_models.nas.pipeline import config_record
+    from glit_models.nas.search import _check_output
+    from tests.helpers import assert_one_line, run_module
+
+    output = tmp_path / 'out'
+    output.mkdir()
+    saved = config_record(search_config(parse_args(['--workers', '0']))[0])
+    (output / 'run.json').write_text(json.dumps(saved))
+    _check_output(output, True, config_record(search_config(parse_args(['--workers', '2']))[0]))
+    assert_one_line(run_module(['glit_models.nas.search', '--output', output, '--resume', '--epochs', '3']),
+                    '--resume: the settings differ', '--epochs (supernet.epochs): 8 saved, 3 now')
+    (output / 'run.json').write_text('{"stem": [')
+    assert_one_line(run_module(['glit_models.nas.search', '--output', output, '--resume']),
+                    'run.json: not readable JSON')
+
+
+def test_bad_images_are_named_with_the_flag_the_search_has(tmp_path):
+    from tests.helpers import assert_one_line, run_module, write_bad_images, write_image_folder
+
+    data = write_image_folder(tmp_path / 'data', classes=2, per_class=20)
+    write_bad_images(data / 'class_0')
+    output = tmp_path / 'out'
+    assert_one_line(run_module(['glit_models.nas.search', '--data-dir', data, '--output', output]),
+                    'zero.png', 'skip them with --bad-images skip')
+    assert not (output / 'run.json').exists()
+    assert '--bad-images' in run_module(['glit_models.nas.search', '--help']).stdout

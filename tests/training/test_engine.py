@@ -92,3 +92,15 @@ def test_the_result_hands_over_the_ema_when_it_covers_the_run(folder, tmp_path):
         assert result.from_ema is from_ema and (result.model is model) is not from_ema
         ema = load_training_state(tmp_path / str(decay) / 'last.pth.tar')['ema']
         assert all(torch.equal(v, ema[f'module.{k}']) for k, v in result.model.state_dict().items()) is from_ema
+
+
+def test_the_learning_rate_never_rises_above_the_scaled_lr(folder, tmp_path):
+    """--min-lr 1e-5 above a scaled lr of 3.9e-6 made epochs run at 7e-6 and 1e-5: the floor is capped."""
+    config = TrainConfig(epochs=3, batch_size=4, warmup_epochs=1, min_lr=1e-5, warmup_lr=1e-4, mixup=0., cutmix=0.,
+                         model_ema=False)
+    data = build_train_data(folder, img_size=32, batch_size=config.batch_size, heldout=6, workers=0)
+    model = timm.create_model('glit_tiny', arch=ARCH, num_classes=3)
+    train_model(model, data.train_loader, data.eval_loader, config, tmp_path, progress=False)
+    lrs = [m['lr'] for m in load_training_state(tmp_path / 'last.pth.tar')['history']]
+    assert config.global_lr() == pytest.approx(5e-4 * 4 / 512)
+    assert max(lrs) <= config.global_lr() * (1 + 1e-9)
