@@ -17,7 +17,7 @@ from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
 from .models.factory import create_model
 from .models.model_folder import is_trained
-from .utils.cli import OneLineParser, UsageError, command_line
+from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
 
 _PROG = 'python -m glit_models.predict'
 
@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--pretrained', action='store_true', help='load the published weights (from the Hub)')
     parser.add_argument('--top-k', type=int, default=5)
     args = parser.parse_args(argv)
-    logging.basicConfig(format='%(message)s')
-    logging.getLogger('glit_models').setLevel(logging.INFO)  # where weights come from, while they download
+    setup_logging(package_level=logging.INFO)  # where weights come from, while they download
     images = args.images or [sample_image()]
     pretrained = args.pretrained or args.checkpoint is not None or ':' in args.model
     model = create_model(args.model, pretrained, args.checkpoint).eval()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 from contextlib import nullcontext
@@ -29,7 +28,7 @@ import torch
 from ..architecture import GLIT_WIDTHS
 from ..data import BAD_IMAGES, Augmentation, check_image_folder, find_split
 from ..utils.atomic import save_json_atomic
-from ..utils.cli import OneLineParser, command_line
+from ..utils.cli import OneLineParser, command_line, setup_logging
 from ..utils.distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
 from ..utils.run_lock import LOCK_FILE, hold_output
 from .budget import Budget, BudgetError, format_amount, parse_amount, parse_latency
@@ -450,7 +449,7 @@ def _say_settings(config: SearchConfig) -> None:
 @command_line(_PROG, interrupted_hint='continue with the same command and --resume')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format='%(message)s')
+    setup_logging()
     try:
         init_distributed()
         run(args, _given(argv))

@@ -57,3 +57,14 @@ def test_every_command_line_answers_a_mistake_in_one_line(tmp_path, capsys, modu
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if not line.startswith('note:')]
     assert len(lines) == 1 and lines[0].startswith(f'python -m glit_models.{module}: error: '), err
+
+
+def test_a_hub_warning_is_printed_once():
+    import subprocess
+    import sys
+
+    # importing timm hangs huggingface_hub's own handler on its logger: the CLIs' case
+    code = ('import logging, timm; from glit_models.utils.cli import setup_logging; setup_logging(); '
+            'logging.getLogger("huggingface_hub.file_download").warning("once")')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert done.stderr.count('once') == 1, done.stderr
