@@ -376,6 +376,8 @@ def _same(flag: str, value: Any) -> Any:
         return load_arch(value).to_str()
     if flag == 'aa':
         return None if value == 'none' else value
+    if flag == 'layer_decay' and value == 1:  # recorded as off, as resolve_record keeps it
+        return None
     if flag in ('scale', 'ratio'):
         return [float(v) for v in value]
     return value

@@ -316,6 +316,14 @@ def _differences(before: dict[str, Any], now: dict[str, Any], prefix: str = '') 
     return changed
 
 
+def _check_log(output: Path) -> None:
+    """A resume continues only a log the search wrote itself."""
+    try:
+        GenerationLog(output / 'search.jsonl').read()
+    except ValueError as e:
+        raise SearchError(f'--resume: {e}; it is not this search\'s log: move it away to resume') from None
+
+
 def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
     """A search owns its folder's files: a fresh search starts in an empty folder (so it never merges another
     run's log), a resume continues only the same search, and its log must be the search's own."""
@@ -331,10 +339,7 @@ def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
         return
     if not saved.is_file():
         raise SearchError(f'--resume: no search state in {output}; run without --resume to start one')
-    try:
-        GenerationLog(output / 'search.jsonl').read()
-    except ValueError as e:
-        raise SearchError(f'--resume: {e}; it is not this search\'s log: move it away to resume') from None
+    _check_log(output)
     before = config_record(read_search_config(output))
     changed = _differences(before, record)
     if changed:
@@ -406,6 +411,9 @@ def run(args: argparse.Namespace, given: Optional[set[str]] = None) -> dict[str,
     """One search; ``given``: the flags the command line set (only --output and --resume: the short resume)."""
     output = Path(args.output)
     if args.resume and given is not None and given <= set(_RESUME_ALONE):
+        if not (output / _RUN_FILE).is_file():
+            raise SearchError(f'--resume: no search state in {output}; run without --resume to start one')
+        _check_log(output)
         config = read_search_config(output)
         if args.workers is not None:
             config = replace(config, data=replace(config.data, workers=args.workers))

@@ -42,7 +42,7 @@ def test_a_finetune_with_the_default_recipe_learns_far_past_scratch(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / 'finetune_digits.json').read_text())['summary']
     finetune, scratch = summary['finetune']['top1_mean'], summary['scratch']['top1_mean']
-    assert finetune > 70, summary  # chance: 20%
+    assert finetune > 60, summary  # chance: 20%
     assert finetune > scratch + 20, summary
     record = json.loads((tmp_path / 'finetune-seed0' / 'args.json').read_text())
     assert record['recipe'] == 'finetune'
