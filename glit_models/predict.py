@@ -18,7 +18,7 @@ from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 from .data import open_image
 from .models.factory import create_model
 from .models.model_folder import is_trained
-from .utils.cli import OneLineParser, UsageError, command_line
+from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
 
 _PROG = 'python -m glit_models.predict'
 
@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         raise UsageError(f'--top-k {args.top_k}: must be at least 1 (the classes shown per image)')
-    logging.basicConfig(format='%(message)s')
-    logging.getLogger('glit_models').setLevel(logging.INFO)  # where weights come from, while they download
+    setup_logging(package_level=logging.INFO)  # where weights come from, while they download
     images = args.images or [sample_image()]
     pretrained = args.pretrained or args.checkpoint is not None or ':' in args.model
     model = create_model(args.model, pretrained, args.checkpoint).eval()

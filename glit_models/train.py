@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -47,7 +48,7 @@ from .models.model_folder import read_model_config, save_model_folder
 from .training.engine import TrainConfig, load_training_state, train_model, unwrap
 from .training.recipes import RECIPES, Recipe, as_dict, read_recipe
 from .utils.atomic import write_text_atomic
-from .utils.cli import OneLineParser, UsageError, command_line
+from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
 from .utils.distributed import (
     cleanup_distributed,
     device_memory,
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f'per process (default: {_BATCH}; the search recipe: the search\'s)')
     train.add_argument('--lr', type=float, default=None,
                        help='the head\'s learning rate (default: the recipe\'s; scratch 5e-4 x global batch / 512, '
-                            'finetune 1e-3 x global batch / 256)')
+                            'finetune 2e-3 x sqrt(global batch / 256))')
     train.add_argument('--opt', default=None, help=_recipe_help('any timm optimizer (timm.optim.list_optimizers())',
                                                                 'opt'))
     train.add_argument('--momentum', type=float, default=None, help=_recipe_help('SGD momentum', 'momentum'))
@@ -401,6 +402,8 @@ def _same(flag: str, value: Any) -> Any:
         return load_arch(value).to_str()
     if flag == 'aa':
         return None if value == 'none' else value
+    if flag == 'layer_decay' and value == 1:  # recorded as off, as resolve_record keeps it
+        return None
     if flag in ('scale', 'ratio'):
         return [float(v) for v in value]
     return value
@@ -569,6 +572,7 @@ def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distribute
 @command_line(_PROG, interrupted_hint='continue with the same --output and --resume')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    setup_logging(package_level=logging.INFO)  # where weights come from: cache or download
     try:
         metrics = run(args, _given(argv))
         if is_main_process():

@@ -31,7 +31,7 @@ from .data.loader import usable_workers
 from .models.checkpoint import read_checkpoint
 from .models.factory import create_model
 from .models.glit import GlobalLocalTransformer, checkpoint_filter_fn
-from .utils.cli import OneLineParser, UsageError, command_line
+from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
 from .utils.distributed import default_device
 
 __all__ = ['validate', 'main']
@@ -149,8 +149,7 @@ def _load_ema(model: torch.nn.Module, checkpoint: Optional[str]) -> None:
 @command_line(_PROG)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(format='%(message)s')
-    logging.getLogger('glit_models').setLevel(logging.INFO)  # where weights come from, while they download
+    setup_logging(package_level=logging.INFO)  # where weights come from, while they download
     root = resolve_split(args.data_dir, args.split)
     input_size = tuple(args.input_size) if args.input_size else None
     size = input_size[-1] if input_size else args.img_size or recorded_size(args.checkpoint)

@@ -264,7 +264,8 @@ def test_a_compact_string_longer_than_a_file_name(tmp_path):
 def test_help_shows_every_default():
     text = ' '.join(build_parser().format_help().split())
     for shown in ('--epochs EPOCHS epochs of the run (default: 300;', 'scratch adamw, finetune adamw',
-                  'scratch 5e-4 x global batch / 512, finetune 1e-3 x global batch / 256', 'scratch off, finetune 0.75',
+                  'scratch 5e-4 x global batch / 512, finetune 2e-3 x sqrt(global batch / 256)',
+                  'scratch off, finetune 0.75',
                   f'(default: {min(4, os.cpu_count())})', 'scratch 5, or a tenth of --epochs', '-b BATCH_SIZE',
                   '-j WORKERS', '--recipe {scratch,finetune,search}'):
         assert shown in text, shown
@@ -289,7 +290,7 @@ def test_the_recipe_follows_from_the_run_and_flags_override_it(folder, tmp_path,
     tuned = _record(tmp_path / 'tuned')
     assert tuned['recipe'] == 'finetune' and tuned['recipe_defaults'] == json.loads(json.dumps(
         {**RECIPES['finetune'].__dict__}))
-    assert tuned['lr'] == pytest.approx(1e-3 * 6 / 256) and tuned['layer_decay'] == 0.75
+    assert tuned['lr'] == pytest.approx(2e-3 * (6 / 256) ** 0.5) and tuned['layer_decay'] == 0.75
     assert tuned['warmup_epochs'] == 1 and tuned['model_ema'] is False and tuned['aa'] is None
     assert tuned['mixup'] == 0.2 and tuned['cutmix'] == 0  # the flag given wins, the rest is the recipe's
     assert tuned['scale'] == [0.562, 1.0]  # crops sized to 32 px: (24 / 32) ** 2

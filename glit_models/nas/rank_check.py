@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import random
 import sys
 from dataclasses import replace
@@ -23,7 +22,7 @@ from typing import Any, Optional, Sequence
 from ..data import BAD_IMAGES
 from ..training.engine import load_training_state
 from ..utils.atomic import save_json_atomic
-from ..utils.cli import OneLineParser, command_line
+from ..utils.cli import OneLineParser, command_line, setup_logging
 from ..utils.errors import GlitError
 from ..utils.run_lock import hold_output
 from .methods import METHODS
@@ -169,7 +168,7 @@ def _report(result: dict[str, Any], output: Path) -> str:
 @command_line(_PROG, interrupted_hint='run the same command again to continue')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format='%(message)s')
+    setup_logging()
     output = Path(args.output)
     read_search_config(output)  # refused before the lock would create the folder
     with hold_output(output):  # not beside a search (or another check) still writing into the folder

@@ -141,8 +141,9 @@ def pareto_plot(supernet: dict[str, list[tuple[float, float]]], retrained: dict[
     if budget is not None:
         ax.axvline(budget, color='grey', linestyle='--', linewidth=1, label='budget')
     if chosen is not None:
-        ax.scatter([chosen[0]], [chosen[1]], marker='*', s=220, color='red', edgecolor='black', zorder=5,
-                   label='chosen')
+        # a ring, not a filled marker: the chosen one is one of the points and stays visible under it
+        ax.scatter([chosen[0]], [chosen[1]], marker='o', s=260, facecolors='none', edgecolors='red', linewidths=2,
+                   zorder=5, label='chosen')
     ax.set_xlabel(xlabel)
     ax.set_ylabel('top-1 (%)')
     ax.set_title(title)

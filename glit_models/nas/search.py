@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 from contextlib import nullcontext
@@ -30,7 +29,7 @@ from ..architecture import GLIT_WIDTHS
 from ..data import BAD_IMAGES, Augmentation, check_image_folder, find_split
 from ..data.memory import DEFAULT_MEMORY_LIMIT_MB
 from ..utils.atomic import save_json_atomic
-from ..utils.cli import OneLineParser, command_line
+from ..utils.cli import OneLineParser, command_line, setup_logging
 from ..utils.distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
 from ..utils.run_lock import LOCK_FILE, hold_output
 from .budget import Budget, BudgetError, format_amount, parse_amount, parse_latency
@@ -339,6 +338,14 @@ def _differences(before: dict[str, Any], now: dict[str, Any], prefix: str = '') 
     return changed
 
 
+def _check_log(output: Path) -> None:
+    """A resume continues only a log the search wrote itself."""
+    try:
+        GenerationLog(output / 'search.jsonl').read()
+    except ValueError as e:
+        raise SearchError(f'--resume: {e}; it is not this search\'s log: move it away to resume') from None
+
+
 def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
     """A search owns its folder's files: a fresh search starts in an empty folder (so it never merges another
     run's log), a resume continues only the same search, and its log must be the search's own."""
@@ -354,10 +361,7 @@ def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
         return
     if not saved.is_file():
         raise SearchError(f'--resume: no search state in {output}; run without --resume to start one')
-    try:
-        GenerationLog(output / 'search.jsonl').read()
-    except ValueError as e:
-        raise SearchError(f'--resume: {e}; it is not this search\'s log: move it away to resume') from None
+    _check_log(output)
     before = config_record(read_search_config(output))
     changed = _differences(before, record)
     if changed:
@@ -433,6 +437,9 @@ def run(args: argparse.Namespace, given: Optional[set[str]] = None) -> dict[str,
     """One search; ``given``: the flags the command line set (only --output and --resume: the short resume)."""
     output = Path(args.output)
     if args.resume and given is not None and given <= set(_RESUME_ALONE):
+        if not (output / _RUN_FILE).is_file():
+            raise SearchError(f'--resume: no search state in {output}; run without --resume to start one')
+        _check_log(output)
         config = read_search_config(output)
         if args.workers is not None:
             config = replace(config, data=replace(config.data, workers=args.workers))
@@ -476,7 +483,7 @@ def _say_settings(config: SearchConfig) -> None:
 @command_line(_PROG, interrupted_hint='continue with the same command and --resume')
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format='%(message)s')
+    setup_logging()
     try:
         init_distributed()
         run(args, _given(argv))

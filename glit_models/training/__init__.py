@@ -1,2 +1,4 @@
-"""The training engine shared by ``python -m glit_models.train`` and the search's retrainings."""
-from .engine import TrainConfig, TrainingRun, evaluate, fit, load_training_state, train_model
+"""The training engine shared by ``python -m glit_models.train`` and the search's retrainings, and the
+recipes (named sets of defaults) the command line chooses from."""
+from .engine import TrainConfig, TrainingRun, TrainResult, evaluate, fit, load_training_state, train_model
+from .recipes import RECIPES, Recipe, read_recipe

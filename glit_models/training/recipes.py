@@ -3,13 +3,15 @@
 A recipe fills every training flag the command line leaves unset; a flag given explicitly always wins.
 Which recipe applies follows from the run unless ``--recipe`` names one:
 
-- ``scratch``: DeiT's from-scratch ImageNet recipe (Touvron et al. 2021, Table 9): AdamW, lr 5e-4 x global
+- ``scratch``: DeiT's from-scratch ImageNet recipe (Touvron et al. 2021): AdamW, lr 5e-4 x global
   batch / 512, 5 warm-up epochs (a tenth of a shorter run), label smoothing 0.1, mixup 0.8, cutmix 1.0,
   RandAugment m9, random erasing 0.25, drop path 0.1, EMA. The default of a run from random weights.
 - ``finetune``: the fine-tuning recipe of the ViT literature for pretrained weights on a small data set
-  (BEiT / MAE fine-tuning, DeiT's transfer runs): a base lr of 1e-3 x global batch / 256 (4x the
-  scratch rule, since layer decay 0.75 lowers every group below the head), a short warm-up (a tenth of
-  the run, at least one epoch), no mixup, cutmix, RandAugment or erasing (a small set is not ImageNet: the
+  (BEiT / MAE fine-tuning, DeiT's transfer runs): a head lr of 2e-3 x sqrt(global batch / 256), which is
+  BEiT's 4e-3 at batch 1024 (ViT-B, layer decay 0.65) scaled by the square root, as adaptive optimisers
+  scale (Malladi et al. 2022), so a small batch on a small set is not starved (7.1e-4 at batch 32, where
+  the linear rule would give 2.5e-4); layer decay 0.75 lowers every group below the head; a short warm-up
+  (a tenth of the run, at least one epoch), no mixup, cutmix, RandAugment or erasing (a small set is not ImageNet: the
   regularisers cost more epochs than a short fine-tune has), no EMA (its window outlasts a short run).
   Random-resized crops are sized to the image: the smallest crop keeps about 24 px across (timm's
   8-100% at 224 px and above, 56-100% at 32 px), so a small image is not cut down to a few pixels.
@@ -44,7 +46,8 @@ class RecipeError(GlitError, ValueError):
 class Recipe:
     """The defaults of one recipe, under train.py's flag names (``dest`` form).
 
-    ``lr=None``: ``lr_base`` x global batch / ``lr_base_batch``. ``warmup_epochs=None``: a tenth of the
+    ``lr=None``: ``lr_base`` x global batch / ``lr_base_batch``, or its square root (``lr_scaling='sqrt'``).
+    ``warmup_epochs=None``: a tenth of the
     run, at least ``warmup_min`` and at most ``warmup_max`` epochs, and always below the run's length.
     ``scale=None``: crops sized to the image (see the module docstring). ``epochs`` / ``batch_size`` None:
     the command line's own defaults.
@@ -57,6 +60,7 @@ class Recipe:
     lr: Optional[float] = None
     lr_base: float = 5e-4
     lr_base_batch: int = 512
+    lr_scaling: str = 'linear'
     opt: str = 'adamw'
     momentum: float = 0.9
     sched: str = 'cosine'
@@ -80,7 +84,10 @@ class Recipe:
     color_jitter: float = 0.4
 
     def global_lr(self, global_batch: int) -> float:
-        return self.lr if self.lr is not None else self.lr_base * global_batch / self.lr_base_batch
+        if self.lr is not None:
+            return self.lr
+        ratio = global_batch / self.lr_base_batch
+        return self.lr_base * (math.sqrt(ratio) if self.lr_scaling == 'sqrt' else ratio)
 
     def warmup(self, epochs: int) -> int:
         if self.warmup_epochs is not None:
@@ -94,7 +101,9 @@ class Recipe:
 
     def describe(self) -> str:
         """One line per setting, for the start of a run."""
-        lr = f'{self.lr:g}' if self.lr is not None else f'{self.lr_base:g} x global batch / {self.lr_base_batch}'
+        rule = (f'sqrt(global batch / {self.lr_base_batch})' if self.lr_scaling == 'sqrt'
+                else f'global batch / {self.lr_base_batch}')
+        lr = f'{self.lr:g}' if self.lr is not None else f'{self.lr_base:g} x {rule}'
         warmup = (f'{self.warmup_epochs}' if self.warmup_epochs is not None
                   else f'a tenth of the run, {self.warmup_min} to {self.warmup_max} epochs')
         crops = (f'{self.scale[0]:g}-{self.scale[1]:g}' if self.scale is not None
@@ -111,8 +120,8 @@ class Recipe:
 _SCRATCH = Recipe('scratch', "DeiT's from-scratch ImageNet recipe")
 _FINETUNE = replace(
     _SCRATCH, name='finetune', source='ViT/DeiT fine-tuning of pretrained weights on a small data set',
-    lr_base=1e-3, lr_base_batch=256, layer_decay=0.75, min_lr=1e-6, warmup_min=1, mixup=0., cutmix=0.,
-    model_ema=False, aa=None, reprob=0., scale=None)
+    lr_base=2e-3, lr_base_batch=256, lr_scaling='sqrt', layer_decay=0.75, min_lr=1e-6, warmup_min=1, mixup=0.,
+    cutmix=0., model_ema=False, aa=None, reprob=0., scale=None)
 RECIPES: dict[str, Recipe] = {'scratch': _SCRATCH, 'finetune': _FINETUNE}
 """The built-in recipes; ``search`` is read from a folder (``read_recipe``)."""
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 from typing import Callable, NoReturn, Optional, Sequence
 
 from .errors import GlitError, UsageError
 
-__all__ = ['UsageError', 'OneLineParser', 'command_line', 'one_line']
+__all__ = ['UsageError', 'OneLineParser', 'command_line', 'one_line', 'setup_logging']
 
 Main = Callable[[Optional[Sequence[str]]], int]
 
@@ -35,6 +36,19 @@ def one_line(error: BaseException) -> str:
             last = last.removeprefix(name)
         return last.split(': ', 1)[1] if last.startswith(('glit_models.', '__main__.')) and ': ' in last else last
     return ' '.join(lines)
+
+
+def setup_logging(level: int = logging.WARNING, package_level: Optional[int] = None) -> None:
+    """Log lines as plain messages on stderr, each once. huggingface_hub hangs a stderr handler on its own
+    logger and still propagates to the root's, so under ``basicConfig`` its every warning printed twice;
+    its own handler is kept and the copy cut. ``package_level``: glit_models' own level (INFO to say where
+    weights come from)."""
+    logging.basicConfig(level=level, format='%(message)s')
+    # its handler is attached when its submodules load (timm imports them), so the cut does not wait for it;
+    # without one yet, logging's last-resort handler prints the warning, once as well
+    logging.getLogger('huggingface_hub').propagate = False
+    if package_level is not None:
+        logging.getLogger('glit_models').setLevel(package_level)
 
 
 def command_line(prog: str, interrupted_hint: str = '') -> Callable[[Main], Main]:

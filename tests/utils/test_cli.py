@@ -75,3 +75,14 @@ def test_an_error_raised_in_a_data_loader_worker_is_its_own_message():
         wrapped.reraise()
     assert 'Traceback' in str(caught.value)
     assert one_line(caught.value) == '/data/cat/1.png: cannot decode the image (image file is truncated)'
+
+
+def test_a_hub_warning_is_printed_once():
+    import subprocess
+    import sys
+
+    # importing timm hangs huggingface_hub's own handler on its logger: the CLIs' case
+    code = ('import logging, timm; from glit_models.utils.cli import setup_logging; setup_logging(); '
+            'logging.getLogger("huggingface_hub.file_download").warning("once")')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert done.stderr.count('once') == 1, done.stderr
