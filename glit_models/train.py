@@ -473,8 +473,11 @@ def _complete(record: RunRecord, recipe: Recipe, model: torch.nn.Module, num_cla
     """A new run's record with what the model and the processes decide, so args.json says what ran."""
     img_size = _img_size(record, model)
     arch = unwrap(model).arch.to_str() if isinstance(model, GlobalLocalTransformer) else None
-    return replace(record, img_size=img_size, num_classes=num_classes, arch=arch,
-                   lr=_pick(record.lr, recipe.global_lr(record.batch_size * world_size())),
+    lr = _pick(record.lr, recipe.global_lr(record.batch_size * world_size()))
+    # the schedule decays from lr to min_lr: a floor above the rate (a default one at a small batch) is
+    # lowered to it, as the engine would, so the record says what ran
+    return replace(record, img_size=img_size, num_classes=num_classes, arch=arch, lr=lr,
+                   min_lr=min(record.min_lr, lr),
                    warmup_epochs=_pick(record.warmup_epochs, recipe.warmup(record.epochs)),
                    scale=record.scale or recipe.crop_scale(img_size))
 
