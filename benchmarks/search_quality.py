@@ -66,8 +66,9 @@ AUGMENTATION = Augmentation(scale=(0.8, 1.0), ratio=(0.9, 1.1), hflip=0., color_
 BUDGET = Budget('flops', 24.5e6)  # admits about 45% of the joint space (printed and recorded per space)
 BATCH = 64
 HELDOUT = 0.2
-SUPERNET_STEP_RATIO = 1.3
-"""A 12-block supernet step costs about 1.3 standalone steps (the pilot's measurement, batch 64, 1 thread)."""
+SUPERNET_STEP_RATIO = 1.16
+"""A 12-block supernet step costs about 1.16 standalone steps (the pilot's measurements at batch 64 on one
+thread: 0.81 / 0.70 s and 1.34 / 1.15 s; a third, under heavier load, gave 0.80 / 1.12 s)."""
 FORWARD_RATIO = 1 / 3
 """A forward-only batch (recalibration, scoring) costs about a third of a training step."""
 METHOD_NAMES = ('hierarchical', 'spos', 'random', 'random_equal_compute')
@@ -335,7 +336,8 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
         pooled_std=spread, seeds=[seed + i for i in range(n)], cost_s=round(found['cost_s'], 1),
         wall_s=round(wall_s, 1), mode=mode,
         command=' '.join(['python benchmarks/search_quality.py', *argv]),
-        data=f'cluttered digits from scikit-learn\'s digits ({CLUTTER.describe()}); train split minus '
+        data=f'cluttered digits from scikit-learn\'s digits ({replace(CLUTTER, copies=settings.copies).describe()}); '
+             f'train split minus '
              f'{HELDOUT:.0%} held out (scores supernet paths, picks retrained candidates), test split val/ '
              '(ground truth of the ranking and the methods\' final figures)',
         augmentation=AUGMENTATION.describe(), clutter=asdict(CLUTTER), stem=asdict(STEM), budget=str(BUDGET),
@@ -372,7 +374,7 @@ def markdown(result: dict[str, Any]) -> str:
              f'{result["supernet_steps_per_stage"]} steps a stage at batch {result["batch"]} (SPOS twice that), '
              f'updates per option of a block: {updates}. Trainings from scratch: {s["retrain_epochs"]} epochs '
              f'({s["retrain_epochs"] * result["steps_per_epoch"]} steps). Compute {result["cost_s"] / 3600:.2f} h '
-             f'summed over units ({result["wall_s"] / 60:.0f} min wall here) on {result["machine"]}. '
+             f'summed over units ({result["wall_s"] / 60:.0f} min wall over its invocations) on {result["machine"]}. '
              f'Command: `{result["command"]}`.', '',
              '## Ranking: supernet score (held-out split) against training from scratch (test split)', '',
              f'{s["subnets"]} architectures per space drawn under the budget, each trained with seeds '
@@ -476,7 +478,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if pool is not None:
             pool.close()
             pool.join()
-    result = summarise(mode, argv, settings, args.seed, args.jobs, data, found, time.time() - started)
+    # wall time summed over the invocations that ran units (a rerun from the records adds almost nothing)
+    walls = Units(units).get('wall', 'seconds') or dict(seconds=0.)
+    wall = Units(units).put('wall', 'seconds', dict(seconds=walls['seconds'] + time.time() - started))['seconds']
+    result = summarise(mode, argv, settings, args.seed, args.jobs, data, found, wall)
     results = Path(args.results)
     save_json_atomic(result, results / f'search_quality{suffix}.json')
     write_text_atomic(markdown(result), results / f'search_quality{suffix}.md')

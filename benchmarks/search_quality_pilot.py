@@ -37,6 +37,17 @@ from glit_models.nas.supernet import Supernet  # noqa: E402
 from glit_models.utils.atomic import replacing, save_json_atomic, write_text_atomic  # noqa: E402
 
 PILOT_SEEDS = (0, 1)
+TUNING = (
+    'first task: digits 14-20 px, 3-5 fragments of 3-5 source px at brightness 0.4-1: the contact sheet showed '
+    'digits buried in clutter; made easier (2-3 fragments of 2-4 px at 0.3-0.8, the digit at 0.7-1)',
+    'recipe of 6 epochs (210 steps), AdamW lr 2e-3: the all-global model sat at chance for 3 epochs and reached '
+    '22% (held-out) after 5; lr 1e-3 and 5e-4 sat at chance as long, so the lr is not the cause',
+    'digits of 20-26 px instead of 14-20 px: the all-global model leaves chance one epoch earlier (19% after 3 of 6)',
+    'kept: digits 20-26 px, 12 epochs (420 steps) a training from scratch',
+    'step costs measured three times in this session (standalone / supernet, s): 0.70 / 0.81, 1.15 / 1.34 and '
+    '1.12 / 0.80, under load averages of 5 to 11 on the 2 cores (other sessions); the estimate below uses the '
+    'second (the third, taken under the heaviest load, has the supernet faster than a model, which it is not)',
+)
 
 
 def pilot_archs() -> dict[str, str]:
@@ -131,11 +142,37 @@ def full_cost(costs: dict[str, float], steps: int, score_batches: int) -> dict[s
 
 
 def train_task(work: Path, settings: sq.Settings, arch: str, seed: int) -> dict[str, Any]:
-    record = sq.retrain(GlitArch.from_str(arch), sq._data(work, settings), sq.recipe(settings, seed), work / 'pilot')
-    folder = sq.unit_folder(work / 'pilot', GlitArch.from_str(arch), sq.recipe(settings, seed))
-    curve = [json.loads(line)['top1'] for line in (folder / 'last.metrics.jsonl').read_text().splitlines()
-             if 'top1' in json.loads(line)]
-    return dict(record, heldout_curve=curve)
+    return sq.retrain(GlitArch.from_str(arch), sq._data(work, settings), sq.recipe(settings, seed), work / 'pilot')
+
+
+def collect(work: Path, settings: sq.Settings, archs: dict[str, str], num_classes: int) -> dict[str, Any]:
+    """Every pilot training's record as far as it went: test top-1 once finished, the held-out top-1 of
+    every epoch done so far."""
+    found = {}
+    for name, arch in archs.items():
+        runs = []
+        for seed in PILOT_SEEDS:
+            folder = sq.unit_folder(work / 'pilot', GlitArch.from_str(arch), sq.recipe(settings, seed))
+            log = folder / 'last.metrics.jsonl'
+            lines = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+            done = folder / 'result.json'
+            record = json.loads(done.read_text()) if done.is_file() else dict(seed=seed, test_top1=None)
+            runs.append(dict(record, heldout_curve=[m['top1'] for m in lines if 'top1' in m]))
+        found[name] = dict(arch=arch, flops=authors_flops(GlitArch.from_str(arch), num_classes), runs=runs)
+    return found
+
+
+def summary(work: Path, settings: sq.Settings, data: Any, costs: dict[str, float], wall_s: float) -> dict[str, Any]:
+    by_arch = collect(work, settings, pilot_archs(), data.num_classes)
+    finished = {k: r for k, r in by_arch.items() if all(x['test_top1'] is not None for x in r['runs'])}
+    means = [statistics.fmean(x['test_top1'] for x in r['runs']) for r in finished.values()]
+    gaps = [abs(r['runs'][0]['test_top1'] - r['runs'][1]['test_top1']) for r in finished.values()]
+    return dict(
+        data=sq.CLUTTER.describe(), augmentation=sq.AUGMENTATION.describe(), epochs=settings.retrain_epochs,
+        steps_per_epoch=sq.steps_per_epoch(data), seeds=list(PILOT_SEEDS), architectures=by_arch,
+        finished=sorted(finished), seed_gap=statistics.fmean(gaps) if gaps else None,
+        arch_range=max(means) - min(means) if len(means) > 1 else None, step_costs=costs, tuning=list(TUNING),
+        full_cost=full_cost(costs, sq.steps_per_epoch(data), len(data.score_loader)), wall_s=wall_s)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -147,10 +184,13 @@ def markdown(result: dict[str, Any]) -> str:
              '|---|---|---|---|']
     for name, r in result['architectures'].items():
         curve = ', '.join(f'{v:.0f}' for v in r['runs'][0]['heldout_curve'])
-        tests = ' / '.join(f'{x["test_top1"]:.1f}' for x in r['runs'])
+        tests = ' / '.join('unfinished' if x['test_top1'] is None else f'{x["test_top1"]:.1f}' for x in r['runs'])
         lines.append(f'| {name} | {r["flops"] / 1e6:.2f} | {tests} | {curve} |')
-    lines += ['', f'Mean seed-to-seed gap {result["seed_gap"]:.2f} points; spread between architectures (of their '
-              f'means) {result["arch_range"]:.2f} points; wall {result["wall_s"] / 60:.1f} min.', '',
+    lines += ['', '## What was tuned', '', *(f'- {t}' for t in result.get('tuning', TUNING))]
+    gap, spread = result['seed_gap'], result['arch_range']
+    lines += ['', f'Over the finished architectures ({", ".join(result["finished"]) or "none"}): mean seed-to-seed '
+              f'gap {"n/a" if gap is None else f"{gap:.2f}"} points; spread between architectures (of their means) '
+              f'{"n/a" if spread is None else f"{spread:.2f}"} points; wall {result["wall_s"] / 60:.1f} min.', '',
               '## Unit costs (batch 64, one thread, the machine shared with other work)', '',
               f'- standalone 12-block model: {c["standalone_step_s"]:.3f} s a training step',
               f'- 12-block joint supernet: {c["supernet_step_s"]:.3f} s a step ({c["ratio"]:.2f}x)',
@@ -168,29 +208,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument('--jobs', type=int, default=2)
     p.add_argument('--work', default='output/search_quality_pilot')
     p.add_argument('--results', default='benchmarks/results')
+    p.add_argument('--report-only', action='store_true', help='the report from the trainings as far as they went')
     args = p.parse_args(argv)
     work, results = Path(args.work), Path(args.results)
     settings = sq.SETTINGS['full']
     sq._init_worker()
     started = time.time()
     data = sq._data(work, settings)
-    contact_sheet(data, results / 'search_quality_pilot_sheet.png')
-    costs = step_costs()
-    print(f'step costs: {costs}', flush=True)
-    archs = pilot_archs()
-    tasks = [(work, settings, arch, seed) for arch in archs.values() for seed in PILOT_SEEDS]
-    context = multiprocessing.get_context('spawn')
-    with context.Pool(args.jobs, initializer=sq._init_worker) as pool:
-        trained = pool.starmap(train_task, tasks, chunksize=1)
-    by_arch = {name: dict(arch=arch, flops=authors_flops(GlitArch.from_str(arch), data.num_classes),
-                          runs=[r for r, t in zip(trained, tasks) if t[2] == arch]) for name, arch in archs.items()}
-    means = [statistics.fmean(x['test_top1'] for x in r['runs']) for r in by_arch.values()]
-    result = dict(
-        data=sq.CLUTTER.describe(), augmentation=sq.AUGMENTATION.describe(), epochs=settings.retrain_epochs,
-        steps_per_epoch=sq.steps_per_epoch(data), seeds=list(PILOT_SEEDS), architectures=by_arch,
-        seed_gap=statistics.fmean(abs(r['runs'][0]['test_top1'] - r['runs'][1]['test_top1']) for r in by_arch.values()),
-        arch_range=max(means) - min(means), step_costs=costs,
-        full_cost=full_cost(costs, sq.steps_per_epoch(data), len(data.score_loader)), wall_s=time.time() - started)
+    costs_file = work / 'step_costs.json'
+    if args.report_only:  # from the units as far as they went, with the benchmark's current constants
+        costs = json.loads(costs_file.read_text())
+        wall = json.loads((results / 'search_quality_pilot.json').read_text())['wall_s'] if (
+            results / 'search_quality_pilot.json').is_file() else 0.
+    else:
+        contact_sheet(data, results / 'search_quality_pilot_sheet.png')
+        costs = step_costs()
+        save_json_atomic(costs, costs_file)
+        print(f'step costs: {costs}', flush=True)
+        tasks = [(work, settings, arch, seed) for arch in pilot_archs().values() for seed in PILOT_SEEDS]
+        with multiprocessing.get_context('spawn').Pool(args.jobs, initializer=sq._init_worker) as pool:
+            pool.starmap(train_task, tasks, chunksize=1)
+        wall = time.time() - started
+    result = summary(work, settings, data, costs, wall)
     save_json_atomic(result, results / 'search_quality_pilot.json')
     write_text_atomic(markdown(result), results / 'search_quality_pilot.md')
     print(markdown(result))
