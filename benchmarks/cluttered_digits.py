@@ -30,7 +30,7 @@ class ClutterConfig:
     smallest distance to the border (px) and how many images each source digit gives in each split."""
 
     canvas: int = 32
-    digit_size: tuple[int, int] = (14, 20)
+    digit_size: tuple[int, int] = (20, 26)
     fragments: tuple[int, int] = (2, 3)
     fragment_size: tuple[int, int] = (2, 4)
     digit_brightness: tuple[float, float] = (0.7, 1.0)
