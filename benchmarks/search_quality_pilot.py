@@ -44,6 +44,10 @@ TUNING = (
     '22% (held-out) after 5; lr 1e-3 and 5e-4 sat at chance as long, so the lr is not the cause',
     'digits of 20-26 px instead of 14-20 px: the all-global model leaves chance one epoch earlier (19% after 3 of 6)',
     'kept: digits 20-26 px, 12 epochs (420 steps) a training from scratch',
+    'verdict: not yet the regime. Local and mixed blocks reach 91-94% (seeds within 0.3-1.6 points), the '
+    'all-global model 51% and 38% (still rising 2-5 points an epoch): outside 70-90% at both ends, and the global '
+    'seeds disagree. Next: longer trainings for the global models (or a lower-noise recipe for them) and more '
+    'clutter for the local ones, then this pilot again before the full run',
     'step costs measured three times in this session (standalone / supernet, s): 0.70 / 0.81, 1.15 / 1.34 and '
     '1.12 / 0.80, under load averages of 5 to 11 on the 2 cores (other sessions); the estimate below uses the '
     'second (the third, taken under the heaviest load, has the supernet faster than a model, which it is not)',
