@@ -1,26 +1,29 @@
-"""How good is the search? Supernet ranking quality per space, and the paper's three methods at equal
-budget and compute, on data that ships with the package (scikit-learn's digits, 32 px in 4x4 patches:
-65 tokens, so the kernels 17, 31 and 45 all compute different functions).
+"""How good is the search at the paper's depth? Supernet ranking quality per space, and hierarchical, SPOS
+and random search at equal budget and compute, on cluttered digits (``cluttered_digits``: a digit at a
+random place on a 32 px canvas among fragments of others; 4 px patches, 65 tokens; 12 blocks).
 
-    python benchmarks/search_quality.py --jobs 2   # the full benchmark (68 min on 2 CPU cores; resumable)
-    python benchmarks/search_quality.py --quick    # a smaller version, under 15 minutes
+    python benchmarks/search_quality.py --jobs 2              # the full benchmark (resumable, many hours)
+    python benchmarks/search_quality.py --quick --seed 3      # a smaller version, under 15 minutes
+    python benchmarks/search_quality_pilot.py                 # the pilot: task, regime and unit costs
 
-1. Ranking: for the stage-1 space, the stage-2 space (distributions fixed) and the joint space, a supernet
-   is trained with SPOS; architectures sampled under the budget are scored with it (inherited weights,
-   BatchNorm recalibrated) and trained from scratch (every seed averaged); Kendall's tau and Spearman's rho
-   with bootstrap 95% intervals. Stage 2 is measured twice: every option starting equal, and warm-started
-   from the stage-1 supernet.
-2. Methods: hierarchical, SPOS and random search (``glit_models.nas.methods.METHODS``), several search
-   seeds each; every found architecture is retrained with several seeds and measured on the digits' test
-   split, which no search sees.
+1. Methods (``glit_models.nas.methods.METHODS``, plus ``random_equal_compute`` registered here): several
+   search seeds each; SPOS retrains as many candidates as hierarchical, random search 5 (the paper's) and
+   random at equal compute as many as hierarchical's supernets, scoring and retrainings cost. Every found
+   architecture is retrained with several seeds and measured on the test split, which no search sees.
+2. Ranking, on the supernets of the first search seed: stage 1 and stage 2 (under the distributions that
+   search's stage 1 picked) of hierarchical, the joint space of SPOS. Architectures sampled under the
+   budget are scored by the supernet on the held-out split (BatchNorm recalibrated) and trained from
+   scratch with two seeds, measured on the test split: Kendall's tau and Spearman's rho with bootstrap 95%
+   intervals, the seeds' own agreement (the noise ceiling) and the noise-corrected Spearman.
 
-Every supernet, search and training is a unit saved on completion under ``--work``: a rerun resumes. The
-results go to ``--results`` as search_quality{,_quick}.json, .md and .png.
+Every search and training is a unit saved on completion under ``--work``; each finished unit's small JSON
+record is also copied under ``--units`` (committed), so a rerun on another machine resumes from them.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import random
 import statistics
@@ -28,75 +31,163 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
-from glit_models.architecture import GlitArch
-from glit_models.architecture.complexity import authors_flops, count_params
-from glit_models.nas.budget import Budget
-from glit_models.nas.cost import SpaceCost
-from glit_models.nas.data import SearchData, build_search_data
-from glit_models.nas.demo import write_digits
-from glit_models.nas.evolution import EvolutionConfig
-from glit_models.nas.pipeline import SearchConfig, run_search, short_training
-from glit_models.nas.ranking import describe_correlation, measure_ranking, seeded_recipes
-from glit_models.nas.retrain import retrain
-from glit_models.nas.sampling import sample_under_budget
-from glit_models.nas.space import SearchSpace, Stem, joint_space, stage1_space, stage2_space
-from glit_models.nas.spos import SupernetTrainConfig, train_supernet
-from glit_models.nas.supernet import Supernet
-from glit_models.training.engine import TrainConfig, load_training_state
-from glit_models.utils.atomic import replacing, save_json_atomic, write_text_atomic
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-STEM = Stem(embed_dim=48, num_heads=3, depth=4, patch_size=4, img_size=32)
-BUDGET = Budget('flops', 8.0e6)  # the demo's: about half of the stage-1 space and 40% of the joint space
-STAGE2_DISTRIBUTIONS = (3, 0, 1, 3)  # all-global, all-local, mixed, all-global: every kind of block
+from cluttered_digits import ClutterConfig, write_cluttered_digits  # noqa: E402
+from search_stats import min_detectable_difference, pooled_std, welch_tests  # noqa: E402
+
+from glit_models.architecture import GlitArch  # noqa: E402
+from glit_models.data import Augmentation  # noqa: E402
+from glit_models.nas.budget import Budget  # noqa: E402
+from glit_models.nas.cost import SpaceCost  # noqa: E402
+from glit_models.nas.data import SearchData, SearchDataConfig, build_search_data  # noqa: E402
+from glit_models.nas.evolution import EvolutionConfig  # noqa: E402
+from glit_models.nas.methods import METHODS, Method, StagePlan, register_method  # noqa: E402
+from glit_models.nas.pipeline import SearchConfig, run_search, short_training  # noqa: E402
+from glit_models.nas.ranking import describe_correlation, ground_truth_ceiling, rank_correlations  # noqa: E402
+from glit_models.nas.retrain import retrain, unit_folder  # noqa: E402
+from glit_models.nas.sampling import sample_under_budget  # noqa: E402
+from glit_models.nas.scoring import PathScorer  # noqa: E402
+from glit_models.nas.space import SearchSpace, Stem, joint_space, stage1_space, stage2_space  # noqa: E402
+from glit_models.nas.spos import SupernetTrainConfig  # noqa: E402
+from glit_models.nas.supernet import Supernet  # noqa: E402
+from glit_models.training.engine import TrainConfig, load_training_state  # noqa: E402
+from glit_models.utils.atomic import replacing, save_json_atomic, write_text_atomic  # noqa: E402
+
+STEM = Stem(embed_dim=48, num_heads=3, depth=12, patch_size=4, img_size=32)  # (32 / 4)^2 + 1 = 65 tokens
+TOKENS = (STEM.img_size // STEM.patch_size) ** 2 + 1
+CLUTTER = ClutterConfig()
+AUGMENTATION = Augmentation(scale=(0.8, 1.0), ratio=(0.9, 1.1), hflip=0., color_jitter=0.)
+"""Shifts of up to about 3 px and zooms up to 1.1x; no flip (digits are not mirror-symmetric), no colour."""
+BUDGET = Budget('flops', 24.5e6)  # admits about 45% of the joint space (printed and recorded per space)
 BATCH = 64
-METHOD_NAMES = ('hierarchical', 'spos', 'random')
+HELDOUT = 0.2
+SUPERNET_STEP_RATIO = 1.16
+"""A 12-block supernet step costs about 1.16 standalone steps (the pilot's measurements at batch 64 on one
+thread: 0.81 / 0.70 s and 1.34 / 1.15 s; a third, under heavier load, gave 0.80 / 1.12 s)."""
+FORWARD_RATIO = 1 / 3
+"""A forward-only batch (recalibration, scoring) costs about a third of a training step."""
+METHOD_NAMES = ('hierarchical', 'spos', 'random', 'random_equal_compute')
+PAPER_RANDOM_SAMPLES = 5
 FINAL_SEED_OFFSET = 1000  # the final retrainings' seeds, apart from the searches' own
+TRUTH_SEEDS = (0, 1)
+
+if 'random_equal_compute' not in METHODS:  # spawned workers import this module again
+    register_method(Method(
+        'random_equal_compute', 'random search retraining as many draws as hierarchical\'s compute allows',
+        (StagePlan('random', 'joint', 'sample'),)))
 
 
 @dataclass(frozen=True)
 class Settings:
+    """One version of the benchmark: ranking subnets per space, epochs of a trained-from-scratch model and
+    of a supernet stage (SPOS trains twice as long), search and final seeds, the EA, the candidates
+    hierarchical retrains per stage (``top_k``), random search's samples, the scoring split and the task's
+    images per source digit."""
+
     subnets: int
-    truth_seeds: tuple[int, ...]
-    supernet_epochs: int
     retrain_epochs: int
+    supernet_epochs: int
     search_seeds: int
     final_seeds: int
     population: int
     generations: int
     top_k: int
+    random_samples: int = PAPER_RANDOM_SAMPLES
     calib_batches: int = 4
+    score_images: Optional[int] = None
+    copies: int = CLUTTER.copies
 
 
 SETTINGS = {
-    'full': Settings(subnets=30, truth_seeds=(0, 1), supernet_epochs=20, retrain_epochs=6, search_seeds=5,
-                     final_seeds=3, population=10, generations=4, top_k=3),
-    'quick': Settings(subnets=8, truth_seeds=(0,), supernet_epochs=6, retrain_epochs=3, search_seeds=1,
-                      final_seeds=1, population=6, generations=2, top_k=2),
+    'full': Settings(subnets=20, retrain_epochs=12, supernet_epochs=103, search_seeds=3, final_seeds=3,
+                     population=20, generations=10, top_k=3),
+    # one image per source digit (18 steps an epoch), the fewest subnets a correlation takes
+    'quick': Settings(subnets=3, retrain_epochs=1, supernet_epochs=2, search_seeds=1, final_seeds=1,
+                      population=3, generations=2, top_k=1, random_samples=3, calib_batches=2, score_images=128,
+                      copies=1),
 }
 
 
+def data_config(settings: Settings) -> SearchDataConfig:
+    """The search's data: the cluttered digits' train/ (minus a seeded 20% held out, which scores supernet
+    paths and picks among retrained candidates) and val/ (the test split: ground truth and final figures)."""
+    return SearchDataConfig(data_dir=None, heldout=HELDOUT, score_images=settings.score_images,
+                            augmentation=AUGMENTATION, workers=0)
+
+
+def load_data(work: Path, settings: Settings) -> SearchData:
+    root = write_cluttered_digits(work / 'cluttered_digits', replace(CLUTTER, copies=settings.copies))
+    config = data_config(settings)
+    return build_search_data(root, img_size=STEM.img_size, batch_size=BATCH, heldout=config.heldout,
+                             score_images=config.score_images, workers=0, augmentation=AUGMENTATION)
+
+
 def recipe(settings: Settings, seed: int) -> TrainConfig:
+    """The from-scratch recipe of every retraining, ground truth and final training."""
     return short_training(settings.retrain_epochs, BATCH, seed=seed, lr=2e-3)
 
 
-def supernet_recipe(settings: Settings, scale: int = 1) -> SupernetTrainConfig:
-    """The demo's supernet recipe (AdamW; the paper's SGD stays near chance at this scale), ``scale`` times
-    the epochs of a stage (2 for the joint space: the SPOS baseline trains as long as both stages)."""
-    return SupernetTrainConfig(epochs=settings.supernet_epochs * scale, opt='adamw', lr=2e-3, weight_decay=0.05,
-                               batch_size=BATCH)
+def supernet_recipe(settings: Settings, seed: int) -> SupernetTrainConfig:
+    """AdamW (the paper's SGD stays near chance at this scale), ``supernet_epochs`` a stage."""
+    return SupernetTrainConfig(epochs=settings.supernet_epochs, opt='adamw', lr=2e-3, weight_decay=0.05,
+                               batch_size=BATCH, seed=seed)
 
 
-def load_data(work: Path) -> SearchData:
-    """The digits: train (minus a seeded held-out 20%, which scores and picks) and the test split (val/)."""
-    return build_search_data(write_digits(work / 'digits'), img_size=STEM.img_size, batch_size=BATCH, heldout=0.2,
-                             workers=0)
+def steps_per_epoch(data: SearchData) -> int:
+    return len(data.train_loader)
 
 
-# -- units of work (run in worker processes; each is resumable and returns what the report needs) -------------
+def updates_per_option(settings: Settings, steps: int) -> dict[str, float]:
+    """The mean updates each option of a block gets in each supernet (stage 1: 4 options, stage 2: 9,
+    SPOS's joint space, trained twice as long: 36)."""
+    stage = settings.supernet_epochs * steps
+    return {'stage1': stage / 4, 'stage2': stage / 9, 'joint': 2 * stage / 36}
+
+
+def hierarchical_compute(settings: Settings, steps: int, score_batches: int) -> float:
+    """Hierarchical's compute per search, in standalone training steps: two supernet stages, the EA's
+    scored paths (recalibration and scoring batches) and 2 x top_k retrainings."""
+    supernets = 2 * settings.supernet_epochs * steps * SUPERNET_STEP_RATIO
+    scored = 2 * settings.population * settings.generations * (settings.calib_batches + score_batches)
+    return supernets + scored * FORWARD_RATIO + 2 * settings.top_k * settings.retrain_epochs * steps
+
+
+def equal_compute_samples(settings: Settings, steps: int, score_batches: int) -> int:
+    """How many random draws the compute of one hierarchical search retrains."""
+    return max(1, math.floor(hierarchical_compute(settings, steps, score_batches) / (settings.retrain_epochs * steps)))
+
+
+def method_top_k(settings: Settings, method: str, steps: int, score_batches: int) -> int:
+    """The candidates a method retrains (its last stage's top_k): SPOS as many as hierarchical's two stages."""
+    return {'hierarchical': settings.top_k, 'spos': 2 * settings.top_k, 'random': settings.random_samples,
+            'random_equal_compute': equal_compute_samples(settings, steps, score_batches)}[method]
+
+
+# -- unit records: saved under --work, and their small JSON copied under --units -------------------------------
+class Units:
+    """The small JSON record of every finished unit, in ``root`` (committed): read back before a unit runs,
+    so a fresh machine skips what another finished."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / f'{key}.json'
+
+    def get(self, kind: str, key: str) -> Optional[dict[str, Any]]:
+        path = self.path(kind, key)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def put(self, kind: str, key: str, record: dict[str, Any]) -> dict[str, Any]:
+        save_json_atomic(record, self.path(kind, key))
+        return record
+
+
 _DATA: dict[str, SearchData] = {}
 
 
@@ -104,56 +195,77 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # tiny models: intra-op threads only contend; parallelism comes from --jobs
 
 
-def _data(work: Path) -> SearchData:
+def _data(work: Path, settings: Settings) -> SearchData:
     if str(work) not in _DATA:
-        _DATA[str(work)] = load_data(work)
+        _DATA[str(work)] = load_data(work, settings)
     return _DATA[str(work)]
 
 
-def ranking_spaces() -> dict[str, SearchSpace]:
-    return {'stage1': stage1_space(STEM), 'stage2': stage2_space(STEM, STAGE2_DISTRIBUTIONS),
-            'joint': joint_space(STEM)}
-
-
-def supernet_unit(work: Path, settings: Settings, name: str) -> str:
-    """Train the ranking supernet ``name`` (stage2_warm: stage 2 warm-started from the stage-1 supernet)."""
-    data = _data(work)
-    space = ranking_spaces()['stage2' if name == 'stage2_warm' else name]
-    torch.manual_seed(0)
-    supernet = Supernet(space, data.num_classes)
-    state = work / 'ranking' / name / 'supernet.pth.tar'
-    if name == 'stage2_warm' and not state.is_file():
-        source = Supernet(stage1_space(STEM), data.num_classes)
-        source.load_state_dict(load_training_state(work / 'ranking' / 'stage1' / 'supernet.pth.tar')['model'])
-        supernet.warm_start_from(source)
-    train_supernet(supernet, data, supernet_recipe(settings, 2 if name == 'joint' else 1), state, resume=True,
-                   progress=False)
-    return name
-
-
-def training_unit(work: Path, arch_text: str, train_recipe: TrainConfig) -> dict[str, Any]:
-    return retrain(GlitArch.from_str(arch_text), _data(work), train_recipe, work / 'units')
-
-
-def search_unit(work: Path, settings: Settings, method: str, seed: int) -> dict[str, Any]:
-    """One search of ``method`` with ``seed``; its summary and its wall time (summed over resumes)."""
-    output = work / 'methods' / f'{method}-{seed}'
-    done = output / 'result.json'
-    timing = output.with_name(output.name + '.seconds')
-    if done.is_file():
-        return dict(json.loads(done.read_text()), seconds=float(timing.read_text()), search_seed=seed)
+def training_unit(work: Path, units: Path, settings: Settings, arch_text: str, seed: int) -> dict[str, Any]:
+    """``arch_text`` trained from scratch with ``seed``; held-out and test top-1, and the seconds it took."""
+    train_recipe = recipe(settings, seed)
+    key = unit_folder(Path(''), GlitArch.from_str(arch_text), train_recipe).name
+    found = Units(units).get('trainings', key)
+    if found is not None:
+        return found
     started = time.time()
+    record = retrain(GlitArch.from_str(arch_text), _data(work, settings), train_recipe, work / 'units')
+    return Units(units).put('trainings', key, dict(record, seconds=round(time.time() - started, 1)))
+
+
+def ranking_candidates(space: SearchSpace, data: SearchData, settings: Settings, seed: int) -> list[tuple[int, ...]]:
+    cost = SpaceCost(space, BUDGET.kind, data.num_classes)
+    rng = random.Random(f'ranking:{space.name}:{seed}')
+    return sample_under_budget(space, cost, BUDGET.limit, settings.subnets, rng)
+
+
+def score_space(supernet_state: Path, space: SearchSpace, data: SearchData, settings: Settings,
+                seed: int) -> dict[str, Any]:
+    """A search's trained supernet scoring ``subnets`` architectures of its space drawn under the budget."""
+    supernet = Supernet(space, data.num_classes)
+    supernet.load_state_dict(load_training_state(supernet_state)['model'])
+    scorer = PathScorer(supernet, data, settings.calib_batches)
+    candidates = ranking_candidates(space, data, settings, seed)
+    return dict(space=space.name, space_dict=space.to_dict(), candidates=[list(c) for c in candidates],
+                archs=[space.to_arch(c).to_str() for c in candidates], supernet_top1=[scorer(c) for c in candidates])
+
+
+def search_unit(work: Path, units: Path, settings: Settings, method: str, seed: int,
+                ranking_seed: Optional[int]) -> dict[str, Any]:
+    """One search of ``method`` with ``seed``: its summary, the FLOPs of its last stage's top candidates and
+    its seconds; with ``ranking_seed``, also its supernets' scores of the ranking architectures."""
+    key = f'{method}-{seed}'
+    found = Units(units).get('searches', key)
+    if found is not None:
+        return found
+    data = _data(work, settings)
+    steps, score_batches = steps_per_epoch(data), len(data.score_loader)
+    output = work / 'methods' / key
+    started = time.time()
+    top_k = method_top_k(settings, method, steps, score_batches)
     config = SearchConfig(
-        stem=STEM, budget=BUDGET, method=method,
-        supernet=replace(supernet_recipe(settings), seed=seed),
+        stem=STEM, budget=BUDGET, method=method, data=data_config(settings),
+        supernet=supernet_recipe(settings, seed),
         evolution=EvolutionConfig(population=settings.population, generations=settings.generations,
                                   parents=max(2, settings.population // 3), mutations=settings.population // 2,
-                                  crossovers=settings.population // 2, top_k=settings.top_k, seed=seed),
+                                  crossovers=settings.population // 2, top_k=top_k, seed=seed),
         calib_batches=settings.calib_batches, retrain=recipe(settings, seed))
-    summary = run_search(config, _data(work), output, resume=output.exists(), progress=False)
-    before = float(timing.read_text()) if timing.is_file() else 0.
-    write_text_atomic(str(before + time.time() - started), timing)
-    return dict(summary, seconds=before + time.time() - started, search_seed=seed)
+    summary = run_search(config, data, output, resume=output.exists(), progress=False)
+    last = json.loads((output / summary['stages'][-1] / 'picked.json').read_text())
+    record = dict(summary, search_seed=seed, top_k=top_k, top_flops=[t['flops'] for t in last['top']],
+                  top_archs=[t['arch'] for t in last['top']])
+    if ranking_seed is not None and method in ('hierarchical', 'spos'):
+        record['ranking'] = {}
+        if method == 'hierarchical':
+            stage1 = json.loads((output / 'stage1' / 'picked.json').read_text())
+            spaces = {'stage1': stage1_space(STEM), 'stage2': stage2_space(STEM, tuple(stage1['distributions']))}
+        else:
+            spaces = {'joint': joint_space(STEM)}
+        for name, space in spaces.items():
+            record['ranking'][name] = score_space(output / name / 'supernet.pth.tar', space, data, settings,
+                                                  ranking_seed)
+    record['seconds'] = round(time.time() - started, 1)
+    return Units(units).put('searches', key, record)
 
 
 def run_units(pool: Optional[Any], fn: Callable[..., Any], tasks: Iterable[tuple]) -> list[Any]:
@@ -163,86 +275,140 @@ def run_units(pool: Optional[Any], fn: Callable[..., Any], tasks: Iterable[tuple
     return pool.starmap(fn, tasks, chunksize=1)
 
 
-# -- the two measurements --------------------------------------------------------------------------------------
-def ranking(work: Path, settings: Settings, seed: int, pool: Optional[Any]) -> dict[str, Any]:
-    run_units(pool, supernet_unit, [(work, settings, name) for name in ranking_spaces()])
-    run_units(None, supernet_unit, [(work, settings, 'stage2_warm')])
-    data = _data(work)
-    samples = {}
-    for name, space in ranking_spaces().items():
-        cost = SpaceCost(space, BUDGET.kind, data.num_classes)
-        samples[name] = (space, cost, sample_under_budget(space, cost, BUDGET.limit, settings.subnets,
-                                                          random.Random(f'ranking:{name}:{seed}')))
-    recipes = seeded_recipes(recipe(settings, 0), settings.truth_seeds)
-    run_units(pool, training_unit, [(work, space.to_arch(c).to_str(), r) for space, _, found in samples.values()
-                                    for c in found for r in recipes])
-    results = {}
-    for name in (*ranking_spaces(), 'stage2_warm'):
-        space, cost, found = samples['stage2' if name == 'stage2_warm' else name]
-        supernet = Supernet(space, data.num_classes)
-        supernet.load_state_dict(load_training_state(work / 'ranking' / name / 'supernet.pth.tar')['model'])
-        results[name] = measure_ranking(supernet, data, found, recipes, work / 'units', settings.calib_batches,
-                                        cost=cost, say=lambda _: None)
-        print(f'ranking {name}: Kendall tau {results[name]["kendall_tau"]}', flush=True)
-    return results
-
-
-def methods(work: Path, settings: Settings, seed: int, pool: Optional[Any]) -> dict[str, list[dict[str, Any]]]:
+# -- the benchmark -------------------------------------------------------------------------------------------
+def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: Optional[Any]) -> dict[str, Any]:
+    """Every unit (searches, then the ground-truth and final trainings) and what the report needs."""
     seeds = [seed + i for i in range(settings.search_seeds)]
-    searches = run_units(pool, search_unit, [(work, settings, m, s) for m in METHOD_NAMES for s in seeds])
-    finals = [replace(recipe(settings, 0), seed=FINAL_SEED_OFFSET + i) for i in range(settings.final_seeds)]
-    run_units(pool, training_unit, [(work, s['arch'], r) for s in searches for r in finals])
-    data = _data(work)
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHOD_NAMES}
-    for summary in searches:
-        arch = GlitArch.from_str(summary['arch'])
-        tests = [training_unit(work, summary['arch'], r)['test_top1'] for r in finals]
-        runs[summary['method']].append(dict(
-            search_seed=summary['search_seed'], arch=summary['arch'],
-            flops=authors_flops(arch, data.num_classes), params=count_params(arch, data.num_classes),
-            search_heldout_top1=summary['heldout_top1'], test_top1_runs=tests, test_top1=statistics.fmean(tests),
-            search_seconds=summary['seconds']))
-    for method in METHOD_NAMES:
-        print(f'{method}: test top-1 {[round(r["test_top1"], 2) for r in runs[method]]}', flush=True)
-    return runs
+    # the longest units first, so the pool's last worker does not start a long one late
+    order = ('spos', 'hierarchical', 'random_equal_compute', 'random')
+    tasks = [(work, units, settings, m, s, seed if s == seed else None) for s in seeds for m in order]
+    searches = run_units(pool, search_unit, tasks)
+    ranking_sets = {name: r for s in searches for name, r in s.get('ranking', {}).items()}
+    finals = [FINAL_SEED_OFFSET + i for i in range(settings.final_seeds)]
+    trainings = [(work, units, settings, a, t) for r in ranking_sets.values() for a in r['archs'] for t in TRUTH_SEEDS]
+    trainings += [(work, units, settings, s['arch'], f) for s in searches for f in finals]
+    done = {(t[3], t[4]): r for t, r in zip(trainings, run_units(pool, training_unit, trainings))}
+    ranking = {}
+    for name in ('stage1', 'stage2', 'joint'):
+        r = ranking_sets[name]
+        runs = [[done[(a, t)]['test_top1'] for t in TRUTH_SEEDS] for a in r['archs']]
+        truth = [statistics.fmean(x) for x in runs]
+        correlations = {k: asdict(c) for k, c in rank_correlations(r['supernet_top1'], truth).items()}
+        ranking[name] = dict(r, trained_runs=runs, trained_top1=truth, **correlations,
+                             **ground_truth_ceiling(runs, correlations['spearman_rho']['value']))
+    method_runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHOD_NAMES}
+    for s in searches:
+        tests = [done[(s['arch'], f)]['test_top1'] for f in finals]
+        method_runs[s['method']].append(dict(
+            search_seed=s['search_seed'], arch=s['arch'], flops=s['flops'], params=s['params'],
+            top_k=s['top_k'], top_flops=s['top_flops'], search_heldout_top1=s['heldout_top1'],
+            test_top1_runs=tests, test_top1=statistics.fmean(tests), search_seconds=s['seconds']))
+    cost_s = sum(s['seconds'] for s in searches) + sum(r['seconds'] for r in done.values())
+    return dict(ranking=ranking, method_runs=method_runs, cost_s=cost_s)
+
+
+def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]:
+    """The fraction of each ranked space (stage 2: under the distributions stage 1 picked) the budget admits."""
+    return {name: SpaceCost(SearchSpace.from_dict(r['space_dict']), BUDGET.kind, num_classes)
+            .admitted_fraction(BUDGET.limit) for name, r in ranking.items()}
+
+
+def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, jobs: int, data: SearchData,
+              found: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    """The committed result: the issue's keys first, then everything the report and plot read."""
+    ranking, runs = found['ranking'], found['method_runs']
+    methods = {m: [r['test_top1'] for r in rs] for m, rs in runs.items()}
+    steps = steps_per_epoch(data)
+    spread = pooled_std(list(methods.values()))
+    n = settings.search_seeds
+    return dict(
+        depth=STEM.depth, tokens=TOKENS, budget_admits=budget_admits(ranking, data.num_classes),
+        kendall_tau={k: r['kendall_tau']['value'] for k, r in ranking.items()},
+        kendall_tau_ci={k: [r['kendall_tau']['low'], r['kendall_tau']['high']] for k, r in ranking.items()},
+        spearman_rho={k: r['spearman_rho']['value'] for k, r in ranking.items()},
+        spearman_rho_ci={k: [r['spearman_rho']['low'], r['spearman_rho']['high']] for k, r in ranking.items()},
+        noise_ceiling={k: r['noise_ceiling']['kendall_tau']['value'] for k, r in ranking.items()},
+        noise_ceiling_spearman={k: r['noise_ceiling']['spearman_rho']['value'] for k, r in ranking.items()},
+        spearman_rho_corrected={k: r['spearman_rho_corrected'] for k, r in ranking.items()},
+        ground_truth_top1={k: r['trained_top1'] for k, r in ranking.items()},
+        methods=methods, welch_p=welch_tests(methods),
+        min_detectable_difference=min_detectable_difference(spread, n) if spread is not None and n > 1 else None,
+        pooled_std=spread, seeds=[seed + i for i in range(n)], cost_s=round(found['cost_s'], 1),
+        wall_s=round(wall_s, 1), mode=mode,
+        command=' '.join(['python benchmarks/search_quality.py', *argv]),
+        data=f'cluttered digits from scikit-learn\'s digits ({replace(CLUTTER, copies=settings.copies).describe()}); '
+             f'train split minus '
+             f'{HELDOUT:.0%} held out (scores supernet paths, picks retrained candidates), test split val/ '
+             '(ground truth of the ranking and the methods\' final figures)',
+        augmentation=AUGMENTATION.describe(), clutter=asdict(CLUTTER), stem=asdict(STEM), budget=str(BUDGET),
+        budget_limit=BUDGET.limit, batch=BATCH, steps_per_epoch=steps, settings=asdict(settings),
+        supernet_steps_per_stage=settings.supernet_epochs * steps,
+        updates_per_option=updates_per_option(settings, steps),
+        equal_compute_samples=method_top_k(settings, 'random_equal_compute', steps, len(data.score_loader)),
+        machine=f'{torch.get_num_threads()} thread(s) per process, {jobs} process(es), torch {torch.__version__}',
+        ranking=ranking, method_runs=runs)
 
 
 # -- the report ------------------------------------------------------------------------------------------------
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.
 
 
+def _fmt(value: Optional[float], digits: int = 3) -> str:
+    return 'n/a' if value is None else f'{value:.{digits}f}'
+
+
 def _table_code(text: str) -> str:
-    """``text`` as code inside a Markdown table cell (its own pipes escaped)."""
     escaped = text.replace('|', '\\|')
     return f'`{escaped}`'
 
 
 def markdown(result: dict[str, Any]) -> str:
     s = result['settings']
-    lines = [f'# Search quality ({result["mode"]})', '',
-             f'Data: {result["data"]}. Budget {result["budget"]}. Supernets {s["supernet_epochs"]} epochs (SPOS), '
-             f'trainings from scratch {s["retrain_epochs"]} epochs; {result["cost_s"] / 60:.0f} min of compute '
-             f'on {result["machine"]}. Command: `{result["command"]}`.', '',
-             '## Ranking: supernet score against training from scratch', '',
-             f'{s["subnets"]} architectures per space sampled under the budget, each trained with seeds '
-             f'{list(s["truth_seeds"])} (mean); 95% bootstrap intervals.', '',
-             '| space | Kendall tau | Spearman rho | trained top-1 range (%) |', '|---|---|---|---|']
+    admits = ', '.join(f'{k} {100 * v:.0f}%' for k, v in result['budget_admits'].items())
+    updates = ', '.join(f'{k} {v:.0f}' for k, v in result['updates_per_option'].items())
+    lines = [f'# Search quality at depth {result["depth"]} ({result["mode"]})', '',
+             f'Data: {result["data"]}. Training augmentation: {result["augmentation"]}.', '',
+             f'Stem: {result["depth"]} blocks, embed {result["stem"]["embed_dim"]}, {result["stem"]["num_heads"]} '
+             f'heads, {result["tokens"]} tokens. Budget {result["budget"]}: admits {admits}. Supernets: '
+             f'{result["supernet_steps_per_stage"]} steps a stage at batch {result["batch"]} (SPOS twice that), '
+             f'updates per option of a block: {updates}. Trainings from scratch: {s["retrain_epochs"]} epochs '
+             f'({s["retrain_epochs"] * result["steps_per_epoch"]} steps). Compute {result["cost_s"] / 3600:.2f} h '
+             f'summed over units ({result["wall_s"] / 60:.0f} min wall over its invocations) on {result["machine"]}. '
+             f'Command: `{result["command"]}`.', '',
+             '## Ranking: supernet score (held-out split) against training from scratch (test split)', '',
+             f'{s["subnets"]} architectures per space drawn under the budget, each trained with seeds '
+             f'{list(TRUTH_SEEDS)} (mean). Stage 2 under the distributions the first hierarchical search\'s '
+             'stage 1 picked; joint: the first SPOS search\'s supernet. 95% bootstrap intervals. Ceiling: '
+             'seed 0 against seed 1. Corrected: Spearman over the square root of the seeds\' mean reliability.', '',
+             '| space | Kendall tau | Spearman rho | ceiling tau | ceiling rho | corrected rho | trained top-1 (%) |',
+             '|---|---|---|---|---|---|---|']
     for name, r in result['ranking'].items():
-        trained = [x['trained_top1'] for x in r['records']]
-        tau, rho = describe_correlation(r['kendall_tau']), describe_correlation(r['spearman_rho'])
-        lines.append(f'| {name} | {tau} | {rho} | {min(trained):.1f} to {max(trained):.1f} |')
-    lines += ['', '## Methods at equal budget and compute', '',
-              f'{s["search_seeds"]} search seeds per method; each found architecture retrained with '
-              f'{s["final_seeds"]} seeds, top-1 on the test split (the digits\' val/, seen by no search).', '',
-              '| method | test top-1 mean +- std (%) | FLOPs of the found (M, mean) | search time (s, mean) |',
-              '|---|---|---|---|']
+        truth = r['trained_top1']
+        lines.append(f'| {name} | {describe_correlation(r["kendall_tau"])} | {describe_correlation(r["spearman_rho"])} '
+                     f'| {_fmt(r["noise_ceiling"]["kendall_tau"]["value"])} '
+                     f'| {_fmt(r["noise_ceiling"]["spearman_rho"]["value"])} | {_fmt(r["spearman_rho_corrected"])} '
+                     f'| {min(truth):.1f} to {max(truth):.1f} |')
+    lines += ['', '## Methods at equal budget', '',
+              f'{s["search_seeds"]} search seed(s) per method; each found architecture retrained with '
+              f'{s["final_seeds"]} seed(s), top-1 on the test split. Candidates retrained per search: hierarchical '
+              f'{s["top_k"]} a stage, SPOS {2 * s["top_k"]}, random {s["random_samples"]}, random at equal compute '
+              f'{result["equal_compute_samples"]}.', '',
+              '| method | test top-1 mean +- std (%) | FLOPs of the found (M) | FLOPs of its top picks (M, mean) '
+              '| search (s, mean) |', '|---|---|---|---|---|']
     for method, runs in result['method_runs'].items():
         mean, std = _mean_std([r['test_top1'] for r in runs])
+        tops = statistics.fmean(f for r in runs for f in r['top_flops']) / 1e6
         lines.append(f'| {method} | {mean:.2f} +- {std:.2f} | {statistics.fmean(r["flops"] for r in runs) / 1e6:.2f} '
-                     f'| {statistics.fmean(r["search_seconds"] for r in runs):.0f} |')
-    lines += ['', 'Every run:', '', '| method | search seed | test top-1 runs (%) | FLOPs (M) | architecture |',
-              '|---|---|---|---|---|']
+                     f'| {tops:.2f} | {statistics.fmean(r["search_seconds"] for r in runs):.0f} |')
+    lines += ['', f'Budget {result["budget_limit"] / 1e6:.1f} M FLOPs.', '',
+              '## Statistics', '', '| pair | Welch p |', '|---|---|']
+    lines += [f'| {pair} | {_fmt(p)} |' for pair, p in result['welch_p'].items()]
+    lines += ['', f'Pooled spread of a method\'s search seeds: {_fmt(result["pooled_std"], 2)} points; the smallest '
+              f'difference of two methods\' means detectable at 80% power, alpha 0.05 (two-sided, normal '
+              f'approximation, n = {s["search_seeds"]} a method): {_fmt(result["min_detectable_difference"], 2)} '
+              'points.', '', 'Every run:', '',
+              '| method | search seed | test top-1 runs (%) | FLOPs (M) | architecture |', '|---|---|---|---|---|']
     for method, runs in result['method_runs'].items():
         for r in runs:
             lines.append(f'| {method} | {r["search_seed"]} | {", ".join(f"{t:.2f}" for t in r["test_top1_runs"])} '
@@ -255,24 +421,26 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), dpi=110)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
     for name, r in result['ranking'].items():
-        tau = r['kendall_tau']['value']
-        left.scatter([x['supernet_top1'] for x in r['records']], [x['trained_top1'] for x in r['records']], s=14,
-                     alpha=0.7, label=f'{name} (tau {"n/a" if tau is None else f"{tau:.2f}"})')
-    left.set_xlabel('supernet top-1 (%, BatchNorm recalibrated)')
-    left.set_ylabel('trained from scratch, top-1 (%)')
-    left.set_title('Ranking: supernet against training')
+        tau, ceiling = r['kendall_tau']['value'], r['noise_ceiling']['kendall_tau']['value']
+        left.scatter(r['supernet_top1'], r['trained_top1'], s=16, alpha=0.75,
+                     label=f'{name} (tau {_fmt(tau, 2)}, ceiling {_fmt(ceiling, 2)})')
+    left.set_xlabel('supernet top-1 on the held-out split (%, BatchNorm recalibrated)')
+    left.set_ylabel('trained from scratch, test top-1 (%, mean of 2 seeds)')
+    left.set_title(f'Ranking at depth {result["depth"]}')
     for index, (method, runs) in enumerate(result['method_runs'].items()):
-        right.scatter([r['flops'] / 1e6 for r in runs], [r['test_top1'] for r in runs], s=40, label=method,
-                      marker='os^'[index % 3])
+        right.scatter([f / 1e6 for r in runs for f in r['top_flops']],
+                      [r['test_top1'] for r in runs for _ in r['top_flops']], s=8, alpha=0.25, marker='osv^'[index])
+        right.scatter([r['flops'] / 1e6 for r in runs], [r['test_top1'] for r in runs], s=44, label=method,
+                      marker='osv^'[index], color=f'C{index}')
     right.axvline(result['budget_limit'] / 1e6, color='grey', linestyle='--', linewidth=1, label='budget')
-    right.set_xlabel('FLOPs of the found architecture (M, authors\' formula)')
-    right.set_ylabel('test top-1, mean of the retrainings (%)')
+    right.set_xlabel('FLOPs (M, authors\' formula): found (large) and its top picks (small)')
+    right.set_ylabel('found architecture, test top-1 (%, mean of retrainings)')
     right.set_title('Methods: every search seed')
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     with replacing(path) as tmp:
         fig.savefig(tmp)
@@ -280,45 +448,40 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--quick', action='store_true', help='the smaller version (under 15 minutes on 2 cores)')
-    p.add_argument('--seed', type=int, default=0, help='first search seed and the sampling seed (default 0)')
-    p.add_argument('--jobs', type=int, default=1, help='worker processes for the units of work (default 1)')
-    p.add_argument('--work', default=None, help='units of work, for resuming (default output/search_quality[_quick])')
+    p.add_argument('--seed', type=int, default=0, help='first search seed and the ranking\'s sampling seed')
+    p.add_argument('--jobs', type=int, default=2, help='worker processes for the units of work (default 2)')
+    p.add_argument('--work', default=None, help='units of work (default output/search_quality[_quick]-seedS)')
+    p.add_argument('--units', default=None, help='the finished units\' small records (default '
+                   'benchmarks/results/search_quality_units/<mode>-seedS)')
     p.add_argument('--results', default='benchmarks/results', help='where the JSON, MD and PNG go')
     args = p.parse_args(argv)
     mode = 'quick' if args.quick else 'full'
     settings = SETTINGS[mode]
-    work = Path(args.work or f'output/search_quality{"_quick" if args.quick else ""}-seed{args.seed}')
+    suffix = '_quick' if args.quick else ''
+    work = Path(args.work or f'output/search_quality{suffix}-seed{args.seed}')
+    units = Path(args.units or f'benchmarks/results/search_quality_units/{mode}-seed{args.seed}')
     work.mkdir(parents=True, exist_ok=True)
     _init_worker()
-    _data(work)  # the digits are written once, before any worker reads them
+    data = _data(work, settings)  # the images are written once, before any worker reads them
+    steps = steps_per_epoch(data)
+    print(f'{mode}: depth {STEM.depth}, {TOKENS} tokens, {steps} steps an epoch; supernet updates per option '
+          f'{updates_per_option(settings, steps)}; augmentation: {AUGMENTATION.describe()}', flush=True)
     started = time.time()
     context = multiprocessing.get_context('spawn')
     pool = context.Pool(args.jobs, initializer=_init_worker) if args.jobs > 1 else None
     try:
-        ranked = ranking(work, settings, args.seed, pool)
-        runs = methods(work, settings, args.seed, pool)
+        found = run_benchmark(work, units, settings, args.seed, pool)
     finally:
         if pool is not None:
             pool.close()
             pool.join()
-    elapsed = work / 'seconds'
-    cost_s = (float(elapsed.read_text()) if elapsed.is_file() else 0.) + time.time() - started
-    write_text_atomic(str(cost_s), elapsed)
-    suffix = '_quick' if args.quick else ''
-    result = dict(
-        mode=mode, command=' '.join(['python benchmarks/search_quality.py', *(argv or sys.argv[1:])]),
-        data='scikit-learn digits, 8x8 upscaled to 32x32, patch 4 (65 tokens); train 1438 (20% held out '
-             'for scoring and picking), test 359 (val/)',
-        machine=f'{torch.get_num_threads()} thread(s) per process, {args.jobs} process(es), torch {torch.__version__}',
-        budget=str(BUDGET), budget_limit=BUDGET.limit, stem=asdict(STEM), stage2_distributions=STAGE2_DISTRIBUTIONS,
-        settings=asdict(settings), seeds=[args.seed + i for i in range(settings.search_seeds)],
-        cost_s=round(cost_s, 1),
-        kendall_tau={name: r['kendall_tau']['value'] for name, r in ranked.items()},
-        spearman_rho={name: r['spearman_rho']['value'] for name, r in ranked.items()},
-        methods={m: [r['test_top1'] for r in rs] for m, rs in runs.items()},
-        ranking=ranked, method_runs=runs)
+    # wall time summed over the invocations that ran units (a rerun from the records adds almost nothing)
+    walls = Units(units).get('wall', 'seconds') or dict(seconds=0.)
+    wall = Units(units).put('wall', 'seconds', dict(seconds=walls['seconds'] + time.time() - started))['seconds']
+    result = summarise(mode, argv, settings, args.seed, args.jobs, data, found, wall)
     results = Path(args.results)
     save_json_atomic(result, results / f'search_quality{suffix}.json')
     write_text_atomic(markdown(result), results / f'search_quality{suffix}.md')

@@ -1,30 +1,84 @@
-"""The search-quality benchmark's quick version runs end to end and writes what the README reports."""
+"""The search-quality benchmark: its task generator and statistics (fast), and its quick version end to end
+(slow)."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
+
+from cluttered_digits import ClutterConfig, digit_split, render, write_cluttered_digits  # noqa: E402
+from search_stats import min_detectable_difference, pooled_std, welch_p, welch_tests  # noqa: E402
+
+
+def test_render_is_seeded_and_in_range():
+    digit = np.zeros((8, 8), dtype=np.float32)
+    digit[2:6, 3:5] = 1.
+    config = ClutterConfig(noise=0.)
+    first = render(digit, [digit], config, np.random.default_rng(5))
+    again = render(digit, [digit], config, np.random.default_rng(5))
+    other = render(digit, [digit], config, np.random.default_rng(6))
+    assert first.shape == (32, 32) and first.dtype == np.uint8
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+    assert first.max() > 150  # the digit is there, at least 0.7 bright
+    alone = render(digit, [digit], ClutterConfig(noise=0., fragments=(0, 0)), np.random.default_rng(5))
+    margin = ClutterConfig().margin
+    assert alone.max() > 150 and not alone[:margin].any() and not alone[-margin:].any()  # off the border
+    assert not alone[:, :margin].any() and not alone[:, -margin:].any()
+
+
+def test_split_is_the_demos_and_disjoint():
+    train, test = digit_split(1797)
+    assert len(test) == int(1797 * 0.2) and not set(train) & set(test) and len(train) + len(test) == 1797
+
+
+def test_write_cluttered_digits_once(tmp_path):
+    config = ClutterConfig(copies=1)
+    root = write_cluttered_digits(tmp_path / 'cd', config)
+    files = sorted(p.relative_to(root) for p in root.rglob('*.png'))
+    assert len(files) == 1797
+    assert {p.parts[0] for p in files} == {'train', 'val'} and len({p.parts[1] for p in files}) == 10
+    assert len([p for p in files if p.parts[0] == 'val']) == int(1797 * 0.2)
+    stamp = (root / 'clutter.json').stat().st_mtime_ns
+    write_cluttered_digits(root, config)  # the same config: kept, not written again
+    assert (root / 'clutter.json').stat().st_mtime_ns == stamp
+
+
+def test_welch_and_detectable_difference():
+    a, b = [80., 81., 82.], [70., 71., 72.]
+    assert welch_p(a, b) < 0.001 and welch_p(a, a) == pytest.approx(1.)
+    assert welch_p([1.], b) is None and welch_p([1., 1.], [1., 1.]) is None
+    assert set(welch_tests({'x': a, 'y': b, 'z': a})) == {'x_vs_y', 'x_vs_z', 'y_vs_z'}
+    assert pooled_std([a, b]) == pytest.approx(1.) and pooled_std([[1.], [2.]]) is None
+    # (1.96 + 0.84) * sd * sqrt(2/n): 2.80 * 1 * sqrt(2/2)
+    assert min_detectable_difference(1., 2) == pytest.approx(2.8016, abs=1e-3)
+    assert min_detectable_difference(2., 8) == pytest.approx(min_detectable_difference(1., 2))
 
 
 @pytest.mark.slow
 def test_quick_search_quality_benchmark(tmp_path):
-    done = subprocess.run(
-        [sys.executable, 'benchmarks/search_quality.py', '--quick', '--seed', '3', '--jobs', '2',
-         '--work', str(tmp_path / 'work'), '--results', str(tmp_path / 'results')],
-        capture_output=True, text=True, timeout=1800)
+    command = [sys.executable, 'benchmarks/search_quality.py', '--quick', '--seed', '5', '--jobs', '2',
+               '--work', str(tmp_path / 'work'), '--units', str(tmp_path / 'units'),
+               '--results', str(tmp_path / 'results')]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / 'results' / 'search_quality_quick.json').read_text())
-    assert set(result['kendall_tau']) == {'stage1', 'stage2', 'joint', 'stage2_warm'}
-    assert set(result['methods']) == {'hierarchical', 'spos', 'random'} and result['seeds'] == [3]
-    for method, runs in result['method_runs'].items():
+    for key in ('depth', 'tokens', 'budget_admits', 'kendall_tau', 'kendall_tau_ci', 'noise_ceiling',
+                'ground_truth_top1', 'methods', 'welch_p', 'min_detectable_difference', 'seeds', 'cost_s'):
+        assert key in result
+    assert result['depth'] == 12 and result['tokens'] >= 64 and result['seeds'] == [5]
+    assert set(result['kendall_tau']) == set(result['budget_admits']) == {'stage1', 'stage2', 'joint'}
+    assert set(result['methods']) == {'hierarchical', 'spos', 'random', 'random_equal_compute'}
+    for runs in result['method_runs'].values():
         assert len(runs) == 1 and runs[0]['flops'] <= result['budget_limit']
-        assert runs[0]['test_top1'] == result['methods'][method][0]
     for space in result['ranking'].values():
-        assert len(space['records']) == result['settings']['subnets']
-    assert (tmp_path / 'results' / 'search_quality_quick.png').stat().st_size > 20_000
-    assert '| hierarchical |' in (tmp_path / 'results' / 'search_quality_quick.md').read_text()
-    # every unit was saved: a rerun resumes everything and reports the same figures
-    again = subprocess.run(done.args, capture_output=True, text=True, timeout=600)
+        assert len(space['trained_top1']) == result['settings']['subnets']
+    # a fresh work folder resumes from the unit records alone and reports the same figures
+    again = subprocess.run([*command[:-5], str(tmp_path / 'fresh'), *command[-4:]], capture_output=True, text=True,
+                           timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = json.loads((tmp_path / 'results' / 'search_quality_quick.json').read_text())
     assert rerun['kendall_tau'] == result['kendall_tau'] and rerun['methods'] == result['methods']
