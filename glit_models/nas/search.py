@@ -369,7 +369,7 @@ def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
                           'resume with the same flags')
 
 
-def _print_summary(summary: dict[str, Any], output: Path) -> None:
+def _print_summary(summary: dict[str, Any], output: Path, data_dir: Path) -> None:
     print(f'found ({summary["method"]}, budget {summary["budget"]}): {summary["arch"]}')
     scores = []
     if summary['supernet_top1'] is not None:
@@ -393,8 +393,9 @@ def _print_summary(summary: dict[str, Any], output: Path) -> None:
               'shows where the find stands, not that the method beats random search: benchmarks/search_quality.py '
               'measures that')
     best = output / 'best'
-    retrain_hint = '' if summary['best_trained'] else \
-        f'supernet weights, untrained: retrain with python -m glit_models.train --arch {best}; '
+    retrain_hint = '' if summary['best_trained'] else (
+        f'supernet weights, untrained: retrain with python -m glit_models.train --data-dir {data_dir} --arch {best} '
+        f'--output {output / "retrained"}; ')
     print(f'outputs in {output}: best/ ({retrain_hint}timm.create_model("local-dir:{best}", pretrained=True)), '
           'pareto.png, search.jsonl, result.json')
 
@@ -471,7 +472,7 @@ def _search(args: argparse.Namespace, config: SearchConfig, output: Path, record
         save_json_atomic(record, output / _RUN_FILE)
     summary = run_search(config, data, output, resume=args.resume, progress=not args.no_progress)
     if is_main_process():
-        _print_summary(summary, output)
+        _print_summary(summary, output, config.data.root(output))
     return summary
 
 

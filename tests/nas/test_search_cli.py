@@ -112,10 +112,12 @@ def test_the_end_of_run_hint_loads_best_with_its_weights(capsys, trained):
 
     _print_summary(dict(method='hierarchical', budget='2M FLOPs', arch='a', cost=1e6, budget_kind='flops', params=1e5,
                         flops=1e6, supernet_top1=50., heldout_top1=60. if trained else None,
-                        test_top1=58. if trained else None, best_trained=trained), Path('out'))
+                        test_top1=58. if trained else None, best_trained=trained), Path('out'), Path('data'))
     out = capsys.readouterr().out
     assert 'timm.create_model("local-dir:out/best", pretrained=True)' in out
     assert ('untrained' in out) != trained
+    # the retraining command names the data to retrain on, so it runs as printed
+    assert ('python -m glit_models.train --data-dir data --arch out/best --output out/retrained' in out) != trained
     assert ('retrained: held-out 60.00%, test 58.00%' in out) == trained
     assert '0.10 M params, 1.00 M FLOPs' in out and 'cost' not in out  # a FLOPs budget's cost is said once
 
