@@ -21,6 +21,7 @@ from torch import nn
 from ..architecture import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, GLIT_WIDTHS, ArchitectureError, GlitArch
 from ..data.config import DataConfig
 from ..utils.atomic import replacing_folder
+from ..utils.json_file import read_json
 from .checkpoint import CheckpointError
 from .glit import GlobalLocalTransformer
 
@@ -103,10 +104,7 @@ def read_model_config(folder: Union[str, os.PathLike]) -> dict[str, Any]:
     path = Path(folder) / 'config.json'
     if not path.is_file():
         raise CheckpointError(f'{folder} has no config.json; it is not a model folder')
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f'{path}: not a readable JSON config ({e})') from None
+    data = read_json(path, lambda why: CheckpointError(f'{path}: not a readable JSON config ({why})'))
     if not isinstance(data, dict):
         raise CheckpointError(f'{path}: expected a JSON object, got a {type(data).__name__}')
     return data

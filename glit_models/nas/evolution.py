@@ -9,7 +9,6 @@ enters a population again; a candidate over the budget never enters one at all.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable, Optional, Sequence
 
 from ..utils.atomic import save_json_atomic
 from ..utils.errors import GlitError
+from ..utils.json_file import read_json
 from .budget import BudgetError
 from .sampling import draw_distinct
 from .space import Candidate
@@ -160,11 +160,8 @@ def _crossovers(search: _Search, parents: list[Candidate], count: int, taken: se
 def _load_state(path: Optional[Path], resume: bool, kind: str, settings: dict) -> Optional[dict]:
     if not (resume and path is not None and Path(path).is_file()):
         return None
-    try:
-        state = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise EvolutionStateError(f'{path}: not readable JSON ({e}); it was edited or damaged: remove it to run '
-                                  'this evolution again') from None
+    state = read_json(path, lambda why: EvolutionStateError(
+        f'{path}: not readable JSON ({why}); it was edited or damaged: remove it to run this evolution again'))
     if not isinstance(state, dict) or not {'rng', 'generation'} <= state.keys():
         raise EvolutionStateError(f'{path} is not an evolution state saved by the search; remove it to run this '
                                   'evolution again')

@@ -15,7 +15,6 @@ result.json, and the states ``--resume`` uses.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from contextlib import nullcontext
@@ -31,6 +30,7 @@ from ..data.memory import DEFAULT_MEMORY_LIMIT_MB
 from ..utils.atomic import save_json_atomic
 from ..utils.cli import OneLineParser, command_line, setup_logging
 from ..utils.distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
+from ..utils.json_file import read_json
 from ..utils.run_lock import LOCK_FILE, hold_output
 from .budget import Budget, BudgetError, format_amount, parse_amount, parse_latency
 from .data import SearchData, SearchDataConfig
@@ -415,10 +415,7 @@ def read_search_config(output: Path) -> SearchConfig:
     saved = Path(output) / _RUN_FILE
     if not saved.is_file():
         raise SearchError(f'{output} holds no search ({_RUN_FILE} is missing); pass the --output of a search')
-    try:
-        record = json.loads(saved.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise SearchError(f'{saved}: not readable JSON ({e}); it was edited or damaged') from None
+    record = read_json(saved, lambda why: SearchError(f'{saved}: not readable JSON ({why}); it was edited or damaged'))
     return SearchConfig.from_record(record, str(saved))
 
 
