@@ -7,11 +7,11 @@ on the digits 5-9, classes it never saw, with nothing but ``--initial-checkpoint
 number of epochs, once with the scratch recipe (the default without weights) and once with the finetune
 recipe's settings, so the weights' share of the gain is apart from the recipe's.
 
-    python benchmarks/finetune_digits.py                      # about 3 minutes on 2 CPU cores
-    python benchmarks/finetune_digits.py --seeds 0 1 2 --output benchmarks/results/finetune_digits
+    python benchmarks/finetune_digits.py --seeds 0 1 2        # about 4 minutes on one CPU core
 
-Each run is ``python -m glit_models.train``, its folder kept under ``--output``; the figures (top-1 on
-the digits' own val split of 5-9, chance 20%) go to ``finetune_digits.json``.
+Each run is ``python -m glit_models.train``, its folder kept under ``--output`` (a rerun reuses finished
+runs); the figures (top-1 on the digits' own val split of 5-9, chance 20%), their mean and spread over
+the seeds and Welch's test of each difference go to ``finetune_digits.{json,md}`` under ``--results``.
 """
 from __future__ import annotations
 
@@ -22,10 +22,17 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from glit_models.nas.demo import write_digits
-from glit_models.train import main as train
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from search_stats import welch_p  # noqa: E402
+
+from glit_models.nas.demo import write_digits  # noqa: E402
+from glit_models.train import main as train  # noqa: E402
+from glit_models.utils.atomic import save_json_atomic, write_text_atomic  # noqa: E402
 
 ARCH = 'embed48 heads3 patch4 img32 | 1:2 e1 m2 k17 mlp4 | 2:1 e1 m2 k17 mlp4 | 1:2 e1 m2 k17 mlp4 | 3:0 e1 mlp4'
 PRETRAIN_CLASSES = tuple(str(d) for d in range(5))
@@ -83,13 +90,43 @@ def measure(output: Path, seeds: Sequence[int] = (0,), pretrain_epochs: int = 15
         runs['scratch_finetune_recipe'].append(_run([*common, *seed_flag, '--recipe', 'finetune'],
                                                     output / f'scratch-finetune-recipe-seed{seed}'))
         runs.setdefault('pretrain', []).append(pretrained)
-    summary = {name: dict(top1_mean=round(statistics.mean(r['top1'] for r in rs), 2),
-                          top1=[round(r['top1'], 2) for r in rs], seconds=[r['seconds'] for r in rs])
+    summary = {name: dict(top1_mean=round(statistics.fmean(r['top1'] for r in rs), 2),
+                          top1_std=round(statistics.stdev(r['top1'] for r in rs), 2) if len(rs) > 1 else None,
+                          top1=[round(r['top1'], 2) for r in rs],
+                          epoch1_mean=round(statistics.fmean(r['curve'][0] for r in rs), 2),
+                          seconds=[r['seconds'] for r in rs])
                for name, rs in runs.items()}
+    finals = {name: [r['top1'] for r in rs] for name, rs in runs.items()}
+    tests = {f'finetune_vs_{other}': welch_p(finals['finetune'], finals[other])
+             for other in ('scratch', 'scratch_finetune_recipe')}
     record = dict(arch=ARCH, seeds=list(seeds), pretrain_epochs=pretrain_epochs, epochs=epochs,
-                  batch_size=batch_size, chance=100 / len(FINETUNE_CLASSES), summary=summary, runs=runs)
-    (output / 'finetune_digits.json').write_text(json.dumps(record, indent=2))
+                  batch_size=batch_size, chance=100 / len(FINETUNE_CLASSES), threads=torch.get_num_threads(),
+                  summary=summary, welch_p=tests, runs=runs)
+    save_json_atomic(record, output / 'finetune_digits.json')
     return record
+
+
+LABELS = {'finetune': 'fine-tuned from the 0-4 weights (`--initial-checkpoint`, the default recipe)',
+          'scratch': 'from random weights (the default recipe, `scratch`)',
+          'scratch_finetune_recipe': 'from random weights, `--recipe finetune`',
+          'pretrain': 'the pretraining on 0-4 (its own val split, 5 classes)'}
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The table: every seed's final top-1, mean +- std, the first epoch's mean, and the Welch tests."""
+    lines = ['# Fine-tuning on the digits 5-9', '',
+             f'`{record["arch"]}`; pretrained {record["pretrain_epochs"]} epochs on 0-4, then {record["epochs"]} '
+             f'epochs on 5-9 at batch {record["batch_size"]}, seeds {record["seeds"]}, {record["threads"]} '
+             f'thread(s); chance {record["chance"]:g}%.', '',
+             '| run | top-1 per seed (%) | mean +- std (%) | after epoch 1, mean (%) |', '|---|---|---|---|']
+    for name, figures in record['summary'].items():
+        std = '' if figures['top1_std'] is None else f' +- {figures["top1_std"]:.2f}'
+        lines.append(f'| {LABELS[name]} | {", ".join(f"{v:.2f}" for v in figures["top1"])} | '
+                     f'{figures["top1_mean"]:.2f}{std} | {figures["epoch1_mean"]:.2f} |')
+    lines += ['', '| difference | Welch p |', '|---|---|']
+    lines += [f'| {pair.replace("_vs_", " vs ")} | {"n/a" if p is None else f"{p:.3f}"} |'
+              for pair, p in record['welch_p'].items()]
+    return '\n'.join(lines) + '\n'
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -99,10 +136,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--pretrain-epochs', type=int, default=15)
     p.add_argument('--epochs', type=int, default=5)
     p.add_argument('-b', '--batch-size', type=int, default=32)
+    p.add_argument('--results', type=Path, default=Path('benchmarks/results'), help='where the JSON and MD go')
     args = p.parse_args(argv)
     record = measure(args.output, args.seeds, args.pretrain_epochs, args.epochs, args.batch_size)
-    for name, figures in record['summary'].items():
-        print(f'{name:>24}: top-1 {figures["top1_mean"]:.2f}% {figures["top1"]} in {figures["seconds"]} s')
+    save_json_atomic(record, args.results / 'finetune_digits.json')
+    write_text_atomic(markdown(record), args.results / 'finetune_digits.md')
+    print(markdown(record))
     return 0
 
 
