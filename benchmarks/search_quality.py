@@ -169,12 +169,33 @@ def method_top_k(settings: Settings, method: str, steps: int, score_batches: int
 
 
 # -- unit records: saved under --work, and their small JSON copied under --units -------------------------------
+def task_record(settings: Settings) -> dict[str, Any]:
+    """What every unit's figures depend on beyond its own key: the task, augmentation, stem, budget, batch
+    and settings. Unit records made under another task are refused, never mixed in."""
+    return json.loads(json.dumps(dict(clutter=asdict(replace(CLUTTER, copies=settings.copies)),
+                                      augmentation=AUGMENTATION.describe(), stem=asdict(STEM), budget=str(BUDGET),
+                                      batch=BATCH, heldout=HELDOUT, settings=asdict(settings))))
+
+
 class Units:
     """The small JSON record of every finished unit, in ``root`` (committed): read back before a unit runs,
-    so a fresh machine skips what another finished."""
+    so a fresh machine skips what another finished. ``task.json`` holds the task they were made under."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    def claim(self, task: dict[str, Any]) -> None:
+        """Record ``task`` for a new folder; SystemExit naming what differs when the records were made
+        under another."""
+        path = self.root / 'task.json'
+        if not path.is_file():
+            save_json_atomic(task, path)
+            return
+        made = json.loads(path.read_text())
+        differs = sorted(k for k in set(made) | set(task) if made.get(k) != task.get(k))
+        if differs:
+            raise SystemExit(f'the unit records in {self.root} were made under another task ({", ".join(differs)} '
+                             'differ); pass --units to a new folder, or delete that one to start over')
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / f'{key}.json'
@@ -464,6 +485,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     work = Path(args.work or f'output/search_quality{suffix}-seed{args.seed}')
     units = Path(args.units or f'benchmarks/results/search_quality_units/{mode}-seed{args.seed}')
     work.mkdir(parents=True, exist_ok=True)
+    for folder in (work, units):  # the work folder's runs resume too: both must be of this task
+        Units(folder).claim(task_record(settings))
     _init_worker()
     data = _data(work, settings)  # the images are written once, before any worker reads them
     steps = steps_per_epoch(data)
