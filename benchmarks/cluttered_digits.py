@@ -31,11 +31,11 @@ class ClutterConfig:
 
     canvas: int = 32
     digit_size: tuple[int, int] = (20, 26)
-    fragments: tuple[int, int] = (2, 3)
+    fragments: tuple[int, int] = (3, 4)
     fragment_size: tuple[int, int] = (2, 4)
-    digit_brightness: tuple[float, float] = (0.7, 1.0)
-    fragment_brightness: tuple[float, float] = (0.3, 0.8)
-    noise: float = 0.05
+    digit_brightness: tuple[float, float] = (0.6, 1.0)
+    fragment_brightness: tuple[float, float] = (0.4, 0.9)
+    noise: float = 0.08
     margin: int = 2
     copies: int = 2
     seed: int = 0

@@ -4,6 +4,7 @@ random place on a 32 px canvas among fragments of others; 4 px patches, 65 token
 
     python benchmarks/search_quality.py --jobs 2              # the full benchmark (resumable, many hours)
     python benchmarks/search_quality.py --quick --seed 3      # a smaller version, under 15 minutes
+    python benchmarks/search_quality.py --phase ground-truth  # only the ranking trainings no search needs
     python benchmarks/search_quality_pilot.py                 # the pilot: task, regime and unit costs
 
 1. Methods (``glit_models.nas.methods.METHODS``, plus ``random_equal_compute`` registered here): several
@@ -297,6 +298,15 @@ def run_units(pool: Optional[Any], fn: Callable[..., Any], tasks: Iterable[tuple
 
 
 # -- the benchmark -------------------------------------------------------------------------------------------
+def searchless_trainings(work: Path, units: Path, settings: Settings, seed: int) -> list[tuple]:
+    """The ground-truth trainings that need no search: every stage-1 and joint ranking architecture (drawn
+    under the budget as ``score_space`` draws them) with each truth seed. Stage 2's depend on a search."""
+    data = _data(work, settings)
+    return [(work, units, settings, space.to_arch(c).to_str(), t)
+            for space in (stage1_space(STEM), joint_space(STEM))
+            for c in ranking_candidates(space, data, settings, seed) for t in TRUTH_SEEDS]
+
+
 def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: Optional[Any]) -> dict[str, Any]:
     """Every unit (searches, then the ground-truth and final trainings) and what the report needs."""
     seeds = [seed + i for i in range(settings.search_seeds)]
@@ -478,6 +488,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument('--units', default=None, help='the finished units\' small records (default '
                    'benchmarks/results/search_quality_units/<mode>-seedS)')
     p.add_argument('--results', default='benchmarks/results', help='where the JSON, MD and PNG go')
+    p.add_argument('--phase', choices=('all', 'ground-truth'), default='all',
+                   help='ground-truth: only the stage-1 and joint ranking trainings, which need no search (short '
+                        'units for spare cores); all: every unit, then the report')
     args = p.parse_args(argv)
     mode = 'quick' if args.quick else 'full'
     settings = SETTINGS[mode]
@@ -496,7 +509,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     context = multiprocessing.get_context('spawn')
     pool = context.Pool(args.jobs, initializer=_init_worker) if args.jobs > 1 else None
     try:
-        found = run_benchmark(work, units, settings, args.seed, pool)
+        if args.phase == 'ground-truth':
+            tasks = searchless_trainings(work, units, settings, args.seed)
+            run_units(pool, training_unit, tasks)
+        else:
+            found = run_benchmark(work, units, settings, args.seed, pool)
     finally:
         if pool is not None:
             pool.close()
@@ -504,6 +521,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     # wall time summed over the invocations that ran units (a rerun from the records adds almost nothing)
     walls = Units(units).get('wall', 'seconds') or dict(seconds=0.)
     wall = Units(units).put('wall', 'seconds', dict(seconds=walls['seconds'] + time.time() - started))['seconds']
+    if args.phase == 'ground-truth':
+        print(f'{len(tasks)} stage-1 and joint ground-truth trainings done; records in {units}')
+        return 0
     result = summarise(mode, argv, settings, args.seed, args.jobs, data, found, wall)
     results = Path(args.results)
     save_json_atomic(result, results / f'search_quality{suffix}.json')

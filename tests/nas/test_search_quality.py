@@ -63,9 +63,16 @@ def test_quick_search_quality_benchmark(tmp_path):
     command = [sys.executable, 'benchmarks/search_quality.py', '--quick', '--seed', '5', '--jobs', '2',
                '--work', str(tmp_path / 'work'), '--units', str(tmp_path / 'units'),
                '--results', str(tmp_path / 'results')]
+    first = subprocess.run([*command, '--phase', 'ground-truth'], capture_output=True, text=True, timeout=1800)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = {p.name: p.read_text() for p in (tmp_path / 'units' / 'trainings').glob('*.json')}
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / 'results' / 'search_quality_quick.json').read_text())
+    # the full run took the searchless phase's trainings as they were: the same stage-1 and joint architectures
+    assert all((tmp_path / 'units' / 'trainings' / name).read_text() == text for name, text in before.items())
+    trained = {json.loads(text)['arch'] for text in before.values()}
+    assert {a for k in ('stage1', 'joint') for a in result['ranking'][k]['archs']} == trained
     for key in ('depth', 'tokens', 'budget_admits', 'kendall_tau', 'kendall_tau_ci', 'noise_ceiling',
                 'ground_truth_top1', 'methods', 'welch_p', 'min_detectable_difference', 'seeds', 'cost_s'):
         assert key in result
@@ -82,3 +89,15 @@ def test_quick_search_quality_benchmark(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = json.loads((tmp_path / 'results' / 'search_quality_quick.json').read_text())
     assert rerun['kendall_tau'] == result['kendall_tau'] and rerun['methods'] == result['methods']
+
+
+def test_unit_records_of_another_task_are_refused(tmp_path):
+    import search_quality as sq
+
+    units = sq.Units(tmp_path)
+    task = sq.task_record(sq.SETTINGS['quick'])
+    units.claim(task)
+    units.claim(task)  # the same task: accepted
+    other = dict(task, clutter=dict(task['clutter'], noise=0.5))
+    with pytest.raises(SystemExit, match=r'another task \(clutter differ\)'):
+        units.claim(other)
