@@ -102,7 +102,6 @@ def measure(output: Path, seeds: Sequence[int] = (0,), pretrain_epochs: int = 15
     record = dict(arch=ARCH, seeds=list(seeds), pretrain_epochs=pretrain_epochs, epochs=epochs,
                   batch_size=batch_size, chance=100 / len(FINETUNE_CLASSES), threads=torch.get_num_threads(),
                   summary=summary, welch_p=tests, runs=runs)
-    save_json_atomic(record, output / 'finetune_digits.json')
     return record
 
 

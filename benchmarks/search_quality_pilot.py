@@ -239,6 +239,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument('--only', nargs='+', default=None, metavar='NAME',
                    help='train only these of the pilot\'s architectures (by the names the report gives)')
     args = p.parse_args(argv)
+    known = pilot_archs()
+    unknown = sorted(set(args.only or ()) - set(known))
+    if unknown:
+        raise SystemExit(f'--only: no pilot architecture named {", ".join(unknown)}; the names are {", ".join(known)}')
     work, results = Path(args.work), Path(args.results)
     settings = sq.SETTINGS['full']
     sq.Units(work).claim(sq.task_record(settings))
@@ -255,7 +259,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         costs = step_costs()
         save_json_atomic(costs, costs_file)
         print(f'step costs: {costs}', flush=True)
-        archs = {k: v for k, v in pilot_archs().items() if args.only is None or k in args.only}
+        archs = {k: v for k, v in known.items() if args.only is None or k in args.only}
         tasks = [(work, settings, arch, seed) for arch in archs.values() for seed in PILOT_SEEDS]
         with multiprocessing.get_context('spawn').Pool(args.jobs, initializer=sq._init_worker) as pool:
             pool.starmap(train_task, tasks, chunksize=1)
