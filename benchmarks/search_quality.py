@@ -5,6 +5,7 @@ random place on a 32 px canvas among fragments of others; 4 px patches, 65 token
     python benchmarks/search_quality.py --jobs 2              # the full benchmark (resumable, many hours)
     python benchmarks/search_quality.py --quick --seed 3      # a smaller version, under 15 minutes
     python benchmarks/search_quality.py --phase ground-truth  # only the ranking trainings no search needs
+    python benchmarks/search_quality.py --phase ranking       # the ranking's searches and trainings, its report
     python benchmarks/search_quality_pilot.py                 # the pilot: task, regime and unit costs
 
 1. Methods (``glit_models.nas.methods.METHODS``, plus ``random_equal_compute`` registered here): several
@@ -18,7 +19,9 @@ random place on a 32 px canvas among fragments of others; 4 px patches, 65 token
    intervals, the seeds' own agreement (the noise ceiling) and the noise-corrected Spearman.
 
 Every search and training is a unit saved on completion under ``--work``; each finished unit's small JSON
-record is also copied under ``--units`` (committed), so a rerun on another machine resumes from them.
+record is also copied under ``--units`` (committed), so a rerun on another machine resumes from them. The
+units run in the order of what they complete: the ranking first, reported as soon as it is done (``complete``
+false in the JSON), then the methods, reported with it.
 """
 from __future__ import annotations
 
@@ -307,18 +310,18 @@ def searchless_trainings(work: Path, units: Path, settings: Settings, seed: int)
             for c in ranking_candidates(space, data, settings, seed) for t in TRUTH_SEEDS]
 
 
-def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: Optional[Any]) -> dict[str, Any]:
-    """Every unit (searches, then the ground-truth and final trainings) and what the report needs."""
-    seeds = [seed + i for i in range(settings.search_seeds)]
-    # the longest units first, so the pool's last worker does not start a long one late
-    order = ('spos', 'hierarchical', 'random_equal_compute', 'random')
-    tasks = [(work, units, settings, m, s, seed if s == seed else None) for s in seeds for m in order]
-    searches = run_units(pool, search_unit, tasks)
-    ranking_sets = {name: r for s in searches for name, r in s.get('ranking', {}).items()}
-    finals = [FINAL_SEED_OFFSET + i for i in range(settings.final_seeds)]
-    trainings = [(work, units, settings, a, t) for r in ranking_sets.values() for a in r['archs'] for t in TRUTH_SEEDS]
-    trainings += [(work, units, settings, s['arch'], f) for s in searches for f in finals]
-    done = {(t[3], t[4]): r for t, r in zip(trainings, run_units(pool, training_unit, trainings))}
+RANKING_METHODS = ('hierarchical', 'spos')
+"""The searches whose supernets the ranking reads (their first seed): hierarchical's two stages, SPOS's joint."""
+SEARCH_ORDER = ('spos', 'hierarchical', 'random_equal_compute', 'random')
+"""The longest searches first, so the pool's last worker does not start a long one late."""
+
+
+def ranking_trainings(work: Path, units: Path, settings: Settings, ranking_sets: dict[str, Any]) -> list[tuple]:
+    return [(work, units, settings, a, t) for r in ranking_sets.values() for a in r['archs'] for t in TRUTH_SEEDS]
+
+
+def ranking_results(ranking_sets: dict[str, Any], done: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+    """Per space: the supernet scores beside the trained ground truth, their correlations and its ceiling."""
     ranking = {}
     for name in ('stage1', 'stage2', 'joint'):
         r = ranking_sets[name]
@@ -327,6 +330,11 @@ def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: 
         correlations = {k: asdict(c) for k, c in rank_correlations(r['supernet_top1'], truth).items()}
         ranking[name] = dict(r, trained_runs=runs, trained_top1=truth, **correlations,
                              **ground_truth_ceiling(runs, correlations['spearman_rho']['value']))
+    return ranking
+
+
+def method_results(searches: list[dict[str, Any]], done: dict[tuple[str, int], dict[str, Any]],
+                   finals: Sequence[int]) -> dict[str, list[dict[str, Any]]]:
     method_runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHOD_NAMES}
     for s in searches:
         tests = [done[(s['arch'], f)]['test_top1'] for f in finals]
@@ -334,8 +342,32 @@ def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: 
             search_seed=s['search_seed'], arch=s['arch'], flops=s['flops'], params=s['params'],
             top_k=s['top_k'], top_flops=s['top_flops'], search_heldout_top1=s['heldout_top1'],
             test_top1_runs=tests, test_top1=statistics.fmean(tests), search_seconds=s['seconds']))
+    return method_runs
+
+
+def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: Optional[Any],
+                  report: Callable[[dict[str, Any]], None], methods: bool = True) -> None:
+    """The units in the order of what they complete: the first seed's hierarchical and SPOS searches and the
+    ranking's trainings (reported as soon as they are done), then, with ``methods``, every other search and the
+    final retrainings (reported again with the methods)."""
+    searches = run_units(pool, search_unit, [(work, units, settings, m, seed, seed) for m in RANKING_METHODS])
+    ranking_sets = {name: r for s in searches for name, r in s['ranking'].items()}
+    tasks = ranking_trainings(work, units, settings, ranking_sets)
+    done = {(t[3], t[4]): r for t, r in zip(tasks, run_units(pool, training_unit, tasks))}
+    ranking = ranking_results(ranking_sets, done)
     cost_s = sum(s['seconds'] for s in searches) + sum(r['seconds'] for r in done.values())
-    return dict(ranking=ranking, method_runs=method_runs, cost_s=cost_s)
+    report(dict(ranking=ranking, method_runs={m: [] for m in METHOD_NAMES}, cost_s=cost_s, complete=False))
+    if not methods:
+        return
+    seeds = [seed + i for i in range(settings.search_seeds)]
+    rest = [(work, units, settings, m, s, None) for s in seeds for m in SEARCH_ORDER
+            if not (s == seed and m in RANKING_METHODS)]
+    searches += run_units(pool, search_unit, rest)
+    finals = [FINAL_SEED_OFFSET + i for i in range(settings.final_seeds)]
+    tasks = [(work, units, settings, s['arch'], f) for s in searches for f in finals]
+    done.update({(t[3], t[4]): r for t, r in zip(tasks, run_units(pool, training_unit, tasks))})
+    cost_s = sum(s['seconds'] for s in searches) + sum(r['seconds'] for r in done.values())
+    report(dict(ranking=ranking, method_runs=method_results(searches, done, finals), cost_s=cost_s, complete=True))
 
 
 def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]:
@@ -346,7 +378,8 @@ def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]
 
 def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, jobs: int, data: SearchData,
               found: dict[str, Any], wall_s: float) -> dict[str, Any]:
-    """The committed result: the issue's keys first, then everything the report and plot read."""
+    """The committed result: the issue's keys first, then everything the report and plot read. Until the
+    methods' searches and retrainings are done (``complete`` false), it holds the ranking alone."""
     ranking, runs = found['ranking'], found['method_runs']
     methods = {m: [r['test_top1'] for r in rs] for m, rs in runs.items()}
     steps = steps_per_epoch(data)
@@ -365,7 +398,7 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
         methods=methods, welch_p=welch_tests(methods),
         min_detectable_difference=min_detectable_difference(spread, n) if spread is not None and n > 1 else None,
         pooled_std=spread, seeds=[seed + i for i in range(n)], cost_s=round(found['cost_s'], 1),
-        wall_s=round(wall_s, 1), mode=mode,
+        wall_s=round(wall_s, 1), mode=mode, complete=found['complete'],
         command=' '.join(['python benchmarks/search_quality.py', *argv]),
         data=f'cluttered digits from scikit-learn\'s digits ({replace(CLUTTER, copies=settings.copies).describe()}); '
              f'train split minus '
@@ -398,7 +431,8 @@ def markdown(result: dict[str, Any]) -> str:
     s = result['settings']
     admits = ', '.join(f'{k} {100 * v:.0f}%' for k, v in result['budget_admits'].items())
     updates = ', '.join(f'{k} {v:.0f}' for k, v in result['updates_per_option'].items())
-    lines = [f'# Search quality at depth {result["depth"]} ({result["mode"]})', '',
+    scope = '' if result['complete'] else ', ranking only: the methods are not run yet'
+    lines = [f'# Search quality at depth {result["depth"]} ({result["mode"]}{scope})', '',
              f'Data: {result["data"]}. Training augmentation: {result["augmentation"]}.', '',
              f'Stem: {result["depth"]} blocks, embed {result["stem"]["embed_dim"]}, {result["stem"]["num_heads"]} '
              f'heads, {result["tokens"]} tokens. Budget {result["budget"]}: admits {admits}. Supernets: '
@@ -420,6 +454,8 @@ def markdown(result: dict[str, Any]) -> str:
                      f'| {_fmt(r["noise_ceiling"]["kendall_tau"]["value"])} '
                      f'| {_fmt(r["noise_ceiling"]["spearman_rho"]["value"])} | {_fmt(r["spearman_rho_corrected"])} '
                      f'| {min(truth):.1f} to {max(truth):.1f} |')
+    if not result['complete']:
+        return '\n'.join(lines) + '\n'
     lines += ['', '## Methods at equal budget', '',
               f'{s["search_seeds"]} search seed(s) per method; each found architecture retrained with '
               f'{s["final_seeds"]} seed(s), top-1 on the test split. Candidates retrained per search: hierarchical '
@@ -447,29 +483,38 @@ def markdown(result: dict[str, Any]) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def _plot_ranking(ax: Any, result: dict[str, Any]) -> None:
+    for name, r in result['ranking'].items():
+        tau, ceiling = r['kendall_tau']['value'], r['noise_ceiling']['kendall_tau']['value']
+        ax.scatter(r['supernet_top1'], r['trained_top1'], s=16, alpha=0.75,
+                   label=f'{name} (tau {_fmt(tau, 2)}, ceiling {_fmt(ceiling, 2)})')
+    ax.set_xlabel('supernet top-1 on the held-out split (%, BatchNorm recalibrated)')
+    ax.set_ylabel('trained from scratch, test top-1 (%, mean of 2 seeds)')
+    ax.set_title(f'Ranking at depth {result["depth"]}')
+
+
+def _plot_methods(ax: Any, result: dict[str, Any]) -> None:
+    for index, (method, runs) in enumerate(result['method_runs'].items()):
+        ax.scatter([f / 1e6 for r in runs for f in r['top_flops']],
+                   [r['test_top1'] for r in runs for _ in r['top_flops']], s=8, alpha=0.25, marker='osv^'[index])
+        ax.scatter([r['flops'] / 1e6 for r in runs], [r['test_top1'] for r in runs], s=44, label=method,
+                   marker='osv^'[index], color=f'C{index}')
+    ax.axvline(result['budget_limit'] / 1e6, color='grey', linestyle='--', linewidth=1, label='budget')
+    ax.set_xlabel('FLOPs (M, authors\' formula): found (large) and its top picks (small)')
+    ax.set_ylabel('found architecture, test top-1 (%, mean of retrainings)')
+    ax.set_title('Methods: every search seed')
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
+    """The ranking's scatter per space and, once the methods are run, every search's find against its FLOPs."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
-    for name, r in result['ranking'].items():
-        tau, ceiling = r['kendall_tau']['value'], r['noise_ceiling']['kendall_tau']['value']
-        left.scatter(r['supernet_top1'], r['trained_top1'], s=16, alpha=0.75,
-                     label=f'{name} (tau {_fmt(tau, 2)}, ceiling {_fmt(ceiling, 2)})')
-    left.set_xlabel('supernet top-1 on the held-out split (%, BatchNorm recalibrated)')
-    left.set_ylabel('trained from scratch, test top-1 (%, mean of 2 seeds)')
-    left.set_title(f'Ranking at depth {result["depth"]}')
-    for index, (method, runs) in enumerate(result['method_runs'].items()):
-        right.scatter([f / 1e6 for r in runs for f in r['top_flops']],
-                      [r['test_top1'] for r in runs for _ in r['top_flops']], s=8, alpha=0.25, marker='osv^'[index])
-        right.scatter([r['flops'] / 1e6 for r in runs], [r['test_top1'] for r in runs], s=44, label=method,
-                      marker='osv^'[index], color=f'C{index}')
-    right.axvline(result['budget_limit'] / 1e6, color='grey', linestyle='--', linewidth=1, label='budget')
-    right.set_xlabel('FLOPs (M, authors\' formula): found (large) and its top picks (small)')
-    right.set_ylabel('found architecture, test top-1 (%, mean of retrainings)')
-    right.set_title('Methods: every search seed')
-    for ax in (left, right):
+    panels = [_plot_ranking] + ([_plot_methods] if result['complete'] else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), dpi=110, squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        panel(ax, result)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -488,15 +533,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument('--units', default=None, help='the finished units\' small records (default '
                    'benchmarks/results/search_quality_units/<mode>-seedS)')
     p.add_argument('--results', default='benchmarks/results', help='where the JSON, MD and PNG go')
-    p.add_argument('--phase', choices=('all', 'ground-truth'), default='all',
+    p.add_argument('--phase', choices=('all', 'ranking', 'ground-truth'), default='all',
                    help='ground-truth: only the stage-1 and joint ranking trainings, which need no search (short '
-                        'units for spare cores); all: every unit, then the report')
+                        'units for spare cores); ranking: the first seed\'s hierarchical and SPOS searches and '
+                        'every ranking training, then the ranking\'s report; all: that report, then every other '
+                        'unit and the full report')
     args = p.parse_args(argv)
     mode = 'quick' if args.quick else 'full'
     settings = SETTINGS[mode]
     suffix = '_quick' if args.quick else ''
     work = Path(args.work or f'output/search_quality{suffix}-seed{args.seed}')
     units = Path(args.units or f'benchmarks/results/search_quality_units/{mode}-seed{args.seed}')
+    results = Path(args.results)
     work.mkdir(parents=True, exist_ok=True)
     for folder in (work, units):  # the work folder's runs resume too: both must be of this task
         Units(folder).claim(task_record(settings))
@@ -506,30 +554,33 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f'{mode}: depth {STEM.depth}, {TOKENS} tokens, {steps} steps an epoch; supernet updates per option '
           f'{updates_per_option(settings, steps)}; augmentation: {AUGMENTATION.describe()}', flush=True)
     started = time.time()
+    # wall time summed over the invocations that ran units (a rerun from the records adds almost nothing)
+    walls_before = (Units(units).get('wall', 'seconds') or dict(seconds=0.))['seconds']
+
+    def wall() -> float:
+        return Units(units).put('wall', 'seconds', dict(seconds=walls_before + time.time() - started))['seconds']
+
+    def report(found: dict[str, Any]) -> None:
+        result = summarise(mode, argv, settings, args.seed, args.jobs, data, found, wall())
+        save_json_atomic(result, results / f'search_quality{suffix}.json')
+        write_text_atomic(markdown(result), results / f'search_quality{suffix}.md')
+        plot(result, results / f'search_quality{suffix}.png')
+        print(markdown(result), flush=True)
+
     context = multiprocessing.get_context('spawn')
     pool = context.Pool(args.jobs, initializer=_init_worker) if args.jobs > 1 else None
     try:
         if args.phase == 'ground-truth':
             tasks = searchless_trainings(work, units, settings, args.seed)
             run_units(pool, training_unit, tasks)
+            print(f'{len(tasks)} stage-1 and joint ground-truth trainings done; records in {units}')
         else:
-            found = run_benchmark(work, units, settings, args.seed, pool)
+            run_benchmark(work, units, settings, args.seed, pool, report, methods=args.phase == 'all')
     finally:
         if pool is not None:
             pool.close()
             pool.join()
-    # wall time summed over the invocations that ran units (a rerun from the records adds almost nothing)
-    walls = Units(units).get('wall', 'seconds') or dict(seconds=0.)
-    wall = Units(units).put('wall', 'seconds', dict(seconds=walls['seconds'] + time.time() - started))['seconds']
-    if args.phase == 'ground-truth':
-        print(f'{len(tasks)} stage-1 and joint ground-truth trainings done; records in {units}')
-        return 0
-    result = summarise(mode, argv, settings, args.seed, args.jobs, data, found, wall)
-    results = Path(args.results)
-    save_json_atomic(result, results / f'search_quality{suffix}.json')
-    write_text_atomic(markdown(result), results / f'search_quality{suffix}.md')
-    plot(result, results / f'search_quality{suffix}.png')
-    print(markdown(result))
+        wall()
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Both models train the same path (the released GLiT-Tiny, a path of the stage-2 Tiny supernet) on
 the same batch with the supernet's optimizer (Nesterov SGD); steps alternate, and the medians
-are compared. Target: the supernet step costs at most 1.2x the standalone step.
+are compared. Target: the supernet step costs at most 1.1x the standalone step.
 
     python benchmarks/supernet_step.py --batch-size 8            # CPU, reduced batch
     python benchmarks/supernet_step.py --batch-size 128 --amp    # one GPU
@@ -25,7 +25,7 @@ from glit_models.nas.space import Stem, stage2_space
 from glit_models.nas.supernet import Supernet
 from glit_models.utils.distributed import default_device
 
-TARGET = 1.2
+TARGET = 1.1
 
 
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, target: torch.Tensor,

@@ -8,10 +8,14 @@ shapes) and its grad-input with a kernel 3-10x slower than the forward's. Both g
 themselves depthwise convolutions, which ``_TokenDepthwiseConvFunction`` runs as forward ones:
 
 - grad-input: the output gradient convolved with the flipped kernel, the padding mirrored;
-- grad-weight: dW[c, j] = sum over b, n of gy[b, n, c] * xpad[b, n + j, c], which is a depthwise
-  Conv2d of the input seen as one (1, C, B, N) channels-last image (no copy) with the output
-  gradient as a (B, N) kernel per channel: the kernel's height sums over the batch, its width over
-  the tokens, and the output is (1, C, 1, k);
+- grad-weight: dW[c, j] = sum over b, n of gy[b, n, c] * xpad[b, n + j, c], a sum over chunks of
+  the batch of depthwise Conv2ds: the chunk's input seen as one (1, C, b, N) channels-last image
+  (no copy) with its output gradient as a (b, N) kernel per channel, whose height sums over the
+  chunk's samples and width over the tokens; the output is (1, C, 1, k). oneDNN slows down
+  several-fold once that kernel outgrows the caches (at GLiT-Tiny's 512 channels, 197 tokens and
+  batch 16: 8 ms in one convolution, 4.6 ms in chunks of 2 images), so the batch is split when
+  the output gradient exceeds ``GRAD_WEIGHT_WHOLE`` values, into chunks of about
+  ``GRAD_WEIGHT_CHUNK`` (``benchmarks/depthwise_conv.py`` measures it at the models' shapes);
 - grad-bias: the sum of the output gradient over batch and tokens.
 
 That path is taken only where it pays and is needed: CPU tensors, training, grad enabled, not
@@ -47,15 +51,26 @@ def plain_token_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Opti
     return _conv_tokens(x, weight, bias, padding[0], padding[1])
 
 
+GRAD_WEIGHT_WHOLE = 1 << 20
+"""Output-gradient values (4 MiB in float32) up to which grad-weight is one convolution."""
+GRAD_WEIGHT_CHUNK = 1 << 18
+"""Output-gradient values (1 MiB in float32) per grad-weight convolution past ``GRAD_WEIGHT_WHOLE``."""
+
+
 def _grad_weight(x: torch.Tensor, grad_out: torch.Tensor, left: int, right: int) -> torch.Tensor:
     """dW[c, j] = sum_{b, n} grad_out[b, n, c] * x_padded[b, n + j, c], as a (C, k) tensor."""
     B, N, C = x.shape
-    image = x.reshape(1, B, N, C).permute(0, 3, 1, 2)  # (1, C, B, N), channels-last strides
+    chunk = B if B * N * C <= GRAD_WEIGHT_WHOLE else min(B, max(1, GRAD_WEIGHT_CHUNK // (N * C)))
+    image = x.unsqueeze(0).permute(0, 3, 1, 2)  # (1, C, B, N), channels-last strides
     kernel = grad_out.permute(2, 0, 1).unsqueeze(1)  # (C, 1, B, N)
     if left != right:
         image = F.pad(image, (left, right))
         left = 0
-    out = F.conv2d(image, kernel, padding=(0, left), groups=C)  # (1, C, 1, k)
+    out = None
+    for start in range(0, B, chunk):
+        part = F.conv2d(image[:, :, start:start + chunk], kernel[:, :, start:start + chunk], padding=(0, left),
+                        groups=C)  # (1, C, 1, k)
+        out = part if out is None else out.add_(part)
     return out.reshape(C, -1)
 
 

@@ -56,7 +56,11 @@ class GlobalHeads(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        # unbind before transposing: the same views as timm's permute(2, 0, 3, 1, 4).unbind(0), but
+        # autograd then writes the qkv gradient without a scattered copy (a third faster fwd+bwd
+        # at head_dim 128 on the CPU, the same at 64)
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).unbind(2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if self.fused_attn:
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.)
         else:

@@ -57,12 +57,27 @@ def test_gradcheck_with_tokens_shorter_than_the_kernel(kernel_size):
         lambda *a: _TokenDepthwiseConvFunction.apply(*a, *same_padding(kernel_size)), inputs)
 
 
+@pytest.mark.parametrize('kernel_size', [4, 5])
+def test_gradcheck_with_the_batch_in_uneven_chunks(kernel_size, monkeypatch):
+    """Grad-weight summed over chunks of 2, 2 and 1 images equals the whole batch's."""
+    import glit_models.layers.depthwise_conv as depthwise_conv
+    monkeypatch.setattr(depthwise_conv, 'GRAD_WEIGHT_WHOLE', 0)
+    monkeypatch.setattr(depthwise_conv, 'GRAD_WEIGHT_CHUNK', 2 * 6 * 3)
+    x, weight, bias = operands(5, 6, 3, kernel_size, True, 'sliced')
+    inputs = [t.requires_grad_() for t in (x, weight, bias)]
+    assert torch.autograd.gradcheck(
+        lambda *a: _TokenDepthwiseConvFunction.apply(*a, *same_padding(kernel_size)), inputs)
+
+
 @pytest.mark.parametrize('kernel_size', [17, 30, 31, 45])
 @pytest.mark.parametrize('layout', ['token_major', 'sliced'])
 def test_float32_gradients_match_autograd_at_a_glit_tiny_shape(kernel_size, layout):
-    """GLiT-Tiny's 4x-expanded local heads of a mixed block: 512 channels, 197 tokens."""
-    x, weight, bias = operands(4, 197, 512, kernel_size, True, layout, dtype=torch.float32)
-    grad_out = torch.randn(4, 197, 512)
+    """GLiT-Tiny's 4x-expanded local heads of a mixed block: 512 channels, 197 tokens; 12 images, so
+    grad-weight runs in chunks of the batch."""
+    import glit_models.layers.depthwise_conv as depthwise_conv
+    x, weight, bias = operands(12, 197, 512, kernel_size, True, layout, dtype=torch.float32)
+    assert x.numel() > depthwise_conv.GRAD_WEIGHT_WHOLE
+    grad_out = torch.randn(12, 197, 512)
     results = []
     for conv in (token_depthwise_conv, None):
         leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]

@@ -66,6 +66,13 @@ def test_quick_search_quality_benchmark(tmp_path):
     first = subprocess.run([*command, '--phase', 'ground-truth'], capture_output=True, text=True, timeout=1800)
     assert first.returncode == 0, first.stderr[-3000:]
     before = {p.name: p.read_text() for p in (tmp_path / 'units' / 'trainings').glob('*.json')}
+    ranking = subprocess.run([*command, '--phase', 'ranking'], capture_output=True, text=True, timeout=1800)
+    assert ranking.returncode == 0, ranking.stderr[-3000:]
+    partial = json.loads((tmp_path / 'results' / 'search_quality_quick.json').read_text())
+    assert not partial['complete'] and set(partial['kendall_tau']) == {'stage1', 'stage2', 'joint'}
+    assert all(runs == [] for runs in partial['methods'].values())
+    assert sorted(p.stem for p in (tmp_path / 'units' / 'searches').glob('*.json')) == ['hierarchical-5', 'spos-5']
+    assert 'ranking only' in (tmp_path / 'results' / 'search_quality_quick.md').read_text()
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / 'results' / 'search_quality_quick.json').read_text())
@@ -76,7 +83,7 @@ def test_quick_search_quality_benchmark(tmp_path):
     for key in ('depth', 'tokens', 'budget_admits', 'kendall_tau', 'kendall_tau_ci', 'noise_ceiling',
                 'ground_truth_top1', 'methods', 'welch_p', 'min_detectable_difference', 'seeds', 'cost_s'):
         assert key in result
-    assert result['depth'] == 12 and result['tokens'] >= 64 and result['seeds'] == [5]
+    assert result['depth'] == 12 and result['tokens'] >= 64 and result['seeds'] == [5] and result['complete']
     assert set(result['kendall_tau']) == set(result['budget_admits']) == {'stage1', 'stage2', 'joint'}
     assert set(result['methods']) == {'hierarchical', 'spos', 'random', 'random_equal_compute'}
     for runs in result['method_runs'].values():
