@@ -38,7 +38,8 @@ def test_a_folder_without_a_recipe_has_none_and_a_bad_one_is_named(tmp_path):
 def test_a_finetune_with_the_default_recipe_learns_far_past_scratch(tmp_path):
     """The README's figures, smaller: pretrain on digits 0-4, fine-tune on 5-9 with the defaults."""
     done = subprocess.run([sys.executable, 'benchmarks/finetune_digits.py', '--output', str(tmp_path),
-                           '--results', str(tmp_path), '--pretrain-epochs', '10', '--epochs', '5'], capture_output=True, text=True, timeout=1200)
+                           '--results', str(tmp_path), '--pretrain-epochs', '10', '--epochs', '5'],
+                          capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / 'finetune_digits.json').read_text())['summary']
     finetune, scratch = summary['finetune']['top1_mean'], summary['scratch']['top1_mean']
