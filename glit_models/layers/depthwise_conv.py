@@ -58,7 +58,8 @@ GRAD_WEIGHT_CHUNK = 1 << 18
 
 
 def _grad_weight(x: torch.Tensor, grad_out: torch.Tensor, left: int, right: int) -> torch.Tensor:
-    """dW[c, j] = sum_{b, n} grad_out[b, n, c] * x_padded[b, n + j, c], as a (C, k) tensor."""
+    """dW[c, j] = sum_{b, n} grad_out[b, n, c] * x_padded[b, n + j, c], as a (C, k) tensor (float32 for bf16
+    operands)."""
     B, N, C = x.shape
     chunk = B if B * N * C <= GRAD_WEIGHT_WHOLE else min(B, max(1, GRAD_WEIGHT_CHUNK // (N * C)))
     image = x.unsqueeze(0).permute(0, 3, 1, 2)  # (1, C, B, N), channels-last strides
@@ -70,7 +71,8 @@ def _grad_weight(x: torch.Tensor, grad_out: torch.Tensor, left: int, right: int)
     for start in range(0, B, chunk):
         part = F.conv2d(image[:, :, start:start + chunk], kernel[:, :, start:start + chunk], padding=(0, left),
                         groups=C)  # (1, C, 1, k)
-        out = part if out is None else out.add_(part)
+        # the chunks' sum in float32 at least, so bf16 gradients are rounded once, as one convolution's are
+        out = part.to(torch.promote_types(part.dtype, torch.float32)) if out is None else out.add_(part)
     return out.reshape(C, -1)
 
 

@@ -116,8 +116,13 @@ def test_only_the_requested_gradients_are_computed():
     assert weight.grad is not None and x.grad is None and bias.grad is None
 
 
+@pytest.mark.parametrize('chunked', [False, True])
 @pytest.mark.parametrize('kernel_size', [4, 31])
-def test_bf16_autocast_matches_the_plain_path(kernel_size):
+def test_bf16_autocast_matches_the_plain_path(kernel_size, chunked, monkeypatch):
+    import glit_models.layers.depthwise_conv as depthwise_conv
+    if chunked:  # one image a chunk: the chunks' sum is kept in float32
+        monkeypatch.setattr(depthwise_conv, 'GRAD_WEIGHT_WHOLE', 0)
+        monkeypatch.setattr(depthwise_conv, 'GRAD_WEIGHT_CHUNK', 1)
     x, weight, bias = operands(2, 40, 32, kernel_size, True, 'token_major', dtype=torch.float32)
     grads = []
     for conv in (token_depthwise_conv, plain_token_depthwise_conv):
