@@ -345,6 +345,11 @@ def method_results(searches: list[dict[str, Any]], done: dict[tuple[str, int], d
     return method_runs
 
 
+def units_seconds(searches: list[dict[str, Any]], done: dict[tuple[str, int], dict[str, Any]]) -> float:
+    """The compute of the units a report rests on: its searches' and trainings' seconds, summed."""
+    return sum(s['seconds'] for s in searches) + sum(r['seconds'] for r in done.values())
+
+
 def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: Optional[Any],
                   report: Callable[[dict[str, Any]], None], methods: bool = True) -> None:
     """The units in the order of what they complete: the first seed's hierarchical and SPOS searches and the
@@ -355,8 +360,8 @@ def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: 
     tasks = ranking_trainings(work, units, settings, ranking_sets)
     done = {(t[3], t[4]): r for t, r in zip(tasks, run_units(pool, training_unit, tasks))}
     ranking = ranking_results(ranking_sets, done)
-    cost_s = sum(s['seconds'] for s in searches) + sum(r['seconds'] for r in done.values())
-    report(dict(ranking=ranking, method_runs={m: [] for m in METHOD_NAMES}, cost_s=cost_s, complete=False))
+    report(dict(ranking=ranking, method_runs={m: [] for m in METHOD_NAMES}, cost_s=units_seconds(searches, done),
+                complete=False))
     if not methods:
         return
     seeds = [seed + i for i in range(settings.search_seeds)]
@@ -366,8 +371,8 @@ def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: 
     finals = [FINAL_SEED_OFFSET + i for i in range(settings.final_seeds)]
     tasks = [(work, units, settings, s['arch'], f) for s in searches for f in finals]
     done.update({(t[3], t[4]): r for t, r in zip(tasks, run_units(pool, training_unit, tasks))})
-    cost_s = sum(s['seconds'] for s in searches) + sum(r['seconds'] for r in done.values())
-    report(dict(ranking=ranking, method_runs=method_results(searches, done, finals), cost_s=cost_s, complete=True))
+    report(dict(ranking=ranking, method_runs=method_results(searches, done, finals),
+                cost_s=units_seconds(searches, done), complete=True))
 
 
 def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]:
