@@ -21,7 +21,8 @@ random place on a 32 px canvas among fragments of others; 4 px patches, 65 token
 Every search and training is a unit saved on completion under ``--work``; each finished unit's small JSON
 record is also copied under ``--units`` (committed), so a rerun on another machine resumes from them. The
 units run in the order of what they complete: the ranking first, reported as soon as it is done (``complete``
-false in the JSON), then the methods, reported with it.
+false in the JSON), then the methods, each search's find retrained before the next search starts and the
+report rewritten after every unit, with the searches whose retrainings are all done.
 """
 from __future__ import annotations
 
@@ -29,10 +30,12 @@ import argparse
 import json
 import math
 import multiprocessing
+import queue
 import random
 import statistics
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -335,8 +338,11 @@ def ranking_results(ranking_sets: dict[str, Any], done: dict[tuple[str, int], di
 
 def method_results(searches: list[dict[str, Any]], done: dict[tuple[str, int], dict[str, Any]],
                    finals: Sequence[int]) -> dict[str, list[dict[str, Any]]]:
+    """Per method, by search seed: each search whose found architecture has all its final retrainings."""
     method_runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHOD_NAMES}
-    for s in searches:
+    for s in sorted(searches, key=lambda s: s['search_seed']):
+        if not all((s['arch'], f) in done for f in finals):
+            continue
         tests = [done[(s['arch'], f)]['test_top1'] for f in finals]
         method_runs[s['method']].append(dict(
             search_seed=s['search_seed'], arch=s['arch'], flops=s['flops'], params=s['params'],
@@ -345,16 +351,57 @@ def method_results(searches: list[dict[str, Any]], done: dict[tuple[str, int], d
     return method_runs
 
 
+def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settings], todo: Sequence[tuple[str, int]],
+                searches: list[dict[str, Any]], finals: Sequence[int], done: dict[tuple[str, int], dict[str, Any]],
+                progress: Callable[[], None]) -> None:
+    """The searches ``todo`` (method, seed) and the final retrainings of every search's find; ``common`` is
+    (work, units, settings), and ``searches`` and ``done`` grow as units finish. A found architecture's
+    retrainings start before any search not yet started, so each search's figures land as early as they can
+    and a session cut short leaves whole searches behind; ``progress`` is called after every unit."""
+    def retrainings(search: dict[str, Any]) -> list[tuple]:
+        return [(*common, search['arch'], f) for f in finals if (search['arch'], f) not in done]
+
+    trainings = deque(t for s in searches for t in retrainings(s))
+    waiting = deque((*common, method, seed, None) for method, seed in todo)
+    finished: queue.Queue = queue.Queue()
+    running = 0
+
+    def start(fn: Callable[..., dict[str, Any]], task: tuple) -> None:
+        if pool is None:
+            finished.put((fn, task, fn(*task), None))
+            return
+        pool.apply_async(fn, task, callback=lambda r: finished.put((fn, task, r, None)),
+                         error_callback=lambda e: finished.put((fn, task, None, e)))
+
+    while trainings or waiting or running:
+        while running < jobs and (trainings or waiting):
+            if trainings:
+                start(training_unit, trainings.popleft())
+            else:
+                start(search_unit, waiting.popleft())
+            running += 1
+        fn, task, record, error = finished.get()
+        running -= 1
+        if error is not None:
+            raise error
+        if fn is search_unit:
+            searches.append(record)
+            trainings.extend(retrainings(record))
+        else:
+            done[(task[3], task[4])] = record
+        progress()
+
+
 def units_seconds(searches: list[dict[str, Any]], done: dict[tuple[str, int], dict[str, Any]]) -> float:
     """The compute of the units a report rests on: its searches' and trainings' seconds, summed."""
     return sum(s['seconds'] for s in searches) + sum(r['seconds'] for r in done.values())
 
 
-def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: Optional[Any],
+def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: Optional[Any], jobs: int,
                   report: Callable[[dict[str, Any]], None], methods: bool = True) -> None:
     """The units in the order of what they complete: the first seed's hierarchical and SPOS searches and the
     ranking's trainings (reported as soon as they are done), then, with ``methods``, every other search and the
-    final retrainings (reported again with the methods)."""
+    final retrainings, reported again after each unit (``complete`` once all are done)."""
     searches = run_units(pool, search_unit, [(work, units, settings, m, seed, seed) for m in RANKING_METHODS])
     ranking_sets = {name: r for s in searches for name, r in s['ranking'].items()}
     tasks = ranking_trainings(work, units, settings, ranking_sets)
@@ -365,14 +412,15 @@ def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: 
     if not methods:
         return
     seeds = [seed + i for i in range(settings.search_seeds)]
-    rest = [(work, units, settings, m, s, None) for s in seeds for m in SEARCH_ORDER
-            if not (s == seed and m in RANKING_METHODS)]
-    searches += run_units(pool, search_unit, rest)
+    todo = [(m, s) for s in seeds for m in SEARCH_ORDER if not (s == seed and m in RANKING_METHODS)]
     finals = [FINAL_SEED_OFFSET + i for i in range(settings.final_seeds)]
-    tasks = [(work, units, settings, s['arch'], f) for s in searches for f in finals]
-    done.update({(t[3], t[4]): r for t, r in zip(tasks, run_units(pool, training_unit, tasks))})
-    report(dict(ranking=ranking, method_runs=method_results(searches, done, finals),
-                cost_s=units_seconds(searches, done), complete=True))
+
+    def progress(complete: bool = False) -> None:
+        report(dict(ranking=ranking, method_runs=method_results(searches, done, finals),
+                    cost_s=units_seconds(searches, done), complete=complete))
+
+    run_methods(pool, jobs, (work, units, settings), todo, searches, finals, done, progress)
+    progress(complete=True)
 
 
 def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]:
@@ -384,12 +432,13 @@ def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]
 def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, jobs: int, data: SearchData,
               found: dict[str, Any], wall_s: float) -> dict[str, Any]:
     """The committed result: the issue's keys first, then everything the report and plot read. Until the
-    methods' searches and retrainings are done (``complete`` false), it holds the ranking alone."""
+    methods' searches and retrainings are all done (``complete`` false), its methods hold the searches
+    retrained so far."""
     ranking, runs = found['ranking'], found['method_runs']
     methods = {m: [r['test_top1'] for r in rs] for m, rs in runs.items()}
     steps = steps_per_epoch(data)
     spread = pooled_std(list(methods.values()))
-    n = settings.search_seeds
+    n = min(len(v) for v in methods.values())  # the searches per method the figures rest on so far
     return dict(
         depth=STEM.depth, tokens=TOKENS, budget_admits=budget_admits(ranking, data.num_classes),
         kendall_tau={k: r['kendall_tau']['value'] for k, r in ranking.items()},
@@ -402,7 +451,8 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
         ground_truth_top1={k: r['trained_top1'] for k, r in ranking.items()},
         methods=methods, welch_p=welch_tests(methods),
         min_detectable_difference=min_detectable_difference(spread, n) if spread is not None and n > 1 else None,
-        pooled_std=spread, seeds=[seed + i for i in range(n)], cost_s=round(found['cost_s'], 1),
+        pooled_std=spread, searches_per_method=n, seeds=[seed + i for i in range(settings.search_seeds)],
+        cost_s=round(found['cost_s'], 1),
         wall_s=round(wall_s, 1), mode=mode, complete=found['complete'],
         command=' '.join(['python benchmarks/search_quality.py', *argv]),
         data=f'cluttered digits from scikit-learn\'s digits ({replace(CLUTTER, copies=settings.copies).describe()}); '
@@ -419,8 +469,9 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
 
 
 # -- the report ------------------------------------------------------------------------------------------------
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.
+def _mean_std(values: Sequence[float]) -> str:
+    spread = _fmt(statistics.stdev(values), 2) if len(values) > 1 else 'n/a'
+    return f'{statistics.fmean(values):.2f} +- {spread}'
 
 
 def _fmt(value: Optional[float], digits: int = 3) -> str:
@@ -436,7 +487,9 @@ def markdown(result: dict[str, Any]) -> str:
     s = result['settings']
     admits = ', '.join(f'{k} {100 * v:.0f}%' for k, v in result['budget_admits'].items())
     updates = ', '.join(f'{k} {v:.0f}' for k, v in result['updates_per_option'].items())
-    scope = '' if result['complete'] else ', ranking only: the methods are not run yet'
+    retrained, total = sum(map(len, result['methods'].values())), len(result['methods']) * len(result['seeds'])
+    scope = '' if result['complete'] else (f', partial: {retrained} of {total} searches retrained so far' if retrained
+                                           else ', ranking only: the methods are not run yet')
     lines = [f'# Search quality at depth {result["depth"]} ({result["mode"]}{scope})', '',
              f'Data: {result["data"]}. Training augmentation: {result["augmentation"]}.', '',
              f'Stem: {result["depth"]} blocks, embed {result["stem"]["embed_dim"]}, {result["stem"]["num_heads"]} '
@@ -459,27 +512,31 @@ def markdown(result: dict[str, Any]) -> str:
                      f'| {_fmt(r["noise_ceiling"]["kendall_tau"]["value"])} '
                      f'| {_fmt(r["noise_ceiling"]["spearman_rho"]["value"])} | {_fmt(r["spearman_rho_corrected"])} '
                      f'| {min(truth):.1f} to {max(truth):.1f} |')
-    if not result['complete']:
+    if not retrained:
         return '\n'.join(lines) + '\n'
+    planned = '' if result['complete'] else ' planned'
     lines += ['', '## Methods at equal budget', '',
-              f'{s["search_seeds"]} search seed(s) per method; each found architecture retrained with '
+              f'{s["search_seeds"]} search seed(s) per method{planned}; each found architecture retrained with '
               f'{s["final_seeds"]} seed(s), top-1 on the test split. Candidates retrained per search: hierarchical '
               f'{s["top_k"]} a stage, SPOS {2 * s["top_k"]}, random {s["random_samples"]}, random at equal compute '
               f'{result["equal_compute_samples"]}.', '',
               '| method | test top-1 mean +- std (%) | FLOPs of the found (M) | FLOPs of its top picks (M, mean) '
               '| search (s, mean) |', '|---|---|---|---|---|']
     for method, runs in result['method_runs'].items():
-        mean, std = _mean_std([r['test_top1'] for r in runs])
+        if not runs:
+            lines.append(f'| {method} | not run yet | | | |')
+            continue
+        found = statistics.fmean(r['flops'] for r in runs) / 1e6
         tops = statistics.fmean(f for r in runs for f in r['top_flops']) / 1e6
-        lines.append(f'| {method} | {mean:.2f} +- {std:.2f} | {statistics.fmean(r["flops"] for r in runs) / 1e6:.2f} '
-                     f'| {tops:.2f} | {statistics.fmean(r["search_seconds"] for r in runs):.0f} |')
+        lines.append(f'| {method} | {_mean_std([r["test_top1"] for r in runs])} | {found:.2f} | {tops:.2f} '
+                     f'| {statistics.fmean(r["search_seconds"] for r in runs):.0f} |')
     lines += ['', f'Budget {result["budget_limit"] / 1e6:.1f} M FLOPs.', '',
               '## Statistics', '', '| pair | Welch p |', '|---|---|']
     lines += [f'| {pair} | {_fmt(p)} |' for pair, p in result['welch_p'].items()]
     lines += ['', f'Pooled spread of a method\'s search seeds: {_fmt(result["pooled_std"], 2)} points; the smallest '
               f'difference of two methods\' means detectable at 80% power, alpha 0.05 (two-sided, normal '
-              f'approximation, n = {s["search_seeds"]} a method): {_fmt(result["min_detectable_difference"], 2)} '
-              'points.', '', 'Every run:', '',
+              f'approximation, n = {result["searches_per_method"]} a method): '
+              f'{_fmt(result["min_detectable_difference"], 2)} points.', '', 'Every run:', '',
               '| method | search seed | test top-1 runs (%) | FLOPs (M) | architecture |', '|---|---|---|---|---|']
     for method, runs in result['method_runs'].items():
         for r in runs:
@@ -511,12 +568,12 @@ def _plot_methods(ax: Any, result: dict[str, Any]) -> None:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """The ranking's scatter per space and, once the methods are run, every search's find against its FLOPs."""
+    """The ranking's scatter per space and, once searches are retrained, each one's find against its FLOPs."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    panels = [_plot_ranking] + ([_plot_methods] if result['complete'] else [])
+    panels = [_plot_ranking] + ([_plot_methods] if any(result['method_runs'].values()) else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), dpi=110, squeeze=False)
     for ax, panel in zip(axes[0], panels):
         panel(ax, result)
@@ -580,7 +637,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             run_units(pool, training_unit, tasks)
             print(f'{len(tasks)} stage-1 and joint ground-truth trainings done; records in {units}')
         else:
-            run_benchmark(work, units, settings, args.seed, pool, report, methods=args.phase == 'all')
+            run_benchmark(work, units, settings, args.seed, pool, args.jobs if pool else 1, report,
+                          methods=args.phase == 'all')
     finally:
         if pool is not None:
             pool.close()

@@ -108,3 +108,46 @@ def test_unit_records_of_another_task_are_refused(tmp_path):
     other = dict(task, clutter=dict(task['clutter'], noise=0.5))
     with pytest.raises(SystemExit, match=r'another task \(clutter differ\)'):
         units.claim(other)
+
+
+def test_each_find_is_retrained_before_the_next_search(monkeypatch, tmp_path):
+    import search_quality as sq
+
+    calls = []
+
+    def search(work, units, settings, method, seed, ranking_seed):
+        calls.append(('search', f'{method}-{seed}'))
+        return dict(method=method, search_seed=seed, arch=f'{method}-{seed}-arch', seconds=1.)
+
+    def training(work, units, settings, arch, seed):
+        calls.append(('train', arch, seed))
+        return dict(arch=arch, test_top1=float(seed), seconds=1.)
+
+    monkeypatch.setattr(sq, 'search_unit', search)
+    monkeypatch.setattr(sq, 'training_unit', training)
+    searches = [dict(method='spos', search_seed=0, arch='spos-0-arch', seconds=1.)]
+    done = {('spos-0-arch', 1000): dict(test_top1=1000., seconds=1.)}  # a retraining already on record
+    reports = []
+    sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), [('random', 0), ('hierarchical', 1)],
+                   searches, (1000, 1001), done, lambda: reports.append(len(done)))
+    assert calls == [('train', 'spos-0-arch', 1001), ('search', 'random-0'), ('train', 'random-0-arch', 1000),
+                     ('train', 'random-0-arch', 1001), ('search', 'hierarchical-1'),
+                     ('train', 'hierarchical-1-arch', 1000), ('train', 'hierarchical-1-arch', 1001)]
+    assert [s['arch'] for s in searches] == ['spos-0-arch', 'random-0-arch', 'hierarchical-1-arch']
+    assert len(reports) == len(calls)  # reported after every unit
+
+
+def test_methods_hold_only_searches_whose_retrainings_are_done():
+    import search_quality as sq
+
+    def search(method, seed):
+        return dict(method=method, search_seed=seed, arch=f'{method}-{seed}', flops=1., params=1., top_k=1,
+                    top_flops=[1.], heldout_top1=50., seconds=1.)
+
+    searches = [search('spos', 1), search('spos', 0), search('random', 0)]
+    done = {(a, f): dict(test_top1=t) for a, f, t in [('spos-0', 7, 80.), ('spos-0', 8, 82.), ('spos-1', 7, 70.),
+                                                        ('spos-1', 8, 72.), ('random-0', 7, 60.)]}
+    runs = sq.method_results(searches, done, (7, 8))
+    assert [r['search_seed'] for r in runs['spos']] == [0, 1] and runs['random'] == []  # random-0 lacks seed 8
+    assert runs['spos'][0]['test_top1'] == 81. and runs['spos'][0]['test_top1_runs'] == [80., 82.]
+    assert set(runs) == set(sq.METHOD_NAMES)
