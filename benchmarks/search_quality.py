@@ -362,7 +362,9 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
         return [(*common, search['arch'], f) for f in finals if (search['arch'], f) not in done]
 
     trainings = deque(t for s in searches for t in retrainings(s))
-    waiting = deque((*common, method, seed, None) for method, seed in todo)
+    recorded = Units(common[1]).get  # the searches on record first: they return at once, their finds retrain
+    waiting = deque(sorted(((*common, m, s, None) for m, s in todo),
+                           key=lambda t: recorded('searches', f'{t[3]}-{t[4]}') is None))
     finished: queue.Queue = queue.Queue()
     running = 0
 

@@ -125,15 +125,16 @@ def test_each_find_is_retrained_before_the_next_search(monkeypatch, tmp_path):
 
     monkeypatch.setattr(sq, 'search_unit', search)
     monkeypatch.setattr(sq, 'training_unit', training)
+    sq.Units(tmp_path).put('searches', 'hierarchical-1', dict(method='hierarchical'))  # on record: taken first
     searches = [dict(method='spos', search_seed=0, arch='spos-0-arch', seconds=1.)]
     done = {('spos-0-arch', 1000): dict(test_top1=1000., seconds=1.)}  # a retraining already on record
     reports = []
     sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), [('random', 0), ('hierarchical', 1)],
                    searches, (1000, 1001), done, lambda: reports.append(len(done)))
-    assert calls == [('train', 'spos-0-arch', 1001), ('search', 'random-0'), ('train', 'random-0-arch', 1000),
-                     ('train', 'random-0-arch', 1001), ('search', 'hierarchical-1'),
-                     ('train', 'hierarchical-1-arch', 1000), ('train', 'hierarchical-1-arch', 1001)]
-    assert [s['arch'] for s in searches] == ['spos-0-arch', 'random-0-arch', 'hierarchical-1-arch']
+    assert calls == [('train', 'spos-0-arch', 1001), ('search', 'hierarchical-1'),
+                     ('train', 'hierarchical-1-arch', 1000), ('train', 'hierarchical-1-arch', 1001),
+                     ('search', 'random-0'), ('train', 'random-0-arch', 1000), ('train', 'random-0-arch', 1001)]
+    assert [s['arch'] for s in searches] == ['spos-0-arch', 'hierarchical-1-arch', 'random-0-arch']
     assert len(reports) == len(calls)  # reported after every unit
 
 
