@@ -3,6 +3,7 @@ and random search at equal budget and compute, on cluttered digits (``cluttered_
 random place on a 32 px canvas among fragments of others; 4 px patches, 65 tokens; 12 blocks).
 
     python benchmarks/search_quality.py --jobs 2              # the full benchmark (resumable, many hours)
+    python benchmarks/search_quality.py --hours 2.5           # as much of it as ends within 2.5 hours
     python benchmarks/search_quality.py --quick --seed 3      # a smaller version, under 15 minutes
     python benchmarks/search_quality.py --phase ground-truth  # only the ranking trainings no search needs
     python benchmarks/search_quality.py --phase ranking       # the ranking's searches and trainings, its report
@@ -353,18 +354,36 @@ def method_results(searches: list[dict[str, Any]], done: dict[tuple[str, int], d
 
 def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settings], todo: Sequence[tuple[str, int]],
                 searches: list[dict[str, Any]], finals: Sequence[int], done: dict[tuple[str, int], dict[str, Any]],
-                progress: Callable[[], None]) -> None:
+                progress: Callable[[], None], ends_by: Optional[float] = None) -> int:
     """The searches ``todo`` (method, seed) and the final retrainings of every search's find; ``common`` is
     (work, units, settings), and ``searches`` and ``done`` grow as units finish. A found architecture's
     retrainings start before any search not yet started, so each search's figures land as early as they can
-    and a session cut short leaves whole searches behind; ``progress`` is called after every unit."""
+    and a session cut short leaves whole searches behind; ``progress`` is called after every unit. With
+    ``ends_by`` (a ``time.time()``), no unit starts that is expected to end later (a search: its method's mean
+    seconds on record; a training: the trainings' mean). Returns the number of units left."""
     def retrainings(search: dict[str, Any]) -> list[tuple]:
         return [(*common, search['arch'], f) for f in finals if (search['arch'], f) not in done]
 
-    trainings = deque(t for s in searches for t in retrainings(s))
+    def fits(runs: Iterable[float]) -> bool:
+        runs = list(runs)
+        return ends_by is None or not runs or time.time() + statistics.fmean(runs) <= ends_by
+
     recorded = Units(common[1]).get  # the searches on record first: they return at once, their finds retrain
-    waiting = deque(sorted(((*common, m, s, None) for m, s in todo),
-                           key=lambda t: recorded('searches', f'{t[3]}-{t[4]}') is None))
+
+    def is_recorded(task: tuple) -> bool:
+        return recorded('searches', f'{task[3]}-{task[4]}') is not None
+
+    def next_unit() -> Optional[tuple[Callable[..., dict[str, Any]], tuple]]:
+        if trainings and fits(r['seconds'] for r in done.values()):
+            return training_unit, trainings.popleft()
+        for task in waiting:
+            if is_recorded(task) or fits(s['seconds'] for s in searches if s['method'] == task[3]):
+                waiting.remove(task)
+                return search_unit, task
+        return None
+
+    trainings = deque(t for s in searches for t in retrainings(s))
+    waiting = deque(sorted(((*common, m, s, None) for m, s in todo), key=lambda t: not is_recorded(t)))
     finished: queue.Queue = queue.Queue()
     running = 0
 
@@ -375,13 +394,12 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
         pool.apply_async(fn, task, callback=lambda r: finished.put((fn, task, r, None)),
                          error_callback=lambda e: finished.put((fn, task, None, e)))
 
-    while trainings or waiting or running:
-        while running < jobs and (trainings or waiting):
-            if trainings:
-                start(training_unit, trainings.popleft())
-            else:
-                start(search_unit, waiting.popleft())
+    while True:
+        while running < jobs and (unit := next_unit()) is not None:
+            start(*unit)
             running += 1
+        if not running:
+            return len(trainings) + len(waiting)
         fn, task, record, error = finished.get()
         running -= 1
         if error is not None:
@@ -400,10 +418,12 @@ def units_seconds(searches: list[dict[str, Any]], done: dict[tuple[str, int], di
 
 
 def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: Optional[Any], jobs: int,
-                  report: Callable[[dict[str, Any]], None], methods: bool = True) -> None:
+                  report: Callable[[dict[str, Any]], None], methods: bool = True,
+                  ends_by: Optional[float] = None) -> None:
     """The units in the order of what they complete: the first seed's hierarchical and SPOS searches and the
     ranking's trainings (reported as soon as they are done), then, with ``methods``, every other search and the
-    final retrainings, reported again after each unit (``complete`` once all are done)."""
+    final retrainings, reported again after each unit (``complete`` once all are done); ``ends_by``: see
+    ``run_methods``."""
     searches = run_units(pool, search_unit, [(work, units, settings, m, seed, seed) for m in RANKING_METHODS])
     ranking_sets = {name: r for s in searches for name, r in s['ranking'].items()}
     tasks = ranking_trainings(work, units, settings, ranking_sets)
@@ -421,8 +441,11 @@ def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: 
         report(dict(ranking=ranking, method_runs=method_results(searches, done, finals),
                     cost_s=units_seconds(searches, done), complete=complete))
 
-    run_methods(pool, jobs, (work, units, settings), todo, searches, finals, done, progress)
-    progress(complete=True)
+    left = run_methods(pool, jobs, (work, units, settings), todo, searches, finals, done, progress, ends_by)
+    progress(complete=not left)
+    if left:
+        print(f'{left} unit(s) would not end in time and are left for a later run: run the command again '
+              '(the finished units are on record)', flush=True)
 
 
 def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]:
@@ -602,6 +625,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         'units for spare cores); ranking: the first seed\'s hierarchical and SPOS searches and '
                         'every ranking training, then the ranking\'s report; all: that report, then every other '
                         'unit and the full report')
+    p.add_argument('--hours', type=float, default=None,
+                   help='start no search or final training expected to end later than this many hours from now '
+                        '(expected: the mean seconds of those on record); the rest is left for a later run')
     args = p.parse_args(argv)
     mode = 'quick' if args.quick else 'full'
     settings = SETTINGS[mode]
@@ -640,7 +666,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f'{len(tasks)} stage-1 and joint ground-truth trainings done; records in {units}')
         else:
             run_benchmark(work, units, settings, args.seed, pool, args.jobs if pool else 1, report,
-                          methods=args.phase == 'all')
+                          methods=args.phase == 'all',
+                          ends_by=None if args.hours is None else started + 3600 * args.hours)
     finally:
         if pool is not None:
             pool.close()

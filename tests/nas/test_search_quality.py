@@ -152,3 +152,23 @@ def test_methods_hold_only_searches_whose_retrainings_are_done():
     assert [r['search_seed'] for r in runs['spos']] == [0, 1] and runs['random'] == []  # random-0 lacks seed 8
     assert runs['spos'][0]['test_top1'] == 81. and runs['spos'][0]['test_top1_runs'] == [80., 82.]
     assert set(runs) == set(sq.METHOD_NAMES)
+
+
+def test_units_expected_to_end_late_are_left(monkeypatch, tmp_path):
+    import time
+
+    import search_quality as sq
+
+    started = []
+    monkeypatch.setattr(sq, 'search_unit', lambda *task: started.append(task[3]) or dict(
+        method=task[3], search_seed=task[4], arch=f'{task[3]}-arch', seconds=1.))
+    monkeypatch.setattr(sq, 'training_unit', lambda *task: started.append(task[3]) or dict(seconds=60.))
+    # on record: hierarchical searches take an hour, random ones 10 minutes, a training a minute
+    searches = [dict(method='hierarchical', search_seed=0, arch='h0', seconds=3600.),
+                dict(method='random', search_seed=0, arch='r0', seconds=600.)]
+    done = {(a, f): dict(seconds=60.) for a in ('h0', 'r0') for f in (1000,)}
+    left = sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), [('hierarchical', 1), ('random', 1)],
+                          searches, (1000,), done, lambda: None, ends_by=time.time() + 1200)
+    assert started == ['random', 'random-arch'] and left == 1  # the random search and its find; not hierarchical
+    assert sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), [('hierarchical', 1)],
+                          searches, (1000,), done, lambda: None, ends_by=None) == 0  # no deadline: all run
