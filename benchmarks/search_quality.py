@@ -259,11 +259,16 @@ def score_space(supernet_state: Path, space: SearchSpace, data: SearchData, sett
                 archs=[space.to_arch(c).to_str() for c in candidates], supernet_top1=[scorer(c) for c in candidates])
 
 
+def search_key(method: str, seed: int) -> str:
+    """The name of a search's unit record."""
+    return f'{method}-{seed}'
+
+
 def search_unit(work: Path, units: Path, settings: Settings, method: str, seed: int,
                 ranking_seed: Optional[int]) -> dict[str, Any]:
     """One search of ``method`` with ``seed``: its summary, the FLOPs of its last stage's top candidates and
     its seconds; with ``ranking_seed``, also its supernets' scores of the ranking architectures."""
-    key = f'{method}-{seed}'
+    key = search_key(method, seed)
     found = Units(units).get('searches', key)
     if found is not None:
         return found
@@ -368,22 +373,20 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
         runs = list(runs)
         return ends_by is None or not runs or time.time() + statistics.fmean(runs) <= ends_by
 
-    recorded = Units(common[1]).get  # the searches on record first: they return at once, their finds retrain
-
-    def is_recorded(task: tuple) -> bool:
-        return recorded('searches', f'{task[3]}-{task[4]}') is not None
+    # the searches on record first: they return at once and their finds retrain
+    on_record = {(m, s) for m, s in todo if Units(common[1]).get('searches', search_key(m, s)) is not None}
 
     def next_unit() -> Optional[tuple[Callable[..., dict[str, Any]], tuple]]:
         if trainings and fits(r['seconds'] for r in done.values()):
             return training_unit, trainings.popleft()
         for task in waiting:
-            if is_recorded(task) or fits(s['seconds'] for s in searches if s['method'] == task[3]):
+            if task[3:5] in on_record or fits(s['seconds'] for s in searches if s['method'] == task[3]):
                 waiting.remove(task)
                 return search_unit, task
         return None
 
     trainings = deque(t for s in searches for t in retrainings(s))
-    waiting = deque(sorted(((*common, m, s, None) for m, s in todo), key=lambda t: not is_recorded(t)))
+    waiting = deque(sorted(((*common, m, s, None) for m, s in todo), key=lambda t: t[3:5] not in on_record))
     finished: queue.Queue = queue.Queue()
     running = 0
 
