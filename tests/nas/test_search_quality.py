@@ -1,6 +1,7 @@
 """The search-quality benchmark: its task generator and statistics (fast), and its quick version end to end
 (slow)."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 from cluttered_digits import ClutterConfig, digit_split, render, write_cluttered_digits  # noqa: E402
 from search_stats import min_detectable_difference, pooled_std, welch_p, welch_tests  # noqa: E402
@@ -172,3 +174,53 @@ def test_units_expected_to_end_late_are_left(monkeypatch, tmp_path):
     assert started == ['random', 'random-arch'] and left == 1  # the random search and its find; not hierarchical
     assert sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), [('hierarchical', 1)],
                           searches, (1000,), done, lambda: None, ends_by=None) == 0  # no deadline: all run
+
+
+README_METHODS = {'hierarchical': 'hierarchical', 'SPOS': 'spos', 'random (5 draws)': 'random',
+                  'random, equal compute (30)': 'random_equal_compute'}
+README_SPACES = {'stage 1 (distributions)': 'stage1', 'stage 2 (under stage 1 pick)': 'stage2',
+                 'joint (SPOS, 2x the epochs)': 'joint'}
+
+
+def _readme_table(heading: str) -> list[list[str]]:
+    """The cells of the first table after ``heading`` in the README's search section."""
+    text = (ROOT / 'README.md').read_text()
+    lines = text[text.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith('|')) + 2  # past the header and rule
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith('|'))
+    return [[cell.strip() for cell in row.strip('|').split('|')] for row in lines[start:end]]
+
+
+def _numbers(cell: str) -> list[float]:
+    return [float(x) for x in cell.replace('[', ' ').replace(']', ' ').replace(',', ' ').split()]
+
+
+def test_readme_search_figures_are_the_committed_reports():
+    """The README's depth-12 ranking and methods tables, its count of searches, Welch p values and detectable
+    difference are the committed report's, rounded."""
+    report = json.loads((ROOT / 'benchmarks/results/search_quality.json').read_text())
+    ranking = _readme_table('**Ranking at depth 12**')
+    assert [README_SPACES[row[0]] for row in ranking] == ['stage1', 'stage2', 'joint']
+    for row in ranking:
+        space = README_SPACES[row[0]]
+        expected = [report['kendall_tau'][space], *report['kendall_tau_ci'][space], report['spearman_rho'][space],
+                    *report['spearman_rho_ci'][space], report['noise_ceiling'][space],
+                    report['noise_ceiling_spearman'][space], report['spearman_rho_corrected'][space]]
+        shown = [x for cell in row[1:6] for x in _numbers(cell)]
+        assert shown == pytest.approx(expected, abs=0.0051), space
+    methods = _readme_table('**Methods at depth 12')
+    assert {README_METHODS[row[0]] for row in methods} == set(report['methods'])
+    for row in methods:
+        method = README_METHODS[row[0]]
+        runs = report['method_runs'][method]
+        assert _numbers(row[1]) == [run['search_seed'] for run in runs], method
+        assert _numbers(row[2]) == pytest.approx(report['methods'][method], abs=0.0051), method
+        assert _numbers(row[4]) == pytest.approx([run['flops'] / 1e6 for run in runs], abs=0.051), method
+    searches = sum(len(v) for v in report['methods'].values())
+    planned = report['settings']['search_seeds'] * len(report['methods'])
+    text = (ROOT / 'README.md').read_text()
+    assert (f'**Methods at depth 12, {searches} of the {planned} searches so far**' in text) != report['complete']
+    assert f'is {report["min_detectable_difference"]:.1f} points' in text
+    welch = text[text.index('Welch p per pair'):text.index('With a pooled spread')]
+    stated = sorted(float(x) for x in re.findall(r'\b0\.\d\d\b', welch))
+    assert stated == sorted(round(v, 2) for v in report['welch_p'].values() if v is not None)
