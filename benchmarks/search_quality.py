@@ -35,6 +35,7 @@ import queue
 import random
 import statistics
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, replace
@@ -217,6 +218,45 @@ class Units:
         return record
 
 
+class UnitClock:
+    """The seconds a unit has run, summed over every run that worked on it: saved to ``path`` every ``every``
+    seconds while it runs, so the time a killed run spent counts when a later run finishes the unit."""
+
+    def __init__(self, path: Path, every: float = 60.) -> None:
+        self.path, self.every = Path(path), every
+        self.before = json.loads(self.path.read_text())['seconds'] if self.path.is_file() else 0.
+        self._started, self._ended = time.time(), None
+        self._stop = threading.Event()
+        self._saver = threading.Thread(target=self._save_every, daemon=True)
+
+    def seconds(self) -> float:
+        """The unit's seconds so far (all of them once the clock has stopped)."""
+        return round(self.before + (self._ended or time.time()) - self._started, 1)
+
+    def _save(self) -> None:
+        save_json_atomic({'seconds': self.seconds()}, self.path)
+
+    def _save_every(self) -> None:
+        while not self._stop.wait(self.every):
+            self._save()
+
+    def __enter__(self) -> 'UnitClock':
+        self._started = time.time()
+        self._saver.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._saver.join()
+        self._ended = time.time()
+        self._save()
+
+
+def unit_clock(work: Path, kind: str, key: str) -> UnitClock:
+    """The clock of the unit ``kind``/``key`` in the work folder."""
+    return UnitClock(work / 'clocks' / kind / f'{key}.json')
+
+
 _DATA: dict[str, SearchData] = {}
 
 
@@ -237,9 +277,9 @@ def training_unit(work: Path, units: Path, settings: Settings, arch_text: str, s
     found = Units(units).get('trainings', key)
     if found is not None:
         return found
-    started = time.time()
-    record = retrain(GlitArch.from_str(arch_text), _data(work, settings), train_recipe, work / 'units')
-    return Units(units).put('trainings', key, dict(record, seconds=round(time.time() - started, 1)))
+    with unit_clock(work, 'trainings', key) as clock:
+        record = retrain(GlitArch.from_str(arch_text), _data(work, settings), train_recipe, work / 'units')
+    return Units(units).put('trainings', key, dict(record, seconds=clock.seconds()))
 
 
 def ranking_candidates(space: SearchSpace, data: SearchData, settings: Settings, seed: int) -> list[tuple[int, ...]]:
@@ -267,15 +307,21 @@ def search_key(method: str, seed: int) -> str:
 def search_unit(work: Path, units: Path, settings: Settings, method: str, seed: int,
                 ranking_seed: Optional[int]) -> dict[str, Any]:
     """One search of ``method`` with ``seed``: its summary, the FLOPs of its last stage's top candidates and
-    its seconds; with ``ranking_seed``, also its supernets' scores of the ranking architectures."""
+    its seconds (summed over the runs that worked on it); with ``ranking_seed``, also its supernets' scores of
+    the ranking architectures."""
     key = search_key(method, seed)
     found = Units(units).get('searches', key)
     if found is not None:
         return found
-    data = _data(work, settings)
+    with unit_clock(work, 'searches', key) as clock:
+        record = run_one_search(work / 'methods' / key, settings, _data(work, settings), method, seed, ranking_seed)
+    return Units(units).put('searches', key, dict(record, seconds=clock.seconds()))
+
+
+def run_one_search(output: Path, settings: Settings, data: SearchData, method: str, seed: int,
+                   ranking_seed: Optional[int]) -> dict[str, Any]:
+    """The search of ``search_unit`` in ``output`` (resumed when it is there)."""
     steps, score_batches = steps_per_epoch(data), len(data.score_loader)
-    output = work / 'methods' / key
-    started = time.time()
     top_k = method_top_k(settings, method, steps, score_batches)
     config = SearchConfig(
         stem=STEM, budget=BUDGET, method=method, data=data_config(settings),
@@ -298,8 +344,7 @@ def search_unit(work: Path, units: Path, settings: Settings, method: str, seed: 
         for name, space in spaces.items():
             record['ranking'][name] = score_space(output / name / 'supernet.pth.tar', space, data, settings,
                                                   ranking_seed)
-    record['seconds'] = round(time.time() - started, 1)
-    return Units(units).put('searches', key, record)
+    return record
 
 
 def run_units(pool: Optional[Any], fn: Callable[..., Any], tasks: Iterable[tuple]) -> list[Any]:
