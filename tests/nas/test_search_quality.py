@@ -2,6 +2,7 @@
 (slow)."""
 import json
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -229,6 +230,9 @@ def test_readme_search_figures_are_the_committed_reports():
         runs = report['method_runs'][method]
         assert _numbers(row[1]) == [run['search_seed'] for run in runs], method
         assert _numbers(row[2]) == pytest.approx(report['methods'][method], abs=0.0051), method
+        mean, spread = (float(x) for x in row[3].split('+-'))
+        top1 = report['methods'][method]
+        assert (mean, spread) == pytest.approx((statistics.mean(top1), statistics.stdev(top1)), abs=0.0051), method
         assert _numbers(row[4]) == pytest.approx([run['flops'] / 1e6 for run in runs], abs=0.051), method
     searches = sum(len(v) for v in report['methods'].values())
     planned = report['settings']['search_seeds'] * len(report['methods'])
