@@ -241,7 +241,6 @@ class UnitClock:
             self._save()
 
     def __enter__(self) -> 'UnitClock':
-        self._started = time.time()
         self._saver.start()
         return self
 
