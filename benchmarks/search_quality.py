@@ -35,7 +35,6 @@ import queue
 import random
 import statistics
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, replace
@@ -66,6 +65,7 @@ from glit_models.nas.spos import SupernetTrainConfig  # noqa: E402
 from glit_models.nas.supernet import Supernet  # noqa: E402
 from glit_models.training.engine import TrainConfig, load_training_state  # noqa: E402
 from glit_models.utils.atomic import replacing, save_json_atomic, write_text_atomic  # noqa: E402
+from glit_models.utils.run_clock import RunClock  # noqa: E402
 
 STEM = Stem(embed_dim=48, num_heads=3, depth=12, patch_size=4, img_size=32)  # (32 / 4)^2 + 1 = 65 tokens
 TOKENS = (STEM.img_size // STEM.patch_size) ** 2 + 1
@@ -218,42 +218,10 @@ class Units:
         return record
 
 
-class UnitClock:
-    """The seconds a unit has run, summed over every run that worked on it: saved to ``path`` every ``every``
-    seconds while it runs, so the time a killed run spent counts when a later run finishes the unit."""
-
-    def __init__(self, path: Path, every: float = 60.) -> None:
-        self.path, self.every = Path(path), every
-        self.before = json.loads(self.path.read_text())['seconds'] if self.path.is_file() else 0.
-        self._started, self._ended = time.time(), None
-        self._stop = threading.Event()
-        self._saver = threading.Thread(target=self._save_every, daemon=True)
-
-    def seconds(self) -> float:
-        """The unit's seconds so far (all of them once the clock has stopped)."""
-        return round(self.before + (self._ended or time.time()) - self._started, 1)
-
-    def _save(self) -> None:
-        save_json_atomic({'seconds': self.seconds()}, self.path)
-
-    def _save_every(self) -> None:
-        while not self._stop.wait(self.every):
-            self._save()
-
-    def __enter__(self) -> 'UnitClock':
-        self._saver.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._saver.join()
-        self._ended = time.time()
-        self._save()
-
-
-def unit_clock(work: Path, kind: str, key: str) -> UnitClock:
-    """The clock of the unit ``kind``/``key`` in the work folder."""
-    return UnitClock(work / 'clocks' / kind / f'{key}.json')
+def unit_clock(work: Path, kind: str, key: str) -> RunClock:
+    """The clock of the unit ``kind``/``key`` in the work folder: its seconds summed over the runs that worked
+    on it, so the time a killed run spent counts when a later run finishes the unit."""
+    return RunClock(work / 'clocks' / kind / f'{key}.json')
 
 
 _DATA: dict[str, SearchData] = {}

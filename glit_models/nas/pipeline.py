@@ -34,6 +34,7 @@ from ..training.recipes import RECIPE_FILE, recipe_record
 from ..utils.atomic import save_json_atomic
 from ..utils.distributed import barrier, is_distributed, is_main_process
 from ..utils.errors import GlitError
+from ..utils.run_clock import RunClock
 from .budget import Budget, format_amount, format_count
 from .cost import SpaceCost
 from .data import SearchData, SearchDataConfig
@@ -48,12 +49,14 @@ from .space import SearchSpace, Stem, joint_space
 from .spos import SupernetTrainConfig, train_supernet
 from .supernet import Supernet
 
-__all__ = ['STAGES', 'SearchConfig', 'SearchError', 'SearchRun', 'check_budget', 'config_record', 'run_search',
-           'short_training']
+__all__ = ['CLOCK_FILE', 'STAGES', 'SearchConfig', 'SearchError', 'SearchRun', 'check_budget', 'config_record',
+           'run_search', 'short_training']
 
 _logger = logging.getLogger(__name__)
 
 STAGES = ('1', '2', 'both')
+CLOCK_FILE = 'clock.json'
+"""In a search's output: its seconds so far, summed over the runs that worked on it (``RunClock``)."""
 
 
 class SearchError(GlitError, ValueError):
@@ -220,9 +223,9 @@ class SearchRun:
     building blocks."""
 
     def __init__(self, config: SearchConfig, data: SearchData, output: Path, resume: bool, progress: bool,
-                 latency: Optional[LatencyTable]) -> None:
+                 latency: Optional[LatencyTable], clock: RunClock) -> None:
         self.config, self.data, self.output = config, data, Path(output)
-        self.resume, self.progress = resume, progress
+        self.resume, self.progress, self.clock = resume, progress, clock
         self.main = is_main_process()
         self.log = GenerationLog(self.output / 'search.jsonl')
         self.latency = latency
@@ -374,6 +377,7 @@ class SearchRun:
             self.plot(summary, outcomes)
         if config.compare_random > 0:
             summary['comparison'] = self.compare(arch, found_record)
+        summary.update(seconds=self.clock.seconds(), runs=self.clock.runs)
         if self.main:
             save_json_atomic(summary, self.output / 'result.json')
         return summary
@@ -404,12 +408,14 @@ def check_budget(config: SearchConfig, num_classes: int, output: Path,
 def run_search(config: SearchConfig, data: SearchData, output: Path, resume: bool = False,
                progress: bool = True) -> dict[str, Any]:
     """Run the search of ``config`` on ``data``, writing into ``output``; returns the summary also written
-    to ``output/result.json``. The caller's torch RNG state is left as it was."""
-    latency = make_latency_table(config, progress)
-    check_budget(config, data.num_classes, output, latency)
+    to ``output/result.json``, with its wall-clock ``seconds`` summed over the ``runs`` that worked on it
+    (``output/clock.json`` keeps the count while it runs). The caller's torch RNG state is left as it was."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):  # the search seeds its own phases; the caller's stream is kept
-        return SearchRun(config, data, output, resume, progress, latency).run()
+    with RunClock(Path(output) / CLOCK_FILE if is_main_process() else None, carry_over=resume) as clock:
+        latency = make_latency_table(config, progress)
+        check_budget(config, data.num_classes, output, latency)
+        with torch.random.fork_rng(devices=devices):  # the search seeds its own phases; the caller's stream is kept
+            return SearchRun(config, data, output, resume, progress, latency, clock).run()
 
 
 def config_record(config: SearchConfig) -> dict[str, Any]:

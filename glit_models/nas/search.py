@@ -398,6 +398,8 @@ def _print_summary(summary: dict[str, Any], output: Path, data_dir: Path) -> Non
         f'--output {output / "retrained"}; ')
     print(f'outputs in {output}: best/ ({retrain_hint}timm.create_model("local-dir:{best}", pretrained=True)), '
           'pareto.png, search.jsonl, result.json')
+    runs = f' over {summary["runs"]} runs' if summary['runs'] > 1 else ''
+    print(f'search time: {summary["seconds"] / 60:.1f} min{runs}')
 
 
 def _count_or_fraction(value: float) -> Union[int, float]:

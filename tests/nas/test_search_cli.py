@@ -112,7 +112,8 @@ def test_the_end_of_run_hint_loads_best_with_its_weights(capsys, trained):
 
     _print_summary(dict(method='hierarchical', budget='2M FLOPs', arch='a', cost=1e6, budget_kind='flops', params=1e5,
                         flops=1e6, supernet_top1=50., heldout_top1=60. if trained else None,
-                        test_top1=58. if trained else None, best_trained=trained), Path('out'), Path('data'))
+                        test_top1=58. if trained else None, best_trained=trained, seconds=750., runs=2),
+                   Path('out'), Path('data'))
     out = capsys.readouterr().out
     assert 'timm.create_model("local-dir:out/best", pretrained=True)' in out
     assert ('untrained' in out) != trained
@@ -120,6 +121,7 @@ def test_the_end_of_run_hint_loads_best_with_its_weights(capsys, trained):
     assert ('python -m glit_models.train --data-dir data --arch out/best --output out/retrained' in out) != trained
     assert ('retrained: held-out 60.00%, test 58.00%' in out) == trained
     assert '0.10 M params, 1.00 M FLOPs' in out and 'cost' not in out  # a FLOPs budget's cost is said once
+    assert 'search time: 12.5 min over 2 runs' in out
 
 
 def test_presets_follow_the_paper():
@@ -190,8 +192,10 @@ def test_demo_killed_twice_resumes_to_the_same_architecture(tmp_path):
     assert 'found' in out and '1 random architectures of the same budget, trained the same way: median' in out
     assert 'not that the method beats random search' in out
     def summary(text: str) -> str:
-        return text[text.index('found ('):]
+        return text[text.index('found ('):text.index('search time: ')]
     assert summary(out) == summary(reference_out).replace(str(reference), str(killed))
+    # the killed search's time counts its three runs, the reference's its one
+    assert (got['runs'], expected['runs']) == (3, 1) and 'min over 3 runs' in out
     # one plain line per generation of each stage, with or without progress bars
     assert reference_out.count('[stage1] generation') == 3 and reference_out.count('[stage2] generation') == 3
 
@@ -218,9 +222,13 @@ def test_a_short_resume_takes_the_saved_settings(tmp_path, capsys):
             '--compare-random', '0', '--no-progress']
     assert main(['--output', str(output), *tiny]) == 0
     first = json.loads((output / 'result.json').read_text())
+    assert first['runs'] == 1 and 'search time: ' in capsys.readouterr().out
     code, err = run_main(['--output', str(output), '--resume', '-j', '0', '--no-progress'], capsys)
     assert code == 0, err
-    assert json.loads((output / 'result.json').read_text())['arch'] == first['arch']
+    again = json.loads((output / 'result.json').read_text())
+    assert again['arch'] == first['arch']
+    # the search's time counts both runs: the first one's seconds carried over from clock.json
+    assert again['runs'] == 2 and again['seconds'] > first['seconds'] > 0
     code, err = run_main(['--output', str(output), '--resume', '--epochs', '3'], capsys)
     assert code == 2 and 'the settings differ from the search' in err
 

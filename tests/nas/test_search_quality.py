@@ -159,8 +159,6 @@ def test_methods_hold_only_searches_whose_retrainings_are_done():
 
 
 def test_units_expected_to_end_late_are_left(monkeypatch, tmp_path):
-    import time
-
     import search_quality as sq
 
     started = []
@@ -176,19 +174,6 @@ def test_units_expected_to_end_late_are_left(monkeypatch, tmp_path):
     assert started == ['random', 'random-arch'] and left == 1  # the random search and its find; not hierarchical
     assert sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), [('hierarchical', 1)],
                           searches, (1000,), done, lambda: None, ends_by=None) == 0  # no deadline: all run
-
-
-def test_a_units_seconds_count_the_runs_a_kill_cut_short(tmp_path):
-    import search_quality as sq
-    path = tmp_path / 'clocks' / 'searches' / 'spos-2.json'
-    with sq.UnitClock(path, every=0.05) as first:
-        time.sleep(0.3)
-        saved = json.loads(path.read_text())['seconds']  # on disk while it runs: what a kill would leave
-    assert 0.05 <= saved <= first.seconds() and first.seconds() == first.seconds()  # stopped: it stays
-    path.write_text(json.dumps({'seconds': 100.}))  # a killed run's time
-    with sq.UnitClock(path, every=60.) as again:
-        time.sleep(0.1)
-    assert 100.1 <= again.seconds() < 101 and json.loads(path.read_text())['seconds'] == again.seconds()
 
 
 README_METHODS = {'hierarchical': 'hierarchical', 'SPOS': 'spos', 'random (5 draws)': 'random',
