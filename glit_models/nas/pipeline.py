@@ -411,11 +411,11 @@ def run_search(config: SearchConfig, data: SearchData, output: Path, resume: boo
     to ``output/result.json``, with its wall-clock ``seconds`` summed over the ``runs`` that worked on it
     (``output/clock.json`` keeps the count while it runs). The caller's torch RNG state is left as it was."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with RunClock(Path(output) / CLOCK_FILE if is_main_process() else None, carry_over=resume) as clock:
-        latency = make_latency_table(config, progress)
-        check_budget(config, data.num_classes, output, latency)
-        with torch.random.fork_rng(devices=devices):  # the search seeds its own phases; the caller's stream is kept
-            return SearchRun(config, data, output, resume, progress, latency, clock).run()
+    clock = RunClock(Path(output) / CLOCK_FILE if is_main_process() else None, carry_over=resume)
+    latency = make_latency_table(config, progress)
+    check_budget(config, data.num_classes, output, latency)  # before the clock writes: a refused search leaves nothing
+    with clock, torch.random.fork_rng(devices=devices):  # the search seeds its own phases; the caller's stream is kept
+        return SearchRun(config, data, output, resume, progress, latency, clock).run()
 
 
 def config_record(config: SearchConfig) -> dict[str, Any]:
