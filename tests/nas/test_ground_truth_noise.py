@@ -1,0 +1,91 @@
+"""The ground-truth noise measurement of the search-quality benchmark: its bootstrap over source digits,
+its variance split and projection, the models it finds in a work folder, and the README's figures."""
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+
+import ground_truth_noise as noise  # noqa: E402
+
+
+def test_identical_models_have_no_sampling_spread_and_different_ones_do():
+    rng = np.random.default_rng(0)
+    sources = np.repeat(np.arange(200), 2)
+    model = rng.random(400) < 0.8
+    other = model.copy()
+    other[rng.choice(400, 60, replace=False)] ^= True
+    top1 = noise.bootstrap_top1(np.stack([model, model, other]), sources, 500, seed=0)
+    assert top1.shape == (500, 3)
+    same, different = noise.pair_sampling_std(top1, [(0, 1), (0, 2)])
+    assert same == 0
+    # 60 of 400 images disagree: a paired difference's spread is about sqrt(60) / 400
+    assert different == pytest.approx(100 * np.sqrt(60) / 400, rel=0.25)
+
+
+def test_the_images_of_one_source_digit_are_drawn_together():
+    """Two models that differ on both copies of the same digits: copies drawn together double the spread of
+    their difference against copies drawn as if independent."""
+    sources = np.repeat(np.arange(100), 2)
+    first = np.ones(200, dtype=bool)
+    second = first.copy()
+    second[:40] = False  # both copies of digits 0-19
+    top1 = noise.bootstrap_top1(np.stack([first, second]), sources, 2000, seed=1)
+    together = noise.pair_sampling_std(top1, [(0, 1)])[0]
+    apart = noise.pair_sampling_std(noise.bootstrap_top1(np.stack([first, second]), np.arange(200), 2000, seed=1),
+                                    [(0, 1)])[0]
+    assert together == pytest.approx(apart * np.sqrt(2), rel=0.15)
+
+
+def test_variance_components_recover_a_known_ground_truth():
+    rng = np.random.default_rng(2)
+    truth = rng.normal(85, 2.0, 4000)  # architecture variance 4
+    runs = [[t + rng.normal(0, 1.0), t + rng.normal(0, 1.0)] for t in truth]  # a seed's noise variance 1
+    parts = noise.variance_components(runs)
+    assert parts['difference_var'] == pytest.approx(2.0, rel=0.1)
+    assert parts['arch_var'] == pytest.approx(4.0, rel=0.1)
+    assert parts['seed_pearson'] == pytest.approx(np.corrcoef(np.array(runs).T)[0, 1], abs=0.02)
+
+
+def test_the_projection_keeps_the_ceiling_when_nothing_changes_and_raises_it_with_less_sampling():
+    parts = dict(difference_var=2.0, arch_var=1.0, seed_pearson=0.5)
+    assert noise.projected_ceiling(parts, 1.0, 1.0) == pytest.approx(0.5)
+    assert noise.projected_ceiling(parts, 1.0, 0.25) == pytest.approx(1 / (1 + 1.25 / 2))
+    assert noise.projected_ceiling(parts, 3.0, 0.) == pytest.approx(1.)  # sampling cannot exceed the whole
+
+
+def test_the_finished_trainings_of_a_work_folder_are_found(tmp_path):
+    done = tmp_path / 'methods' / 'spos-0' / 'retrain' / 'abc'
+    done.mkdir(parents=True)
+    (done / 'result.json').write_text(json.dumps(dict(arch='a', seed=3, test_top1=80.)))
+    torch.save({'model': {}}, done / 'last.pth.tar')
+    summary = tmp_path / 'methods' / 'spos-0'  # a search's summary has no weights beside it
+    (summary / 'result.json').write_text(json.dumps(dict(arch='a', seed=0, test_top1=81.)))
+    found = noise.trained_models(tmp_path)
+    assert [(m['arch'], m['seed'], m['weights']) for m in found] == [('a', 3, done / 'last.pth.tar')]
+
+
+def test_readme_noise_figures_are_the_committed_reports():
+    report = json.loads((ROOT / 'benchmarks/results/ground_truth_noise.json').read_text())
+    text = (ROOT / 'README.md').read_text()
+    section = text[text.index('**Where the ground truth\'s noise comes from**'):]
+    section = section[:section.index('\n\n')]
+    test, larger = report['splits']['test'], report['splits'][f'test_x{report["copies"]}']
+    stated = [float(x) for x in re.findall(r'\d+\.\d+', section)]
+    expected = [statistics.fmean(test['same_arch_pair_std']), test['other_arch_pair_std_median'],
+                statistics.fmean(larger['same_arch_pair_std']), larger['other_arch_pair_std_median']]
+    for space in ('stage1', 'stage2', 'joint'):
+        s = report['ranking']['spaces'][space]
+        expected += [s['seed_pearson'], s['projected_seed_pearson']]
+    for value in expected:
+        assert any(abs(value - x) < 0.0051 for x in stated), value
+    shares = [int(x) for x in re.findall(r'(\d+)%', section)]
+    for space in ('stage1', 'stage2', 'joint'):
+        assert round(100 * report['ranking']['spaces'][space]['sampling_share']) in shares, space
