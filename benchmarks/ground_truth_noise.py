@@ -173,8 +173,9 @@ def measure(work: Path, copies: int, second_seeds: int, jobs: int) -> dict[str, 
     loaders = {'test': evaluation_loader(benchmark_root / 'val'),
                f'test_x{copies}': evaluation_loader(larger_root / 'val')}
     correct = {name: [] for name in loaders}
+    num_classes = len(loaders['test'].dataset.dataset.classes)
     for model in models:
-        network = GlobalLocalTransformer(GlitArch.from_str(model['arch']), num_classes=10)
+        network = GlobalLocalTransformer(GlitArch.from_str(model['arch']), num_classes=num_classes)
         network.load_state_dict(load_training_state(model['weights'])['model'])
         for name, loader in loaders.items():
             correct[name].append(correct_answers(network, loader))
