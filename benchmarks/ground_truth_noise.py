@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import search_quality as sq  # noqa: E402
@@ -151,6 +152,18 @@ def projected_ceiling(components: dict[str, float], sampling_var_now: float, sam
     return components['arch_var'] / (components['arch_var'] + noise)
 
 
+def projected_ceiling_range(components: dict[str, float], pairs: int, sampling_var_now: float,
+                            sampling_var_then: float, level: float = 0.95) -> list[float]:
+    """``projected_ceiling`` at the two ends of the ``level`` interval of the seed-difference variance (a mean of
+    ``pairs`` squared differences: chi-square with ``pairs`` degrees of freedom), the architectures' variance held
+    at its estimate. The larger variance leaves more to the training seed, so it gives the lower projection."""
+    tail = (1 - level) / 2
+    ends = [components['difference_var'] * pairs / stats.chi2.ppf(q, pairs) for q in (tail, 1 - tail)]
+    projected = [projected_ceiling(dict(components, difference_var=v), sampling_var_now, sampling_var_then)
+                 for v in ends]
+    return sorted(projected)
+
+
 def measure(work: Path, copies: int, second_seeds: int, jobs: int) -> dict[str, Any]:
     """The sampling noise of the benchmark's test split and of one with ``copies`` images a test digit, on
     every model ``work`` trained (``second_seeds`` architectures trained with a second seed first), and the
@@ -200,6 +213,8 @@ def ranking_split(splits: dict[str, Any], larger: str) -> dict[str, Any]:
         components = variance_components(record['trained_runs'])
         spaces[space] = dict(components, sampling_share=now / components['difference_var'],
                              projected_seed_pearson=projected_ceiling(components, now, then),
+                             projected_seed_pearson_range=projected_ceiling_range(
+                                 components, len(record['trained_runs']), now, then),
                              ceiling_spearman=record['noise_ceiling']['spearman_rho']['value'])
     by_arch = {run['arch']: run['test_top1_runs'] for runs in report['method_runs'].values() for run in runs}
     finds = list(by_arch.values())  # a find two searches share is one set of trainings
@@ -235,10 +250,13 @@ def markdown(result: dict[str, Any]) -> str:
               '| space | variance of seed 0 - seed 1 (points^2) | test-sampling variance / that (over 100%: all of '
               'it, within the estimates\' error) | '
               'variance of the architectures (points^2) | seed-vs-seed Pearson (model) | '
-              f'projected on {larger} | ceiling Spearman (measured) |', '|---|---|---|---|---|---|---|']
+              f'projected on {larger} [over the 95% interval of the seed-difference variance] | ceiling Spearman '
+              '(measured) |', '|---|---|---|---|---|---|---|']
     for space, s in ranking['spaces'].items():
+        low, high = s['projected_seed_pearson_range']
         lines.append(f'| {space} | {s["difference_var"]:.2f} | {s["sampling_share"]:.0%} | {s["arch_var"]:.2f} | '
-                     f'{s["seed_pearson"]:.2f} | {s["projected_seed_pearson"]:.2f} | {s["ceiling_spearman"]:.2f} |')
+                     f'{s["seed_pearson"]:.2f} | {s["projected_seed_pearson"]:.2f} [{low:.2f}, {high:.2f}] | '
+                     f'{s["ceiling_spearman"]:.2f} |')
     finds = ranking['finds']
     lines += ['', f'The methods\' {finds["architectures"]} distinct finds, each retrained with {finds["seeds"]} '
               f'seeds: the variance of a seed-versus-seed difference (twice the pooled within-architecture '
@@ -256,7 +274,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help='how many architectures need two seeds (those trained once get the next seed)')
     parser.add_argument('--jobs', type=int, default=2, help='worker processes for those trainings')
     parser.add_argument('--results', type=Path, default=RESULTS)
+    parser.add_argument('--from-record', action='store_true',
+                        help='no models: recompute the ranking\'s split from the committed result\'s sampling figures '
+                             '(after a change to the analysis; the models of the committed run are not kept)')
     args = parser.parse_args(argv)
+    if args.from_record:
+        path = args.results / 'ground_truth_noise.json'
+        result = json.loads(path.read_text())
+        result['ranking'] = ranking_split(result['splits'], f'test_x{result["copies"]}')
+        path.write_text(json.dumps(result, indent=1, default=str) + '\n')
+        (args.results / 'ground_truth_noise.md').write_text(markdown(result))
+        print(markdown(result))
+        return 0
     started = time.time()
     command = 'python benchmarks/ground_truth_noise.py ' + ' '.join(argv or sys.argv[1:])
     result = dict(measure(args.work, args.copies, args.second_seeds, args.jobs),

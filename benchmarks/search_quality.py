@@ -28,6 +28,7 @@ report rewritten after every unit, with the searches whose retrainings are all d
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import multiprocessing
@@ -46,7 +47,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluttered_digits import ClutterConfig, write_cluttered_digits  # noqa: E402
-from search_stats import min_detectable_difference, pooled_std, welch_tests  # noqa: E402
+from search_stats import (  # noqa: E402
+    attainable_correlation,
+    min_detectable_difference,
+    paired_p,
+    pooled_std,
+    simulated_min_detectable_difference,
+    welch_tests,
+)
 
 from glit_models.architecture import GlitArch  # noqa: E402
 from glit_models.data import Augmentation  # noqa: E402
@@ -61,7 +69,7 @@ from glit_models.nas.retrain import retrain, unit_folder  # noqa: E402
 from glit_models.nas.sampling import sample_under_budget  # noqa: E402
 from glit_models.nas.scoring import PathScorer  # noqa: E402
 from glit_models.nas.space import SearchSpace, Stem, joint_space, stage1_space, stage2_space  # noqa: E402
-from glit_models.nas.spos import SupernetTrainConfig  # noqa: E402
+from glit_models.nas.spos import SupernetTrainConfig, UniformPathSampler  # noqa: E402
 from glit_models.nas.supernet import Supernet  # noqa: E402
 from glit_models.training.engine import TrainConfig, load_training_state  # noqa: E402
 from glit_models.utils.atomic import replacing, save_json_atomic, write_text_atomic  # noqa: E402
@@ -81,6 +89,9 @@ thread: 0.81 / 0.70 s and 1.34 / 1.15 s; a third, under heavier load, gave 0.80 
 FORWARD_RATIO = 1 / 3
 """A forward-only batch (recalibration, scoring) costs about a third of a training step."""
 METHOD_NAMES = ('hierarchical', 'spos', 'random', 'random_equal_compute')
+SHARED_DRAWS = (('random', 'random_equal_compute'),)
+"""Pairs of methods that share draws (random at equal compute draws random's first, with the same seed): their
+search seeds are paired, so they are compared with the paired t-test, never Welch's."""
 PAPER_RANDOM_SAMPLES = 5
 FINAL_SEED_OFFSET = 1000  # the final retrainings' seeds, apart from the searches' own
 TRUTH_SEEDS = (0, 1)
@@ -151,11 +162,46 @@ def steps_per_epoch(data: SearchData) -> int:
     return len(data.train_loader)
 
 
-def updates_per_option(settings: Settings, steps: int) -> dict[str, float]:
-    """The mean updates each option of a block gets in each supernet (stage 1: 4 options, stage 2: 9,
-    SPOS's joint space, trained twice as long: 36)."""
-    stage = settings.supernet_epochs * steps
-    return {'stage1': stage / 4, 'stage2': stage / 9, 'joint': 2 * stage / 36}
+class _PathCounter:
+    """Stands in for a supernet under ``UniformPathSampler``: counts how often each option of each block is on
+    the drawn path, which is how many updates that option's weights get."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.counts = [[0] * n for n in space.choices]
+
+    def set_path(self, candidate: Sequence[int]) -> None:
+        for block, choice in enumerate(candidate):
+            self.counts[block][choice] += 1
+
+
+def replayed_updates(space: SearchSpace, seed: int, epochs: int, steps: int) -> dict[str, float]:
+    """The fewest and the mean updates an option of a block gets in a supernet of ``space`` trained
+    ``epochs`` x ``steps`` with ``seed``: the training's own path sampler replayed, no weights touched."""
+    counter = _PathCounter(space)
+    sampler = UniformPathSampler(counter, seed)
+    for epoch in range(epochs):
+        for step in range(steps):
+            sampler(epoch, step)
+    counts = [c for block in counter.counts for c in block]
+    return dict(min=min(counts), mean=statistics.fmean(counts), options=len(counts),
+                below_200=sum(c < 200 for c in counts))
+
+
+def updates_per_option(settings: Settings, steps: int, seeds: Sequence[int]) -> dict[str, dict[str, float]]:
+    """Per supernet kind (stage 1: 4 options a block, stage 2: 9, SPOS's joint space, trained twice as long:
+    36): the fewest updates of any option over the searches of ``seeds`` (replayed), the mean, and the
+    options below 200 in the worst search."""
+    epochs = {'stage1': settings.supernet_epochs, 'stage2': settings.supernet_epochs,
+              'joint': 2 * settings.supernet_epochs}
+    # stage 2's choices per block do not depend on the distributions stage 1 picked: any fixes its counts
+    spaces = {'stage1': stage1_space(STEM), 'stage2': stage2_space(STEM, (0,) * STEM.depth), 'joint': joint_space(STEM)}
+    result = {}
+    for name, space in spaces.items():
+        replays = [replayed_updates(space, seed, epochs[name], steps) for seed in seeds]
+        result[name] = dict(min=min(r['min'] for r in replays), mean=statistics.fmean(r['mean'] for r in replays),
+                            options=replays[0]['options'], below_200_max=max(r['below_200'] for r in replays))
+    return result
 
 
 def hierarchical_compute(settings: Settings, steps: int, score_batches: int) -> float:
@@ -469,6 +515,23 @@ def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]
             .admitted_fraction(BUDGET.limit) for name, r in ranking.items()}
 
 
+def pair_tests(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Optional[float]]:
+    """p of every pair of methods' finds: Welch's test, or for methods that share draws (``SHARED_DRAWS``) the
+    paired t-test over the search seeds both have."""
+    p = welch_tests({m: [r['test_top1'] for r in rs] for m, rs in runs.items()})
+    for a, b in SHARED_DRAWS:
+        by_seed = [{r['search_seed']: r['test_top1'] for r in runs[m]} for m in (a, b)]
+        seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
+        p[f'{a}_vs_{b}'] = paired_p([by_seed[0][s] for s in seeds], [by_seed[1][s] for s in seeds])
+    return p
+
+
+def pair_test_names(runs: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """The test ``pair_tests`` used for each pair."""
+    return {f'{a}_vs_{b}': 'paired t' if (a, b) in SHARED_DRAWS else 'welch'
+            for a, b in itertools.combinations(runs, 2)}
+
+
 def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, jobs: int, data: SearchData,
               found: dict[str, Any], wall_s: float) -> dict[str, Any]:
     """The committed result: the issue's keys first, then everything the report and plot read. Until the
@@ -489,8 +552,12 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
         noise_ceiling_spearman={k: r['noise_ceiling']['spearman_rho']['value'] for k, r in ranking.items()},
         spearman_rho_corrected={k: r['spearman_rho_corrected'] for k, r in ranking.items()},
         ground_truth_top1={k: r['trained_top1'] for k, r in ranking.items()},
-        methods=methods, welch_p=welch_tests(methods),
+        methods=methods, pair_p=pair_tests(runs), pair_test=pair_test_names(runs),
         min_detectable_difference=min_detectable_difference(spread, n) if spread is not None and n > 1 else None,
+        min_detectable_difference_simulated=(simulated_min_detectable_difference(spread, n)
+                                             if spread is not None and n > 1 else None),
+        attainable_rho={k: attainable_correlation(r['noise_ceiling']['spearman_rho']['value'])
+                        for k, r in ranking.items()},
         pooled_std=spread, searches_per_method=n, seeds=[seed + i for i in range(settings.search_seeds)],
         cost_s=round(found['cost_s'], 1),
         wall_s=round(wall_s, 1), mode=mode, complete=found['complete'],
@@ -502,7 +569,7 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
         augmentation=AUGMENTATION.describe(), clutter=asdict(CLUTTER), stem=asdict(STEM), budget=str(BUDGET),
         budget_limit=BUDGET.limit, batch=BATCH, steps_per_epoch=steps, settings=asdict(settings),
         supernet_steps_per_stage=settings.supernet_epochs * steps,
-        updates_per_option=updates_per_option(settings, steps),
+        updates_per_option=updates_per_option(settings, steps, [seed + i for i in range(settings.search_seeds)]),
         equal_compute_samples=method_top_k(settings, 'random_equal_compute', steps, len(data.score_loader)),
         machine=f'{torch.get_num_threads()} thread(s) per process, {jobs} process(es), torch {torch.__version__}',
         ranking=ranking, method_runs=runs)
@@ -526,7 +593,8 @@ def _table_code(text: str) -> str:
 def markdown(result: dict[str, Any]) -> str:
     s = result['settings']
     admits = ', '.join(f'{k} {100 * v:.0f}%' for k, v in result['budget_admits'].items())
-    updates = ', '.join(f'{k} {v:.0f}' for k, v in result['updates_per_option'].items())
+    updates = ', '.join(f'{k} {v["min"]} fewest, {v["mean"]:.0f} mean ({v["below_200_max"]} of {v["options"]} '
+                        'options under 200)' for k, v in result['updates_per_option'].items())
     retrained, total = sum(map(len, result['methods'].values())), len(result['methods']) * len(result['seeds'])
     scope = '' if result['complete'] else (f', partial: {retrained} of {total} searches retrained so far' if retrained
                                            else ', ranking only: the methods are not run yet')
@@ -535,7 +603,8 @@ def markdown(result: dict[str, Any]) -> str:
              f'Stem: {result["depth"]} blocks, embed {result["stem"]["embed_dim"]}, {result["stem"]["num_heads"]} '
              f'heads, {result["tokens"]} tokens. Budget {result["budget"]}: admits {admits}. Supernets: '
              f'{result["supernet_steps_per_stage"]} steps a stage at batch {result["batch"]} (SPOS twice that), '
-             f'updates per option of a block: {updates}. Trainings from scratch: {s["retrain_epochs"]} epochs '
+             f'updates per option of a block (the path sampler replayed over the searches\' seeds): {updates}. '
+             f'Trainings from scratch: {s["retrain_epochs"]} epochs '
              f'({s["retrain_epochs"] * result["steps_per_epoch"]} steps). Compute {result["cost_s"] / 3600:.2f} h '
              f'summed over units ({result["wall_s"] / 60:.0f} min wall over its invocations) on {result["machine"]}. '
              f'Command: `{result["command"]}`.', '',
@@ -543,13 +612,16 @@ def markdown(result: dict[str, Any]) -> str:
              f'{s["subnets"]} architectures per space drawn under the budget, each trained with seeds '
              f'{list(TRUTH_SEEDS)} (mean). Stage 2 under the distributions the first hierarchical search\'s '
              'stage 1 picked; joint: the first SPOS search\'s supernet. 95% bootstrap intervals. Ceiling: '
-             'seed 0 against seed 1. Corrected: Spearman over the square root of the seeds\' mean reliability.', '',
-             '| space | Kendall tau | Spearman rho | ceiling tau | ceiling rho | corrected rho | trained top-1 (%) |',
-             '|---|---|---|---|---|---|---|']
+             'seed 0 against seed 1. Corrected: Spearman over the square root of the seeds\' mean reliability. '
+             'Attainable: the Spearman a perfect score could reach against the two seeds\' mean, sqrt(2r / (1 + r)) '
+             'with r the ceiling rho.', '',
+             '| space | Kendall tau | Spearman rho | attainable rho | ceiling tau | ceiling rho | corrected rho '
+             '| trained top-1 (%) |',
+             '|---|---|---|---|---|---|---|---|']
     for name, r in result['ranking'].items():
         truth = r['trained_top1']
         lines.append(f'| {name} | {describe_correlation(r["kendall_tau"])} | {describe_correlation(r["spearman_rho"])} '
-                     f'| {_fmt(r["noise_ceiling"]["kendall_tau"]["value"])} '
+                     f'| {_fmt(result["attainable_rho"][name])} | {_fmt(r["noise_ceiling"]["kendall_tau"]["value"])} '
                      f'| {_fmt(r["noise_ceiling"]["spearman_rho"]["value"])} | {_fmt(r["spearman_rho_corrected"])} '
                      f'| {min(truth):.1f} to {max(truth):.1f} |')
     if not retrained:
@@ -571,12 +643,14 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f'| {method} | {_mean_std([r["test_top1"] for r in runs])} | {found:.2f} | {tops:.2f} '
                      f'| {statistics.fmean(r["search_seconds"] for r in runs):.0f} |')
     lines += ['', f'Budget {result["budget_limit"] / 1e6:.1f} M FLOPs.', '',
-              '## Statistics', '', '| pair | Welch p |', '|---|---|']
-    lines += [f'| {pair} | {_fmt(p)} |' for pair, p in result['welch_p'].items()]
-    lines += ['', f'Pooled spread of a method\'s search seeds: {_fmt(result["pooled_std"], 2)} points; the smallest '
-              f'difference of two methods\' means detectable at 80% power, alpha 0.05 (two-sided, normal '
-              f'approximation, n = {result["searches_per_method"]} a method): '
-              f'{_fmt(result["min_detectable_difference"], 2)} points.', '', 'Every run:', '',
+              '## Statistics', '', '| pair | test | p |', '|---|---|---|']
+    lines += [f'| {pair} | {result["pair_test"][pair]} | {_fmt(p)} |' for pair, p in result['pair_p'].items()]
+    lines += ['', f'Pooled spread of a method\'s search seeds: {_fmt(result["pooled_std"], 2)} points. The smallest '
+              f'difference of two methods\' means Welch\'s test detects at 80% power, alpha 0.05 (two-sided, '
+              f'n = {result["searches_per_method"]} a method), simulated: '
+              f'{_fmt(result["min_detectable_difference_simulated"], 2)} points (the normal approximation\'s '
+              f'{_fmt(result["min_detectable_difference"], 2)} is too optimistic at so few seeds).', '',
+              'Every run:', '',
               '| method | search seed | test top-1 runs (%) | FLOPs (M) | architecture |', '|---|---|---|---|---|']
     for method, runs in result['method_runs'].items():
         for r in runs:
@@ -656,8 +730,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     _init_worker()
     data = _data(work, settings)  # the images are written once, before any worker reads them
     steps = steps_per_epoch(data)
+    seeds = [args.seed + i for i in range(settings.search_seeds)]
     print(f'{mode}: depth {STEM.depth}, {TOKENS} tokens, {steps} steps an epoch; supernet updates per option '
-          f'{updates_per_option(settings, steps)}; augmentation: {AUGMENTATION.describe()}', flush=True)
+          f'{updates_per_option(settings, steps, seeds)}; augmentation: {AUGMENTATION.describe()}', flush=True)
     started = time.time()
     # wall time summed over the invocations that ran units (a rerun from the records adds almost nothing)
     walls_before = (Units(units).get('wall', 'seconds') or dict(seconds=0.))['seconds']

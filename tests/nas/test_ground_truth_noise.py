@@ -61,6 +61,16 @@ def test_the_projection_keeps_the_ceiling_when_nothing_changes_and_raises_it_wit
     assert noise.projected_ceiling(parts, 3.0, 0.) == pytest.approx(1.)  # sampling cannot exceed the whole
 
 
+def test_the_projection_range_spans_the_seed_variance_interval():
+    components = dict(difference_var=3.0, arch_var=2.0, seed_pearson=2.0 / 3.5)
+    low, high = noise.projected_ceiling_range(components, 20, sampling_var_now=1.0, sampling_var_then=0.5)
+    point = noise.projected_ceiling(components, 1.0, 0.5)
+    assert low < point < high <= 1
+    # more pairs know the variance better: a narrower range around the same point
+    narrow = noise.projected_ceiling_range(components, 2000, 1.0, 0.5)
+    assert low < narrow[0] < point < narrow[1] < high
+
+
 def test_the_finished_trainings_of_a_work_folder_are_found(tmp_path):
     done = tmp_path / 'methods' / 'spos-0' / 'retrain' / 'abc'
     done.mkdir(parents=True)
@@ -90,7 +100,7 @@ def test_readme_noise_figures_are_the_committed_reports():
                 statistics.fmean(larger['same_arch_pair_std']), larger['other_arch_pair_std_median']]
     for space in ('stage1', 'stage2', 'joint'):
         s = report['ranking']['spaces'][space]
-        expected += [s['seed_pearson'], s['projected_seed_pearson']]
+        expected += [s['seed_pearson'], s['projected_seed_pearson'], *s['projected_seed_pearson_range']]
     for value in expected:
         assert any(abs(value - x) < 0.0051 for x in stated), value
     shares = [int(x) for x in re.findall(r'(\d+)%', section)]

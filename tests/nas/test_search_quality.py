@@ -15,7 +15,16 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 from cluttered_digits import ClutterConfig, digit_split, render, write_cluttered_digits  # noqa: E402
-from search_stats import min_detectable_difference, pooled_std, welch_p, welch_tests  # noqa: E402
+from search_stats import (  # noqa: E402
+    attainable_correlation,
+    min_detectable_difference,
+    paired_p,
+    pooled_std,
+    simulated_min_detectable_difference,
+    welch_p,
+    welch_power,
+    welch_tests,
+)
 
 
 def test_render_is_seeded_and_in_range():
@@ -60,6 +69,61 @@ def test_welch_and_detectable_difference():
     # (1.96 + 0.84) * sd * sqrt(2/n): 2.80 * 1 * sqrt(2/2)
     assert min_detectable_difference(1., 2) == pytest.approx(2.8016, abs=1e-3)
     assert min_detectable_difference(2., 8) == pytest.approx(min_detectable_difference(1., 2))
+
+
+def test_simulated_detectable_difference_is_welchs():
+    # no true difference: Welch's test rejects at about its level
+    assert welch_power(0., 1., 5) == pytest.approx(0.05, abs=0.01)
+    # many seeds: the t-test's power meets the normal approximation's 80%
+    assert welch_power(min_detectable_difference(1., 60), 1., 60) == pytest.approx(0.8, abs=0.02)
+    # three seeds: Welch needs far more than the normal approximation (1.46 at spread 0.64)
+    at_three = simulated_min_detectable_difference(0.64, 3)
+    assert 2.1 < at_three < 2.4 and welch_power(at_three, 0.64, 3) >= 0.8
+    assert welch_power(1.46, 0.64, 3) == pytest.approx(0.46, abs=0.02)
+    assert simulated_min_detectable_difference(2., 4) == pytest.approx(2 * simulated_min_detectable_difference(1., 4),
+                                                                       rel=0.02)
+
+
+def test_paired_p_pairs_by_position():
+    a, b = [80., 84., 82.], [79.5, 83.4, 81.6]  # b tracks a, about half a point lower
+    assert paired_p(a, b) < 0.05 < welch_p(a, b)
+    assert paired_p([1., 2.], [0., 1.]) is None  # no spread in the differences
+    with pytest.raises(ValueError, match='as many values'):
+        paired_p([1., 2.], [1.])
+
+
+def test_attainable_correlation_is_spearman_brown():
+    assert attainable_correlation(1.) == 1. and attainable_correlation(0.) == 0.
+    assert attainable_correlation(0.49) == pytest.approx(0.81, abs=0.005)
+    assert attainable_correlation(0.66) == pytest.approx(0.89, abs=0.005)
+
+
+def test_pair_tests_pair_the_methods_that_share_draws():
+    import search_quality as sq
+
+    def runs(values):
+        return [dict(search_seed=i, test_top1=v) for i, v in enumerate(values)]
+
+    found = {'hierarchical': runs([86., 87., 86.5]), 'spos': runs([86., 87.5, 86.]),
+             'random': runs([84., 85., 86.]), 'random_equal_compute': runs([84.5, 85.2, 86.])}
+    p, tests = sq.pair_tests(found), sq.pair_test_names(found)
+    assert tests['random_vs_random_equal_compute'] == 'paired t' and tests['hierarchical_vs_spos'] == 'welch'
+    assert p['random_vs_random_equal_compute'] == pytest.approx(paired_p([84., 85., 86.], [84.5, 85.2, 86.]))
+    assert p['hierarchical_vs_spos'] == pytest.approx(welch_p([86., 87., 86.5], [86., 87.5, 86.]))
+    found['random_equal_compute'] = found['random_equal_compute'][:1]  # a partial report: too few pairs yet
+    assert sq.pair_tests(found)['random_vs_random_equal_compute'] is None
+
+
+def test_replayed_updates_count_every_step_of_every_block():
+    import search_quality as sq
+
+    space = sq.joint_space(sq.STEM)
+    replay = sq.replayed_updates(space, seed=0, epochs=3, steps=400)
+    assert replay['options'] == 12 * 36 and replay["mean"] == pytest.approx(3 * 400 / 36)
+    assert replay['min'] < replay['mean'] and replay['below_200'] == replay['options']  # 1200 steps: all under 200
+    assert sq.replayed_updates(space, 0, 3, 400) == replay and sq.replayed_updates(space, 1, 3, 400) != replay
+    full = sq.updates_per_option(sq.SETTINGS['full'], 35, [0, 1, 2])
+    assert {k: v['min'] for k, v in full.items()} == {'stage1': 839, 'stage2': 326, 'joint': 154}
 
 
 @pytest.mark.slow
@@ -204,9 +268,9 @@ def test_readme_search_figures_are_the_committed_reports():
     for row in ranking:
         space = README_SPACES[row[0]]
         expected = [report['kendall_tau'][space], *report['kendall_tau_ci'][space], report['spearman_rho'][space],
-                    *report['spearman_rho_ci'][space], report['noise_ceiling'][space],
+                    *report['spearman_rho_ci'][space], report['attainable_rho'][space], report['noise_ceiling'][space],
                     report['noise_ceiling_spearman'][space], report['spearman_rho_corrected'][space]]
-        shown = [x for cell in row[1:6] for x in _numbers(cell)]
+        shown = [x for cell in row[1:7] for x in _numbers(cell)]
         assert shown == pytest.approx(expected, abs=0.0051), space
     methods = _readme_table(text, '**Methods at depth 12')
     assert {README_METHODS[row[0]] for row in methods} == set(report['methods'])
@@ -221,7 +285,16 @@ def test_readme_search_figures_are_the_committed_reports():
     searches = sum(len(v) for v in report['methods'].values())
     planned = report['settings']['search_seeds'] * len(report['methods'])
     assert (f'**Methods at depth 12, {searches} of the {planned} searches so far**' in text) != report['complete']
-    assert f'is {report["min_detectable_difference"]:.1f} points' in text
+    assert f'is {report["min_detectable_difference_simulated"]:.1f} points (simulated' in text
+    assert f'approximation\'s {report["min_detectable_difference"]:.1f} is too optimistic' in text
     welch = text[text.index('Welch p per pair'):text.index('With a pooled spread')]
     stated = sorted(float(x) for x in re.findall(r'\b0\.\d\d\b', welch))
-    assert stated == sorted(round(v, 2) for v in report['welch_p'].values() if v is not None)
+    assert stated == sorted(round(v, 2) for v in report['pair_p'].values() if v is not None)
+    assert report['pair_test']['random_vs_random_equal_compute'] == 'paired t'
+    for space, label in (('stage1', 'stage 1'), ('stage2', 'stage 2'), ('joint', 'joint space')):
+        assert f'{report["attainable_rho"][space]:.2f}' in text[text.index('perfect score would reach'):][:120], space
+    updates = report['updates_per_option']
+    fewest = f'the fewest are {updates["stage1"]["min"]}, {updates["stage2"]["min"]} and {updates["joint"]["min"]}'
+    assert fewest in ' '.join(text.split())
+    assert f'{updates["joint"]["below_200_max"]} of the joint space\'s {updates["joint"]["options"]} options' \
+        in ' '.join(text.split())
