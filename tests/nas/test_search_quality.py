@@ -31,16 +31,51 @@ def test_render_is_seeded_and_in_range():
     digit = np.zeros((8, 8), dtype=np.float32)
     digit[2:6, 3:5] = 1.
     config = ClutterConfig(noise=0.)
-    first = render(digit, [digit], config, np.random.default_rng(5))
-    again = render(digit, [digit], config, np.random.default_rng(5))
-    other = render(digit, [digit], config, np.random.default_rng(6))
-    assert first.shape == (32, 32) and first.dtype == np.uint8
+    (first, shift), (again, _) = (render(digit, [digit], config, np.random.default_rng(5)) for _ in range(2))
+    other, _ = render(digit, [digit], config, np.random.default_rng(6))
+    assert first.shape == (32, 32) and first.dtype == np.uint8 and shift == 0  # no markers, no shift
     assert np.array_equal(first, again) and not np.array_equal(first, other)
     assert first.max() > 150  # the digit is there, at least 0.7 bright
-    alone = render(digit, [digit], ClutterConfig(noise=0., fragments=(0, 0)), np.random.default_rng(5))
+    alone, _ = render(digit, [digit], ClutterConfig(noise=0., fragments=(0, 0)), np.random.default_rng(5))
     margin = ClutterConfig().margin
     assert alone.max() > 150 and not alone[:margin].any() and not alone[-margin:].any()  # off the border
     assert not alone[:, :margin].any() and not alone[:, -margin:].any()
+
+
+def test_the_marker_sits_opposite_the_digit_and_sets_the_shift():
+    digit = np.ones((8, 8), dtype=np.float32)
+    config = ClutterConfig(noise=0., fragments=(0, 0), digit_size=(14, 14), markers=(0, 5), digit_brightness=(0.5, 0.5),
+                           marker_brightness=(1., 1.))
+    shifts = set()
+    for seed in range(40):
+        image, shift = render(digit, [digit], config, np.random.default_rng(seed))
+        shifts.add(shift)
+        bar = np.argwhere(image == 255)  # the marker alone is full brightness
+        glyph = np.argwhere((image > 0) & (image < 255))
+        assert len(bar) == 16, seed  # 8 x 2 px, whole
+        rows, cols = bar[:, 0].max() - bar[:, 0].min() + 1, bar[:, 1].max() - bar[:, 1].min() + 1
+        assert (rows, cols) == ((2, 8) if shift == 0 else (8, 2)), seed  # horizontal: shift 0, vertical: 5
+        # opposite quadrants: the bar's and the glyph's centres are on different sides in both directions
+        assert np.all(np.sign(bar.mean(0) - 15.5) == -np.sign(glyph.mean(0) - 15.5)), seed
+        assert bar.min() >= 4 and bar.max() <= 27  # training crops keep it whole
+    assert shifts == {0, 5}
+
+
+def test_splits_hold_whole_source_digits_and_labels_shift(tmp_path):
+    config = ClutterConfig(copies=1, heldout_fraction=0.15, heldout_copies=2, test_copies=3, markers=(0, 5))
+    root = write_cluttered_digits(tmp_path / 'md', config)
+    digits_of = {split: {p.stem.split('_')[0] for p in (root / split).rglob('*.png')}
+                 for split in ('train', 'heldout', 'val')}
+    assert not digits_of['train'] & digits_of['heldout'] and not digits_of['train'] & digits_of['val']
+    assert not digits_of['heldout'] & digits_of['val']
+    assert len(digits_of['val']) == int(1797 * 0.2) and len(digits_of['heldout']) == round(0.15 * (1797 - 359))
+    counts = {split: len(list((root / split).rglob('*.png'))) for split in digits_of}
+    assert counts == {'train': len(digits_of['train']), 'heldout': 2 * len(digits_of['heldout']),
+                      'val': 3 * len(digits_of['val'])}
+    from sklearn.datasets import load_digits
+    target = load_digits().target
+    labels = [(int(p.parent.name) - target[int(p.stem.split('_')[0])]) % 10 for p in (root / 'val').rglob('*.png')]
+    assert set(labels) == {0, 5} and 0.4 < labels.count(5) / len(labels) < 0.6  # the class is digit + shift
 
 
 def test_split_is_the_demos_and_disjoint():
@@ -49,7 +84,7 @@ def test_split_is_the_demos_and_disjoint():
 
 
 def test_write_cluttered_digits_once(tmp_path):
-    config = ClutterConfig(copies=1)
+    config = ClutterConfig(copies=1, test_copies=1)
     root = write_cluttered_digits(tmp_path / 'cd', config)
     files = sorted(p.relative_to(root) for p in root.rglob('*.png'))
     assert len(files) == 1797
@@ -122,8 +157,24 @@ def test_replayed_updates_count_every_step_of_every_block():
     assert replay['options'] == 12 * 36 and replay["mean"] == pytest.approx(3 * 400 / 36)
     assert replay['min'] < replay['mean'] and replay['below_200'] == replay['options']  # 1200 steps: all under 200
     assert sq.replayed_updates(space, 0, 3, 400) == replay and sq.replayed_updates(space, 1, 3, 400) != replay
-    full = sq.updates_per_option(sq.SETTINGS['full'], 35, [0, 1, 2])
-    assert {k: v['min'] for k, v in full.items()} == {'stage1': 839, 'stage2': 326, 'joint': 154}
+    # the clutter run's supernets (103 epochs of 35 steps, seeds 0-2): the audit's replay
+    clutter_run = sq.updates_per_option(sq.replace(sq.SETTINGS['full'], supernet_epochs=103), 35, [0, 1, 2])
+    assert {k: v['min'] for k, v in clutter_run.items()} == {'stage1': 839, 'stage2': 326, 'joint': 154}
+
+
+def test_full_supernets_give_every_option_200_updates():
+    import search_quality as sq
+
+    full = sq.SETTINGS['full']
+    # 2444 training images at batch 64 (the last, partial batch dropped): 38 steps an epoch
+    fewest = sq.updates_per_option(full, 38, full.seeds('spos', 0))
+    assert min(v['min'] for v in fewest.values()) >= 200
+    shorter = sq.updates_per_option(sq.replace(full, supernet_epochs=full.supernet_epochs - 1), 38,
+                                    full.seeds('spos', 0))
+    assert min(v['min'] for v in shorter.values()) < 200  # the fewest epochs that do
+
+
+sq_methods = ('hierarchical', 'spos', 'random', 'random_equal_compute')
 
 
 @pytest.mark.slow
@@ -151,7 +202,18 @@ def test_quick_search_quality_benchmark(tmp_path):
     for key in ('depth', 'tokens', 'budget_admits', 'kendall_tau', 'kendall_tau_ci', 'noise_ceiling',
                 'ground_truth_top1', 'methods', 'welch_p', 'min_detectable_difference', 'seeds', 'cost_s'):
         assert key in result
-    assert result['depth'] == 12 and result['tokens'] >= 64 and result['seeds'] == [5] and result['complete']
+    assert result['depth'] == 12 and result['tokens'] >= 64 and result['complete']
+    assert result['seeds'] == {m: [5] for m in sq_methods} and result['splits']['by_source_digit']
+    for key in ('seconds_measured', 'updates_per_option', 'pair_p', 'min_detectable_difference_simulated',
+                'attainable_rho', 'equal_compute_draws'):
+        assert key in result
+    # every training unit keeps its predictions per image, against the splits' record
+    splits = json.loads((tmp_path / 'units' / 'splits.json').read_text())
+    from predictions import decode_classes
+    for record in (json.loads(p.read_text()) for p in (tmp_path / 'units' / 'trainings').glob('*.json')):
+        predicted = decode_classes(record['test_pred'])
+        assert 100 * np.mean(predicted == np.array(splits['test']['labels'])) == pytest.approx(record['test_top1'])
+        assert len(decode_classes(record['heldout_pred'])) == len(splits['heldout']['labels'])
     assert set(result['kendall_tau']) == set(result['budget_admits']) == {'stage1', 'stage2', 'joint'}
     assert set(result['methods']) == {'hierarchical', 'spos', 'random', 'random_equal_compute'}
     for runs in result['method_runs'].values():
@@ -261,7 +323,7 @@ def _numbers(cell: str) -> list[float]:
 def test_readme_search_figures_are_the_committed_reports():
     """The README's depth-12 ranking and methods tables, its count of searches, Welch p values and detectable
     difference are the committed report's, rounded."""
-    report = json.loads((ROOT / 'benchmarks/results/search_quality.json').read_text())
+    report = json.loads((ROOT / 'benchmarks/results/search_quality_clutter.json').read_text())
     text = (ROOT / 'README.md').read_text()
     ranking = _readme_table(text, '**Ranking at depth 12**')
     assert [README_SPACES[row[0]] for row in ranking] == ['stage1', 'stage2', 'joint']
@@ -298,3 +360,87 @@ def test_readme_search_figures_are_the_committed_reports():
     assert fewest in ' '.join(text.split())
     assert f'{updates["joint"]["below_200_max"]} of the joint space\'s {updates["joint"]["options"]} options' \
         in ' '.join(text.split())
+
+
+def test_equal_compute_trains_until_its_measured_seconds_run_out(monkeypatch, tmp_path):
+    import search_quality as sq
+
+    class Clock:
+        now = 0.
+
+        def seconds(self):
+            return self.now
+
+    clock, trained = Clock(), []
+
+    def fake_retrain(arch, data, recipe, root):
+        folder = sq.unit_folder(root, arch, recipe)
+        if not (folder / 'result.json').is_file():
+            trained.append(arch.to_str())
+            clock.now += 100.  # each training takes 100 s
+            folder.mkdir(parents=True)
+            (folder / 'result.json').write_text('{}')
+        return dict(heldout_top1=float(len(arch.to_str()) % 7), test_top1=50.)
+
+    class Data:
+        num_classes = 10
+
+    monkeypatch.setattr(sq, 'retrain', fake_retrain)
+    monkeypatch.setattr(sq, 'load_trained', lambda *a: None)
+    monkeypatch.setattr(sq, 'model_predictions', lambda model, data: {})
+    record = sq.equal_compute_search(tmp_path, sq.SETTINGS['quick'], Data(), 3, 350., clock)
+    # it starts a draw while its seconds are under 350: at 0, 100, 200 and 300
+    assert record['top_k'] == 4 == len(trained) and record['target_seconds'] == 350.
+    assert record['heldout_top1'] == max(d['heldout_top1'] for d in record['draws'])
+    # its draws are random search's, in order: the paper's 5 of seed 3 start the sequence
+    space = sq.joint_space(sq.STEM)
+    first = sq.sample_under_budget(space, sq.SpaceCost(space, sq.BUDGET.kind, 10), sq.BUDGET.limit, 2,
+                                   sq.random.Random('random:3'))
+    assert record['top_archs'][:2] == [space.to_arch(c).to_str() for c in first]
+    # resumed past its target: it keeps every draw it had trained and starts none
+    clock.now = 1000.
+    again = sq.equal_compute_search(tmp_path, sq.SETTINGS['quick'], Data(), 3, 350., clock)
+    assert again['top_archs'] == record['top_archs'] and len(trained) == 4
+
+
+def test_random_at_equal_compute_waits_for_the_one_shot_searches(monkeypatch, tmp_path):
+    import search_quality as sq
+
+    started = []
+    monkeypatch.setattr(sq, 'search_unit', lambda *task: started.append(task[3:5]) or sq.Units(task[1]).put(
+        'searches', sq.search_key(*task[3:5]), dict(method=task[3], search_seed=task[4], arch=f'{task[3]}-arch',
+                                                    seconds=60.)))
+    monkeypatch.setattr(sq, 'training_unit', lambda *task: dict(seconds=1.))
+    todo = [('random_equal_compute', 0), ('hierarchical', 0), ('spos', 0)]
+    left = sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), todo, [], (1000,), {}, lambda: None)
+    assert left == 0 and started == [('hierarchical', 0), ('spos', 0), ('random_equal_compute', 0)]
+    assert sq.one_shot_seconds(tmp_path, 0) == 60.
+
+
+def test_units_refuse_another_version_of_the_package(monkeypatch, tmp_path):
+    import search_quality as sq
+
+    units = sq.Units(tmp_path)
+    monkeypatch.setattr(sq, 'code_version', lambda: dict(commit='a' * 40, tree='1' * 40))
+    units.check_code()
+    units.check_code()  # the same code: accepted
+    monkeypatch.setattr(sq, 'code_version', lambda: dict(commit='b' * 40, tree='2' * 40))
+    with pytest.raises(SystemExit, match='git worktree add ../search-quality-run aaaaaaaaaaaa'):
+        units.check_code()
+
+
+def test_unit_records_land_under_the_results_folder(monkeypatch, tmp_path):
+    import search_quality as sq
+
+    seen = {}
+    monkeypatch.setattr(sq, 'run_benchmark', lambda work, units, *rest, **kw: seen.update(work=work, units=units))
+    fake = type('Data', (), dict(train_loader=[0] * 4, heldout_loader=None, score_loader=None, test_loader=None))
+    monkeypatch.setattr(sq, '_data', lambda work, settings: fake())
+    monkeypatch.setattr(sq, 'split_record', lambda loader: {})
+    monkeypatch.setattr(sq, 'updates_per_option', lambda *a: {})
+    monkeypatch.chdir(tmp_path)
+    sq.main(['--quick', '--seed', '7', '--jobs', '1', '--work', 'w', '--results', 'r'])
+    assert seen == dict(work=Path('w'), units=Path('r/search_quality_units/marker-quick-seed7'))
+    written = [p for p in Path('.').rglob('*') if p.is_file()]
+    assert written and all(p.parts[0] in ('w', 'r') for p in written), written  # nothing outside them
+    assert Path('r/search_quality_units/marker-quick-seed7/splits.json').is_file()
