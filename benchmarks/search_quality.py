@@ -52,9 +52,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluttered_digits import ClutterConfig, write_cluttered_digits  # noqa: E402
-from predictions import encode_bits, encode_classes, predicted_classes, split_record  # noqa: E402
+from predictions import decode_classes, encode_bits, encode_classes, predicted_classes, split_record  # noqa: E402
 from search_stats import (  # noqa: E402
     attainable_correlation,
+    equivalence_p,
+    hierarchical_bootstrap_difference,
     min_detectable_difference,
     paired_p,
     pooled_std,
@@ -605,8 +607,11 @@ def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: 
                    if not (s == seed and m in RANKING_METHODS)), key=lambda t: (t[1], SEARCH_ORDER.index(t[0])))
     finals = [FINAL_SEED_OFFSET + i for i in range(settings.final_seeds)]
 
+    splits = json.loads((units / 'splits.json').read_text())
+
     def progress(complete: bool = False) -> None:
-        report(dict(ranking=ranking, method_runs=method_results(searches, done, finals),
+        runs = method_results(searches, done, finals)
+        report(dict(ranking=ranking, method_runs=runs, differences=method_differences(runs, done, finals, splits),
                     cost_s=units_seconds(searches, done), complete=complete))
 
     left = run_methods(pool, jobs, (work, units, settings), todo, searches, finals, done, progress, ends_by)
@@ -633,6 +638,19 @@ def pair_tests(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Optional[floa
     return p
 
 
+def method_differences(runs: dict[str, list[dict[str, Any]]], done: dict[tuple[str, int], dict[str, Any]],
+                       finals: Sequence[int], splits: dict[str, Any]) -> dict[str, Optional[dict[str, float]]]:
+    """Each independent pair's difference of mean test top-1 with its 95% interval from the hierarchical bootstrap
+    (search seed, final seed, source digit), from the final trainings' predictions per image; None for pairs
+    that share draws or while a method has fewer than two searches."""
+    labels, sources = np.array(splits['test']['labels']), np.array(splits['test']['source_digits'])
+    right = {m: [[decode_classes(done[(r['arch'], f)]['test_pred']) == labels for f in finals] for r in rs]
+             for m, rs in runs.items()}
+    return {f'{a}_vs_{b}': None if (a, b) in SHARED_DRAWS or min(len(right[a]), len(right[b])) < 2
+            else hierarchical_bootstrap_difference(right[a], right[b], sources)
+            for a, b in itertools.combinations(runs, 2)}
+
+
 def pair_test_names(runs: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
     """The test ``pair_tests`` used for each pair."""
     return {f'{a}_vs_{b}': 'paired t' if (a, b) in SHARED_DRAWS else 'welch'
@@ -646,6 +664,7 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
     retrained so far."""
     ranking, runs = found['ranking'], found['method_runs']
     methods = {m: [r['test_top1'] for r in rs] for m, rs in runs.items()}
+    equivalence = {f'{a}_vs_{b}': equivalence_p(methods[a], methods[b]) for a, b in itertools.combinations(methods, 2)}
     steps = steps_per_epoch(data)
     spread = pooled_std(list(methods.values()))
     n = min(len(v) for v in methods.values())  # the searches per method the figures rest on so far
@@ -660,6 +679,10 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
         spearman_rho_corrected={k: r['spearman_rho_corrected'] for k, r in ranking.items()},
         ground_truth_top1={k: r['trained_top1'] for k, r in ranking.items()},
         methods=methods, pair_p=pair_tests(runs), pair_test=pair_test_names(runs),
+        difference_ci=found.get('differences', {}),
+        equivalence_1pt={pair: dict(p=p, verdict='not tested' if p is None else
+                                    'equal within 1 point' if p < 0.05 else 'not shown equal')
+                         for pair, p in equivalence.items()},
         min_detectable_difference=min_detectable_difference(spread, n) if spread is not None and n > 1 else None,
         min_detectable_difference_simulated=(simulated_min_detectable_difference(spread, n)
                                              if spread is not None and n > 1 else None),
@@ -755,8 +778,13 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f'| {method} | {_mean_std([r["test_top1"] for r in runs])} | {found:.2f} | {tops:.2f} '
                      f'| {statistics.fmean(r["search_seconds"] for r in runs):.0f} |')
     lines += ['', f'Budget {result["budget_limit"] / 1e6:.1f} M FLOPs.', '',
-              '## Statistics', '', '| pair | test | p |', '|---|---|---|']
-    lines += [f'| {pair} | {result["pair_test"][pair]} | {_fmt(p)} |' for pair, p in result['pair_p'].items()]
+              '## Statistics', '', '| pair | test | p | difference [95% hierarchical bootstrap] | equal within 1 '
+              'point (TOST p) |', '|---|---|---|---|---|']
+    for pair, p in result['pair_p'].items():
+        ci, tost = result.get('difference_ci', {}).get(pair), result['equivalence_1pt'][pair]
+        interval = 'n/a' if ci is None else f'{ci["difference"]:+.2f} [{ci["low"]:+.2f}, {ci["high"]:+.2f}]'
+        lines.append(f'| {pair} | {result["pair_test"][pair]} | {_fmt(p)} | {interval} | '
+                     f'{tost["verdict"]} ({_fmt(tost["p"])}) |')
     lines += ['', f'Pooled spread of a method\'s search seeds: {_fmt(result["pooled_std"], 2)} points. The smallest '
               f'difference of two methods\' means Welch\'s test detects at 80% power, alpha 0.05 (two-sided, '
               f'n = {result["searches_per_method"]} a method), simulated: '

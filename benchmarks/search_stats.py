@@ -12,8 +12,8 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ['attainable_correlation', 'min_detectable_difference', 'paired_p', 'pooled_std',
-           'simulated_min_detectable_difference', 'welch_p', 'welch_power', 'welch_tests']
+__all__ = ['attainable_correlation', 'equivalence_p', 'hierarchical_bootstrap_difference', 'min_detectable_difference',
+           'paired_p', 'pooled_std', 'simulated_min_detectable_difference', 'welch_p', 'welch_power', 'welch_tests']
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
@@ -95,3 +95,48 @@ def attainable_correlation(reliability: float) -> float:
     if not -1 < reliability <= 1:
         raise ValueError(f'a reliability is a correlation in (-1, 1], got {reliability}')
     return math.sqrt(max(2 * reliability / (1 + reliability), 0.))
+
+
+def equivalence_p(a: Sequence[float], b: Sequence[float], margin: float = 1.) -> Optional[float]:
+    """p of two one-sided Welch tests (TOST) that the means of ``a`` and ``b`` differ by less than ``margin``:
+    small when they are shown equal within it. None with fewer than two values on a side or no spread."""
+    if len(a) < 2 or len(b) < 2 or (statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0):
+        return None
+    above = stats.ttest_ind([x + margin for x in a], b, equal_var=False, alternative='greater').pvalue
+    below = stats.ttest_ind([x - margin for x in a], b, equal_var=False, alternative='less').pvalue
+    return float(max(above, below))
+
+
+def hierarchical_bootstrap_difference(a: Sequence[Sequence[np.ndarray]], b: Sequence[Sequence[np.ndarray]],
+                                      sources: np.ndarray, resamples: int = 2000, seed: int = 0,
+                                      level: float = 0.95) -> dict[str, float]:
+    """The difference of two methods' mean test top-1 (points, ``a`` minus ``b``) with a ``level`` interval from
+    a bootstrap at every level of the design: search seeds with replacement, then each one's final training
+    seeds with replacement, then the test split's source digits (one draw for both methods, so the test images
+    stay paired). ``a`` and ``b`` hold, per search seed, per final seed, whether each test image was right."""
+    rng = np.random.default_rng(seed)
+    ids, per_image = np.unique(sources, return_inverse=True)
+
+    def per_source(method: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+        """Right answers per source digit, per search seed (rows: its final seeds)."""
+        return [np.stack([np.bincount(per_image, weights=r, minlength=len(ids)) for r in finals])
+                for finals in method]
+
+    right_a, right_b = per_source(a), per_source(b)
+    images = np.bincount(per_image, minlength=len(ids)).astype(float)
+
+    def resampled_mean(method: list[np.ndarray], weights: np.ndarray) -> float:
+        searches = rng.integers(len(method), size=len(method))
+        means = []
+        for s in searches:
+            finals = method[s][rng.integers(len(method[s]), size=len(method[s]))]
+            means.append(100 * (finals @ weights).mean() / (images @ weights))
+        return float(np.mean(means))
+
+    observed = float(np.mean([100 * f.sum(axis=1).mean() / images.sum() for f in right_a])
+                     - np.mean([100 * f.sum(axis=1).mean() / images.sum() for f in right_b]))
+    draws = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=resamples).astype(float)
+    differences = np.array([resampled_mean(right_a, w) - resampled_mean(right_b, w) for w in draws])
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(differences, [tail, 100 - tail])
+    return dict(difference=observed, low=float(low), high=float(high), resamples=resamples)

@@ -444,3 +444,30 @@ def test_unit_records_land_under_the_results_folder(monkeypatch, tmp_path):
     written = [p for p in Path('.').rglob('*') if p.is_file()]
     assert written and all(p.parts[0] in ('w', 'r') for p in written), written  # nothing outside them
     assert Path('r/search_quality_units/marker-quick-seed7/splits.json').is_file()
+
+
+def test_equivalence_within_a_point():
+    from search_stats import equivalence_p
+
+    close = equivalence_p([80., 80.5, 79.5, 80.2, 80.1], [80.1, 79.8, 80.3, 79.9, 80.2])
+    apart = equivalence_p([80., 80.5, 79.5, 80.2], [78., 78.4, 77.5, 78.2])
+    assert close < 0.05 < apart  # shown equal within 1 point, and not
+    assert equivalence_p([80.], [80., 81.]) is None
+
+
+def test_hierarchical_bootstrap_covers_the_true_difference():
+    from search_stats import hierarchical_bootstrap_difference
+
+    rng = np.random.default_rng(1)
+    sources = np.repeat(np.arange(200), 8)
+
+    def method(accuracy):
+        return [[rng.random(len(sources)) < accuracy + rng.normal(0, 0.005) for _ in range(3)] for _ in range(6)]
+
+    apart = hierarchical_bootstrap_difference(method(0.82), method(0.78), sources, resamples=300)
+    assert apart['low'] < 4. < apart['high'] and apart['low'] > 0  # 4 points apart, shown
+    same = hierarchical_bootstrap_difference(method(0.8), method(0.8), sources, resamples=300)
+    assert same['low'] < 0 < same['high']
+    # more search seeds: a narrower interval
+    wide = hierarchical_bootstrap_difference(method(0.8)[:2], method(0.8)[:2], sources, resamples=300)
+    assert wide['high'] - wide['low'] > same['high'] - same['low']
