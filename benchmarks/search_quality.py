@@ -421,10 +421,42 @@ def equal_compute_search(output: Path, settings: Settings, data: SearchData, see
                             **model_predictions(load_trained(root, arch, train_recipe, data.num_classes), data)))
     best = max(trained, key=lambda t: t['heldout_top1'])
     arch = GlitArch.from_str(best['arch'])
+    points = [dict(seconds=t['seconds_at'], best_heldout_top1=max(d['heldout_top1'] for d in trained[:i + 1]))
+              for i, t in enumerate(trained)]
     return dict(method='random_equal_compute', search_seed=seed, arch=best['arch'], flops=best['flops'],
                 params=count_params(arch, data.num_classes), heldout_top1=best['heldout_top1'],
                 test_top1=best['test_top1'], top_k=len(trained), target_seconds=target_s,
-                top_flops=[t['flops'] for t in trained], top_archs=[t['arch'] for t in trained], draws=trained)
+                top_flops=[t['flops'] for t in trained], top_archs=[t['arch'] for t in trained], draws=trained,
+                anytime=points)
+
+
+def logged_seconds(metrics: Path) -> float:
+    """The seconds a training's epochs took, summed from its metrics log (0 when it has none)."""
+    if not metrics.is_file():
+        return 0.
+    return sum(json.loads(line).get('seconds', 0.) for line in metrics.read_text().splitlines() if line.strip())
+
+
+def anytime(output: Path, stages: Sequence[str], picked: dict[str, Any], total_s: float,
+            train_recipe: TrainConfig) -> list[dict[str, float]]:
+    """The best held-out top-1 a search had found against its seconds: a point as each retrained candidate
+    ends. Its supernets' and retrainings' epochs are timed by their logs; the rest of its seconds (the EA's
+    scoring, set-up) is split evenly over its stages, before each stage's retrainings."""
+    def retrain_s(candidate: dict[str, Any]) -> float:
+        folder = unit_folder(output / 'retrain', GlitArch.from_str(candidate['arch']), train_recipe)
+        return logged_seconds(folder / 'last.metrics.jsonl')
+
+    supernets = {stage: logged_seconds(output / stage / 'supernet.metrics.jsonl') for stage in stages}
+    logged = sum(supernets.values()) + sum(retrain_s(c) for stage in stages for c in picked[stage]['top'])
+    rest = max(total_s - logged, 0.) / len(stages)
+    elapsed, best, points = 0., float('-inf'), []
+    for stage in stages:
+        elapsed += supernets[stage] + rest
+        for candidate in picked[stage]['top']:
+            elapsed += retrain_s(candidate)
+            best = max(best, candidate['retrained']['heldout_top1'])
+            points.append(dict(seconds=elapsed, best_heldout_top1=best))
+    return points
 
 
 def run_one_search(output: Path, settings: Settings, data: SearchData, method: str, seed: int,
@@ -446,7 +478,8 @@ def run_one_search(output: Path, settings: Settings, data: SearchData, method: s
                                                                   train_recipe, data.num_classes), data))
                          for t in p['top']] for stage, p in picked.items()}
     record = dict(summary, search_seed=seed, top_k=top_k, top_flops=[t['flops'] for t in last['top']],
-                  top_archs=[t['arch'] for t in last['top']], retrained=retrained)
+                  top_archs=[t['arch'] for t in last['top']], retrained=retrained,
+                  anytime=anytime(output, summary['stages'], picked, summary['seconds'], train_recipe))
     if ranking_seed is not None and method in ONE_SHOT:
         record['ranking'] = {}
         if method == 'hierarchical':
@@ -511,7 +544,8 @@ def method_results(searches: list[dict[str, Any]], done: dict[tuple[str, int], d
         method_runs[s['method']].append(dict(
             search_seed=s['search_seed'], arch=s['arch'], flops=s['flops'], params=s['params'],
             top_k=s['top_k'], top_flops=s['top_flops'], search_heldout_top1=s['heldout_top1'],
-            test_top1_runs=tests, test_top1=statistics.fmean(tests), search_seconds=s['seconds']))
+            test_top1_runs=tests, test_top1=statistics.fmean(tests), search_seconds=s['seconds'],
+            anytime=s.get('anytime', [])))
     return method_runs
 
 
@@ -821,13 +855,24 @@ def _plot_methods(ax: Any, result: dict[str, Any]) -> None:
     ax.set_title('Methods: every search seed')
 
 
+def _plot_anytime(ax: Any, result: dict[str, Any]) -> None:
+    for index, (method, runs) in enumerate(result['method_runs'].items()):
+        for number, run in enumerate(runs):
+            points = run.get('anytime') or []
+            ax.step([p['seconds'] / 3600 for p in points], [p['best_heldout_top1'] for p in points], where='post',
+                    color=f'C{index}', alpha=0.6, linewidth=1, label=method if number == 0 else None)
+    ax.set_xlabel('measured search seconds (h; one-shot: supernet and training epochs logged, the rest spread)')
+    ax.set_ylabel('best held-out top-1 found so far (%)')
+    ax.set_title('Any-time: each search')
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     """The ranking's scatter per space and, once searches are retrained, each one's find against its FLOPs."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    panels = [_plot_ranking] + ([_plot_methods] if any(result['method_runs'].values()) else [])
+    panels = [_plot_ranking] + ([_plot_methods, _plot_anytime] if any(result['method_runs'].values()) else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), dpi=110, squeeze=False)
     for ax, panel in zip(axes[0], panels):
         panel(ax, result)

@@ -26,6 +26,8 @@ from search_stats import (  # noqa: E402
     welch_tests,
 )
 
+from glit_models.architecture import GlitArch  # noqa: E402
+
 
 def test_render_is_seeded_and_in_range():
     digit = np.zeros((8, 8), dtype=np.float32)
@@ -471,3 +473,27 @@ def test_hierarchical_bootstrap_covers_the_true_difference():
     # more search seeds: a narrower interval
     wide = hierarchical_bootstrap_difference(method(0.8)[:2], method(0.8)[:2], sources, resamples=300)
     assert wide['high'] - wide['low'] > same['high'] - same['low']
+
+
+def test_anytime_points_follow_the_logged_seconds(tmp_path):
+    import search_quality as sq
+
+    settings = sq.SETTINGS['quick']
+    train_recipe = sq.recipe(settings, 0)
+    stage1, stage2 = sq.stage1_space(sq.STEM), sq.joint_space(sq.STEM)
+    archs = [stage1.to_arch((0,) * 12).to_str(), stage2.to_arch((1,) * 12).to_str()]
+
+    def log(path, seconds):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(''.join(json.dumps(dict(epoch=i + 1, seconds=s)) + '\n' for i, s in enumerate(seconds)))
+
+    for stage, supernet in (('stage1', [10., 10.]), ('stage2', [20.])):
+        log(tmp_path / stage / 'supernet.metrics.jsonl', supernet)
+    for arch, seconds in zip(archs, ([5., 5.], [7.])):
+        log(sq.unit_folder(tmp_path / 'retrain', GlitArch.from_str(arch), train_recipe) / 'last.metrics.jsonl', seconds)
+    picked = {'stage1': dict(top=[dict(arch=archs[0], retrained=dict(heldout_top1=60.))]),
+              'stage2': dict(top=[dict(arch=archs[1], retrained=dict(heldout_top1=55.))])}
+    points = sq.anytime(tmp_path, ['stage1', 'stage2'], picked, total_s=97., train_recipe=train_recipe)
+    # logged: supernets 40 s, retrainings 17 s; the other 40 s split over the two stages
+    assert points == [dict(seconds=20. + 20. + 10., best_heldout_top1=60.),
+                      dict(seconds=50. + 20. + 20. + 7., best_heldout_top1=60.)]
