@@ -502,11 +502,12 @@ def run_units(pool: Optional[Any], fn: Callable[..., Any], tasks: Iterable[tuple
 
 # -- the benchmark -------------------------------------------------------------------------------------------
 def searchless_trainings(work: Path, units: Path, settings: Settings, seed: int) -> list[tuple]:
-    """The ground-truth trainings that need no search: every stage-1 and joint ranking architecture (drawn
-    under the budget as ``score_space`` draws them) with each truth seed. Stage 2's depend on a search."""
+    """The ground-truth trainings that need no search: every joint and stage-1 ranking architecture (drawn
+    under the budget as ``score_space`` draws them) with each truth seed, the joint space's first (the pilot
+    reads its headroom from them). Stage 2's depend on a search."""
     data = _data(work, settings)
     return [(work, units, settings, space.to_arch(c).to_str(), t)
-            for space in (stage1_space(STEM), joint_space(STEM))
+            for space in (joint_space(STEM), stage1_space(STEM))
             for c in ranking_candidates(space, data, settings, seed) for t in TRUTH_SEEDS]
 
 
