@@ -497,3 +497,21 @@ def test_anytime_points_follow_the_logged_seconds(tmp_path):
     # logged: supernets 40 s, retrainings 17 s; the other 40 s split over the two stages
     assert points == [dict(seconds=20. + 20. + 10., best_heldout_top1=60.),
                       dict(seconds=50. + 20. + 20. + 7., best_heldout_top1=60.)]
+
+
+def test_readme_recommendation_is_the_clutter_runs_figures():
+    from search_stats import equivalence_p
+
+    report = json.loads((ROOT / 'benchmarks/results/search_quality_clutter.json').read_text())
+    text = ' '.join((ROOT / 'README.md').read_text().split())
+    section = text[text.index('**Which method to run'):]
+    seconds = {m: round(statistics.fmean(r['search_seconds'] for r in runs))
+               for m, runs in report['method_runs'].items()}
+    assert f'{seconds["hierarchical"]} s against SPOS\'s {seconds["spos"]} s' in section
+    assert f'whose searches took {seconds["random"]} s' in section
+    methods = report['methods']
+    assert f'TOST p = {equivalence_p(methods["hierarchical"], methods["spos"]):.3f}' in section
+    assert f'p = {equivalence_p(methods["hierarchical"], methods["spos"]):.3f}: not shown equal' in text
+    means = [f'{statistics.fmean(methods[m]):.2f}' for m in ('hierarchical', 'spos')]
+    assert f'({means[0]} and {means[1]}% mean test top-1, Welch p = {report["pair_p"]["hierarchical_vs_spos"]:.2f})' \
+        in section
