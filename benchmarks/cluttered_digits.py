@@ -34,8 +34,9 @@ class ClutterConfig:
     """How one image is made: canvas and digit sizes (px), clutter fragments per image and their size
     (in source pixels of the 8x8 digit), brightness ranges, the pixel noise's std (0-1), the digit's
     smallest distance to the border (px), the images each source digit gives in train (``copies``), held-out
-    and test, the share of the training digits held out (0: no held-out folder) and the label shift of each
-    marker bar (empty: no marker, the digit anywhere)."""
+    and test, the share of the training digits held out (0: no held-out folder), the label shift of each
+    marker kind (empty: no marker, the digit anywhere) and the markers' shape: 'bar' (``marker_length`` x 2
+    px, horizontal or vertical) or 'square' (``marker_length`` px a side, filled or a 2 px frame)."""
 
     canvas: int = 32
     digit_size: tuple[int, int] = (20, 26)
@@ -51,6 +52,7 @@ class ClutterConfig:
     heldout_copies: int = 8
     test_copies: int = 2
     markers: tuple[int, ...] = ()
+    marker_shape: str = 'bar'
     marker_length: int = 8
     marker_brightness: tuple[float, float] = (0.7, 1.0)
 
@@ -60,9 +62,12 @@ class ClutterConfig:
 
     def describe(self) -> str:
         """One line for the results."""
-        place = (f'in a random quadrant; a bar of {self.marker_length} x 2 px in the opposite quadrant, at brightness '
+        marker = (f'a bar of {self.marker_length} x 2 px' if self.marker_shape == 'bar' else
+                  f'a square of {self.marker_length} px')
+        kinds = 'orientation' if self.marker_shape == 'bar' else 'filling (filled or a 2 px frame)'
+        place = (f'in a random quadrant; {marker} in the opposite quadrant, at brightness '
                  f'{self.marker_brightness[0]:g}-{self.marker_brightness[1]:g}, shifts the label: class = (digit + '
-                 f'{" or ".join(map(str, self.markers))}) mod 10, the shift by the bar\'s orientation'
+                 f'{" or ".join(map(str, self.markers))}) mod 10, the shift by the marker\'s {kinds}'
                  if self.markers else 'at a random position')
         splits = (f'{self.copies} images per source digit in train, {self.heldout_copies} in held-out '
                   f'({self.heldout_fraction:.0%} of the train digits, whole), {self.test_copies} in test'
@@ -112,6 +117,19 @@ def _in_quadrant(quadrant: int, extent: tuple[int, int], config: ClutterConfig, 
     return corner[0], corner[1]
 
 
+def _marker(shape: str, length: int, kind: int) -> np.ndarray:
+    """A marker of ``kind`` (values 0-1): a bar, horizontal for even kinds and vertical for odd ones, or a
+    square, filled for even kinds and a 2 px frame for odd ones."""
+    if shape == 'bar':
+        return np.ones((2, length) if kind % 2 == 0 else (length, 2), dtype=np.float32)
+    if shape != 'square':
+        raise ValueError(f'marker_shape {shape!r}: choose bar or square')
+    mark = np.ones((length, length), dtype=np.float32)
+    if kind % 2:
+        mark[2:-2, 2:-2] = 0.
+    return mark
+
+
 def render(digit: np.ndarray, others: Sequence[np.ndarray], config: ClutterConfig,
            rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """One cluttered image (uint8, ``canvas`` x ``canvas``) of ``digit`` (8x8, values 0-1), its clutter cut
@@ -128,10 +146,11 @@ def render(digit: np.ndarray, others: Sequence[np.ndarray], config: ClutterConfi
         y, x = _in_quadrant(quadrant, (size, size), config, config.margin, rng)
         kind = int(rng.integers(len(config.markers)))
         shift = config.markers[kind]
-        bar = (2, config.marker_length) if kind % 2 == 0 else (config.marker_length, 2)
+        mark = _marker(config.marker_shape, config.marker_length, kind) * rng.uniform(*config.marker_brightness)
         # training crops cut up to about 3.5 px a side: the marker stays whole
-        by, bx = _in_quadrant(3 - quadrant, bar, config, 4, rng)
-        canvas[by:by + bar[0], bx:bx + bar[1]] = rng.uniform(*config.marker_brightness)
+        by, bx = _in_quadrant(3 - quadrant, mark.shape, config, 4, rng)
+        region = canvas[by:by + mark.shape[0], bx:bx + mark.shape[1]]
+        np.maximum(region, mark, out=region)
     else:
         y, x = rng.integers(config.margin, config.canvas - size - config.margin + 1, size=2)
     region = canvas[y:y + size, x:x + size]

@@ -85,7 +85,7 @@ from glit_models.utils.run_clock import RunClock  # noqa: E402
 STEM = Stem(embed_dim=48, num_heads=3, depth=12, patch_size=4, img_size=32)  # (32 / 4)^2 + 1 = 65 tokens
 TOKENS = (STEM.img_size // STEM.patch_size) ** 2 + 1
 CLUTTER = ClutterConfig(digit_size=(14, 18), fragments=(2, 3), heldout_fraction=0.15, heldout_copies=8,
-                        test_copies=16, markers=(0, 5))
+                        test_copies=16, markers=(0, 5), marker_shape='square')
 TASK = 'marker'
 """The task's name in the default unit-record folder (``<task>-<mode>-seedS``)."""
 AUGMENTATION = Augmentation(scale=(0.8, 1.0), ratio=(0.9, 1.1), hflip=0., color_jitter=0.)

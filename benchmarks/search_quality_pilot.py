@@ -47,9 +47,15 @@ TUNING = (
     'earlier tasks (unmarked cluttered digits, the digit anywhere): see the history of this file and '
     '`search_quality_clutter.*`; on the last, the best of 20 random joint draws (87.0%) already matched the one-shot '
     'finds (86.2-87.5%): no headroom',
-    'marked task: the digit (14-18 px) in a random quadrant, a bar of 8 x 2 px in the opposite one, horizontal '
-    '(shift 0) or vertical (shift 5); class = (digit + shift) mod 10; 2-3 clutter fragments; held-out and test '
-    'splits of whole source digits, rendered 8 and 16 times',
+    'marked task, first version: the digit (14-18 px) in a random quadrant, a bar of 8 x 2 px in the opposite one, '
+    'horizontal (shift 0) or vertical (shift 5); class = (digit + shift) mod 10; 2-3 clutter fragments; held-out '
+    'and test splits of whole source digits, rendered 8 and 16 times',
+    'verdict on the first version: no network read the bar in 12 epochs. Test top-1, seeds 0 / 1: all-local 44.55 / '
+    '44.57, local-early/global-late 44.57 / 44.13, all-global 19.39 / 17.24, the first joint budget draw 43.31 '
+    '(seed 0); the local and mixed networks reach their top-5 of 98% (they read the digit) and stop at the 50% a '
+    'bar-blind model can reach, their held-out curves flat from epoch 8. The contact sheet showed why: clutter '
+    'fragments of 1s and 7s look like the bar',
+    'second version: the marker a square of 8 px, filled (shift 0) or a 2 px frame (shift 5), unlike any stroke',
 )
 HEADROOM = dict(best_above_median=3., best_of_5_gap=1.5, median_range=(70., 90.))
 """The pilot's targets for the joint space's budget draws (test top-1, points)."""
