@@ -1,7 +1,8 @@
 """How good is the search at the paper's depth? Supernet ranking quality per space, and hierarchical, SPOS
 and random search at equal budget and compute, on marked cluttered digits (``cluttered_digits``: a digit in
-a quadrant of a 32 px canvas among fragments of others, and a bar in the opposite quadrant whose orientation
-shifts the label; 4 px patches, 65 tokens; 12 blocks). Held-out and test splits hold whole source digits.
+a quadrant of a 32 px canvas among fragments of others, and a square in the opposite quadrant, filled or a
+frame, that shifts the label; 4 px patches, 65 tokens; 12 blocks). Held-out and test splits hold whole source
+digits.
 
     python benchmarks/search_quality.py --jobs 2              # the full benchmark (resumable, many hours)
     python benchmarks/search_quality.py --hours 2.5           # as much of it as ends within 2.5 hours
