@@ -722,7 +722,8 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
         min_detectable_difference=min_detectable_difference(spread, n) if spread is not None and n > 1 else None,
         min_detectable_difference_simulated=(simulated_min_detectable_difference(spread, n)
                                              if spread is not None and n > 1 else None),
-        attainable_rho={k: attainable_correlation(r['noise_ceiling']['spearman_rho']['value'])
+        attainable_rho={k: None if r['noise_ceiling']['spearman_rho']['value'] is None
+                        else attainable_correlation(r['noise_ceiling']['spearman_rho']['value'])
                         for k, r in ranking.items()},
         pooled_std=spread, searches_per_method=n, seeds={m: settings.seeds(m, seed) for m in METHOD_NAMES},
         seconds_measured={m: [r['search_seconds'] for r in rs] for m, rs in runs.items()},
