@@ -57,6 +57,11 @@ TUNING = (
     'fragments of 1s and 7s look like the bar',
     'first version, global-early/local-late (its trainings outlived the stopped pilot): 44.12 / 42.46, the same cap',
     'second version: the marker a square of 8 px, filled (shift 0) or a 2 px frame (shift 5), unlike any stroke',
+    'verdict on the second version (two architectures, `--only`): all-local 43.85 / 44.31, local-early/global-late '
+    '43.78 / 43.21: the same cap. A marker no clutter imitates is not enough; in 12 epochs of 38 steps no network '
+    'learns to join the digit with a mark in the opposite quadrant. Not the regime: the long run does not start. '
+    'Next: whether any training length learns the join (local-early/global-late at 3-4x the epochs), and a marker '
+    'nearer the digit (the adjacent quadrant) if none does',
 )
 HEADROOM = dict(best_above_median=3., best_of_5_gap=1.5, median_range=(70., 90.))
 """The pilot's targets for the joint space's budget draws (test top-1, points)."""
