@@ -9,7 +9,6 @@ states the checked facts (file digest, logit agreement) and only the accuracy an
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 from pathlib import Path
@@ -94,7 +93,7 @@ def convert(checkpoint: Path, output: Path, model_name: str = 'glit_tiny_patch16
 @command_line(_PROG)
 def main(argv: Optional[list[str]] = None) -> int:
     parser = OneLineParser(prog=_PROG, description='Convert the authors\' GLiT checkpoint to a timm Hub '
-                                     'folder.', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     'folder.')
     parser.add_argument('--checkpoint', type=Path, required=True, help='the release file, e.g. glit_tiny.pth.tar')
     parser.add_argument('--output', type=Path, required=True, help='folder to write')
     parser.add_argument('--model', default='glit_tiny_patch16_224.in1k', help='timm model name with its tag')
