@@ -57,10 +57,10 @@ from .data import (
 from .data.config import DataConfig
 from .models.factory import DEFAULT_MODEL, create_model
 from .models.glit import GlobalLocalTransformer
-from .models.model_folder import RUN_RECORD, find_run_model, read_model_config, save_model_folder
+from .models.model_folder import RUN_RECORD, RUN_RESULT, find_run_model, read_model_config, save_model_folder
 from .training.engine import TrainConfig, load_training_state, train_model, unwrap
 from .training.recipes import MIN_STEPS, RECIPES, Recipe, as_dict, read_recipe
-from .utils.atomic import write_text_atomic
+from .utils.atomic import save_json_atomic, write_text_atomic
 from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
 from .utils.distributed import (
     cleanup_distributed,
@@ -546,8 +546,11 @@ def _save_final(model: torch.nn.Module, output: Path, record: RunRecord, data: D
     """model.safetensors + config.json in timm's local-dir layout, with the classes and data config of the run."""
     weights = (f'the exponential moving average (decay {record.model_ema_decay}) of the trained weights' if from_ema
                else 'the trained weights (no EMA)')
-    start = ('fine-tuned from ' + (record.initial_checkpoint or f'{record.model}\'s published weights')
-             if record.pretrained or record.initial_checkpoint else 'trained from scratch')
+    # the weights' file by its folder and name: an absolute path says nothing once the folder is published
+    origin = Path(record.initial_checkpoint) if record.initial_checkpoint else None
+    start = ('fine-tuned from ' + (f'{origin.parent.name}/{origin.name}' if origin else
+                                   f'{record.model}\'s published weights')
+             if record.pretrained or origin else 'trained from scratch')
     notes = [f'{start.capitalize()} with {_PROG} (recipe {record.recipe}) on {len(data.label_names or ())} classes '
              f'for {record.epochs} epochs at {record.img_size} px.', f'Weights: {weights}.']
     save_model_folder(model, output, data, trained=True, notes=notes)
@@ -558,9 +561,10 @@ def _say(text: str) -> None:
         print(text, file=sys.stderr)
 
 
-def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dict[str, float]:
+def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """One training run from parsed flags; ``given``: the flags the command line set (a resume refuses
-    those that differ). ``args`` is only read."""
+    those that differ). ``args`` is only read. Returns the run's result (``result.json``): the data set, what
+    it was evaluated on, and the top-1 / top-5 of the weights it hands over."""
     if args.resume:
         output = _resume_folder(args)
         record, recipe = _resumed(given or {}, output), None
@@ -599,7 +603,7 @@ def _shown(value: Any) -> str:
 
 
 def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distributed: bool,
-           overrides: Sequence[str] = ()) -> dict[str, float]:
+           overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The run itself; ``recipe`` None: a resumed run, whose record is complete. ``overrides``: the recipe
     flags the command line gave, named in the log."""
     data_dir = Path(record.data_dir)
@@ -637,12 +641,19 @@ def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distribute
         print(f'{_PROG}: warning: {steps} steps an epoch ({len(sets.train)} images at batch {record.batch_size} x '
               f'{world_size()} process(es)), under {MIN_STEPS}: each epoch barely moves the weights; lower '
               '--batch-size', file=sys.stderr)
-    result = train_model(model, data.train_loader, data.eval_loader, config, output, resume=recipe is None,
+    trained = train_model(model, data.train_loader, data.eval_loader, config, output, resume=recipe is None,
                           progress=not record.no_progress)
+    prefix = 'ema_' if trained.from_ema else ''
+    evaluated = (f'{len(sets.eval)} images held out of {record.train_split}/' if record.heldout is not None
+                 else f'{len(sets.eval)} images of {record.val_split}/')
+    result = dict(output=str(output), dataset=data_dir.name, evaluated_on=evaluated, epochs=record.epochs,
+                  weights='ema' if trained.from_ema else 'trained', top1=trained.metrics.get(f'{prefix}top1'),
+                  top5=trained.metrics.get(f'{prefix}top5'))
     if is_main_process():
-        _save_final(result.model, output, record, data.data_config, result.from_ema)
+        _save_final(trained.model, output, record, data.data_config, trained.from_ema)
+        save_json_atomic(result, output / RUN_RESULT)
         _say(f'result in {output}: timm.create_model("local-dir:{output}", pretrained=True)')
-    return result.metrics
+    return result
 
 
 @command_line(_PROG, interrupted_hint='continue with the same --output and --resume')
@@ -650,9 +661,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging(package_level=logging.INFO)  # where weights come from: cache or download
     try:
-        metrics = run(args, _given(argv))
+        result = run(args, _given(argv))
         if is_main_process():
-            print(json.dumps(metrics))
+            print(json.dumps(result))
         return 0
     finally:
         cleanup_distributed()

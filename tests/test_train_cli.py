@@ -59,7 +59,13 @@ def test_resume_is_bit_identical_and_the_result_loads_in_timm(folder, tmp_path, 
     capsys.readouterr()
     assert main(_args(folder, tmp_path / 'again', '--epochs', '1', '--warmup-epochs', '0', '--arch',
                       str(tmp_path / 'straight'))) == 0
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])['epoch'] == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1  # the run's result, the one line on stdout
+    result = json.loads(out[0])
+    assert result == json.loads((tmp_path / 'again' / 'result.json').read_text())
+    history = [json.loads(line) for line in (tmp_path / 'again' / 'last.metrics.jsonl').read_text().splitlines()]
+    assert (result['epochs'], result['weights'], result['top1']) == (1, 'trained', history[-1]['top1'])
+    assert (result['dataset'], result['evaluated_on']) == (folder.name, '6 images of val/')
 
 
 @pytest.mark.parametrize('extra, message', [

@@ -26,12 +26,14 @@ from ..utils.json_file import read_json
 from .checkpoint import CheckpointError
 from .glit import GlobalLocalTransformer
 
-__all__ = ['RUN_RECORD', 'UNTRAINED', 'WEIGHTS_FILE', 'RunModel', 'check_model_folder', 'find_run_model', 'is_trained',
-           'read_model_config', 'registered_name', 'save_model_folder']
+__all__ = ['RUN_RECORD', 'RUN_RESULT', 'UNTRAINED', 'WEIGHTS_FILE', 'RunModel', 'check_model_folder', 'find_run_model',
+           'is_trained', 'read_model_config', 'registered_name', 'save_model_folder']
 
 WEIGHTS_FILE = 'model.safetensors'
 RUN_RECORD = 'args.json'
 """The settings a training run saves beside its checkpoint (``python -m glit_models.train``)."""
+RUN_RESULT = 'result.json'
+"""A finished training run's result: its data set, what it was evaluated on, the top-1 of its final weights."""
 _RUN_STATE = 'last.pth.tar'
 
 UNTRAINED = 'untrained'
