@@ -39,8 +39,7 @@ def classify(model: torch.nn.Module, image: Image.Image, top_k: int = 5) -> list
     return list(zip(indices.tolist(), values.tolist()))
 
 
-@command_line(_PROG)
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=_PROG, description='Classify images with a GLiT model.')
     parser.add_argument('images', nargs='*', type=Path, help='image files (default: a bundled sample photo)')
     parser.add_argument('--model', default=None, help='timm name, hf-hub:org/repo or local-dir:FOLDER (default: the '
@@ -49,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
                         'training checkpoint), a run folder or a search\'s best/')
     parser.add_argument('--pretrained', action='store_true', help='load the published weights (from the Hub)')
     parser.add_argument('--top-k', type=int, default=5, help='classes shown per image')
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command_line(_PROG)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.top_k < 1:
         raise UsageError(f'--top-k {args.top_k}: must be at least 1 (the classes shown per image)')
     setup_logging(package_level=logging.INFO)  # where weights come from, while they download

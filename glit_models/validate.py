@@ -36,7 +36,7 @@ from .models.glit import GlobalLocalTransformer, checkpoint_filter_fn
 from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
 from .utils.distributed import default_device
 
-__all__ = ['validate', 'main']
+__all__ = ['build_parser', 'validate', 'main']
 
 _PROG = 'python -m glit_models.validate'
 
@@ -112,7 +112,7 @@ def validate(model: torch.nn.Module, root: Path, batch_size: int = 64, workers: 
                 crop_pct=config['crop_pct'], interpolation=config['interpolation'])
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=_PROG, description=__doc__.split('\n')[0])
     p.add_argument('--model', default=None, help='timm name, local-dir:FOLDER or hf-hub:org/repo (default: the '
                    f'--checkpoint\'s run folder\'s own model, else {DEFAULT_MODEL})')
@@ -131,7 +131,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('-j', '--workers', type=int, default=min(4, os.cpu_count() or 1), help='data loader processes')
     p.add_argument('--bad-images', choices=BAD_IMAGES, default='refuse',
                    help='images that cannot be read: refuse the data, or skip them (each named, and not scored)')
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise UsageError(f'--batch-size {args.batch_size}: must be at least 1')
     if args.workers < 0:

@@ -30,7 +30,7 @@ from ..utils.cli import OneLineParser, UsageError, command_line
 from ..utils.errors import GlitError
 from .card import model_card, render
 
-__all__ = ['PublishError', 'UPLOADED', 'check_folder', 'check_repo_id', 'file_list', 'push', 'main']
+__all__ = ['PublishError', 'UPLOADED', 'build_parser', 'check_folder', 'check_repo_id', 'file_list', 'push', 'main']
 
 WEIGHTS = 'model.safetensors'
 UPLOADED = ('config.json', WEIGHTS, 'README.md')
@@ -132,8 +132,7 @@ def push(folder: Path, repo_id: str, dry_run: bool = False, private: bool = Fals
     return str(getattr(commit, 'commit_url', commit))
 
 
-@command_line(_PROG)
-def main(argv: Optional[list[str]] = None) -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=_PROG, description='Publish a GLiT model folder to the Hugging Face Hub.')
     parser.add_argument('--model-dir', type=Path, required=True,
                         help='the model folder: model.safetensors and config.json (a run folder, a search\'s best/)')
@@ -143,7 +142,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--force', action='store_true', help='publish a folder of untrained weights too')
     parser.add_argument('--private', action='store_true', help='create the repo private')
     parser.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command_line(_PROG)
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     where = push(args.model_dir, args.repo_id, args.dry_run, args.private, args.token, force=args.force)
     if args.dry_run:
         print(f'dry run: {where} is ready for {args.repo_id}; its files, uploaded or left:', file=sys.stderr)
