@@ -1,10 +1,16 @@
 """Cluttered digits: a task harder than scikit-learn's 8x8 digits, generated from them with a fixed seed.
 
-Each image is one digit, upscaled to a random size, at a random position on a larger black canvas, with
-fragments (random crops) of other digits scattered as clutter, all at random brightness, plus a little
-pixel noise. The digits' own split is kept (the seeded 20% that ``glit_models.nas.demo`` also holds out):
-training images and their clutter come only from the training digits, test images and their clutter only
-from the test digits. Written once as an ImageFolder (``train/<digit>``, ``val/<digit>``).
+Each image is one digit, upscaled to a random size, on a larger black canvas, with fragments (random crops)
+of other digits scattered as clutter, all at random brightness, plus a little pixel noise. With ``markers``
+the digit sits in a random quadrant and a bar in the opposite quadrant, horizontal or vertical, shifts the
+label: class = (digit + the bar's shift) mod 10. Reading the digit takes its strokes (local heads); reading
+the class takes linking it to a mark about 16 px, two tokens' rows and columns, away (global heads).
+
+Splits keep a source digit's renderings together. The digits' own split is kept (the seeded 20% that
+``glit_models.nas.demo`` also holds out) as the test split ``val/``; ``heldout_fraction`` of the training
+digits become ``heldout/``; the rest is ``train/``. Each split renders its digits ``copies``,
+``heldout_copies`` and ``test_copies`` times, and its clutter only from its own digits. Written once as
+an ImageFolder (``train/<class>``, ``heldout/<class>``, ``val/<class>``; files ``<digit index>_<copy>.png``).
 """
 from __future__ import annotations
 
@@ -27,7 +33,9 @@ _VAL_FRACTION = 0.2
 class ClutterConfig:
     """How one image is made: canvas and digit sizes (px), clutter fragments per image and their size
     (in source pixels of the 8x8 digit), brightness ranges, the pixel noise's std (0-1), the digit's
-    smallest distance to the border (px) and how many images each source digit gives in each split."""
+    smallest distance to the border (px), the images each source digit gives in train (``copies``), held-out
+    and test, the share of the training digits held out (0: no held-out folder) and the label shift of each
+    marker bar (empty: no marker, the digit anywhere)."""
 
     canvas: int = 32
     digit_size: tuple[int, int] = (20, 26)
@@ -39,15 +47,32 @@ class ClutterConfig:
     margin: int = 2
     copies: int = 2
     seed: int = 0
+    heldout_fraction: float = 0.
+    heldout_copies: int = 8
+    test_copies: int = 2
+    markers: tuple[int, ...] = ()
+    marker_length: int = 8
+    marker_brightness: tuple[float, float] = (0.7, 1.0)
+
+    def copies_of(self, split: str) -> int:
+        """The renderings of each source digit in ``split`` (train, heldout or val)."""
+        return {'train': self.copies, 'heldout': self.heldout_copies, 'val': self.test_copies}[split]
 
     def describe(self) -> str:
         """One line for the results."""
-        return (f'{self.canvas} px canvas; the digit upscaled to {self.digit_size[0]}-{self.digit_size[1]} px at a '
-                f'random position; {self.fragments[0]}-{self.fragments[1]} clutter fragments a image, crops of '
+        place = (f'in a random quadrant; a bar of {self.marker_length} x 2 px in the opposite quadrant, at brightness '
+                 f'{self.marker_brightness[0]:g}-{self.marker_brightness[1]:g}, shifts the label: class = (digit + '
+                 f'{" or ".join(map(str, self.markers))}) mod 10, the shift by the bar\'s orientation'
+                 if self.markers else 'at a random position')
+        splits = (f'{self.copies} images per source digit in train, {self.heldout_copies} in held-out '
+                  f'({self.heldout_fraction:.0%} of the train digits, whole), {self.test_copies} in test'
+                  if self.heldout_fraction else f'{self.copies} images per source digit, {self.test_copies} in test')
+        return (f'{self.canvas} px canvas; the digit upscaled to {self.digit_size[0]}-{self.digit_size[1]} px {place}; '
+                f'{self.fragments[0]}-{self.fragments[1]} clutter fragments a image, crops of '
                 f'{self.fragment_size[0]}-{self.fragment_size[1]} source px of other digits; brightness digit '
                 f'{self.digit_brightness[0]:g}-{self.digit_brightness[1]:g}, fragments '
                 f'{self.fragment_brightness[0]:g}-{self.fragment_brightness[1]:g}; noise std {self.noise:g}; '
-                f'{self.copies} images per source digit; seed {self.seed}')
+                f'{splits}; seed {self.seed}')
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -58,11 +83,9 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(np.asarray(resized), 0., 1.)
 
 
-def render(digit: np.ndarray, others: Sequence[np.ndarray], config: ClutterConfig,
-           rng: np.random.Generator) -> np.ndarray:
-    """One cluttered image (uint8, ``canvas`` x ``canvas``) of ``digit`` (8x8, values 0-1), its clutter cut
-    from ``others`` (the digits it may borrow fragments from)."""
-    canvas = np.zeros((config.canvas, config.canvas), dtype=np.float32)
+def _clutter(canvas: np.ndarray, others: Sequence[np.ndarray], config: ClutterConfig,
+             rng: np.random.Generator) -> None:
+    """Fragments of ``others`` scattered over ``canvas`` in place."""
     scale = config.digit_size[1] / 8  # fragments at the largest digit's scale, so they look like strokes
     for _ in range(rng.integers(config.fragments[0], config.fragments[1] + 1)):
         source = others[rng.integers(len(others))]
@@ -73,14 +96,48 @@ def render(digit: np.ndarray, others: Sequence[np.ndarray], config: ClutterConfi
         px = rng.integers(0, config.canvas - piece.shape[1] + 1)
         region = canvas[py:py + piece.shape[0], px:px + piece.shape[1]]
         np.maximum(region, piece * rng.uniform(*config.fragment_brightness), out=region)
+
+
+def _in_quadrant(quadrant: int, extent: tuple[int, int], config: ClutterConfig, margin: int,
+                 rng: np.random.Generator) -> tuple[int, int]:
+    """A top-left corner that puts a (height, width) ``extent`` inside ``quadrant`` (0 top-left, 1 top-right,
+    2 bottom-left, 3 bottom-right), ``margin`` px off the canvas border; where it is larger than the quadrant,
+    as far into it as the border allows."""
+    half = config.canvas // 2
+    corner = []
+    for size, upper in zip(extent, (quadrant < 2, quadrant % 2 == 0)):
+        low, high = (margin, max(margin, half - size)) if upper else \
+            (min(half, config.canvas - margin - size), config.canvas - margin - size)
+        corner.append(int(rng.integers(low, high + 1)))
+    return corner[0], corner[1]
+
+
+def render(digit: np.ndarray, others: Sequence[np.ndarray], config: ClutterConfig,
+           rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """One cluttered image (uint8, ``canvas`` x ``canvas``) of ``digit`` (8x8, values 0-1), its clutter cut
+    from ``others`` (the digits it may borrow fragments from), and the label shift its marker adds (0
+    without markers)."""
+    canvas = np.zeros((config.canvas, config.canvas), dtype=np.float32)
+    _clutter(canvas, others, config, rng)
     size = int(rng.integers(config.digit_size[0], config.digit_size[1] + 1))
     glyph = _resize(digit, size, size) * rng.uniform(*config.digit_brightness)
-    # kept off the border: the evaluation's centre crop (timm's crop_pct 0.875) cuts 2 px a side
-    y, x = rng.integers(config.margin, config.canvas - size - config.margin + 1, size=2)
+    shift = 0
+    if config.markers:
+        quadrant = int(rng.integers(4))
+        # kept off the border: the evaluation's centre crop (timm's crop_pct 0.875) cuts 2 px a side
+        y, x = _in_quadrant(quadrant, (size, size), config, config.margin, rng)
+        kind = int(rng.integers(len(config.markers)))
+        shift = config.markers[kind]
+        bar = (2, config.marker_length) if kind % 2 == 0 else (config.marker_length, 2)
+        # training crops cut up to about 3.5 px a side: the marker stays whole
+        by, bx = _in_quadrant(3 - quadrant, bar, config, 4, rng)
+        canvas[by:by + bar[0], bx:bx + bar[1]] = rng.uniform(*config.marker_brightness)
+    else:
+        y, x = rng.integers(config.margin, config.canvas - size - config.margin + 1, size=2)
     region = canvas[y:y + size, x:x + size]
     np.maximum(region, glyph, out=region)
     canvas += rng.normal(0., config.noise, canvas.shape).astype(np.float32)
-    return (np.clip(canvas, 0., 1.) * 255).round().astype(np.uint8)
+    return (np.clip(canvas, 0., 1.) * 255).round().astype(np.uint8), shift
 
 
 def digit_split(count: int, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -89,6 +146,15 @@ def digit_split(count: int, seed: int = 0) -> tuple[list[int], list[int]]:
     random.Random(seed).shuffle(order)
     val = set(order[:int(count * _VAL_FRACTION)])
     return [i for i in range(count) if i not in val], [i for i in range(count) if i in val]
+
+
+def source_splits(count: int, config: ClutterConfig) -> dict[str, list[int]]:
+    """The source digits of each split: ``digit_split``'s test digits as val, a seeded ``heldout_fraction``
+    of its training digits as heldout (none when 0), the rest as train. No digit is in two."""
+    train, test = digit_split(count)
+    held = set(random.Random(f'heldout:{config.seed}').sample(train, round(config.heldout_fraction * len(train))))
+    splits = {'train': [i for i in train if i not in held], 'heldout': sorted(held), 'val': test}
+    return {name: indices for name, indices in splits.items() if indices}
 
 
 def write_cluttered_digits(root: Path, config: ClutterConfig = ClutterConfig()) -> Path:
@@ -106,14 +172,14 @@ def write_cluttered_digits(root: Path, config: ClutterConfig = ClutterConfig()) 
     images = [(image / 16.).astype(np.float32) for image in digits.images]
     tmp = root.with_name(root.name + '.tmp')
     shutil.rmtree(tmp, ignore_errors=True)
-    for split, indices in zip(('train', 'val'), digit_split(len(images))):
-        rng = np.random.default_rng([config.seed, 0 if split == 'train' else 1])
+    for split, indices in source_splits(len(images), config).items():
+        rng = np.random.default_rng([config.seed, {'train': 0, 'val': 1, 'heldout': 2}[split]])
         pool = [images[i] for i in indices]
         for index in indices:
-            folder = tmp / split / str(digits.target[index])
-            folder.mkdir(parents=True, exist_ok=True)
-            for copy in range(config.copies):
-                pixels = render(images[index], pool, config, rng)
+            for copy in range(config.copies_of(split)):
+                pixels, shift = render(images[index], pool, config, rng)
+                folder = tmp / split / str((digits.target[index] + shift) % 10)
+                folder.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(pixels).save(folder / f'{index:04d}_{copy}.png')
     (tmp / 'clutter.json').write_text(json.dumps(record))
     shutil.rmtree(root, ignore_errors=True)

@@ -1,6 +1,7 @@
 """How good is the search at the paper's depth? Supernet ranking quality per space, and hierarchical, SPOS
-and random search at equal budget and compute, on cluttered digits (``cluttered_digits``: a digit at a
-random place on a 32 px canvas among fragments of others; 4 px patches, 65 tokens; 12 blocks).
+and random search at equal budget and compute, on marked cluttered digits (``cluttered_digits``: a digit in
+a quadrant of a 32 px canvas among fragments of others, and a bar in the opposite quadrant whose orientation
+shifts the label; 4 px patches, 65 tokens; 12 blocks). Held-out and test splits hold whole source digits.
 
     python benchmarks/search_quality.py --jobs 2              # the full benchmark (resumable, many hours)
     python benchmarks/search_quality.py --hours 2.5           # as much of it as ends within 2.5 hours
@@ -9,10 +10,11 @@ random place on a 32 px canvas among fragments of others; 4 px patches, 65 token
     python benchmarks/search_quality.py --phase ranking       # the ranking's searches and trainings, its report
     python benchmarks/search_quality_pilot.py                 # the pilot: task, regime and unit costs
 
-1. Methods (``glit_models.nas.methods.METHODS``, plus ``random_equal_compute`` registered here): several
-   search seeds each; SPOS retrains as many candidates as hierarchical, random search 5 (the paper's) and
-   random at equal compute as many as hierarchical's supernets, scoring and retrainings cost. Every found
-   architecture is retrained with several seeds and measured on the test split, which no search sees.
+1. Methods (``glit_models.nas.methods.METHODS``, and random search at equal compute here): several search
+   seeds each; SPOS retrains as many candidates as hierarchical, random search 5 (the paper's), and random at
+   equal compute draws and trains until its measured seconds reach the mean of the same seed's hierarchical
+   and SPOS searches. Every found architecture is retrained with several seeds and measured on the test
+   split, which no search sees.
 2. Ranking, on the supernets of the first search seed: stage 1 and stage 2 (under the distributions that
    search's stage 1 picked) of hierarchical, the joint space of SPOS. Architectures sampled under the
    budget are scored by the supernet on the held-out split (BatchNorm recalibrated) and trained from
@@ -21,6 +23,8 @@ random place on a 32 px canvas among fragments of others; 4 px patches, 65 token
 
 Every search and training is a unit saved on completion under ``--work``; each finished unit's small JSON
 record is also copied under ``--units`` (committed), so a rerun on another machine resumes from them. The
+records keep every model's predicted class per test and held-out image, and the ranking paths' right or
+wrong per scoring image (``predictions.py``), against ``splits.json`` (files, labels, source digits). The
 units run in the order of what they complete: the ranking first, reported as soon as it is done (``complete``
 false in the JSON), then the methods, each search's find retrained before the next search starts and the
 report rewritten after every unit, with the searches whose retrainings are all done.
@@ -28,12 +32,13 @@ report rewritten after every unit, with the searches whose retrainings are all d
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import math
 import multiprocessing
 import queue
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections import deque
@@ -41,27 +46,37 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluttered_digits import ClutterConfig, write_cluttered_digits  # noqa: E402
-from search_stats import min_detectable_difference, pooled_std, welch_tests  # noqa: E402
+from predictions import decode_classes, encode_bits, encode_classes, predicted_classes, split_record  # noqa: E402
+from search_stats import (  # noqa: E402
+    attainable_correlation,
+    equivalence_p,
+    hierarchical_bootstrap_difference,
+    min_detectable_difference,
+    paired_p,
+    pooled_std,
+    simulated_min_detectable_difference,
+    welch_tests,
+)
 
-from glit_models.architecture import GlitArch  # noqa: E402
+from glit_models.architecture import GlitArch, count_params  # noqa: E402
 from glit_models.data import Augmentation  # noqa: E402
 from glit_models.nas.budget import Budget  # noqa: E402
 from glit_models.nas.cost import SpaceCost  # noqa: E402
 from glit_models.nas.data import SearchData, SearchDataConfig, build_search_data  # noqa: E402
 from glit_models.nas.evolution import EvolutionConfig  # noqa: E402
-from glit_models.nas.methods import METHODS, Method, StagePlan, register_method  # noqa: E402
 from glit_models.nas.pipeline import SearchConfig, run_search, short_training  # noqa: E402
 from glit_models.nas.ranking import describe_correlation, ground_truth_ceiling, rank_correlations  # noqa: E402
-from glit_models.nas.retrain import retrain, unit_folder  # noqa: E402
+from glit_models.nas.retrain import load_trained, retrain, unit_folder  # noqa: E402
 from glit_models.nas.sampling import sample_under_budget  # noqa: E402
 from glit_models.nas.scoring import PathScorer  # noqa: E402
 from glit_models.nas.space import SearchSpace, Stem, joint_space, stage1_space, stage2_space  # noqa: E402
-from glit_models.nas.spos import SupernetTrainConfig  # noqa: E402
+from glit_models.nas.spos import SupernetTrainConfig, UniformPathSampler  # noqa: E402
 from glit_models.nas.supernet import Supernet  # noqa: E402
 from glit_models.training.engine import TrainConfig, load_training_state  # noqa: E402
 from glit_models.utils.atomic import replacing, save_json_atomic, write_text_atomic  # noqa: E402
@@ -69,39 +84,39 @@ from glit_models.utils.run_clock import RunClock  # noqa: E402
 
 STEM = Stem(embed_dim=48, num_heads=3, depth=12, patch_size=4, img_size=32)  # (32 / 4)^2 + 1 = 65 tokens
 TOKENS = (STEM.img_size // STEM.patch_size) ** 2 + 1
-CLUTTER = ClutterConfig()
+CLUTTER = ClutterConfig(digit_size=(14, 18), fragments=(2, 3), heldout_fraction=0.15, heldout_copies=8,
+                        test_copies=16, markers=(0, 5))
+TASK = 'marker'
+"""The task's name in the default unit-record folder (``<task>-<mode>-seedS``)."""
 AUGMENTATION = Augmentation(scale=(0.8, 1.0), ratio=(0.9, 1.1), hflip=0., color_jitter=0.)
 """Shifts of up to about 3 px and zooms up to 1.1x; no flip (digits are not mirror-symmetric), no colour."""
 BUDGET = Budget('flops', 24.5e6)  # admits about 45% of the joint space (printed and recorded per space)
 BATCH = 64
-HELDOUT = 0.2
-SUPERNET_STEP_RATIO = 1.16
-"""A 12-block supernet step costs about 1.16 standalone steps (the pilot's measurements at batch 64 on one
-thread: 0.81 / 0.70 s and 1.34 / 1.15 s; a third, under heavier load, gave 0.80 / 1.12 s)."""
 FORWARD_RATIO = 1 / 3
-"""A forward-only batch (recalibration, scoring) costs about a third of a training step."""
+"""A forward-only batch (recalibration, scoring) costs about a third of a training step (the pilot's estimate)."""
+ONE_SHOT = ('hierarchical', 'spos')
+EQUAL_COMPUTE_DRAWS = 400
+"""The most draws random search at equal compute may train: far more than any one-shot search's seconds buy."""
 METHOD_NAMES = ('hierarchical', 'spos', 'random', 'random_equal_compute')
+SHARED_DRAWS = (('random', 'random_equal_compute'),)
+"""Pairs of methods that share draws (random at equal compute draws random's first, with the same seed): their
+search seeds are paired, so they are compared with the paired t-test, never Welch's."""
 PAPER_RANDOM_SAMPLES = 5
 FINAL_SEED_OFFSET = 1000  # the final retrainings' seeds, apart from the searches' own
 TRUTH_SEEDS = (0, 1)
 
-if 'random_equal_compute' not in METHODS:  # spawned workers import this module again
-    register_method(Method(
-        'random_equal_compute', 'random search retraining as many draws as hierarchical\'s compute allows',
-        (StagePlan('random', 'joint', 'sample'),)))
-
-
 @dataclass(frozen=True)
 class Settings:
     """One version of the benchmark: ranking subnets per space, epochs of a trained-from-scratch model and
-    of a supernet stage (SPOS trains twice as long), search and final seeds, the EA, the candidates
-    hierarchical retrains per stage (``top_k``), random search's samples, the scoring split and the task's
-    images per source digit."""
+    of a supernet stage (SPOS trains twice as long), search seeds of the one-shot and of the random methods,
+    final seeds, the EA, the candidates hierarchical retrains per stage (``top_k``), random search's samples,
+    the scoring split and the task's images per source digit in train, held-out and test."""
 
     subnets: int
     retrain_epochs: int
     supernet_epochs: int
     search_seeds: int
+    random_seeds: int
     final_seeds: int
     population: int
     generations: int
@@ -110,27 +125,41 @@ class Settings:
     calib_batches: int = 4
     score_images: Optional[int] = None
     copies: int = CLUTTER.copies
+    heldout_copies: int = CLUTTER.heldout_copies
+    test_copies: int = CLUTTER.test_copies
+
+    def seeds(self, method: str, first: int) -> list[int]:
+        """The search seeds of ``method``."""
+        count = self.search_seeds if method in ONE_SHOT else self.random_seeds
+        return [first + i for i in range(count)]
 
 
 SETTINGS = {
-    'full': Settings(subnets=20, retrain_epochs=12, supernet_epochs=103, search_seeds=3, final_seeds=3,
-                     population=20, generations=10, top_k=3),
-    # one image per source digit (18 steps an epoch), the fewest subnets a correlation takes
-    'quick': Settings(subnets=3, retrain_epochs=1, supernet_epochs=2, search_seeds=1, final_seeds=1,
+    # supernet epochs: the fewest that give every option of every block at least 200 updates in each of the
+    # searches' supernets (38 steps an epoch; ``updates_per_option`` replays the path sampler, a test holds it)
+    'full': Settings(subnets=20, retrain_epochs=12, supernet_epochs=119, search_seeds=8, random_seeds=6,
+                     final_seeds=3, population=20, generations=10, top_k=3),
+    # one image per source digit in train (19 steps an epoch), the fewest subnets a correlation takes
+    'quick': Settings(subnets=3, retrain_epochs=1, supernet_epochs=2, search_seeds=1, random_seeds=1, final_seeds=1,
                       population=3, generations=2, top_k=1, random_samples=3, calib_batches=2, score_images=128,
-                      copies=1),
+                      copies=1, heldout_copies=2, test_copies=2),
 }
 
 
+def clutter(settings: Settings) -> ClutterConfig:
+    """The task at ``settings``' renderings per source digit."""
+    return replace(CLUTTER, copies=settings.copies, heldout_copies=settings.heldout_copies,
+                   test_copies=settings.test_copies)
+
+
 def data_config(settings: Settings) -> SearchDataConfig:
-    """The search's data: the cluttered digits' train/ (minus a seeded 20% held out, which scores supernet
-    paths and picks among retrained candidates) and val/ (the test split: ground truth and final figures)."""
-    return SearchDataConfig(data_dir=None, heldout=HELDOUT, score_images=settings.score_images,
-                            augmentation=AUGMENTATION, workers=0)
+    """The search's data: the cluttered digits' train/, heldout/ (whole source digits: scores supernet paths
+    and picks among retrained candidates) and val/ (the test split: ground truth and final figures)."""
+    return SearchDataConfig(data_dir=None, score_images=settings.score_images, augmentation=AUGMENTATION, workers=0)
 
 
 def load_data(work: Path, settings: Settings) -> SearchData:
-    root = write_cluttered_digits(work / 'cluttered_digits', replace(CLUTTER, copies=settings.copies))
+    root = write_cluttered_digits(work / 'cluttered_digits', clutter(settings))
     config = data_config(settings)
     return build_search_data(root, img_size=STEM.img_size, batch_size=BATCH, heldout=config.heldout,
                              score_images=config.score_images, workers=0, augmentation=AUGMENTATION)
@@ -151,39 +180,61 @@ def steps_per_epoch(data: SearchData) -> int:
     return len(data.train_loader)
 
 
-def updates_per_option(settings: Settings, steps: int) -> dict[str, float]:
-    """The mean updates each option of a block gets in each supernet (stage 1: 4 options, stage 2: 9,
-    SPOS's joint space, trained twice as long: 36)."""
-    stage = settings.supernet_epochs * steps
-    return {'stage1': stage / 4, 'stage2': stage / 9, 'joint': 2 * stage / 36}
+class _PathCounter:
+    """Stands in for a supernet under ``UniformPathSampler``: counts how often each option of each block is on
+    the drawn path, which is how many updates that option's weights get."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.counts = [[0] * n for n in space.choices]
+
+    def set_path(self, candidate: Sequence[int]) -> None:
+        for block, choice in enumerate(candidate):
+            self.counts[block][choice] += 1
 
 
-def hierarchical_compute(settings: Settings, steps: int, score_batches: int) -> float:
-    """Hierarchical's compute per search, in standalone training steps: two supernet stages, the EA's
-    scored paths (recalibration and scoring batches) and 2 x top_k retrainings."""
-    supernets = 2 * settings.supernet_epochs * steps * SUPERNET_STEP_RATIO
-    scored = 2 * settings.population * settings.generations * (settings.calib_batches + score_batches)
-    return supernets + scored * FORWARD_RATIO + 2 * settings.top_k * settings.retrain_epochs * steps
+def replayed_updates(space: SearchSpace, seed: int, epochs: int, steps: int) -> dict[str, float]:
+    """The fewest and the mean updates an option of a block gets in a supernet of ``space`` trained
+    ``epochs`` x ``steps`` with ``seed``: the training's own path sampler replayed, no weights touched."""
+    counter = _PathCounter(space)
+    sampler = UniformPathSampler(counter, seed)
+    for epoch in range(epochs):
+        for step in range(steps):
+            sampler(epoch, step)
+    counts = [c for block in counter.counts for c in block]
+    return dict(min=min(counts), mean=statistics.fmean(counts), options=len(counts),
+                below_200=sum(c < 200 for c in counts))
 
 
-def equal_compute_samples(settings: Settings, steps: int, score_batches: int) -> int:
-    """How many random draws the compute of one hierarchical search retrains."""
-    return max(1, math.floor(hierarchical_compute(settings, steps, score_batches) / (settings.retrain_epochs * steps)))
+def updates_per_option(settings: Settings, steps: int, seeds: Sequence[int]) -> dict[str, dict[str, float]]:
+    """Per supernet kind (stage 1: 4 options a block, stage 2: 9, SPOS's joint space, trained twice as long:
+    36): the fewest updates of any option over the searches of ``seeds`` (replayed), the mean, and the
+    options below 200 in the worst search."""
+    epochs = {'stage1': settings.supernet_epochs, 'stage2': settings.supernet_epochs,
+              'joint': 2 * settings.supernet_epochs}
+    # stage 2's choices per block do not depend on the distributions stage 1 picked: any fixes its counts
+    spaces = {'stage1': stage1_space(STEM), 'stage2': stage2_space(STEM, (0,) * STEM.depth), 'joint': joint_space(STEM)}
+    result = {}
+    for name, space in spaces.items():
+        replays = [replayed_updates(space, seed, epochs[name], steps) for seed in seeds]
+        result[name] = dict(min=min(r['min'] for r in replays), mean=statistics.fmean(r['mean'] for r in replays),
+                            options=replays[0]['options'], below_200_max=max(r['below_200'] for r in replays))
+    return result
 
 
-def method_top_k(settings: Settings, method: str, steps: int, score_batches: int) -> int:
-    """The candidates a method retrains (its last stage's top_k): SPOS as many as hierarchical's two stages."""
-    return {'hierarchical': settings.top_k, 'spos': 2 * settings.top_k, 'random': settings.random_samples,
-            'random_equal_compute': equal_compute_samples(settings, steps, score_batches)}[method]
+def method_top_k(settings: Settings, method: str) -> int:
+    """The candidates a method's search retrains (its last stage's top_k): SPOS as many as hierarchical's two
+    stages, random search the paper's 5; random at equal compute trains until its seconds run out."""
+    return {'hierarchical': settings.top_k, 'spos': 2 * settings.top_k, 'random': settings.random_samples}[method]
 
 
 # -- unit records: saved under --work, and their small JSON copied under --units -------------------------------
 def task_record(settings: Settings) -> dict[str, Any]:
     """What every unit's figures depend on beyond its own key: the task, augmentation, stem, budget, batch
     and settings. Unit records made under another task are refused, never mixed in."""
-    return json.loads(json.dumps(dict(clutter=asdict(replace(CLUTTER, copies=settings.copies)),
+    return json.loads(json.dumps(dict(clutter=asdict(clutter(settings)),
                                       augmentation=AUGMENTATION.describe(), stem=asdict(STEM), budget=str(BUDGET),
-                                      batch=BATCH, heldout=HELDOUT, settings=asdict(settings))))
+                                      batch=BATCH, heldout='the heldout/ folder', settings=asdict(settings))))
 
 
 class Units:
@@ -206,6 +257,22 @@ class Units:
             raise SystemExit(f'the unit records in {self.root} were made under another task ({", ".join(differs)} '
                              'differ); pass --units to a new folder, or delete that one to start over')
 
+    def check_code(self) -> None:
+        """Before a unit is computed: the package code must be the one the records so far were made with
+        (``code.json``, written by the first), so that a long run resumed in a later session does not mix
+        figures of two versions. SystemExit naming the commit to run from otherwise."""
+        now = code_version()
+        path = self.root / 'code.json'
+        if not path.is_file():
+            save_json_atomic(now, path)
+            return
+        made = json.loads(path.read_text())
+        if made['tree'] != now['tree']:
+            raise SystemExit(f'the unit records in {self.root} were made with glit_models at commit {made["commit"]} '
+                             f'(tree {made["tree"][:12]}), this checkout has tree {now["tree"][:12]}; run from a '
+                             f'worktree of that commit (git worktree add ../search-quality-run {made["commit"][:12]}) '
+                             'or pass --units to a new folder')
+
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / f'{key}.json'
 
@@ -216,6 +283,21 @@ class Units:
     def put(self, kind: str, key: str, record: dict[str, Any]) -> dict[str, Any]:
         save_json_atomic(record, self.path(kind, key))
         return record
+
+
+def code_version() -> dict[str, str]:
+    """The package code this checkout runs: its commit and the git tree of ``glit_models/`` (``+dirty`` with
+    uncommitted changes there; 'unknown' outside a git checkout)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(['git', '-C', str(root), *args], capture_output=True, text=True)
+
+    tree, commit = git('rev-parse', 'HEAD:glit_models'), git('rev-parse', 'HEAD')
+    if tree.returncode or commit.returncode:
+        return dict(commit='unknown', tree='unknown')
+    dirty = git('diff', '--quiet', 'HEAD', '--', 'glit_models').returncode != 0
+    return dict(commit=commit.stdout.strip(), tree=tree.stdout.strip() + ('+dirty' if dirty else ''))
 
 
 def unit_clock(work: Path, kind: str, key: str) -> RunClock:
@@ -237,16 +319,26 @@ def _data(work: Path, settings: Settings) -> SearchData:
     return _DATA[str(work)]
 
 
+def model_predictions(model: torch.nn.Module, data: SearchData) -> dict[str, str]:
+    """``model``'s predicted class per held-out and per test image (encoded), in the loaders' order."""
+    return dict(heldout_pred=encode_classes(predicted_classes(model, data.heldout_loader)),
+                test_pred=encode_classes(predicted_classes(model, data.test_loader)))
+
+
 def training_unit(work: Path, units: Path, settings: Settings, arch_text: str, seed: int) -> dict[str, Any]:
-    """``arch_text`` trained from scratch with ``seed``; held-out and test top-1, and the seconds it took."""
-    train_recipe = recipe(settings, seed)
-    key = unit_folder(Path(''), GlitArch.from_str(arch_text), train_recipe).name
+    """``arch_text`` trained from scratch with ``seed``: held-out and test top-1, the predicted class per image
+    of each, and the seconds it took."""
+    arch, train_recipe = GlitArch.from_str(arch_text), recipe(settings, seed)
+    key = unit_folder(Path(''), arch, train_recipe).name
     found = Units(units).get('trainings', key)
     if found is not None:
         return found
+    Units(units).check_code()
+    data = _data(work, settings)
     with unit_clock(work, 'trainings', key) as clock:
-        record = retrain(GlitArch.from_str(arch_text), _data(work, settings), train_recipe, work / 'units')
-    return Units(units).put('trainings', key, dict(record, seconds=clock.seconds()))
+        record = retrain(arch, data, train_recipe, work / 'units')
+        predictions = model_predictions(load_trained(work / 'units', arch, train_recipe, data.num_classes), data)
+    return Units(units).put('trainings', key, dict(record, **predictions, seconds=clock.seconds()))
 
 
 def ranking_candidates(space: SearchSpace, data: SearchData, settings: Settings, seed: int) -> list[tuple[int, ...]]:
@@ -257,13 +349,20 @@ def ranking_candidates(space: SearchSpace, data: SearchData, settings: Settings,
 
 def score_space(supernet_state: Path, space: SearchSpace, data: SearchData, settings: Settings,
                 seed: int) -> dict[str, Any]:
-    """A search's trained supernet scoring ``subnets`` architectures of its space drawn under the budget."""
+    """A search's trained supernet scoring ``subnets`` architectures of its space drawn under the budget: each
+    path's top-1 and its right or wrong per scoring image."""
     supernet = Supernet(space, data.num_classes)
     supernet.load_state_dict(load_training_state(supernet_state)['model'])
     scorer = PathScorer(supernet, data, settings.calib_batches)
+    labels = np.array(split_record(data.score_loader)['labels'])
     candidates = ranking_candidates(space, data, settings, seed)
+    scores, right = [], []
+    for candidate in candidates:
+        scores.append(scorer(candidate))  # recalibrates the path's BatchNorm, which the predictions then use
+        right.append(predicted_classes(supernet, data.score_loader) == labels)
     return dict(space=space.name, space_dict=space.to_dict(), candidates=[list(c) for c in candidates],
-                archs=[space.to_arch(c).to_str() for c in candidates], supernet_top1=[scorer(c) for c in candidates])
+                archs=[space.to_arch(c).to_str() for c in candidates], supernet_top1=scores,
+                supernet_right=[encode_bits(r) for r in right])
 
 
 def search_key(method: str, seed: int) -> str:
@@ -271,41 +370,121 @@ def search_key(method: str, seed: int) -> str:
     return f'{method}-{seed}'
 
 
+def one_shot_seconds(units: Path, seed: int) -> Optional[float]:
+    """The mean measured seconds of the hierarchical and SPOS searches of ``seed``: the compute random search
+    at equal compute gets. None until both are on record."""
+    found = [Units(units).get('searches', search_key(m, seed)) for m in ONE_SHOT]
+    return None if None in found else statistics.fmean(r['seconds'] for r in found)
+
+
 def search_unit(work: Path, units: Path, settings: Settings, method: str, seed: int,
                 ranking_seed: Optional[int]) -> dict[str, Any]:
-    """One search of ``method`` with ``seed``: its summary, the FLOPs of its last stage's top candidates and
-    its seconds (summed over the runs that worked on it); with ``ranking_seed``, also its supernets' scores of
-    the ranking architectures."""
+    """One search of ``method`` with ``seed``: its summary, the FLOPs of its last stage's top candidates, their
+    predictions per image, and its seconds (summed over the runs that worked on it); with ``ranking_seed``,
+    also its supernets' scores of the ranking architectures."""
     key = search_key(method, seed)
     found = Units(units).get('searches', key)
     if found is not None:
         return found
+    Units(units).check_code()
+    output, data = work / 'methods' / key, _data(work, settings)
     with unit_clock(work, 'searches', key) as clock:
-        record = run_one_search(work / 'methods' / key, settings, _data(work, settings), method, seed, ranking_seed)
+        if method == 'random_equal_compute':
+            target = one_shot_seconds(units, seed)
+            if target is None:
+                raise SystemExit(f'{key}: the hierarchical and SPOS searches of seed {seed} set its compute; '
+                                 'run them first')
+            record = equal_compute_search(output, settings, data, seed, target, clock)
+        else:
+            record = run_one_search(output, settings, data, method, seed, ranking_seed)
     return Units(units).put('searches', key, dict(record, seconds=clock.seconds()))
+
+
+def equal_compute_search(output: Path, settings: Settings, data: SearchData, seed: int, target_s: float,
+                         clock: RunClock) -> dict[str, Any]:
+    """Random search at measured equal compute: the joint space's draws under the budget (the same sequence as
+    random search's, so its first draws are random's) trained from scratch one after another until ``clock``
+    passes ``target_s``; the best on the held-out split is the find. A resumed unit keeps every draw it had
+    trained and starts no new one past the target."""
+    space = joint_space(STEM)
+    cost = SpaceCost(space, BUDGET.kind, data.num_classes)
+    draws = sample_under_budget(space, cost, BUDGET.limit, EQUAL_COMPUTE_DRAWS, random.Random(f'random:{seed}'))
+    train_recipe, root = recipe(settings, seed), output / 'retrain'
+    trained = []
+    for candidate in draws:
+        arch = space.to_arch(candidate)
+        if clock.seconds() >= target_s and not (unit_folder(root, arch, train_recipe) / 'result.json').is_file():
+            break
+        result = retrain(arch, data, train_recipe, root)
+        trained.append(dict(arch=arch.to_str(), flops=cost(candidate), heldout_top1=result['heldout_top1'],
+                            test_top1=result['test_top1'], seconds_at=clock.seconds(),
+                            **model_predictions(load_trained(root, arch, train_recipe, data.num_classes), data)))
+    best = max(trained, key=lambda t: t['heldout_top1'])
+    arch = GlitArch.from_str(best['arch'])
+    points = [dict(seconds=t['seconds_at'], best_heldout_top1=max(d['heldout_top1'] for d in trained[:i + 1]))
+              for i, t in enumerate(trained)]
+    return dict(method='random_equal_compute', search_seed=seed, arch=best['arch'], flops=best['flops'],
+                params=count_params(arch, data.num_classes), heldout_top1=best['heldout_top1'],
+                test_top1=best['test_top1'], top_k=len(trained), target_seconds=target_s,
+                top_flops=[t['flops'] for t in trained], top_archs=[t['arch'] for t in trained], draws=trained,
+                anytime=points)
+
+
+def logged_seconds(metrics: Path) -> float:
+    """The seconds a training's epochs took, summed from its metrics log (0 when it has none)."""
+    if not metrics.is_file():
+        return 0.
+    return sum(json.loads(line).get('seconds', 0.) for line in metrics.read_text().splitlines() if line.strip())
+
+
+def anytime(output: Path, stages: Sequence[str], picked: dict[str, Any], total_s: float,
+            train_recipe: TrainConfig) -> list[dict[str, float]]:
+    """The best held-out top-1 a search had found against its seconds: a point as each retrained candidate
+    ends. Its supernets' and retrainings' epochs are timed by their logs; the rest of its seconds (the EA's
+    scoring, set-up) is split evenly over its stages, before each stage's retrainings."""
+    def retrain_s(candidate: dict[str, Any]) -> float:
+        folder = unit_folder(output / 'retrain', GlitArch.from_str(candidate['arch']), train_recipe)
+        return logged_seconds(folder / 'last.metrics.jsonl')
+
+    supernets = {stage: logged_seconds(output / stage / 'supernet.metrics.jsonl') for stage in stages}
+    logged = sum(supernets.values()) + sum(retrain_s(c) for stage in stages for c in picked[stage]['top'])
+    rest = max(total_s - logged, 0.) / len(stages)
+    elapsed, best, points = 0., float('-inf'), []
+    for stage in stages:
+        elapsed += supernets[stage] + rest
+        for candidate in picked[stage]['top']:
+            elapsed += retrain_s(candidate)
+            best = max(best, candidate['retrained']['heldout_top1'])
+            points.append(dict(seconds=elapsed, best_heldout_top1=best))
+    return points
 
 
 def run_one_search(output: Path, settings: Settings, data: SearchData, method: str, seed: int,
                    ranking_seed: Optional[int]) -> dict[str, Any]:
     """The search of ``search_unit`` in ``output`` (resumed when it is there)."""
-    steps, score_batches = steps_per_epoch(data), len(data.score_loader)
-    top_k = method_top_k(settings, method, steps, score_batches)
+    top_k = method_top_k(settings, method)
+    train_recipe = recipe(settings, seed)
     config = SearchConfig(
         stem=STEM, budget=BUDGET, method=method, data=data_config(settings),
         supernet=supernet_recipe(settings, seed),
         evolution=EvolutionConfig(population=settings.population, generations=settings.generations,
                                   parents=max(2, settings.population // 3), mutations=settings.population // 2,
                                   crossovers=settings.population // 2, top_k=top_k, seed=seed),
-        calib_batches=settings.calib_batches, retrain=recipe(settings, seed))
+        calib_batches=settings.calib_batches, retrain=train_recipe)
     summary = run_search(config, data, output, resume=output.exists(), progress=False)
-    last = json.loads((output / summary['stages'][-1] / 'picked.json').read_text())
+    picked = {stage: json.loads((output / stage / 'picked.json').read_text()) for stage in summary['stages']}
+    last = picked[summary['stages'][-1]]
+    retrained = {stage: [dict(t, **model_predictions(load_trained(output / 'retrain', GlitArch.from_str(t['arch']),
+                                                                  train_recipe, data.num_classes), data))
+                         for t in p['top']] for stage, p in picked.items()}
     record = dict(summary, search_seed=seed, top_k=top_k, top_flops=[t['flops'] for t in last['top']],
-                  top_archs=[t['arch'] for t in last['top']])
-    if ranking_seed is not None and method in ('hierarchical', 'spos'):
+                  top_archs=[t['arch'] for t in last['top']], retrained=retrained,
+                  anytime=anytime(output, summary['stages'], picked, summary['seconds'], train_recipe))
+    if ranking_seed is not None and method in ONE_SHOT:
         record['ranking'] = {}
         if method == 'hierarchical':
-            stage1 = json.loads((output / 'stage1' / 'picked.json').read_text())
-            spaces = {'stage1': stage1_space(STEM), 'stage2': stage2_space(STEM, tuple(stage1['distributions']))}
+            spaces = {'stage1': stage1_space(STEM),
+                      'stage2': stage2_space(STEM, tuple(picked['stage1']['distributions']))}
         else:
             spaces = {'joint': joint_space(STEM)}
         for name, space in spaces.items():
@@ -323,11 +502,12 @@ def run_units(pool: Optional[Any], fn: Callable[..., Any], tasks: Iterable[tuple
 
 # -- the benchmark -------------------------------------------------------------------------------------------
 def searchless_trainings(work: Path, units: Path, settings: Settings, seed: int) -> list[tuple]:
-    """The ground-truth trainings that need no search: every stage-1 and joint ranking architecture (drawn
-    under the budget as ``score_space`` draws them) with each truth seed. Stage 2's depend on a search."""
+    """The ground-truth trainings that need no search: every joint and stage-1 ranking architecture (drawn
+    under the budget as ``score_space`` draws them) with each truth seed, the joint space's first (the pilot
+    reads its headroom from them). Stage 2's depend on a search."""
     data = _data(work, settings)
     return [(work, units, settings, space.to_arch(c).to_str(), t)
-            for space in (stage1_space(STEM), joint_space(STEM))
+            for space in (joint_space(STEM), stage1_space(STEM))
             for c in ranking_candidates(space, data, settings, seed) for t in TRUTH_SEEDS]
 
 
@@ -365,7 +545,8 @@ def method_results(searches: list[dict[str, Any]], done: dict[tuple[str, int], d
         method_runs[s['method']].append(dict(
             search_seed=s['search_seed'], arch=s['arch'], flops=s['flops'], params=s['params'],
             top_k=s['top_k'], top_flops=s['top_flops'], search_heldout_top1=s['heldout_top1'],
-            test_top1_runs=tests, test_top1=statistics.fmean(tests), search_seconds=s['seconds']))
+            test_top1_runs=tests, test_top1=statistics.fmean(tests), search_seconds=s['seconds'],
+            anytime=s.get('anytime', [])))
     return method_runs
 
 
@@ -388,11 +569,20 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
     # the searches on record first: they return at once and their finds retrain
     on_record = {(m, s) for m, s in todo if Units(common[1]).get('searches', search_key(m, s)) is not None}
 
+    def expected_seconds(method: str, seed: int) -> Optional[list[float]]:
+        """What a search is expected to take, from those on record; None while it cannot start (random at equal
+        compute waits for the one-shot searches of its seed, whose mean seconds it runs for)."""
+        if method != 'random_equal_compute':
+            return [s['seconds'] for s in searches if s['method'] == method]
+        target = one_shot_seconds(common[1], seed)
+        return None if target is None else [target]
+
     def next_unit() -> Optional[tuple[Callable[..., dict[str, Any]], tuple]]:
         if trainings and fits(r['seconds'] for r in done.values()):
             return training_unit, trainings.popleft()
         for task in waiting:
-            if task[3:5] in on_record or fits(s['seconds'] for s in searches if s['method'] == task[3]):
+            expected = expected_seconds(*task[3:5])
+            if task[3:5] in on_record or (expected is not None and fits(expected)):
                 waiting.remove(task)
                 return search_unit, task
         return None
@@ -448,12 +638,15 @@ def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: 
                 complete=False))
     if not methods:
         return
-    seeds = [seed + i for i in range(settings.search_seeds)]
-    todo = [(m, s) for s in seeds for m in SEARCH_ORDER if not (s == seed and m in RANKING_METHODS)]
+    todo = sorted(((m, s) for m in SEARCH_ORDER for s in settings.seeds(m, seed)
+                   if not (s == seed and m in RANKING_METHODS)), key=lambda t: (t[1], SEARCH_ORDER.index(t[0])))
     finals = [FINAL_SEED_OFFSET + i for i in range(settings.final_seeds)]
 
+    splits = json.loads((units / 'splits.json').read_text())
+
     def progress(complete: bool = False) -> None:
-        report(dict(ranking=ranking, method_runs=method_results(searches, done, finals),
+        runs = method_results(searches, done, finals)
+        report(dict(ranking=ranking, method_runs=runs, differences=method_differences(runs, done, finals, splits),
                     cost_s=units_seconds(searches, done), complete=complete))
 
     left = run_methods(pool, jobs, (work, units, settings), todo, searches, finals, done, progress, ends_by)
@@ -469,6 +662,36 @@ def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]
             .admitted_fraction(BUDGET.limit) for name, r in ranking.items()}
 
 
+def pair_tests(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Optional[float]]:
+    """p of every pair of methods' finds: Welch's test, or for methods that share draws (``SHARED_DRAWS``) the
+    paired t-test over the search seeds both have."""
+    p = welch_tests({m: [r['test_top1'] for r in rs] for m, rs in runs.items()})
+    for a, b in SHARED_DRAWS:
+        by_seed = [{r['search_seed']: r['test_top1'] for r in runs[m]} for m in (a, b)]
+        seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
+        p[f'{a}_vs_{b}'] = paired_p([by_seed[0][s] for s in seeds], [by_seed[1][s] for s in seeds])
+    return p
+
+
+def method_differences(runs: dict[str, list[dict[str, Any]]], done: dict[tuple[str, int], dict[str, Any]],
+                       finals: Sequence[int], splits: dict[str, Any]) -> dict[str, Optional[dict[str, float]]]:
+    """Each independent pair's difference of mean test top-1 with its 95% interval from the hierarchical bootstrap
+    (search seed, final seed, source digit), from the final trainings' predictions per image; None for pairs
+    that share draws or while a method has fewer than two searches."""
+    labels, sources = np.array(splits['test']['labels']), np.array(splits['test']['source_digits'])
+    right = {m: [[decode_classes(done[(r['arch'], f)]['test_pred']) == labels for f in finals] for r in rs]
+             for m, rs in runs.items()}
+    return {f'{a}_vs_{b}': None if (a, b) in SHARED_DRAWS or min(len(right[a]), len(right[b])) < 2
+            else hierarchical_bootstrap_difference(right[a], right[b], sources)
+            for a, b in itertools.combinations(runs, 2)}
+
+
+def pair_test_names(runs: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """The test ``pair_tests`` used for each pair."""
+    return {f'{a}_vs_{b}': 'paired t' if (a, b) in SHARED_DRAWS else 'welch'
+            for a, b in itertools.combinations(runs, 2)}
+
+
 def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, jobs: int, data: SearchData,
               found: dict[str, Any], wall_s: float) -> dict[str, Any]:
     """The committed result: the issue's keys first, then everything the report and plot read. Until the
@@ -476,6 +699,7 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
     retrained so far."""
     ranking, runs = found['ranking'], found['method_runs']
     methods = {m: [r['test_top1'] for r in rs] for m, rs in runs.items()}
+    equivalence = {f'{a}_vs_{b}': equivalence_p(methods[a], methods[b]) for a, b in itertools.combinations(methods, 2)}
     steps = steps_per_epoch(data)
     spread = pooled_std(list(methods.values()))
     n = min(len(v) for v in methods.values())  # the searches per method the figures rest on so far
@@ -489,21 +713,32 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
         noise_ceiling_spearman={k: r['noise_ceiling']['spearman_rho']['value'] for k, r in ranking.items()},
         spearman_rho_corrected={k: r['spearman_rho_corrected'] for k, r in ranking.items()},
         ground_truth_top1={k: r['trained_top1'] for k, r in ranking.items()},
-        methods=methods, welch_p=welch_tests(methods),
+        methods=methods, pair_p=pair_tests(runs), pair_test=pair_test_names(runs),
+        difference_ci=found.get('differences', {}),
+        equivalence_1pt={pair: dict(p=p, verdict='not tested' if p is None else
+                                    'equal within 1 point' if p < 0.05 else 'not shown equal')
+                         for pair, p in equivalence.items()},
         min_detectable_difference=min_detectable_difference(spread, n) if spread is not None and n > 1 else None,
-        pooled_std=spread, searches_per_method=n, seeds=[seed + i for i in range(settings.search_seeds)],
+        min_detectable_difference_simulated=(simulated_min_detectable_difference(spread, n)
+                                             if spread is not None and n > 1 else None),
+        attainable_rho={k: attainable_correlation(r['noise_ceiling']['spearman_rho']['value'])
+                        for k, r in ranking.items()},
+        pooled_std=spread, searches_per_method=n, seeds={m: settings.seeds(m, seed) for m in METHOD_NAMES},
+        seconds_measured={m: [r['search_seconds'] for r in rs] for m, rs in runs.items()},
+        equal_compute_draws=[r['top_k'] for r in runs['random_equal_compute']],
+        splits=dict(by_source_digit=True, train_images=len(data.train_loader.dataset),
+                    heldout_images=len(data.heldout_loader.dataset), test_images=len(data.test_loader.dataset),
+                    score_images=len(data.score_loader.dataset)),
         cost_s=round(found['cost_s'], 1),
         wall_s=round(wall_s, 1), mode=mode, complete=found['complete'],
         command=' '.join(['python benchmarks/search_quality.py', *argv]),
-        data=f'cluttered digits from scikit-learn\'s digits ({replace(CLUTTER, copies=settings.copies).describe()}); '
-             f'train split minus '
-             f'{HELDOUT:.0%} held out (scores supernet paths, picks retrained candidates), test split val/ '
-             '(ground truth of the ranking and the methods\' final figures)',
-        augmentation=AUGMENTATION.describe(), clutter=asdict(CLUTTER), stem=asdict(STEM), budget=str(BUDGET),
-        budget_limit=BUDGET.limit, batch=BATCH, steps_per_epoch=steps, settings=asdict(settings),
+        data=f'cluttered digits from scikit-learn\'s digits ({clutter(settings).describe()}); train/ trains, '
+             'heldout/ scores supernet paths and picks retrained candidates, val/ is the test split (ground truth '
+             'of the ranking and the methods\' final figures); no source digit in two splits',
+        augmentation=AUGMENTATION.describe(), clutter=asdict(clutter(settings)), stem=asdict(STEM),
+        budget=str(BUDGET), budget_limit=BUDGET.limit, batch=BATCH, steps_per_epoch=steps, settings=asdict(settings),
         supernet_steps_per_stage=settings.supernet_epochs * steps,
-        updates_per_option=updates_per_option(settings, steps),
-        equal_compute_samples=method_top_k(settings, 'random_equal_compute', steps, len(data.score_loader)),
+        updates_per_option=updates_per_option(settings, steps, settings.seeds('hierarchical', seed)),
         machine=f'{torch.get_num_threads()} thread(s) per process, {jobs} process(es), torch {torch.__version__}',
         ranking=ranking, method_runs=runs)
 
@@ -526,8 +761,9 @@ def _table_code(text: str) -> str:
 def markdown(result: dict[str, Any]) -> str:
     s = result['settings']
     admits = ', '.join(f'{k} {100 * v:.0f}%' for k, v in result['budget_admits'].items())
-    updates = ', '.join(f'{k} {v:.0f}' for k, v in result['updates_per_option'].items())
-    retrained, total = sum(map(len, result['methods'].values())), len(result['methods']) * len(result['seeds'])
+    updates = ', '.join(f'{k} {v["min"]} fewest, {v["mean"]:.0f} mean ({v["below_200_max"]} of {v["options"]} '
+                        'options under 200)' for k, v in result['updates_per_option'].items())
+    retrained, total = sum(map(len, result['methods'].values())), sum(map(len, result['seeds'].values()))
     scope = '' if result['complete'] else (f', partial: {retrained} of {total} searches retrained so far' if retrained
                                            else ', ranking only: the methods are not run yet')
     lines = [f'# Search quality at depth {result["depth"]} ({result["mode"]}{scope})', '',
@@ -535,7 +771,8 @@ def markdown(result: dict[str, Any]) -> str:
              f'Stem: {result["depth"]} blocks, embed {result["stem"]["embed_dim"]}, {result["stem"]["num_heads"]} '
              f'heads, {result["tokens"]} tokens. Budget {result["budget"]}: admits {admits}. Supernets: '
              f'{result["supernet_steps_per_stage"]} steps a stage at batch {result["batch"]} (SPOS twice that), '
-             f'updates per option of a block: {updates}. Trainings from scratch: {s["retrain_epochs"]} epochs '
+             f'updates per option of a block (the path sampler replayed over the searches\' seeds): {updates}. '
+             f'Trainings from scratch: {s["retrain_epochs"]} epochs '
              f'({s["retrain_epochs"] * result["steps_per_epoch"]} steps). Compute {result["cost_s"] / 3600:.2f} h '
              f'summed over units ({result["wall_s"] / 60:.0f} min wall over its invocations) on {result["machine"]}. '
              f'Command: `{result["command"]}`.', '',
@@ -543,23 +780,28 @@ def markdown(result: dict[str, Any]) -> str:
              f'{s["subnets"]} architectures per space drawn under the budget, each trained with seeds '
              f'{list(TRUTH_SEEDS)} (mean). Stage 2 under the distributions the first hierarchical search\'s '
              'stage 1 picked; joint: the first SPOS search\'s supernet. 95% bootstrap intervals. Ceiling: '
-             'seed 0 against seed 1. Corrected: Spearman over the square root of the seeds\' mean reliability.', '',
-             '| space | Kendall tau | Spearman rho | ceiling tau | ceiling rho | corrected rho | trained top-1 (%) |',
-             '|---|---|---|---|---|---|---|']
+             'seed 0 against seed 1. Corrected: Spearman over the square root of the seeds\' mean reliability. '
+             'Attainable: the Spearman a perfect score could reach against the two seeds\' mean, sqrt(2r / (1 + r)) '
+             'with r the ceiling rho.', '',
+             '| space | Kendall tau | Spearman rho | attainable rho | ceiling tau | ceiling rho | corrected rho '
+             '| trained top-1 (%) |',
+             '|---|---|---|---|---|---|---|---|']
     for name, r in result['ranking'].items():
         truth = r['trained_top1']
         lines.append(f'| {name} | {describe_correlation(r["kendall_tau"])} | {describe_correlation(r["spearman_rho"])} '
-                     f'| {_fmt(r["noise_ceiling"]["kendall_tau"]["value"])} '
+                     f'| {_fmt(result["attainable_rho"][name])} | {_fmt(r["noise_ceiling"]["kendall_tau"]["value"])} '
                      f'| {_fmt(r["noise_ceiling"]["spearman_rho"]["value"])} | {_fmt(r["spearman_rho_corrected"])} '
                      f'| {min(truth):.1f} to {max(truth):.1f} |')
     if not retrained:
         return '\n'.join(lines) + '\n'
     planned = '' if result['complete'] else ' planned'
     lines += ['', '## Methods at equal budget', '',
-              f'{s["search_seeds"]} search seed(s) per method{planned}; each found architecture retrained with '
-              f'{s["final_seeds"]} seed(s), top-1 on the test split. Candidates retrained per search: hierarchical '
-              f'{s["top_k"]} a stage, SPOS {2 * s["top_k"]}, random {s["random_samples"]}, random at equal compute '
-              f'{result["equal_compute_samples"]}.', '',
+              f'{s["search_seeds"]} search seed(s) per one-shot method and {s["random_seeds"]} per random '
+              f'method{planned}; each found architecture retrained with {s["final_seeds"]} seed(s), top-1 on the test '
+              f'split. Candidates retrained per search: hierarchical {s["top_k"]} a stage, SPOS {2 * s["top_k"]}, '
+              f'random {s["random_samples"]}, random at equal compute as many as the mean measured seconds of the '
+              f'same seed\'s hierarchical and SPOS searches allowed '
+              f'({", ".join(map(str, result["equal_compute_draws"])) or "none yet"}).', '',
               '| method | test top-1 mean +- std (%) | FLOPs of the found (M) | FLOPs of its top picks (M, mean) '
               '| search (s, mean) |', '|---|---|---|---|---|']
     for method, runs in result['method_runs'].items():
@@ -571,12 +813,19 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f'| {method} | {_mean_std([r["test_top1"] for r in runs])} | {found:.2f} | {tops:.2f} '
                      f'| {statistics.fmean(r["search_seconds"] for r in runs):.0f} |')
     lines += ['', f'Budget {result["budget_limit"] / 1e6:.1f} M FLOPs.', '',
-              '## Statistics', '', '| pair | Welch p |', '|---|---|']
-    lines += [f'| {pair} | {_fmt(p)} |' for pair, p in result['welch_p'].items()]
-    lines += ['', f'Pooled spread of a method\'s search seeds: {_fmt(result["pooled_std"], 2)} points; the smallest '
-              f'difference of two methods\' means detectable at 80% power, alpha 0.05 (two-sided, normal '
-              f'approximation, n = {result["searches_per_method"]} a method): '
-              f'{_fmt(result["min_detectable_difference"], 2)} points.', '', 'Every run:', '',
+              '## Statistics', '', '| pair | test | p | difference [95% hierarchical bootstrap] | equal within 1 '
+              'point (TOST p) |', '|---|---|---|---|---|']
+    for pair, p in result['pair_p'].items():
+        ci, tost = result.get('difference_ci', {}).get(pair), result['equivalence_1pt'][pair]
+        interval = 'n/a' if ci is None else f'{ci["difference"]:+.2f} [{ci["low"]:+.2f}, {ci["high"]:+.2f}]'
+        lines.append(f'| {pair} | {result["pair_test"][pair]} | {_fmt(p)} | {interval} | '
+                     f'{tost["verdict"]} ({_fmt(tost["p"])}) |')
+    lines += ['', f'Pooled spread of a method\'s search seeds: {_fmt(result["pooled_std"], 2)} points. The smallest '
+              f'difference of two methods\' means Welch\'s test detects at 80% power, alpha 0.05 (two-sided, '
+              f'n = {result["searches_per_method"]} a method), simulated: '
+              f'{_fmt(result["min_detectable_difference_simulated"], 2)} points (the normal approximation\'s '
+              f'{_fmt(result["min_detectable_difference"], 2)} is too optimistic at so few seeds).', '',
+              'Every run:', '',
               '| method | search seed | test top-1 runs (%) | FLOPs (M) | architecture |', '|---|---|---|---|---|']
     for method, runs in result['method_runs'].items():
         for r in runs:
@@ -607,13 +856,24 @@ def _plot_methods(ax: Any, result: dict[str, Any]) -> None:
     ax.set_title('Methods: every search seed')
 
 
+def _plot_anytime(ax: Any, result: dict[str, Any]) -> None:
+    for index, (method, runs) in enumerate(result['method_runs'].items()):
+        for number, run in enumerate(runs):
+            points = run.get('anytime') or []
+            ax.step([p['seconds'] / 3600 for p in points], [p['best_heldout_top1'] for p in points], where='post',
+                    color=f'C{index}', alpha=0.6, linewidth=1, label=method if number == 0 else None)
+    ax.set_xlabel('measured search seconds (h; one-shot: supernet and training epochs logged, the rest spread)')
+    ax.set_ylabel('best held-out top-1 found so far (%)')
+    ax.set_title('Any-time: each search')
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     """The ranking's scatter per space and, once searches are retrained, each one's find against its FLOPs."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    panels = [_plot_ranking] + ([_plot_methods] if any(result['method_runs'].values()) else [])
+    panels = [_plot_ranking] + ([_plot_methods, _plot_anytime] if any(result['method_runs'].values()) else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), dpi=110, squeeze=False)
     for ax, panel in zip(axes[0], panels):
         panel(ax, result)
@@ -633,7 +893,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument('--jobs', type=int, default=2, help='worker processes for the units of work (default 2)')
     p.add_argument('--work', default=None, help='units of work (default output/search_quality[_quick]-seedS)')
     p.add_argument('--units', default=None, help='the finished units\' small records (default '
-                   'benchmarks/results/search_quality_units/<mode>-seedS)')
+                   'RESULTS/search_quality_units/<task>-<mode>-seedS, RESULTS from --results)')
     p.add_argument('--results', default='benchmarks/results', help='where the JSON, MD and PNG go')
     p.add_argument('--phase', choices=('all', 'ranking', 'ground-truth'), default='all',
                    help='ground-truth: only the stage-1 and joint ranking trainings, which need no search (short '
@@ -648,16 +908,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     settings = SETTINGS[mode]
     suffix = '_quick' if args.quick else ''
     work = Path(args.work or f'output/search_quality{suffix}-seed{args.seed}')
-    units = Path(args.units or f'benchmarks/results/search_quality_units/{mode}-seed{args.seed}')
     results = Path(args.results)
+    units = Path(args.units or results / 'search_quality_units' / f'{TASK}-{mode}-seed{args.seed}')
     work.mkdir(parents=True, exist_ok=True)
     for folder in (work, units):  # the work folder's runs resume too: both must be of this task
         Units(folder).claim(task_record(settings))
     _init_worker()
     data = _data(work, settings)  # the images are written once, before any worker reads them
+    if not (units / 'splits.json').is_file():
+        save_json_atomic({name: split_record(getattr(data, f'{name}_loader')) for name in ('heldout', 'score', 'test')},
+                         units / 'splits.json')
     steps = steps_per_epoch(data)
+    seeds = settings.seeds('hierarchical', args.seed)
     print(f'{mode}: depth {STEM.depth}, {TOKENS} tokens, {steps} steps an epoch; supernet updates per option '
-          f'{updates_per_option(settings, steps)}; augmentation: {AUGMENTATION.describe()}', flush=True)
+          f'{updates_per_option(settings, steps, seeds)}; augmentation: {AUGMENTATION.describe()}', flush=True)
     started = time.time()
     # wall time summed over the invocations that ran units (a rerun from the records adds almost nothing)
     walls_before = (Units(units).get('wall', 'seconds') or dict(seconds=0.))['seconds']

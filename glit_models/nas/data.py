@@ -6,6 +6,8 @@ holds 50k ImageNet train images out), so the validation set stays untouched unti
 """
 from __future__ import annotations
 
+import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -31,6 +33,8 @@ from ..data import (
 from ..data.memory import DEFAULT_MEMORY_LIMIT_MB, hold_in_memory
 
 __all__ = ['DIGITS_FOLDER', 'SearchData', 'SearchDataConfig', 'build_search_data']
+
+_logger = logging.getLogger(__name__)
 
 DIGITS_FOLDER = 'digits'
 """Where the demo writes its images, inside the search's output folder."""
@@ -103,12 +107,14 @@ def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: 
                       memory_limit_mb: float = DEFAULT_MEMORY_LIMIT_MB) -> SearchData:
     """Loaders for the search from an ImageFolder (``data_dir/train`` when it exists, else ``data_dir``).
 
-    ``batch_size`` is per process. The held-out split is a seeded random subset of the training
-    images (``heldout``: a fraction < 1 or an image count); supernet paths are scored on its first
-    ``score_images`` (all of it when None). The test split, reported and never used to choose, is
-    ``data_dir/val`` when it exists, else ``test`` images carved from train (a fraction or a count;
-    None: no test split). Under torchrun the evaluation images are split across ranks. A data set whose
-    decoded pixels fit in ``memory_limit_mb`` MiB is decoded once and read from memory.
+    ``batch_size`` is per process. The held-out split is ``data_dir/heldout`` beside ``data_dir/train`` when
+    that exists (for splits that must keep related images together, as several photos of one object),
+    else a seeded random subset of the training images (``heldout``: a fraction < 1 or an image count);
+    supernet paths are scored on a seeded ``score_images`` of it (all of it when None). The test split,
+    reported and never used to choose, is ``data_dir/val`` when it exists, else ``test`` images carved from
+    train (a fraction or a count; None: no test split). Under torchrun the evaluation images are split
+    across ranks. A data set whose decoded pixels fit in ``memory_limit_mb`` MiB is decoded once and read
+    from memory.
     """
     root = find_split(data_dir, 'train') or Path(data_dir)
     dataset = hold_in_memory(image_folder(root, in_chans, bad_images), memory_limit_mb)
@@ -117,9 +123,18 @@ def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: 
     pool, test_indices = list(range(len(dataset))), []
     if val_root is None and test is not None:
         pool, test_indices = split_heldout(len(dataset), test, seed + 1, minimum=len(classes))
-    train_positions, heldout_positions = split_heldout(len(pool), heldout, seed, minimum=len(classes))
-    train_indices = [pool[i] for i in train_positions]
-    heldout_indices = [pool[i] for i in heldout_positions]
+    heldout_root = find_split(data_dir, 'heldout') if find_split(data_dir, 'train') else None
+    if heldout_root is None:
+        train_positions, heldout_positions = split_heldout(len(pool), heldout, seed, minimum=len(classes))
+        train_indices = [pool[i] for i in train_positions]
+        heldout_set, heldout_indices = dataset, [pool[i] for i in heldout_positions]
+    else:
+        heldout_set = hold_in_memory(separate_split(heldout_root, dataset, root, in_chans, bad_images),
+                                     memory_limit_mb)
+        train_indices = pool
+        heldout_indices = list(range(len(heldout_set)))
+        random.Random(seed).shuffle(heldout_indices)  # the scoring subset, its first images, is a random sample
+        _logger.info('held-out split: the %d images of %s (--heldout does not apply)', len(heldout_set), heldout_root)
     if score_images is not None and score_images < 1:
         raise DataError(f'score_images={score_images}: score supernet paths on at least one held-out image')
     score_indices = heldout_indices[:score_images]
@@ -140,7 +155,7 @@ def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: 
         train_loader=make_loader(subset(dataset, train_indices), is_training=True, distributed=distributed,
                                  augmentation=augmentation, **common),
         calib_loader=evaluation(dataset, train_indices),
-        heldout_loader=evaluation(dataset, heldout_indices),
-        score_loader=evaluation(dataset, score_indices),
+        heldout_loader=evaluation(heldout_set, heldout_indices),
+        score_loader=evaluation(heldout_set, score_indices),
         test_loader=test_loader,
         data_config=config)

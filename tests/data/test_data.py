@@ -42,6 +42,22 @@ def test_search_data_sizes_and_classes(folder):
     assert not set(data.heldout_loader.dataset.indices) & set(data.train_loader.dataset.indices)
 
 
+def test_search_data_takes_a_heldout_folder_whole(tmp_path):
+    write_image_folder(tmp_path / 'train', classes=3, per_class=8)
+    write_image_folder(tmp_path / 'heldout', classes=3, per_class=4, seed=1)
+    write_image_folder(tmp_path / 'val', classes=3, per_class=2, seed=2)
+    data = build_search_data(tmp_path, img_size=32, batch_size=4, heldout=0.5, score_images=5, workers=0)
+    # every train image trains, every held-out folder image is held out: none carved by --heldout
+    assert len(data.train_loader.dataset) == 24 and len(data.heldout_loader.dataset) == 12
+    files = {Path(p).parent.parent.name for p, _ in data.heldout_loader.dataset.dataset.samples}
+    assert files == {'heldout'} and len(data.test_loader.dataset) == 6
+    # the scoring subset is a seeded random sample of it, not its first class
+    scored = _labels(data.score_loader).tolist()
+    assert len(scored) == 5 and len(set(scored)) > 1
+    again = build_search_data(tmp_path, img_size=32, batch_size=4, heldout=0.5, score_images=5, workers=0)
+    assert _labels(again.score_loader).tolist() == scored
+
+
 def test_calibration_batches_are_the_same_every_pass(folder):
     data = build_search_data(folder, img_size=32, batch_size=4, heldout=0.25, workers=0)
     first, second = next(iter(data.calib_loader)), next(iter(data.calib_loader))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
@@ -61,26 +60,46 @@ def test_the_projection_keeps_the_ceiling_when_nothing_changes_and_raises_it_wit
     assert noise.projected_ceiling(parts, 3.0, 0.) == pytest.approx(1.)  # sampling cannot exceed the whole
 
 
-def test_the_finished_trainings_of_a_work_folder_are_found(tmp_path):
-    done = tmp_path / 'methods' / 'spos-0' / 'retrain' / 'abc'
-    done.mkdir(parents=True)
-    (done / 'result.json').write_text(json.dumps(dict(arch='a', seed=3, test_top1=80.)))
-    torch.save({'model': {}}, done / 'last.pth.tar')
-    summary = tmp_path / 'methods' / 'spos-0'  # a search's summary has no weights beside it
-    (summary / 'result.json').write_text(json.dumps(dict(arch='a', seed=0, test_top1=81.)))
-    found = noise.trained_models(tmp_path)
-    assert [(m['arch'], m['seed'], m['weights']) for m in found] == [('a', 3, done / 'last.pth.tar')]
+def test_the_projection_range_spans_the_seed_variance_interval():
+    components = dict(difference_var=3.0, arch_var=2.0, seed_pearson=2.0 / 3.5)
+    low, high = noise.projected_ceiling_range(components, 20, sampling_var_now=1.0, sampling_var_then=0.5)
+    point = noise.projected_ceiling(components, 1.0, 0.5)
+    assert low < point < high <= 1
+    # more pairs know the variance better: a narrower range around the same point
+    narrow = noise.projected_ceiling_range(components, 2000, 1.0, 0.5)
+    assert low < narrow[0] < point < narrow[1] < high
 
 
-def test_second_seeds_are_planned_until_enough_architectures_have_two():
-    models = [dict(arch=a, seed=s) for a, s in [('c', 2), ('a', 2), ('b', 2), ('b', 3), ('d', 5)]]
-    assert noise.second_seed_plan(models, 3) == [('a', 3), ('c', 3)]
-    assert noise.second_seed_plan(models, 1) == []  # 'b' has two already: a rerun trains nothing
-    assert noise.second_seed_plan(models, 9) == [('a', 3), ('c', 3), ('d', 6)]  # all there are
+def test_noise_is_measured_from_the_unit_records_alone(tmp_path):
+    from predictions import encode_classes
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 400)
+    sources = np.repeat(np.arange(100), 4)  # 4 renderings a source digit
+    (tmp_path / 'trainings').mkdir()
+    (tmp_path / 'splits.json').write_text(json.dumps(dict(test=dict(labels=labels.tolist(),
+                                                                   source_digits=sources.tolist()))))
+    for index, (arch, seed, accuracy) in enumerate([('a', 0, 0.8), ('a', 1, 0.8), ('b', 0, 0.7), ('c', 0, 0.9)]):
+        predicted = np.where(rng.random(400) < accuracy, labels, (labels + 1) % 10)
+        record = dict(arch=arch, seed=seed, test_top1=100 * float(np.mean(predicted == labels)),
+                      test_pred=encode_classes(predicted))
+        (tmp_path / 'trainings' / f'{index}.json').write_text(json.dumps(record))
+    report = dict(ranking={'joint': dict(trained_runs=[[80., 81.], [70., 72.], [90., 89.]],
+                                         noise_ceiling=dict(spearman_rho=dict(value=0.9)))}, method_runs={})
+    result = noise.measure(tmp_path, report)
+    assert result['models'] == 4 and result['architectures'] == 3 and result['same_arch_pairs'] == 1
+    test = result['splits']['test']
+    assert test['images'] == 400 and test['source_digits'] == 100 and test['same_arch_pair_std'][0] > 0
+    assert 0 < result['ranking']['spaces']['joint']['sampling_share']
+    assert 'projected_seed_pearson' not in result['ranking']['spaces']['joint']  # no larger split to project on
+    broken = json.loads((tmp_path / 'trainings' / '0.json').read_text())
+    (tmp_path / 'trainings' / '0.json').write_text(json.dumps(dict(broken, test_top1=1.)))
+    with pytest.raises(SystemExit, match='do not give their records'):
+        noise.measure(tmp_path, report)
 
 
 def test_readme_noise_figures_are_the_committed_reports():
-    report = json.loads((ROOT / 'benchmarks/results/ground_truth_noise.json').read_text())
+    report = json.loads((ROOT / 'benchmarks/results/ground_truth_noise_clutter.json').read_text())
     text = (ROOT / 'README.md').read_text()
     section = text[text.index('**Where the ground truth\'s noise comes from**'):]
     section = section[:section.index('\n\n')]
@@ -90,7 +109,7 @@ def test_readme_noise_figures_are_the_committed_reports():
                 statistics.fmean(larger['same_arch_pair_std']), larger['other_arch_pair_std_median']]
     for space in ('stage1', 'stage2', 'joint'):
         s = report['ranking']['spaces'][space]
-        expected += [s['seed_pearson'], s['projected_seed_pearson']]
+        expected += [s['seed_pearson'], s['projected_seed_pearson'], *s['projected_seed_pearson_range']]
     for value in expected:
         assert any(abs(value - x) < 0.0051 for x in stated), value
     shares = [int(x) for x in re.findall(r'(\d+)%', section)]

@@ -15,23 +15,69 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 from cluttered_digits import ClutterConfig, digit_split, render, write_cluttered_digits  # noqa: E402
-from search_stats import min_detectable_difference, pooled_std, welch_p, welch_tests  # noqa: E402
+from search_stats import (  # noqa: E402
+    attainable_correlation,
+    min_detectable_difference,
+    paired_p,
+    pooled_std,
+    simulated_min_detectable_difference,
+    welch_p,
+    welch_power,
+    welch_tests,
+)
+
+from glit_models.architecture import GlitArch  # noqa: E402
 
 
 def test_render_is_seeded_and_in_range():
     digit = np.zeros((8, 8), dtype=np.float32)
     digit[2:6, 3:5] = 1.
     config = ClutterConfig(noise=0.)
-    first = render(digit, [digit], config, np.random.default_rng(5))
-    again = render(digit, [digit], config, np.random.default_rng(5))
-    other = render(digit, [digit], config, np.random.default_rng(6))
-    assert first.shape == (32, 32) and first.dtype == np.uint8
+    (first, shift), (again, _) = (render(digit, [digit], config, np.random.default_rng(5)) for _ in range(2))
+    other, _ = render(digit, [digit], config, np.random.default_rng(6))
+    assert first.shape == (32, 32) and first.dtype == np.uint8 and shift == 0  # no markers, no shift
     assert np.array_equal(first, again) and not np.array_equal(first, other)
     assert first.max() > 150  # the digit is there, at least 0.7 bright
-    alone = render(digit, [digit], ClutterConfig(noise=0., fragments=(0, 0)), np.random.default_rng(5))
+    alone, _ = render(digit, [digit], ClutterConfig(noise=0., fragments=(0, 0)), np.random.default_rng(5))
     margin = ClutterConfig().margin
     assert alone.max() > 150 and not alone[:margin].any() and not alone[-margin:].any()  # off the border
     assert not alone[:, :margin].any() and not alone[:, -margin:].any()
+
+
+def test_the_marker_sits_opposite_the_digit_and_sets_the_shift():
+    digit = np.ones((8, 8), dtype=np.float32)
+    config = ClutterConfig(noise=0., fragments=(0, 0), digit_size=(14, 14), markers=(0, 5), digit_brightness=(0.5, 0.5),
+                           marker_brightness=(1., 1.))
+    shifts = set()
+    for seed in range(40):
+        image, shift = render(digit, [digit], config, np.random.default_rng(seed))
+        shifts.add(shift)
+        bar = np.argwhere(image == 255)  # the marker alone is full brightness
+        glyph = np.argwhere((image > 0) & (image < 255))
+        assert len(bar) == 16, seed  # 8 x 2 px, whole
+        rows, cols = bar[:, 0].max() - bar[:, 0].min() + 1, bar[:, 1].max() - bar[:, 1].min() + 1
+        assert (rows, cols) == ((2, 8) if shift == 0 else (8, 2)), seed  # horizontal: shift 0, vertical: 5
+        # opposite quadrants: the bar's and the glyph's centres are on different sides in both directions
+        assert np.all(np.sign(bar.mean(0) - 15.5) == -np.sign(glyph.mean(0) - 15.5)), seed
+        assert bar.min() >= 4 and bar.max() <= 27  # training crops keep it whole
+    assert shifts == {0, 5}
+
+
+def test_splits_hold_whole_source_digits_and_labels_shift(tmp_path):
+    config = ClutterConfig(copies=1, heldout_fraction=0.15, heldout_copies=2, test_copies=3, markers=(0, 5))
+    root = write_cluttered_digits(tmp_path / 'md', config)
+    digits_of = {split: {p.stem.split('_')[0] for p in (root / split).rglob('*.png')}
+                 for split in ('train', 'heldout', 'val')}
+    assert not digits_of['train'] & digits_of['heldout'] and not digits_of['train'] & digits_of['val']
+    assert not digits_of['heldout'] & digits_of['val']
+    assert len(digits_of['val']) == int(1797 * 0.2) and len(digits_of['heldout']) == round(0.15 * (1797 - 359))
+    counts = {split: len(list((root / split).rglob('*.png'))) for split in digits_of}
+    assert counts == {'train': len(digits_of['train']), 'heldout': 2 * len(digits_of['heldout']),
+                      'val': 3 * len(digits_of['val'])}
+    from sklearn.datasets import load_digits
+    target = load_digits().target
+    labels = [(int(p.parent.name) - target[int(p.stem.split('_')[0])]) % 10 for p in (root / 'val').rglob('*.png')]
+    assert set(labels) == {0, 5} and 0.4 < labels.count(5) / len(labels) < 0.6  # the class is digit + shift
 
 
 def test_split_is_the_demos_and_disjoint():
@@ -40,7 +86,7 @@ def test_split_is_the_demos_and_disjoint():
 
 
 def test_write_cluttered_digits_once(tmp_path):
-    config = ClutterConfig(copies=1)
+    config = ClutterConfig(copies=1, test_copies=1)
     root = write_cluttered_digits(tmp_path / 'cd', config)
     files = sorted(p.relative_to(root) for p in root.rglob('*.png'))
     assert len(files) == 1797
@@ -60,6 +106,77 @@ def test_welch_and_detectable_difference():
     # (1.96 + 0.84) * sd * sqrt(2/n): 2.80 * 1 * sqrt(2/2)
     assert min_detectable_difference(1., 2) == pytest.approx(2.8016, abs=1e-3)
     assert min_detectable_difference(2., 8) == pytest.approx(min_detectable_difference(1., 2))
+
+
+def test_simulated_detectable_difference_is_welchs():
+    # no true difference: Welch's test rejects at about its level
+    assert welch_power(0., 1., 5) == pytest.approx(0.05, abs=0.01)
+    # many seeds: the t-test's power meets the normal approximation's 80%
+    assert welch_power(min_detectable_difference(1., 60), 1., 60) == pytest.approx(0.8, abs=0.02)
+    # three seeds: Welch needs far more than the normal approximation (1.46 at spread 0.64)
+    at_three = simulated_min_detectable_difference(0.64, 3)
+    assert 2.1 < at_three < 2.4 and welch_power(at_three, 0.64, 3) >= 0.8
+    assert welch_power(1.46, 0.64, 3) == pytest.approx(0.46, abs=0.02)
+    assert simulated_min_detectable_difference(2., 4) == pytest.approx(2 * simulated_min_detectable_difference(1., 4),
+                                                                       rel=0.02)
+
+
+def test_paired_p_pairs_by_position():
+    a, b = [80., 84., 82.], [79.5, 83.4, 81.6]  # b tracks a, about half a point lower
+    assert paired_p(a, b) < 0.05 < welch_p(a, b)
+    assert paired_p([1., 2.], [0., 1.]) is None  # no spread in the differences
+    with pytest.raises(ValueError, match='as many values'):
+        paired_p([1., 2.], [1.])
+
+
+def test_attainable_correlation_is_spearman_brown():
+    assert attainable_correlation(1.) == 1. and attainable_correlation(0.) == 0.
+    assert attainable_correlation(0.49) == pytest.approx(0.81, abs=0.005)
+    assert attainable_correlation(0.66) == pytest.approx(0.89, abs=0.005)
+
+
+def test_pair_tests_pair_the_methods_that_share_draws():
+    import search_quality as sq
+
+    def runs(values):
+        return [dict(search_seed=i, test_top1=v) for i, v in enumerate(values)]
+
+    found = {'hierarchical': runs([86., 87., 86.5]), 'spos': runs([86., 87.5, 86.]),
+             'random': runs([84., 85., 86.]), 'random_equal_compute': runs([84.5, 85.2, 86.])}
+    p, tests = sq.pair_tests(found), sq.pair_test_names(found)
+    assert tests['random_vs_random_equal_compute'] == 'paired t' and tests['hierarchical_vs_spos'] == 'welch'
+    assert p['random_vs_random_equal_compute'] == pytest.approx(paired_p([84., 85., 86.], [84.5, 85.2, 86.]))
+    assert p['hierarchical_vs_spos'] == pytest.approx(welch_p([86., 87., 86.5], [86., 87.5, 86.]))
+    found['random_equal_compute'] = found['random_equal_compute'][:1]  # a partial report: too few pairs yet
+    assert sq.pair_tests(found)['random_vs_random_equal_compute'] is None
+
+
+def test_replayed_updates_count_every_step_of_every_block():
+    import search_quality as sq
+
+    space = sq.joint_space(sq.STEM)
+    replay = sq.replayed_updates(space, seed=0, epochs=3, steps=400)
+    assert replay['options'] == 12 * 36 and replay["mean"] == pytest.approx(3 * 400 / 36)
+    assert replay['min'] < replay['mean'] and replay['below_200'] == replay['options']  # 1200 steps: all under 200
+    assert sq.replayed_updates(space, 0, 3, 400) == replay and sq.replayed_updates(space, 1, 3, 400) != replay
+    # the clutter run's supernets (103 epochs of 35 steps, seeds 0-2): the audit's replay
+    clutter_run = sq.updates_per_option(sq.replace(sq.SETTINGS['full'], supernet_epochs=103), 35, [0, 1, 2])
+    assert {k: v['min'] for k, v in clutter_run.items()} == {'stage1': 839, 'stage2': 326, 'joint': 154}
+
+
+def test_full_supernets_give_every_option_200_updates():
+    import search_quality as sq
+
+    full = sq.SETTINGS['full']
+    # 2444 training images at batch 64 (the last, partial batch dropped): 38 steps an epoch
+    fewest = sq.updates_per_option(full, 38, full.seeds('spos', 0))
+    assert min(v['min'] for v in fewest.values()) >= 200
+    shorter = sq.updates_per_option(sq.replace(full, supernet_epochs=full.supernet_epochs - 1), 38,
+                                    full.seeds('spos', 0))
+    assert min(v['min'] for v in shorter.values()) < 200  # the fewest epochs that do
+
+
+sq_methods = ('hierarchical', 'spos', 'random', 'random_equal_compute')
 
 
 @pytest.mark.slow
@@ -87,7 +204,18 @@ def test_quick_search_quality_benchmark(tmp_path):
     for key in ('depth', 'tokens', 'budget_admits', 'kendall_tau', 'kendall_tau_ci', 'noise_ceiling',
                 'ground_truth_top1', 'methods', 'welch_p', 'min_detectable_difference', 'seeds', 'cost_s'):
         assert key in result
-    assert result['depth'] == 12 and result['tokens'] >= 64 and result['seeds'] == [5] and result['complete']
+    assert result['depth'] == 12 and result['tokens'] >= 64 and result['complete']
+    assert result['seeds'] == {m: [5] for m in sq_methods} and result['splits']['by_source_digit']
+    for key in ('seconds_measured', 'updates_per_option', 'pair_p', 'min_detectable_difference_simulated',
+                'attainable_rho', 'equal_compute_draws'):
+        assert key in result
+    # every training unit keeps its predictions per image, against the splits' record
+    splits = json.loads((tmp_path / 'units' / 'splits.json').read_text())
+    from predictions import decode_classes
+    for record in (json.loads(p.read_text()) for p in (tmp_path / 'units' / 'trainings').glob('*.json')):
+        predicted = decode_classes(record['test_pred'])
+        assert 100 * np.mean(predicted == np.array(splits['test']['labels'])) == pytest.approx(record['test_top1'])
+        assert len(decode_classes(record['heldout_pred'])) == len(splits['heldout']['labels'])
     assert set(result['kendall_tau']) == set(result['budget_admits']) == {'stage1', 'stage2', 'joint'}
     assert set(result['methods']) == {'hierarchical', 'spos', 'random', 'random_equal_compute'}
     for runs in result['method_runs'].values():
@@ -197,16 +325,16 @@ def _numbers(cell: str) -> list[float]:
 def test_readme_search_figures_are_the_committed_reports():
     """The README's depth-12 ranking and methods tables, its count of searches, Welch p values and detectable
     difference are the committed report's, rounded."""
-    report = json.loads((ROOT / 'benchmarks/results/search_quality.json').read_text())
+    report = json.loads((ROOT / 'benchmarks/results/search_quality_clutter.json').read_text())
     text = (ROOT / 'README.md').read_text()
     ranking = _readme_table(text, '**Ranking at depth 12**')
     assert [README_SPACES[row[0]] for row in ranking] == ['stage1', 'stage2', 'joint']
     for row in ranking:
         space = README_SPACES[row[0]]
         expected = [report['kendall_tau'][space], *report['kendall_tau_ci'][space], report['spearman_rho'][space],
-                    *report['spearman_rho_ci'][space], report['noise_ceiling'][space],
+                    *report['spearman_rho_ci'][space], report['attainable_rho'][space], report['noise_ceiling'][space],
                     report['noise_ceiling_spearman'][space], report['spearman_rho_corrected'][space]]
-        shown = [x for cell in row[1:6] for x in _numbers(cell)]
+        shown = [x for cell in row[1:7] for x in _numbers(cell)]
         assert shown == pytest.approx(expected, abs=0.0051), space
     methods = _readme_table(text, '**Methods at depth 12')
     assert {README_METHODS[row[0]] for row in methods} == set(report['methods'])
@@ -221,7 +349,169 @@ def test_readme_search_figures_are_the_committed_reports():
     searches = sum(len(v) for v in report['methods'].values())
     planned = report['settings']['search_seeds'] * len(report['methods'])
     assert (f'**Methods at depth 12, {searches} of the {planned} searches so far**' in text) != report['complete']
-    assert f'is {report["min_detectable_difference"]:.1f} points' in text
+    assert f'is {report["min_detectable_difference_simulated"]:.1f} points (simulated' in text
+    assert f'approximation\'s {report["min_detectable_difference"]:.1f} is too optimistic' in text
     welch = text[text.index('Welch p per pair'):text.index('With a pooled spread')]
     stated = sorted(float(x) for x in re.findall(r'\b0\.\d\d\b', welch))
-    assert stated == sorted(round(v, 2) for v in report['welch_p'].values() if v is not None)
+    assert stated == sorted(round(v, 2) for v in report['pair_p'].values() if v is not None)
+    assert report['pair_test']['random_vs_random_equal_compute'] == 'paired t'
+    for space, label in (('stage1', 'stage 1'), ('stage2', 'stage 2'), ('joint', 'joint space')):
+        assert f'{report["attainable_rho"][space]:.2f}' in text[text.index('perfect score would reach'):][:120], space
+    updates = report['updates_per_option']
+    fewest = f'the fewest are {updates["stage1"]["min"]}, {updates["stage2"]["min"]} and {updates["joint"]["min"]}'
+    assert fewest in ' '.join(text.split())
+    assert f'{updates["joint"]["below_200_max"]} of the joint space\'s {updates["joint"]["options"]} options' \
+        in ' '.join(text.split())
+
+
+def test_equal_compute_trains_until_its_measured_seconds_run_out(monkeypatch, tmp_path):
+    import search_quality as sq
+
+    class Clock:
+        now = 0.
+
+        def seconds(self):
+            return self.now
+
+    clock, trained = Clock(), []
+
+    def fake_retrain(arch, data, recipe, root):
+        folder = sq.unit_folder(root, arch, recipe)
+        if not (folder / 'result.json').is_file():
+            trained.append(arch.to_str())
+            clock.now += 100.  # each training takes 100 s
+            folder.mkdir(parents=True)
+            (folder / 'result.json').write_text('{}')
+        return dict(heldout_top1=float(len(arch.to_str()) % 7), test_top1=50.)
+
+    class Data:
+        num_classes = 10
+
+    monkeypatch.setattr(sq, 'retrain', fake_retrain)
+    monkeypatch.setattr(sq, 'load_trained', lambda *a: None)
+    monkeypatch.setattr(sq, 'model_predictions', lambda model, data: {})
+    record = sq.equal_compute_search(tmp_path, sq.SETTINGS['quick'], Data(), 3, 350., clock)
+    # it starts a draw while its seconds are under 350: at 0, 100, 200 and 300
+    assert record['top_k'] == 4 == len(trained) and record['target_seconds'] == 350.
+    assert record['heldout_top1'] == max(d['heldout_top1'] for d in record['draws'])
+    # its draws are random search's, in order: the paper's 5 of seed 3 start the sequence
+    space = sq.joint_space(sq.STEM)
+    first = sq.sample_under_budget(space, sq.SpaceCost(space, sq.BUDGET.kind, 10), sq.BUDGET.limit, 2,
+                                   sq.random.Random('random:3'))
+    assert record['top_archs'][:2] == [space.to_arch(c).to_str() for c in first]
+    # resumed past its target: it keeps every draw it had trained and starts none
+    clock.now = 1000.
+    again = sq.equal_compute_search(tmp_path, sq.SETTINGS['quick'], Data(), 3, 350., clock)
+    assert again['top_archs'] == record['top_archs'] and len(trained) == 4
+
+
+def test_random_at_equal_compute_waits_for_the_one_shot_searches(monkeypatch, tmp_path):
+    import search_quality as sq
+
+    started = []
+    monkeypatch.setattr(sq, 'search_unit', lambda *task: started.append(task[3:5]) or sq.Units(task[1]).put(
+        'searches', sq.search_key(*task[3:5]), dict(method=task[3], search_seed=task[4], arch=f'{task[3]}-arch',
+                                                    seconds=60.)))
+    monkeypatch.setattr(sq, 'training_unit', lambda *task: dict(seconds=1.))
+    todo = [('random_equal_compute', 0), ('hierarchical', 0), ('spos', 0)]
+    left = sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), todo, [], (1000,), {}, lambda: None)
+    assert left == 0 and started == [('hierarchical', 0), ('spos', 0), ('random_equal_compute', 0)]
+    assert sq.one_shot_seconds(tmp_path, 0) == 60.
+
+
+def test_units_refuse_another_version_of_the_package(monkeypatch, tmp_path):
+    import search_quality as sq
+
+    units = sq.Units(tmp_path)
+    monkeypatch.setattr(sq, 'code_version', lambda: dict(commit='a' * 40, tree='1' * 40))
+    units.check_code()
+    units.check_code()  # the same code: accepted
+    monkeypatch.setattr(sq, 'code_version', lambda: dict(commit='b' * 40, tree='2' * 40))
+    with pytest.raises(SystemExit, match='git worktree add ../search-quality-run aaaaaaaaaaaa'):
+        units.check_code()
+
+
+def test_unit_records_land_under_the_results_folder(monkeypatch, tmp_path):
+    import search_quality as sq
+
+    seen = {}
+    monkeypatch.setattr(sq, 'run_benchmark', lambda work, units, *rest, **kw: seen.update(work=work, units=units))
+    fake = type('Data', (), dict(train_loader=[0] * 4, heldout_loader=None, score_loader=None, test_loader=None))
+    monkeypatch.setattr(sq, '_data', lambda work, settings: fake())
+    monkeypatch.setattr(sq, 'split_record', lambda loader: {})
+    monkeypatch.setattr(sq, 'updates_per_option', lambda *a: {})
+    monkeypatch.chdir(tmp_path)
+    sq.main(['--quick', '--seed', '7', '--jobs', '1', '--work', 'w', '--results', 'r'])
+    assert seen == dict(work=Path('w'), units=Path('r/search_quality_units/marker-quick-seed7'))
+    written = [p for p in Path('.').rglob('*') if p.is_file()]
+    assert written and all(p.parts[0] in ('w', 'r') for p in written), written  # nothing outside them
+    assert Path('r/search_quality_units/marker-quick-seed7/splits.json').is_file()
+
+
+def test_equivalence_within_a_point():
+    from search_stats import equivalence_p
+
+    close = equivalence_p([80., 80.5, 79.5, 80.2, 80.1], [80.1, 79.8, 80.3, 79.9, 80.2])
+    apart = equivalence_p([80., 80.5, 79.5, 80.2], [78., 78.4, 77.5, 78.2])
+    assert close < 0.05 < apart  # shown equal within 1 point, and not
+    assert equivalence_p([80.], [80., 81.]) is None
+
+
+def test_hierarchical_bootstrap_covers_the_true_difference():
+    from search_stats import hierarchical_bootstrap_difference
+
+    rng = np.random.default_rng(1)
+    sources = np.repeat(np.arange(200), 8)
+
+    def method(accuracy):
+        return [[rng.random(len(sources)) < accuracy + rng.normal(0, 0.005) for _ in range(3)] for _ in range(6)]
+
+    apart = hierarchical_bootstrap_difference(method(0.82), method(0.78), sources, resamples=300)
+    assert apart['low'] < 4. < apart['high'] and apart['low'] > 0  # 4 points apart, shown
+    same = hierarchical_bootstrap_difference(method(0.8), method(0.8), sources, resamples=300)
+    assert same['low'] < 0 < same['high']
+    # more search seeds: a narrower interval
+    wide = hierarchical_bootstrap_difference(method(0.8)[:2], method(0.8)[:2], sources, resamples=300)
+    assert wide['high'] - wide['low'] > same['high'] - same['low']
+
+
+def test_anytime_points_follow_the_logged_seconds(tmp_path):
+    import search_quality as sq
+
+    settings = sq.SETTINGS['quick']
+    train_recipe = sq.recipe(settings, 0)
+    stage1, stage2 = sq.stage1_space(sq.STEM), sq.joint_space(sq.STEM)
+    archs = [stage1.to_arch((0,) * 12).to_str(), stage2.to_arch((1,) * 12).to_str()]
+
+    def log(path, seconds):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(''.join(json.dumps(dict(epoch=i + 1, seconds=s)) + '\n' for i, s in enumerate(seconds)))
+
+    for stage, supernet in (('stage1', [10., 10.]), ('stage2', [20.])):
+        log(tmp_path / stage / 'supernet.metrics.jsonl', supernet)
+    for arch, seconds in zip(archs, ([5., 5.], [7.])):
+        log(sq.unit_folder(tmp_path / 'retrain', GlitArch.from_str(arch), train_recipe) / 'last.metrics.jsonl', seconds)
+    picked = {'stage1': dict(top=[dict(arch=archs[0], retrained=dict(heldout_top1=60.))]),
+              'stage2': dict(top=[dict(arch=archs[1], retrained=dict(heldout_top1=55.))])}
+    points = sq.anytime(tmp_path, ['stage1', 'stage2'], picked, total_s=97., train_recipe=train_recipe)
+    # logged: supernets 40 s, retrainings 17 s; the other 40 s split over the two stages
+    assert points == [dict(seconds=20. + 20. + 10., best_heldout_top1=60.),
+                      dict(seconds=50. + 20. + 20. + 7., best_heldout_top1=60.)]
+
+
+def test_readme_recommendation_is_the_clutter_runs_figures():
+    from search_stats import equivalence_p
+
+    report = json.loads((ROOT / 'benchmarks/results/search_quality_clutter.json').read_text())
+    text = ' '.join((ROOT / 'README.md').read_text().split())
+    section = text[text.index('**Which method to run'):]
+    seconds = {m: round(statistics.fmean(r['search_seconds'] for r in runs))
+               for m, runs in report['method_runs'].items()}
+    assert f'{seconds["hierarchical"]} s against SPOS\'s {seconds["spos"]} s' in section
+    assert f'whose searches took {seconds["random"]} s' in section
+    methods = report['methods']
+    assert f'TOST p = {equivalence_p(methods["hierarchical"], methods["spos"]):.3f}' in section
+    assert f'p = {equivalence_p(methods["hierarchical"], methods["spos"]):.3f}: not shown equal' in text
+    means = [f'{statistics.fmean(methods[m]):.2f}' for m in ('hierarchical', 'spos')]
+    assert f'({means[0]} and {means[1]}% mean test top-1, Welch p = {report["pair_p"]["hierarchical_vs_spos"]:.2f})' \
+        in section
