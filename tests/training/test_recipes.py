@@ -1,4 +1,4 @@
-"""The training recipes: their rules, and (slow) that the README's fine-tune and retrain commands learn."""
+"""The training recipes: their rules, and (slow) that the documented fine-tune and retrain commands learn."""
 import json
 import subprocess
 import sys
@@ -49,7 +49,7 @@ def test_a_folder_without_a_recipe_has_none_and_a_bad_one_is_named(tmp_path):
 
 @pytest.mark.slow
 def test_a_finetune_with_the_default_recipe_learns_far_past_scratch(tmp_path):
-    """The README's figures, smaller: pretrain on digits 0-4, fine-tune on 5-9 with the defaults."""
+    """docs/benchmarks.md's figures, smaller: pretrain on digits 0-4, fine-tune on 5-9 with the defaults."""
     done = subprocess.run([sys.executable, 'benchmarks/finetune_digits.py', '--output', str(tmp_path),
                            '--results', str(tmp_path), '--pretrain-epochs', '10'],
                           capture_output=True, text=True, timeout=1200)
