@@ -186,7 +186,7 @@ def test_resume_accepts_the_run_s_own_values(finished, folder, capsys):
     output, _ = finished
     assert main(['--output', str(output), '--resume', '--data-dir', str(folder), '--batch-size', '6', '--arch', ARCH,
                  '--lr', str(5e-4 * 6 / 512), '--workers', '1', '--no-progress']) == 0
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])['epoch'] == 2
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])['epochs'] == 2
 
 
 def test_a_new_run_never_writes_into_a_used_folder(finished, folder, tmp_path, capsys):
