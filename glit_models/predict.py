@@ -2,6 +2,7 @@
 
     python -m glit_models.predict photo.jpg --model glit_tiny --checkpoint glit_tiny.pth.tar
     python -m glit_models.predict --model local-dir:output/search/best
+    python -m glit_models.predict digit.png --checkpoint runs/found/last.pth.tar    # a run's own model
 
 With no image it classifies a photo that ships with scikit-learn (flower.jpg).
 """
@@ -16,7 +17,7 @@ from PIL import Image
 from timm.data import ImageNetInfo, create_transform, resolve_model_data_config
 
 from .data import open_image
-from .models.factory import create_model
+from .models.factory import DEFAULT_MODEL, create_model, resolve_model
 from .models.model_folder import is_trained
 from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
 
@@ -38,26 +39,33 @@ def classify(model: torch.nn.Module, image: Image.Image, top_k: int = 5) -> list
     return list(zip(indices.tolist(), values.tolist()))
 
 
-@command_line(_PROG)
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=_PROG, description='Classify images with a GLiT model.')
     parser.add_argument('images', nargs='*', type=Path, help='image files (default: a bundled sample photo)')
-    parser.add_argument('--model', default='glit_tiny', help='timm name, hf-hub:org/repo or local-dir:FOLDER')
-    parser.add_argument('--checkpoint', default=None, help='weights file: the authors\' .pth.tar or safetensors')
+    parser.add_argument('--model', default=None, help='timm name, hf-hub:org/repo or local-dir:FOLDER (default: the '
+                        f'--checkpoint\'s run folder\'s own model, else {DEFAULT_MODEL})')
+    parser.add_argument('--checkpoint', default=None, help='weights: a file (the authors\' .pth.tar, safetensors, a '
+                        'training checkpoint), a run folder or a search\'s best/')
     parser.add_argument('--pretrained', action='store_true', help='load the published weights (from the Hub)')
-    parser.add_argument('--top-k', type=int, default=5)
-    args = parser.parse_args(argv)
+    parser.add_argument('--top-k', type=int, default=5, help='classes shown per image')
+    return parser
+
+
+@command_line(_PROG)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.top_k < 1:
         raise UsageError(f'--top-k {args.top_k}: must be at least 1 (the classes shown per image)')
     setup_logging(package_level=logging.INFO)  # where weights come from, while they download
     images = args.images or [sample_image()]
-    pretrained = args.pretrained or args.checkpoint is not None or ':' in args.model
-    model = create_model(args.model, pretrained, args.checkpoint).eval()
+    name, checkpoint, kwargs = resolve_model(args.model, args.checkpoint)
+    pretrained = args.pretrained or checkpoint is not None or ':' in name
+    model = create_model(name, pretrained, checkpoint, **kwargs).eval()
     if not pretrained:
-        print(f'note: {args.model} has random weights; pass --checkpoint FILE or --pretrained for real predictions',
+        print(f'note: {name} has random weights; pass --checkpoint FILE or --pretrained for real predictions',
               file=sys.stderr)
     elif not is_trained(model.pretrained_cfg):
-        print(f'note: {args.model} holds untrained weights (a supernet\'s); retrain it for real predictions',
+        print(f'note: {name} holds untrained weights (a supernet\'s); retrain it for real predictions',
               file=sys.stderr)
     labels = model.pretrained_cfg.get('label_names')  # the class names a trained folder carries
     names = ImageNetInfo() if model.num_classes == 1000 and not labels else None

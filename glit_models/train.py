@@ -3,14 +3,17 @@
     python -m glit_models.train --data-dir DATA --model glit_tiny --epochs 300 --output runs/tiny
     python -m glit_models.train --data-dir DATA --model glit_tiny --pretrained --output runs/tuned
     python -m glit_models.train --data-dir DATA --arch output/glit-search/best --output runs/found
-    python -m glit_models.train --output runs/found --resume
+    python -m glit_models.train --data-dir DATA --initial-checkpoint runs/found --output runs/tuned
+    python -m glit_models.train --resume runs/found/last.pth.tar
     torchrun --nproc_per_node 8 -m glit_models.train --data-dir DATA ...
 
 Flags are named as in timm's train.py. Their defaults come from a recipe (glit_models.training.recipes):
 ``finetune`` for ``--pretrained`` / ``--initial-checkpoint``, the search's own for ``--arch`` of a search's
 ``best/`` folder, DeiT's ``scratch`` otherwise, or the one ``--recipe`` names; a flag given explicitly
-wins. An output folder belongs to one run: a new run refuses a folder that holds files, and ``--resume``
-continues the run in it with the settings it saved (``args.json``). The final weights are saved in timm's
+wins. ``--initial-checkpoint`` takes a run folder, a search's ``best/`` or a checkpoint inside one, and
+builds the architecture that folder records. An output folder belongs to one run: a new run refuses a
+folder that holds files, and ``--resume`` continues the run in it with the settings it saved
+(``args.json``). The final weights are saved in timm's
 local-dir layout, so ``timm.create_model('local-dir:OUTPUT', pretrained=True)`` loads them.
 
 The module is three parts: the parser and its checks, the run record (``RunRecord``, what ``args.json``
@@ -41,13 +44,23 @@ from .architecture import (
     GlitArch,
     check_step_memory,
 )
-from .data import BAD_IMAGES, Augmentation, DataError, build_train_data, check_heldout, check_image_folder, find_split
+from .data import (
+    BAD_IMAGES,
+    Augmentation,
+    DataError,
+    check_heldout,
+    check_image_folder,
+    find_split,
+    train_loaders,
+    train_sets,
+)
 from .data.config import DataConfig
+from .models.factory import DEFAULT_MODEL, create_model
 from .models.glit import GlobalLocalTransformer
-from .models.model_folder import read_model_config, save_model_folder
+from .models.model_folder import RUN_RECORD, RUN_RESULT, find_run_model, read_model_config, save_model_folder
 from .training.engine import TrainConfig, load_training_state, train_model, unwrap
-from .training.recipes import RECIPES, Recipe, as_dict, read_recipe
-from .utils.atomic import write_text_atomic
+from .training.recipes import MIN_STEPS, RECIPES, Recipe, as_dict, read_recipe
+from .utils.atomic import save_json_atomic, write_text_atomic
 from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
 from .utils.distributed import (
     cleanup_distributed,
@@ -64,7 +77,7 @@ __all__ = ['RunRecord', 'UsageError', 'build_parser', 'choose_recipe', 'load_arc
 _PROG = 'python -m glit_models.train'
 _SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
 _MACHINE = ('no_progress', 'workers')  # may change on --resume: they say how to run on this machine, not what
-_RECORD = 'args.json'
+_RECORD = RUN_RECORD
 _EPOCHS = 300  # the DeiT recipe's, when no recipe says otherwise
 _BATCH = 128
 _EMA_DECAY = TrainConfig().model_ema_decay
@@ -85,13 +98,6 @@ def _augment_name(text: str) -> str:
     return 'none' if text.lower() in ('', 'none') else text
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults shown for every flag; a None default is explained in the flag's own help instead."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def _recipe_help(what: str, name: str) -> str:
     """A recipe flag's help: what it is, and its value in the scratch and finetune recipes."""
     scratch, finetune = (getattr(RECIPES[r], name) for r in ('scratch', 'finetune'))
@@ -101,7 +107,7 @@ def _recipe_help(what: str, name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog=_PROG, description=__doc__.split('\n')[0], formatter_class=_Help)
+    p = OneLineParser(prog=_PROG, description=__doc__.split('\n')[0])
     data = p.add_argument_group('data')
     data.add_argument('--data-dir', default=None, help='ImageFolder root: class folders, or train/ and val/')
     data.add_argument('--train-split', default='train', help='training folder inside --data-dir')
@@ -115,14 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument('-j', '--workers', type=int, default=min(4, os.cpu_count() or 1),
                       help='data loading processes (0: in the main process)')
     model = p.add_argument_group('model')
-    model.add_argument('--model', default='glit_tiny', help='timm model name')
+    model.add_argument('--model', default=None,
+                       help='timm model name (default: the --initial-checkpoint\'s run folder\'s, else '
+                            f'{DEFAULT_MODEL})')
     model.add_argument('--arch', default=None,
                        help='a found architecture: JSON file, compact string, or a local-dir folder with config.json '
                             '(default: the model\'s); a search\'s best/ folder brings its retraining recipe')
     model.add_argument('--num-classes', type=int, default=None, help='default: the number of class folders')
     model.add_argument('--pretrained', action='store_true', help='start from the model\'s published weights')
     model.add_argument('--initial-checkpoint', default=None,
-                       help='start from these weights (a head of another size is left at its initialisation)')
+                       help='start from these weights: a file, a run folder or a search\'s best/, whose recorded '
+                            'architecture is built unless --arch or --model says otherwise (a head of another size '
+                            'is left at its initialisation)')
     model.add_argument('--drop-path', type=float, default=None, help=_recipe_help('stochastic depth', 'drop_path'))
     train = p.add_argument_group('recipe (glit_models.training.recipes; a flag given here overrides it)')
     train.add_argument('--recipe', choices=(*RECIPES, 'search'), default=None,
@@ -131,9 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
                             'finetune with --pretrained or --initial-checkpoint, search for an --arch folder that '
                             'records one, else scratch)')
     train.add_argument('--epochs', type=int, default=None,
-                       help=f'epochs of the run (default: {_EPOCHS}; the search recipe: the search\'s)')
+                       help=f'epochs of the run (default: scratch {_EPOCHS}; finetune fitted to the data, about '
+                            f'{RECIPES["finetune"].updates} updates; the search recipe: the search\'s)')
     train.add_argument('-b', '--batch-size', type=int, default=None,
-                       help=f'per process (default: {_BATCH}; the search recipe: the search\'s)')
+                       help=f'images a step, per process (default: scratch {_BATCH}; finetune fitted to the data, at '
+                            f'least {MIN_STEPS} steps an epoch; the search recipe: the search\'s)')
     train.add_argument('--lr', type=float, default=None,
                        help='the head\'s learning rate (default: the recipe\'s; scratch 5e-4 x global batch / 512, '
                             'finetune 2e-3 x sqrt(global batch / 256))')
@@ -170,14 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help=_recipe_help('keep an exponential moving average of the weights; model.safetensors holds '
                                          'it when the run is long enough for it (see the log and config.json)',
                                          'model_ema'))
-    train.add_argument('--model-ema-decay', type=float, default=_EMA_DECAY, help='EMA decay')
+    train.add_argument('--model-ema-decay', type=float, default=_EMA_DECAY, help='EMA decay a step')
     train.add_argument('--clip-grad', type=float, default=None, help='gradient norm clipping (default: off)')
     train.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
     train.add_argument('--seed', type=int, default=0, help='random seed')
     run = p.add_argument_group('run')
     run.add_argument('--output', default=None, help='the run\'s folder (default: output/train/<model>)')
-    run.add_argument('--resume', action='store_true',
-                     help='continue the run in --output with the settings it saved; only --workers and '
+    run.add_argument('--resume', nargs='?', const=True, default=False, metavar='PATH',
+                     help='continue a run with the settings it saved: the run in PATH (its folder or its '
+                          'last.pth.tar, as timm\'s --resume), or in --output without PATH; only --workers and '
                           '--no-progress may change, any other flag must repeat the saved value (to train '
                           'longer, start a new run with --initial-checkpoint)')
     run.add_argument('--no-progress', action='store_true', help='no progress bars (one line per epoch stays)')
@@ -253,8 +266,8 @@ class RunRecord:
     initial_checkpoint: Optional[str] = None
     drop_path: float = _SCRATCH.drop_path
     recipe: str = 'scratch'
-    epochs: int = _EPOCHS
-    batch_size: int = _BATCH
+    epochs: Optional[int] = _EPOCHS  # None until fitted to the data (a recipe with ``updates``)
+    batch_size: Optional[int] = _BATCH
     lr: Optional[float] = None
     opt: str = _SCRATCH.opt
     momentum: float = _SCRATCH.momentum
@@ -330,22 +343,39 @@ def _pick(given: Any, default: Any) -> Any:
     return default if given is None else given
 
 
+def _initial_weights(args: argparse.Namespace) -> tuple[str, Optional[str], Optional[str]]:
+    """(model, arch, weights file) of a new run: an --initial-checkpoint in a run folder brings the model and
+    architecture it records, unless --model or --arch names them."""
+    named = args.model is not None or args.arch is not None
+    weights = args.initial_checkpoint
+    run = find_run_model(weights) if weights and (not named or Path(weights).is_dir()) else None
+    if run is None:
+        return args.model or DEFAULT_MODEL, args.arch, weights
+    if named or run.arch is None:
+        return args.model or DEFAULT_MODEL, args.arch, str(run.weights)
+    return run.name, run.arch.to_str(), str(run.weights)
+
+
 def resolve_record(args: argparse.Namespace, recipe: Recipe) -> RunRecord:
     """The record of a new run: each flag the command line set, else the recipe's value. Values that need
-    the model or the process count (lr, warm-up, crops, image size) are filled by ``_complete``."""
-    output = args.output or str(Path('output/train') / args.model)
+    the model or the process count (lr, warm-up, crops, image size) are filled by ``_complete``, epochs and
+    batch a recipe fits to the data by ``_fit``."""
+    model, arch, weights = _initial_weights(args)
+    output = args.output or str(Path('output/train') / model)
     values = {f.name: getattr(args, f.name) for f in fields(RunRecord) if hasattr(args, f.name)}
+    values.update(model=model, arch=arch)
     for name in ('opt', 'momentum', 'weight_decay', 'sched', 'min_lr', 'warmup_lr', 'smoothing', 'mixup', 'cutmix',
                  'drop_path', 'model_ema', 'reprob', 'hflip', 'color_jitter', 'layer_decay', 'ratio'):
         values[name] = _pick(getattr(args, name), getattr(recipe, name))
     values['aa'] = None if args.aa == 'none' else _pick(args.aa, recipe.aa)
     values['scale'] = tuple(args.scale) if args.scale is not None else recipe.scale
     values['ratio'] = tuple(values['ratio'])
-    values['epochs'] = _pick(args.epochs, _pick(recipe.epochs, _EPOCHS))
-    values['batch_size'] = _pick(args.batch_size, _pick(recipe.batch_size, _BATCH))
+    fitted = recipe.updates is not None and recipe.epochs is None and recipe.batch_size is None
+    values['epochs'] = _pick(args.epochs, None if fitted else _pick(recipe.epochs, _EPOCHS))
+    values['batch_size'] = _pick(args.batch_size, None if fitted else _pick(recipe.batch_size, _BATCH))
     values.update(output=output, recipe=recipe.name, recipe_defaults=as_dict(recipe),
                   data_dir=_same('data_dir', args.data_dir) if args.data_dir is not None else None,
-                  initial_checkpoint=_same('initial_checkpoint', args.initial_checkpoint))
+                  initial_checkpoint=_same('initial_checkpoint', weights))
     if values['layer_decay'] == 1:  # 1 scales nothing: the same optimiser as none, recorded as off
         values['layer_decay'] = None
     return RunRecord(**values)
@@ -354,8 +384,8 @@ def resolve_record(args: argparse.Namespace, recipe: Recipe) -> RunRecord:
 def check_values(record: RunRecord) -> None:
     """Every setting that cannot work, refused in one line before anything is read or written."""
     _check(record.data_dir is not None, '--data-dir', '(missing)', 'given for a new run (the images to train on)')
-    _check(record.epochs >= 1, '--epochs', record.epochs, 'at least 1')
-    _check(record.batch_size >= 1, '--batch-size', record.batch_size, 'at least 1')
+    _check(record.epochs is None or record.epochs >= 1, '--epochs', record.epochs, 'at least 1')
+    _check(record.batch_size is None or record.batch_size >= 1, '--batch-size', record.batch_size, 'at least 1')
     _check(record.workers >= 0, '--workers', record.workers, '0 or more')
     _check(record.img_size is None or record.img_size >= 1, '--img-size', record.img_size,
            'a positive number of pixels')
@@ -377,12 +407,12 @@ def check_values(record: RunRecord) -> None:
         check_heldout(record.heldout, '--heldout')
     _check(record.opt.lower() in list_optimizers(), '--opt', repr(record.opt),
            'a timm optimizer, e.g. adamw, sgd, lamb (timm.optim.list_optimizers())')
-    if record.warmup_epochs is not None:
+    if record.warmup_epochs is not None and record.epochs is not None:
         _check(0 <= record.warmup_epochs < record.epochs, '--warmup-epochs', record.warmup_epochs,
                f'0 or more and below --epochs {record.epochs} (or the learning rate never leaves warm-up)')
     record.augmentation()  # crops, flip and jitter: DataError naming the flag
     _check(0 <= record.seed < _SEEDS, '--seed', record.seed, 'in [0, 2**63)')
-    _check(not (record.mixup > 0 or record.cutmix > 0) or record.batch_size % 2 == 0, '--batch-size',
+    _check(not (record.mixup > 0 or record.cutmix > 0) or (record.batch_size or 0) % 2 == 0, '--batch-size',
            record.batch_size, 'even with --mixup or --cutmix (they pair the images of a batch); or pass --mixup 0 '
            '--cutmix 0')
     # the schedule decays from the learning rate to --min-lr: a floor above it would raise the rate instead
@@ -396,7 +426,10 @@ def _same(flag: str, value: Any) -> Any:
     """A flag's value in the form the record keeps, so a repeated flag compares equal."""
     if value is None:
         return None
-    if flag in ('data_dir', 'initial_checkpoint'):
+    if flag == 'initial_checkpoint':
+        run = find_run_model(value) if Path(value).is_dir() else None
+        return str((run.weights if run is not None else Path(value)).resolve())
+    if flag == 'data_dir':
         return str(Path(value).resolve())
     if flag == 'arch':
         return load_arch(value).to_str()
@@ -456,9 +489,29 @@ def _build_model(args: RunRecord, num_classes: int) -> torch.nn.Module:
     if arch is not None and size % arch.patch_size == 0:  # (another size: the model names it)
         # before the model exists: its position embedding alone grows with the size squared
         check_step_memory(replace(arch, img_size=size), args.batch_size, num_classes, available=device_memory())
-    if args.initial_checkpoint:  # through timm's pretrained loading, the one way weights enter a model
-        kwargs['pretrained_cfg_overlay'] = dict(file=args.initial_checkpoint)
-    return timm.create_model(args.model, pretrained=args.pretrained or bool(args.initial_checkpoint), **kwargs)
+    # through timm's pretrained loading, the one way weights enter a model
+    return create_model(args.model, args.pretrained or bool(args.initial_checkpoint), args.initial_checkpoint,
+                        weights_flag='--initial-checkpoint', **kwargs)
+
+
+def _fit(record: RunRecord, recipe: Optional[Recipe], images: int) -> RunRecord:
+    """The epochs and batch a recipe fits to ``images`` training images, where the command line gave none."""
+    if recipe is None or (record.epochs is not None and record.batch_size is not None):
+        return record
+    epochs, batch_size = recipe.fit(images, world_size(), record.batch_size)
+    record = replace(record, epochs=_pick(record.epochs, epochs), batch_size=batch_size)
+    check_values(record)
+    return record
+
+
+def _described(record: RunRecord, model: torch.nn.Module) -> str:
+    """The network by what it is: its registered name, or a found architecture's own description."""
+    arch = model.arch if isinstance(model, GlobalLocalTransformer) else None
+    registered = _REGISTERED_ARCHS.get(record.model)
+    if arch is None or (registered is not None and registered.blocks == arch.blocks
+                        and registered.patch_size == arch.patch_size):
+        return record.model
+    return f'GLiT {arch.to_str()}'
 
 
 def _img_size(record: RunRecord, model: torch.nn.Module) -> int:
@@ -493,8 +546,11 @@ def _save_final(model: torch.nn.Module, output: Path, record: RunRecord, data: D
     """model.safetensors + config.json in timm's local-dir layout, with the classes and data config of the run."""
     weights = (f'the exponential moving average (decay {record.model_ema_decay}) of the trained weights' if from_ema
                else 'the trained weights (no EMA)')
-    start = ('fine-tuned from ' + (record.initial_checkpoint or f'{record.model}\'s published weights')
-             if record.pretrained or record.initial_checkpoint else 'trained from scratch')
+    # the weights' file by its folder and name: an absolute path says nothing once the folder is published
+    origin = Path(record.initial_checkpoint) if record.initial_checkpoint else None
+    start = ('fine-tuned from ' + (f'{origin.parent.name}/{origin.name}' if origin else
+                                   f'{record.model}\'s published weights')
+             if record.pretrained or origin else 'trained from scratch')
     notes = [f'{start.capitalize()} with {_PROG} (recipe {record.recipe}) on {len(data.label_names or ())} classes '
              f'for {record.epochs} epochs at {record.img_size} px.', f'Weights: {weights}.']
     save_model_folder(model, output, data, trained=True, notes=notes)
@@ -505,11 +561,12 @@ def _say(text: str) -> None:
         print(text, file=sys.stderr)
 
 
-def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dict[str, float]:
+def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """One training run from parsed flags; ``given``: the flags the command line set (a resume refuses
-    those that differ). ``args`` is only read."""
+    those that differ). ``args`` is only read. Returns the run's result (``result.json``): the data set, what
+    it was evaluated on, and the top-1 / top-5 of the weights it hands over."""
     if args.resume:
-        output = Path(args.output or Path('output/train') / args.model)
+        output = _resume_folder(args)
         record, recipe = _resumed(given or {}, output), None
     else:
         recipe = choose_recipe(args)
@@ -526,6 +583,19 @@ def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dic
     return _train(record, recipe, output, distributed, overrides)
 
 
+def _resume_folder(args: argparse.Namespace) -> Path:
+    """The run --resume continues: PATH's folder (PATH itself or the folder of its last.pth.tar), else
+    --output's."""
+    if args.resume is True:
+        return Path(args.output or Path('output/train') / (args.model or DEFAULT_MODEL))
+    path = Path(args.resume)
+    folder = path if path.is_dir() or not path.suffix else path.parent
+    if args.output is not None and Path(args.output).resolve() != folder.resolve():
+        raise UsageError(f'--resume {args.resume} is a run in {folder}, --output {args.output} another folder; '
+                         'pass one of them')
+    return folder
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return 'on' if value else 'off'
@@ -533,23 +603,25 @@ def _shown(value: Any) -> str:
 
 
 def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distributed: bool,
-           overrides: Sequence[str] = ()) -> dict[str, float]:
+           overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The run itself; ``recipe`` None: a resumed run, whose record is complete. ``overrides``: the recipe
     flags the command line gave, named in the log."""
     data_dir = Path(record.data_dir)
     classes = check_image_folder(find_split(data_dir, record.train_split) or data_dir)
     if record.num_classes is not None and record.num_classes != len(classes):
         raise DataError(f'--num-classes {record.num_classes} but {data_dir} has {len(classes)} class folders')
+    sets = train_sets(data_dir, train_split=record.train_split, val_split=record.val_split, heldout=record.heldout,
+                      seed=record.seed, distributed=distributed, bad_images=record.bad_images)
+    record = _fit(record, recipe, len(sets.train))
     torch.manual_seed(record.seed)  # the same initial weights on every rank and every run
     model = _build_model(record, num_classes=len(classes))
     if recipe is not None:
         record = _complete(record, recipe, model, len(classes))
-    data = build_train_data(
-        data_dir, img_size=record.img_size, batch_size=record.batch_size, train_split=record.train_split,
-        val_split=record.val_split, heldout=record.heldout, seed=record.seed, workers=record.workers,
-        distributed=distributed, augmentation=record.augmentation(), bad_images=record.bad_images)
+    data = train_loaders(sets, img_size=record.img_size, batch_size=record.batch_size, workers=record.workers,
+                         distributed=distributed, augmentation=record.augmentation())
     config = record.train_config()
-    _warn_short_ema(record, config, record.epochs * len(data.train_loader))
+    steps = len(data.train_loader)
+    _warn_short_ema(record, config, record.epochs * steps)
     state = output / 'last.pth.tar'
     if recipe is not None:
         _say(recipe.describe())
@@ -560,16 +632,28 @@ def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distribute
     elif state.is_file() and load_training_state(state)['epoch'] >= record.epochs:
         _say(f'the run in {output} is complete ({record.epochs}/{record.epochs} epochs); nothing to train')
     decay = f', layer decay {record.layer_decay:g} below it' if record.layer_decay else ''
-    _say(f'{record.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {len(classes)} '
-         f'classes, {record.img_size} px, {world_size()} process(es), recipe {record.recipe}, head lr '
-         f'{record.lr:.3g}{decay}, warm-up {record.warmup_epochs} epochs, crops {record.scale[0]:g}-'
-         f'{record.scale[1]:g}, output {output}')
-    result = train_model(model, data.train_loader, data.eval_loader, config, output, resume=recipe is None,
+    _say(f'{_described(record, model)}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, '
+         f'{len(classes)} classes, {record.img_size} px, {world_size()} process(es); {record.epochs} epochs x '
+         f'{steps} steps = {record.epochs * steps} updates at batch {record.batch_size}; recipe {record.recipe}, '
+         f'head lr {record.lr:.3g}{decay}, warm-up {record.warmup_epochs} epochs, crops {record.scale[0]:g}-'
+         f'{record.scale[1]:g}; output {output}')
+    if steps < MIN_STEPS and is_main_process():
+        print(f'{_PROG}: warning: {steps} steps an epoch ({len(sets.train)} images at batch {record.batch_size} x '
+              f'{world_size()} process(es)), under {MIN_STEPS}: each epoch barely moves the weights; lower '
+              '--batch-size', file=sys.stderr)
+    trained = train_model(model, data.train_loader, data.eval_loader, config, output, resume=recipe is None,
                           progress=not record.no_progress)
+    prefix = 'ema_' if trained.from_ema else ''
+    evaluated = (f'{len(sets.eval)} images held out of {record.train_split}/' if record.heldout is not None
+                 else f'{len(sets.eval)} images of {record.val_split}/')
+    result = dict(output=str(output), dataset=data_dir.name, evaluated_on=evaluated, epochs=record.epochs,
+                  weights='ema' if trained.from_ema else 'trained', top1=trained.metrics.get(f'{prefix}top1'),
+                  top5=trained.metrics.get(f'{prefix}top5'))
     if is_main_process():
-        _save_final(result.model, output, record, data.data_config, result.from_ema)
+        _save_final(trained.model, output, record, data.data_config, trained.from_ema)
+        save_json_atomic(result, output / RUN_RESULT)
         _say(f'result in {output}: timm.create_model("local-dir:{output}", pretrained=True)')
-    return result.metrics
+    return result
 
 
 @command_line(_PROG, interrupted_hint='continue with the same --output and --resume')
@@ -577,9 +661,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging(package_level=logging.INFO)  # where weights come from: cache or download
     try:
-        metrics = run(args, _given(argv))
+        result = run(args, _given(argv))
         if is_main_process():
-            print(json.dumps(metrics))
+            print(json.dumps(result))
         return 0
     finally:
         cleanup_distributed()

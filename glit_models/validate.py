@@ -4,13 +4,15 @@
     python -m glit_models.validate --model local-dir:runs/found --data-dir DATA           # a model folder
     python -m glit_models.validate --model hf-hub:org/repo --data-dir DATA
     python -m glit_models.validate --model glit_tiny --checkpoint glit_tiny.pth.tar --data-dir /data/imagenet
+    python -m glit_models.validate --checkpoint runs/found/last.pth.tar --data-dir DATA     # a run's own model
 
 Images are prepared by ``create_transform(**resolve_model_data_config(model))`` through timm's loader.
 The class folders are matched to the model's ``label_names`` when it has them, else taken in order.
 As in timm's validate.py, ``--img-size`` / ``--input-size`` and ``--crop-pct`` override the data config,
-and ``--use-ema`` takes a training checkpoint's EMA weights. A ``--checkpoint`` that sits in a training
-run's folder (``args.json``) or a model folder (``config.json``) is evaluated at the size it was trained
-at, not at the model's default: a 64 px run at 64 px.
+and ``--use-ema`` takes a training checkpoint's EMA weights. A ``--checkpoint`` that is a training run's
+folder (``args.json``), a model folder (``config.json``, a search's ``best/``) or a file inside one is
+evaluated as the model it was trained as (its own architecture, unless ``--model`` names one) and at the
+size it was trained at, not at the model's default: a 64 px run at 64 px.
 """
 from __future__ import annotations
 
@@ -29,12 +31,12 @@ from timm.utils import accuracy
 from .data import BAD_IMAGES, DataError, ImageFiles, check_image_folder, resolve_split, scan_image_folder
 from .data.loader import usable_workers
 from .models.checkpoint import read_checkpoint
-from .models.factory import create_model
+from .models.factory import DEFAULT_MODEL, create_model, resolve_model
 from .models.glit import GlobalLocalTransformer, checkpoint_filter_fn
 from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
 from .utils.distributed import default_device
 
-__all__ = ['validate', 'main']
+__all__ = ['build_parser', 'validate', 'main']
 
 _PROG = 'python -m glit_models.validate'
 
@@ -110,12 +112,13 @@ def validate(model: torch.nn.Module, root: Path, batch_size: int = 64, workers: 
                 crop_pct=config['crop_pct'], interpolation=config['interpolation'])
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = OneLineParser(prog=_PROG, description=__doc__.split('\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--model', default='glit_tiny', help='timm name, local-dir:FOLDER or hf-hub:org/repo')
-    p.add_argument('--checkpoint', default=None, help='weights file for --model (the authors\' .pth.tar, '
-                   'safetensors, a training checkpoint); default: the published weights')
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog=_PROG, description=__doc__.split('\n')[0])
+    p.add_argument('--model', default=None, help='timm name, local-dir:FOLDER or hf-hub:org/repo (default: the '
+                   f'--checkpoint\'s run folder\'s own model, else {DEFAULT_MODEL})')
+    p.add_argument('--checkpoint', default=None, help='weights for --model: a file (the authors\' .pth.tar, '
+                   'safetensors, a training checkpoint), a run folder or a search\'s best/ (default: the '
+                   'published weights)')
     p.add_argument('--data-dir', required=True, help='ImageFolder: class folders, or DIR/<split>/ class folders')
     p.add_argument('--split', default='val', help='folder inside --data-dir, when it exists')
     p.add_argument('--img-size', type=int, default=None,
@@ -124,11 +127,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='full input size, as timm\'s validate.py (overrides --img-size)')
     p.add_argument('--crop-pct', type=float, default=None, help='centre crop fraction (default: the model\'s)')
     p.add_argument('--use-ema', action='store_true', help='the EMA weights of a training checkpoint')
-    p.add_argument('-b', '--batch-size', type=int, default=64)
+    p.add_argument('-b', '--batch-size', type=int, default=64, help='images per evaluation batch')
     p.add_argument('-j', '--workers', type=int, default=min(4, os.cpu_count() or 1), help='data loader processes')
     p.add_argument('--bad-images', choices=BAD_IMAGES, default='refuse',
                    help='images that cannot be read: refuse the data, or skip them (each named, and not scored)')
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise UsageError(f'--batch-size {args.batch_size}: must be at least 1')
     if args.workers < 0:
@@ -152,17 +159,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging(package_level=logging.INFO)  # where weights come from, while they download
     root = resolve_split(args.data_dir, args.split)
     input_size = tuple(args.input_size) if args.input_size else None
-    size = input_size[-1] if input_size else args.img_size or recorded_size(args.checkpoint)
-    model = create_model(args.model, True, args.checkpoint, **(dict(img_size=size) if size else {}))
+    name, checkpoint, kwargs = resolve_model(args.model, args.checkpoint)
+    size = input_size[-1] if input_size else args.img_size or recorded_size(checkpoint)
+    model = create_model(name, True, checkpoint, **kwargs, **(dict(img_size=size) if size else {}))
     if args.use_ema:
-        _load_ema(model, args.checkpoint)
+        _load_ema(model, checkpoint)
     if size and not input_size:
         input_size = (model.pretrained_cfg.get('input_size', (3,))[0], size, size)
     results = validate(model, root, args.batch_size, args.workers, args.bad_images, input_size, args.crop_pct)
-    print(f'{args.model} on {root} ({results["images"]} images, {results["img_size"]} px, crop '
+    print(f'{name} on {root} ({results["images"]} images, {results["img_size"]} px, crop '
           f'{results["crop_pct"]}, {results["interpolation"]}): top-1 {results["top1"]:.2f}%, '
           f'top-5 {results["top5"]:.2f}%', file=sys.stderr)
-    print(json.dumps(dict(model=args.model, checkpoint=args.checkpoint, **results)))
+    print(json.dumps(dict(model=name, checkpoint=checkpoint, **results)))
     return 0
 
 

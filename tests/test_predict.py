@@ -120,3 +120,17 @@ def test_nan_weights_are_one_line(found, tmp_path):
               broken / 'model.safetensors')
     assert_one_line(run_module(['glit_models.predict', image, '--model', f'local-dir:{broken}']),
                     'non-finite value(s)')
+
+
+def test_a_checkpoint_in_a_run_folder_predicts_with_the_folder_s_model(found, capsys):
+    from glit_models.utils.atomic import save_torch_atomic
+
+    folder, image = found
+    model = timm.create_model(f'local-dir:{folder}', pretrained=True)
+    save_torch_atomic({'epoch': 1, 'model': model.state_dict()}, folder / 'last.pth.tar')
+    try:
+        assert predict.main([str(image), '--checkpoint', str(folder / 'last.pth.tar')]) == 0
+    finally:
+        (folder / 'last.pth.tar').unlink()
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split()[-1] for line in lines[1:]) == ['circle', 'square', 'star']

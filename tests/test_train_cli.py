@@ -59,7 +59,13 @@ def test_resume_is_bit_identical_and_the_result_loads_in_timm(folder, tmp_path, 
     capsys.readouterr()
     assert main(_args(folder, tmp_path / 'again', '--epochs', '1', '--warmup-epochs', '0', '--arch',
                       str(tmp_path / 'straight'))) == 0
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])['epoch'] == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1  # the run's result, the one line on stdout
+    result = json.loads(out[0])
+    assert result == json.loads((tmp_path / 'again' / 'result.json').read_text())
+    history = [json.loads(line) for line in (tmp_path / 'again' / 'last.metrics.jsonl').read_text().splitlines()]
+    assert (result['epochs'], result['weights'], result['top1']) == (1, 'trained', history[-1]['top1'])
+    assert (result['dataset'], result['evaluated_on']) == (folder.name, '6 images of val/')
 
 
 @pytest.mark.parametrize('extra, message', [
@@ -146,7 +152,7 @@ def test_the_record_states_what_the_run_used(finished, folder):
         assert predict.main([str(folder / 'val' / 'class_1' / '0.png'), '--model', f'local-dir:{output}']) == 0
     assert sum(f'class_{c}' in out.getvalue() for c in range(3)) == 3 and 'class 1' not in out.getvalue()
     # one plain line per epoch without progress bars
-    assert [line.split()[0] for line in err.splitlines() if line.startswith('epoch=')] == ['epoch=1', 'epoch=2']
+    assert [line.split()[0] for line in err.splitlines() if line.startswith('epoch=')] == ['epoch=1/2', 'epoch=2/2']
     scales = {g['lr_scale'] for g in load_training_state(output / 'last.pth.tar')['optimizer']['param_groups']}
     assert len(scales) > 2  # --layer-decay: a learning-rate scale per depth
 
@@ -180,7 +186,7 @@ def test_resume_accepts_the_run_s_own_values(finished, folder, capsys):
     output, _ = finished
     assert main(['--output', str(output), '--resume', '--data-dir', str(folder), '--batch-size', '6', '--arch', ARCH,
                  '--lr', str(5e-4 * 6 / 512), '--workers', '1', '--no-progress']) == 0
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])['epoch'] == 2
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])['epochs'] == 2
 
 
 def test_a_new_run_never_writes_into_a_used_folder(finished, folder, tmp_path, capsys):
@@ -263,7 +269,7 @@ def test_a_compact_string_longer_than_a_file_name(tmp_path):
 
 def test_help_shows_every_default():
     text = ' '.join(build_parser().format_help().split())
-    for shown in ('--epochs EPOCHS epochs of the run (default: 300;', 'scratch adamw, finetune adamw',
+    for shown in ('--epochs EPOCHS epochs of the run (default: scratch 300;', 'scratch adamw, finetune adamw',
                   'scratch 5e-4 x global batch / 512, finetune 2e-3 x sqrt(global batch / 256)',
                   'scratch off, finetune 0.75',
                   f'(default: {min(4, os.cpu_count())})', 'scratch 5, or a tenth of --epochs', '-b BATCH_SIZE',
@@ -359,3 +365,69 @@ def test_skip_drops_undecodable_files_and_workers_are_capped(folder, tmp_path):
     assert all(str(path) in done.stderr for path in bad)
     record = json.loads((output / 'args.json').read_text())
     assert record['min_lr'] == pytest.approx(record['lr']) and record['workers'] == 100
+
+
+def test_a_finetune_fits_its_batch_to_the_data_and_says_its_epochs_and_steps(finished, folder, tmp_path, capsys):
+    """18 images: no batch of 8 or more leaves ten steps, so the fitted batch is 8, and the run says so."""
+    output, _ = finished
+    capsys.readouterr()
+    assert main(['--data-dir', str(folder), '--initial-checkpoint', str(output), '--epochs', '1', '--workers', '0',
+                 '--output', str(tmp_path / 'tuned'), '--no-progress']) == 0
+    err = capsys.readouterr().err
+    record = json.loads((tmp_path / 'tuned' / 'args.json').read_text())
+    assert (record['recipe'], record['epochs'], record['batch_size'], record['arch']) == ('finetune', 1, 8, ARCH)
+    assert '1 epochs x 2 steps = 2 updates at batch 8' in err
+    assert 'warning: 2 steps an epoch (18 images at batch 8 x 1 process(es)), under 10' in err
+    assert 'epoch=1/1 ' in err
+    assert f'GLiT {ARCH}: ' in err and 'glit_tiny:' not in err
+
+
+def test_a_finetune_with_no_epochs_and_batch_runs_about_the_recipe_s_updates(folder, tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from glit_models.training import recipes
+
+    monkeypatch.setitem(recipes.RECIPES, 'finetune', dataclasses.replace(recipes.RECIPES['finetune'], updates=30))
+    source = tmp_path / 'source.safetensors'
+    from safetensors.torch import save_file
+    save_file(timm.create_model('glit_tiny', arch=ARCH, num_classes=3).state_dict(), source)
+    assert main(['--data-dir', str(folder), '--arch', ARCH, '--initial-checkpoint', str(source), '--workers', '0',
+                 '--output', str(tmp_path / 'tuned'), '--no-progress']) == 0
+    record = json.loads((tmp_path / 'tuned' / 'args.json').read_text())
+    assert (record['epochs'], record['batch_size']) == (15, 8)  # 2 steps an epoch, 30 updates
+    assert '15 epochs x 2 steps = 30 updates at batch 8' in capsys.readouterr().err
+
+
+def test_a_run_folder_or_its_checkpoint_starts_a_finetune_of_its_own_architecture(finished, folder, tmp_path):
+    output, _ = finished
+    for name, weights in (('folder', output), ('file', output / 'last.pth.tar')):
+        assert main(['--data-dir', str(folder), '--initial-checkpoint', str(weights), '--epochs', '1', '-b', '6',
+                     '--lr', '0', '--warmup-epochs', '0', '--min-lr', '0', '--workers', '0',
+                     '--output', str(tmp_path / name), '--no-progress']) == 0
+        record = json.loads((tmp_path / name / 'args.json').read_text())
+        assert record['arch'] == ARCH and record['model'] == 'glit_tiny'
+        tuned = load_file(tmp_path / name / 'model.safetensors')
+        assert torch.equal(tuned['blocks.0.mlp.fc1.weight'],
+                           load_file(output / 'model.safetensors')['blocks.0.mlp.fc1.weight'])
+    assert record['initial_checkpoint'] == str((output / 'last.pth.tar').resolve())
+
+
+def test_resume_takes_timm_s_path_form(folder, tmp_path, monkeypatch, capsys):
+    output = tmp_path / 'run'
+    with monkeypatch.context() as patch:
+        kill_in_epoch(patch, 1)
+        with pytest.raises(Killed):
+            main(_args(folder, output))
+    assert main(['--resume', str(output / 'last.pth.tar'), '--no-progress']) == 0
+    assert len((output / 'last.metrics.jsonl').read_text().splitlines()) == 2
+    capsys.readouterr()
+    assert main(['--resume', str(output), '--output', str(tmp_path / 'other')]) == 2
+    assert f'--resume {output} is a run in {output}, --output {tmp_path / "other"} another folder' in _error(capsys)
+
+
+def test_no_published_weights_names_the_command_line_s_way(folder, tmp_path, capsys):
+    assert main(['--data-dir', str(folder), '--model', 'glit_small', '--pretrained', '--epochs', '1',
+                 '--output', str(tmp_path / 'x')]) == 2
+    line = _error(capsys)
+    assert '--model glit_small has no published weights' in line and '--initial-checkpoint FILE' in line
+    assert 'pretrained_cfg_overlay' not in line

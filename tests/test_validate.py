@@ -174,3 +174,32 @@ def test_a_checkpoint_is_evaluated_at_its_recorded_size_and_its_ema_on_request(d
     given = _run([*base, '--checkpoint', str(run / 'last.pth.tar'), '--img-size', '48', '--crop-pct', '1.0'],
                  capsys)
     assert (given['img_size'], given['crop_pct']) == (48, 1.0)
+
+
+def test_a_run_folder_or_a_checkpoint_inside_it_is_scored_as_its_own_architecture(data, tmp_path, capsys):
+    """No --model: the folder's config.json (or a killed run's args.json) builds the found architecture."""
+    from glit_models.utils.atomic import save_torch_atomic
+
+    run = small_model_folder(tmp_path / 'run', ['class_0', 'class_1', 'class_2'],
+                             model=_always(timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=3), 2))
+    last = _always(timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=3), 1)
+    save_torch_atomic({'epoch': 1, 'model': last.state_dict()}, run / 'last.pth.tar')
+    scored = _run(['--checkpoint', str(run / 'last.pth.tar'), '--data-dir', str(data)], capsys)
+    assert scored['model'] == f'local-dir:{run}' and scored['img_size'] == 32
+    assert scored['top1'] == pytest.approx(400 / 9)  # the checkpoint's weights: class_1
+    assert _run(['--checkpoint', str(run), '--data-dir', str(data)], capsys)['top1'] == pytest.approx(100 / 9)
+
+    killed = tmp_path / 'killed'
+    killed.mkdir()
+    (killed / 'args.json').write_text(json.dumps(dict(model='glit_tiny', arch=SMALL_ARCH, num_classes=3, img_size=32)))
+    save_torch_atomic({'epoch': 1, 'model': last.state_dict()}, killed / 'last.pth.tar')
+    for checkpoint in (killed, killed / 'last.pth.tar'):
+        scored = _run(['--checkpoint', str(checkpoint), '--data-dir', str(data)], capsys)
+        assert scored['model'] == 'glit_tiny' and scored['img_size'] == 32
+        assert scored['top1'] == pytest.approx(400 / 9)
+
+
+def test_a_model_without_published_weights_names_the_checkpoint_flag(data, capsys):
+    assert validate.main(['--model', 'glit_small', '--data-dir', str(data)]) == 2
+    err = capsys.readouterr().err
+    assert '--model glit_small has no published weights' in err and '--checkpoint FILE' in err

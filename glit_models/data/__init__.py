@@ -12,5 +12,15 @@ from .folder import (
     resolve_split,
     scan_image_folder,
 )
-from .loader import Augmentation, TrainData, build_train_data, check_one_batch, make_loader, separate_split
+from .loader import (
+    Augmentation,
+    TrainData,
+    TrainSets,
+    build_train_data,
+    check_one_batch,
+    make_loader,
+    separate_split,
+    train_loaders,
+    train_sets,
+)
 from .splits import check_heldout, heldout_count, shard, split_heldout, subset

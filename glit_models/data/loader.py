@@ -17,8 +17,8 @@ from .folder import DataError, ImageFiles, find_split, image_folder
 from .memory import DEFAULT_MEMORY_LIMIT_MB, hold_in_memory
 from .splits import shard, split_heldout, subset
 
-__all__ = ['Augmentation', 'TrainData', 'make_loader', 'usable_workers', 'check_one_batch', 'separate_split',
-           'build_train_data']
+__all__ = ['Augmentation', 'TrainData', 'TrainSets', 'make_loader', 'usable_workers', 'check_one_batch',
+           'separate_split', 'train_sets', 'train_loaders', 'build_train_data']
 
 
 
@@ -165,35 +165,57 @@ def separate_split(root: Path, train: ImageFiles, train_root: Path, in_chans: in
     return images
 
 
-def build_train_data(data_dir: Union[str, Path], *, img_size: int, batch_size: int, train_split: str = 'train',
-                     val_split: str = 'val', heldout: Optional[Union[float, int]] = None, seed: int = 0,
-                     workers: int = 4, in_chans: int = 3, distributed: bool = False,
-                     augmentation: Optional[Augmentation] = None,
-                     bad_images: str = 'refuse', memory_limit_mb: float = DEFAULT_MEMORY_LIMIT_MB) -> TrainData:
-    """The loaders of ``python -m glit_models.train``, with the data config they share.
+@dataclass(frozen=True)
+class TrainSets:
+    """The images of a training run before any loader: what it trains on, what it evaluates on, its classes."""
 
-    The training images are ``data_dir/train_split`` (or ``data_dir`` itself without that folder);
-    evaluation uses ``heldout`` images carved from them when given, else ``data_dir/val_split``.
-    Under torchrun every rank evaluates its own share of the evaluation images. A data set whose decoded
-    pixels fit in ``memory_limit_mb`` MiB is decoded once and read from memory.
-    """
+    train: Dataset
+    eval: Dataset
+    classes: list[str]
+
+
+def train_sets(data_dir: Union[str, Path], *, train_split: str = 'train', val_split: str = 'val',
+               heldout: Optional[Union[float, int]] = None, seed: int = 0, in_chans: int = 3,
+               distributed: bool = False, bad_images: str = 'refuse',
+               memory_limit_mb: float = DEFAULT_MEMORY_LIMIT_MB) -> TrainSets:
+    """The training images ``data_dir/train_split`` (or ``data_dir`` itself without that folder) and the
+    evaluation images: ``heldout`` carved from them when given, else ``data_dir/val_split``. Under torchrun
+    every rank evaluates its own share. A data set whose decoded pixels fit in ``memory_limit_mb`` MiB is
+    decoded once and read from memory."""
     data_dir = Path(data_dir)
     train_root = find_split(data_dir, train_split) or data_dir
     dataset = hold_in_memory(image_folder(train_root, in_chans, bad_images), memory_limit_mb)
     classes = dataset.classes
     if heldout is not None:
         train_indices, eval_indices = split_heldout(len(dataset), heldout, seed, minimum=len(classes))
-        train_set, eval_set = subset(dataset, train_indices), subset(dataset, shard(eval_indices, distributed))
-    else:
-        val_root = find_split(data_dir, val_split)
-        if val_root is None:
-            raise DataError(f'{data_dir} has no {val_split}/ folder to evaluate on; pass --val-split with the name '
-                            'of the validation folder, or --heldout to carve one out of the training images')
-        val_set = hold_in_memory(separate_split(val_root, dataset, train_root, in_chans, bad_images), memory_limit_mb)
-        train_set, eval_set = dataset, subset(val_set, shard(range(len(val_set)), distributed))
-    check_one_batch(len(train_set), batch_size, distributed)
-    config = loader_data_config(img_size, in_chans, classes)
+        return TrainSets(subset(dataset, train_indices), subset(dataset, shard(eval_indices, distributed)), classes)
+    val_root = find_split(data_dir, val_split)
+    if val_root is None:
+        raise DataError(f'{data_dir} has no {val_split}/ folder to evaluate on; pass --val-split with the name '
+                        'of the validation folder, or --heldout to carve one out of the training images')
+    val_set = hold_in_memory(separate_split(val_root, dataset, train_root, in_chans, bad_images), memory_limit_mb)
+    return TrainSets(dataset, subset(val_set, shard(range(len(val_set)), distributed)), classes)
+
+
+def train_loaders(sets: TrainSets, *, img_size: int, batch_size: int, workers: int = 4, in_chans: int = 3,
+                  distributed: bool = False, augmentation: Optional[Augmentation] = None) -> TrainData:
+    """The training and evaluation loaders of ``sets``, with the data config they share."""
+    check_one_batch(len(sets.train), batch_size, distributed)
+    config = loader_data_config(img_size, in_chans, sets.classes)
     common = dict(data=config, batch_size=batch_size, workers=workers)
-    train_loader = make_loader(train_set, is_training=True, distributed=distributed, augmentation=augmentation,
+    train_loader = make_loader(sets.train, is_training=True, distributed=distributed, augmentation=augmentation,
                                **common)
-    return TrainData(train_loader, make_loader(eval_set, is_training=False, **common), config)
+    return TrainData(train_loader, make_loader(sets.eval, is_training=False, **common), config)
+
+
+def build_train_data(data_dir: Union[str, Path], *, img_size: int, batch_size: int, train_split: str = 'train',
+                     val_split: str = 'val', heldout: Optional[Union[float, int]] = None, seed: int = 0,
+                     workers: int = 4, in_chans: int = 3, distributed: bool = False,
+                     augmentation: Optional[Augmentation] = None,
+                     bad_images: str = 'refuse', memory_limit_mb: float = DEFAULT_MEMORY_LIMIT_MB) -> TrainData:
+    """The loaders of ``python -m glit_models.train`` (``train_sets`` and ``train_loaders`` in one)."""
+    sets = train_sets(data_dir, train_split=train_split, val_split=val_split, heldout=heldout, seed=seed,
+                      in_chans=in_chans, distributed=distributed, bad_images=bad_images,
+                      memory_limit_mb=memory_limit_mb)
+    return train_loaders(sets, img_size=img_size, batch_size=batch_size, workers=workers, in_chans=in_chans,
+                         distributed=distributed, augmentation=augmentation)

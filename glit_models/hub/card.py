@@ -53,7 +53,11 @@ model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()
 config = timm.data.resolve_model_data_config(model)
 transform = timm.data.create_transform(**config, is_training=False)
 image = Image.open('image.jpg').convert('RGB')
-top5 = model(transform(image).unsqueeze(0)).softmax(-1).topk(5)
+with torch.no_grad():
+    probs = model(transform(image).unsqueeze(0)).softmax(-1)[0]
+names = model.pretrained_cfg.get('label_names')
+for prob, index in zip(*probs.topk(min(5, model.num_classes))):
+    print(f'{{prob:.2%}}', names[index] if names else int(index))
 ```
 
 ### Fine-tuning and features

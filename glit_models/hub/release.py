@@ -22,7 +22,7 @@ from ..utils.errors import GlitError
 from .convert import convert
 from .push import push
 
-__all__ = ['ManifestEntry', 'ManifestError', 'STATES', 'read_manifest', 'release', 'main']
+__all__ = ['ManifestEntry', 'ManifestError', 'STATES', 'build_parser', 'read_manifest', 'release', 'main']
 
 _PROG = 'python -m glit_models.hub.release'
 STATES = ('published', 'pending', 'not trained')
@@ -131,19 +131,23 @@ def release(entries: Sequence[ManifestEntry], checkpoint_dir: Path, work_dir: Pa
     return lines
 
 
-@command_line(_PROG)
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=_PROG, description='Convert, write the cards of and push every entry of the zoo\'s '
                                                    'manifest.')
     parser.add_argument('--manifest', type=Path, default=Path('hub/manifest.json'),
                         help='the zoo manifest (default hub/manifest.json, run from the repository root)')
     parser.add_argument('--checkpoint-dir', type=Path, default=Path(torch.hub.get_dir()) / 'checkpoints',
-                        help='folder holding the source files of converted entries (default: torch hub\'s cache)')
+                        help='folder holding the source files of converted entries (torch hub\'s cache)')
     parser.add_argument('--work-dir', type=Path, default=Path('hub_out'), help='where converted folders are written')
     parser.add_argument('--only', nargs='+', default=(), metavar='REPO_ID', help='release these entries only')
     parser.add_argument('--dry-run', action='store_true', help='convert and check everything, upload nothing')
     parser.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command_line(_PROG)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     for line in release(read_manifest(args.manifest), args.checkpoint_dir, args.work_dir, args.dry_run, args.token,
                         args.only):
         print(line)

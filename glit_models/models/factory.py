@@ -9,15 +9,36 @@ from torch import nn
 
 from ..utils.errors import GlitError, UsageError
 from .checkpoint import CheckpointError, read_checkpoint
-from .model_folder import WEIGHTS_FILE, check_model_folder
+from .glit import NoPretrainedWeightsError
+from .model_folder import WEIGHTS_FILE, check_model_folder, find_run_model
 
-__all__ = ['create_model']
+__all__ = ['DEFAULT_MODEL', 'create_model', 'resolve_model']
+
+DEFAULT_MODEL = 'glit_tiny'
 
 
-def create_model(name: str, pretrained: bool, checkpoint: Optional[str] = None, **kwargs: Any) -> nn.Module:
+def resolve_model(model: Optional[str], checkpoint: Optional[str]) -> tuple[str, Optional[str], dict[str, Any]]:
+    """(model, weights file, model kwargs) for a command line's ``--model`` / ``--checkpoint``. A checkpoint
+    that is a run folder, a search's ``best/`` or a file inside one brings its own model (its config.json,
+    or the architecture its args.json records) unless ``--model`` names one; ``--model`` left out is
+    ``glit_tiny`` otherwise."""
+    inspect = checkpoint is not None and (model is None or Path(checkpoint).is_dir())
+    run = find_run_model(checkpoint) if inspect else None
+    if run is None:
+        return model or DEFAULT_MODEL, checkpoint, {}
+    if model is not None:
+        return model, str(run.weights), {}
+    kwargs = {} if run.model_folder else {k: v for k, v in (('arch', run.arch), ('num_classes', run.num_classes))
+                                          if v is not None}
+    return run.model, str(run.weights), kwargs
+
+
+def create_model(name: str, pretrained: bool, checkpoint: Optional[str] = None, weights_flag: str = '--checkpoint',
+                 **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with ``checkpoint`` loaded through the pretrained path, a ``local-dir:`` folder's
     config.json checked against its weights first (``check_model_folder``), and an unknown model or a missing
-    folder a UsageError. With a folder, ``checkpoint`` replaces the folder's own weights."""
+    folder a UsageError. With a folder, ``checkpoint`` replaces the folder's own weights. ``weights_flag``: the
+    command line's flag for a weights file, named when the model has no published weights."""
     if name.startswith('local-dir:'):
         folder = Path(name.removeprefix('local-dir:'))
         check_model_folder(folder)  # names a bad config.json, as timm does not
@@ -28,6 +49,9 @@ def create_model(name: str, pretrained: bool, checkpoint: Optional[str] = None, 
     overlay = dict(file=checkpoint) if checkpoint else None
     try:
         return timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay, **kwargs)
+    except NoPretrainedWeightsError:
+        raise UsageError(f'--model {name} has no published weights (GLiT-Small and -Base are budget-matched '
+                         f'reconstructions); pass your own with {weights_flag} FILE or a run folder') from None
     except GlitError:
         raise
     except (RuntimeError, FileNotFoundError) as e:  # timm's words for an unknown name or a missing folder

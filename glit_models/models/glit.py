@@ -240,8 +240,9 @@ def _resolve_weights(variant: str, kwargs: dict) -> str:
 
 
 def _create_glit(variant: str, pretrained: bool = False, **kwargs: Any) -> GlobalLocalTransformer:
-    out_indices = kwargs.pop('out_indices', 3)
     kwargs['arch'] = GlitArch.coerce(kwargs['arch'])
+    # timm's ViT default, the last three blocks; a found network of fewer blocks gives them all
+    out_indices = kwargs.pop('out_indices', min(3, len(kwargs['arch'].blocks)))
     kwargs.setdefault('img_size', kwargs['arch'].img_size)  # the description's size, not the cfg's 224
     source = _resolve_weights(variant, kwargs) if pretrained else ''
     try:

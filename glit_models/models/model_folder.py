@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -25,10 +26,15 @@ from ..utils.json_file import read_json
 from .checkpoint import CheckpointError
 from .glit import GlobalLocalTransformer
 
-__all__ = ['UNTRAINED', 'WEIGHTS_FILE', 'check_model_folder', 'is_trained', 'read_model_config', 'registered_name',
-           'save_model_folder']
+__all__ = ['RUN_RECORD', 'RUN_RESULT', 'UNTRAINED', 'WEIGHTS_FILE', 'RunModel', 'check_model_folder', 'find_run_model',
+           'is_trained', 'read_model_config', 'registered_name', 'save_model_folder']
 
 WEIGHTS_FILE = 'model.safetensors'
+RUN_RECORD = 'args.json'
+"""The settings a training run saves beside its checkpoint (``python -m glit_models.train``)."""
+RUN_RESULT = 'result.json'
+"""A finished training run's result: its data set, what it was evaluated on, the top-1 of its final weights."""
+_RUN_STATE = 'last.pth.tar'
 
 UNTRAINED = 'untrained'
 """The pretrained tag of a folder whose weights were never trained as this model (e.g. a supernet path)."""
@@ -225,3 +231,52 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
         if pool is not None and pool not in _POOLS:
             refuse(field, pool, f'one of {", ".join(repr(p) for p in _POOLS)}')
     return config
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """The model a run folder was trained as: a model folder (``config.json``, ``local-dir:`` loads it) or a
+    training run's record (``args.json``: a run killed before its end has no config.json yet)."""
+
+    folder: Path
+    weights: Path
+    name: str
+    arch: Optional[GlitArch]
+    num_classes: Optional[int]
+    model_folder: bool
+
+    @property
+    def model(self) -> str:
+        """What ``create_model`` takes: ``local-dir:FOLDER`` for a model folder, else the timm name."""
+        return f'local-dir:{self.folder}' if self.model_folder else self.name
+
+
+def find_run_model(path: Union[str, os.PathLike]) -> Optional[RunModel]:
+    """The model of a run folder, a search's ``best/`` or a checkpoint inside one, with the weights to load
+    (a folder's ``model.safetensors``, else its ``last.pth.tar``); None for a file outside such a folder."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if path.is_dir():
+        weights = next((folder / n for n in (WEIGHTS_FILE, _RUN_STATE) if (folder / n).is_file()), None)
+        if weights is None:
+            raise CheckpointError(f'{folder} holds neither {WEIGHTS_FILE} nor {_RUN_STATE}; pass a run folder or '
+                                  'a weights file')
+    else:
+        weights = path
+    if (folder / 'config.json').is_file():
+        config = read_model_config(folder)
+        model_args = config.get('model_args') if isinstance(config.get('model_args'), dict) else {}
+        arch = model_args.get('arch')
+        return RunModel(folder, weights, str(config.get('architecture')), GlitArch.coerce(arch) if arch else None,
+                        config.get('num_classes'), True)
+    if (folder / RUN_RECORD).is_file():
+        record = read_json(folder / RUN_RECORD,
+                           lambda why: CheckpointError(f'{folder / RUN_RECORD}: not a readable run record ({why})'))
+        if not isinstance(record, dict) or not isinstance(record.get('model'), str):
+            raise CheckpointError(f'{folder / RUN_RECORD}: not a training run\'s record (no model name)')
+        arch = record.get('arch')
+        return RunModel(folder, weights, record['model'], GlitArch.coerce(arch) if arch else None,
+                        record.get('num_classes'), False)
+    if path.is_dir():
+        raise CheckpointError(f'{folder} has neither config.json nor {RUN_RECORD}: not a run or model folder')
+    return None

@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import itertools
 from dataclasses import dataclass, replace
+from typing import Optional, Sequence
 
 from ..architecture import GLIT_TINY_ARCH, GLIT_WIDTHS, GlitArch
 from ..architecture.complexity import authors_flops, count_params
+from ..utils.cli import OneLineParser
 from .space import low_level_candidates
 
-__all__ = ['PAPER_BUDGETS', 'BudgetMatch', 'budget_matched_arch']
+__all__ = ['PAPER_BUDGETS', 'BudgetMatch', 'budget_matched_arch', 'build_parser', 'main']
 
 PAPER_BUDGETS = {  # Table 3: parameters, FLOPs (authors' convention)
     'glit_tiny': (7.2e6, 1.4e9),
@@ -75,10 +77,15 @@ def budget_matched_arch(embed_dim: int, num_heads: int, params: float, flops: fl
                        tuple(sorted(options[i][0] for i in best[2])))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--max-changes', type=int, default=2)
-    args = parser.parse_args()
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog='python -m glit_models.nas.budget_matched', description=__doc__.split('\n')[0])
+    parser.add_argument('--max-changes', type=int, default=2,
+                        help='at most this many of GLiT-Tiny\'s blocks are changed to meet a budget')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
     for name, (embed_dim, num_heads) in STEMS.items():
         target_params, target_flops = PAPER_BUDGETS[name]
         match = budget_matched_arch(embed_dim, num_heads, target_params, target_flops, args.max_changes)

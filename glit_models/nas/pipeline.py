@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import statistics
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -233,9 +234,9 @@ class SearchRun:
 
     # -- building blocks -------------------------------------------------------------------------------------
     def say(self, text: str) -> None:
-        """One plain line, with or without progress bars (tqdm.write keeps the bars intact)."""
+        """One plain line on stderr, with or without progress bars (tqdm.write keeps the bars intact)."""
         if self.main:
-            tqdm.write(text)
+            tqdm.write(text, file=sys.stderr)
 
     def cost(self, space: SearchSpace) -> SpaceCost:
         return space_cost(space, self.config, self.data.num_classes, self.latency)
@@ -255,7 +256,8 @@ class SearchRun:
             _logger.info('%s supernet: %d tensors warm-started from %s', plan.name, copied, warm)
         recipe = replace(self.config.supernet, epochs=self.config.supernet.epochs * plan.scale)
         self.say(f'[{plan.name}] training the supernet ({format_count(space.size)} paths, {recipe.epochs} epochs)')
-        train_supernet(supernet, self.data, recipe, state, resume=self.resume, progress=self.progress)
+        train_supernet(supernet, self.data, recipe, state, resume=self.resume, progress=self.progress,
+                       label=f'{plan.name} supernet')
         return supernet
 
     def describe(self, space: SearchSpace, scored: Scored) -> dict[str, Any]:
@@ -282,9 +284,13 @@ class SearchRun:
     def retrain(self, arch: GlitArch, label: str) -> dict[str, Any]:
         """Held-out and test top-1 of ``arch`` retrained from scratch; each architecture once per search."""
         root = self.output / 'retrain'
-        if not (unit_folder(root, arch, self.config.retrain) / 'result.json').is_file():
+        cached = (unit_folder(root, arch, self.config.retrain) / 'result.json').is_file()
+        if not cached:
             self.say(f'[{label}] retraining {arch.to_str()} for {self.config.retrain.epochs} epochs')
-        record = retrain(arch, self.data, self.config.retrain, root, self.config.in_chans, self.progress)
+        record = retrain(arch, self.data, self.config.retrain, root, self.config.in_chans, self.progress, label)
+        test = f', test {record["test_top1"]:.2f}%' if record['test_top1'] is not None else ''
+        self.say(f'[{label}] {"trained before" if cached else "retrained"}: held-out top-1 '
+                 f'{record["heldout_top1"]:.2f}%{test}')
         return dict(record, flops=self.flops(arch))
 
     # -- one stage -------------------------------------------------------------------------------------------

@@ -34,10 +34,11 @@ def unit_folder(root: Path, arch: GlitArch, recipe: TrainConfig) -> Path:
 
 
 def retrain(arch: GlitArch, data: SearchData, recipe: TrainConfig, root: Path, in_chans: int = 3,
-            progress: bool = False) -> dict[str, Any]:
+            progress: bool = False, label: str = '') -> dict[str, Any]:
     """Train ``arch`` from scratch on ``data.train_loader`` with ``recipe`` and return its top-1 (%) on the
     held-out split (``heldout_top1``) and on the test split (``test_top1``, None without one). Cached in
-    the unit's ``result.json``; a partly trained unit resumes from its last epoch."""
+    the unit's ``result.json``; a partly trained unit resumes from its last epoch. ``label`` prefixes its
+    epoch lines (which candidate of which stage they are of)."""
     folder = unit_folder(root, arch, recipe)
     done = folder / 'result.json'
     if done.is_file():
@@ -45,7 +46,7 @@ def retrain(arch: GlitArch, data: SearchData, recipe: TrainConfig, root: Path, i
     torch.manual_seed(recipe.seed)
     model = GlobalLocalTransformer(arch, num_classes=data.num_classes, in_chans=in_chans)
     metrics = train_model(model, data.train_loader, data.heldout_loader, recipe, folder, resume=True,
-                          progress=progress).metrics
+                          progress=progress, label=label).metrics
     test = evaluate(model, data.test_loader)['top1'] if data.test_loader is not None else None
     record = dict(arch=arch.to_str(), heldout_top1=metrics['top1'], test_top1=test, epochs=recipe.epochs,
                   seed=recipe.seed)

@@ -15,12 +15,13 @@ result.json, and the states ``--resume`` uses.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
@@ -28,7 +29,7 @@ from ..architecture import GLIT_WIDTHS
 from ..data import BAD_IMAGES, Augmentation, check_image_folder, find_split
 from ..data.memory import DEFAULT_MEMORY_LIMIT_MB
 from ..utils.atomic import save_json_atomic
-from ..utils.cli import OneLineParser, command_line, setup_logging
+from ..utils.cli import OneLineParser, command_line, say, setup_logging
 from ..utils.distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
 from ..utils.json_file import read_json
 from ..utils.run_lock import LOCK_FILE, hold_output
@@ -106,6 +107,15 @@ PRESETS = {
 }
 
 
+def _per_preset(value: Callable[[Preset], Any]) -> str:
+    """A preset-dependent default as a help states it: "tiny X, small Y, base Z, demo W" (once when equal)."""
+    values = {name: value(preset) for name, preset in PRESETS.items()}
+    paper = {values[name] for name in ('tiny', 'small', 'base')}
+    if len(paper) == 1:
+        return f'default: the paper presets {paper.pop()}, the demo {values["demo"]}'
+    return 'default: ' + ', '.join(f'{name} {v}' for name, v in values.items())
+
+
 def _preset_budgets() -> str:
     return '; '.join(f'{name} {format_amount(p.budget_flops)} ({p.budget_source})' for name, p in PRESETS.items())
 
@@ -136,17 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--method', choices=tuple(METHODS), default='hierarchical', help=method_help())
     p.add_argument('--output', default='output/glit-search',
                    help='folder for the results and the resume state (default output/glit-search)')
-    p.add_argument('--seed', type=int, default=0, help='default 0')
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of every random draw: data splits, supernet training, evolution, retrainings')
     p.add_argument('--resume', action='store_true',
                    help='continue the search saved in --output: --output and --resume alone take its saved settings '
                         '(as train --resume does); the whole command again must repeat them (only --workers and '
                         '--no-progress may change)')
-    p.add_argument('--epochs', type=int, default=None, help='supernet epochs per stage (default: the preset\'s)')
+    p.add_argument('--epochs', type=int, default=None,
+                   help=f'supernet epochs per stage ({_per_preset(lambda p: p.epochs)})')
     p.add_argument('-b', '--batch-size', type=int, default=None,
-                   help='batch size per process (default: the preset\'s global batch over the processes)')
+                   help='batch size per process (default: the preset\'s global batch over the processes; '
+                        f'{_per_preset(lambda p: p.batch_size).removeprefix("default: ")})')
     p.add_argument('--lr', type=float, default=None,
                    help='supernet learning rate (default: the preset\'s, 0.2 with Nesterov SGD; demo 2e-3 with AdamW)')
-    p.add_argument('-j', '--workers', type=int, default=None, help='data loader workers per process')
+    p.add_argument('-j', '--workers', type=int, default=None,
+                   help=f'data loader workers per process ({_per_preset(lambda p: p.workers)})')
     p.add_argument('--amp', action='store_true', help='mixed precision on CUDA')
     p.add_argument('--heldout', type=float, default=None,
                    help='held-out split carved from train, a fraction < 1 or an image count: scores supernet paths '
@@ -160,22 +174,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--calib-batches', type=int, default=None,
                    help='BatchNorm recalibration batches per candidate (default: the preset\'s images / batch)')
     evo = p.add_argument_group('evolution (SPOS defaults for tiny/small/base)')
-    evo.add_argument('--population', type=int, default=None)
-    evo.add_argument('--generations', type=int, default=None)
-    evo.add_argument('--parents', type=int, default=None)
-    evo.add_argument('--mutations', type=int, default=None)
-    evo.add_argument('--mutation-prob', type=float, default=None)
-    evo.add_argument('--crossovers', type=int, default=None)
-    evo.add_argument('--top-k', type=int, default=None,
-                     help='candidates each stage keeps and retrains (the paper: 5; the demo: 3)')
+    for flag, name, what in (
+            ('--population', 'population', 'candidates scored each generation'),
+            ('--generations', 'generations', 'generations of the evolution'),
+            ('--parents', 'parents', 'best candidates kept as the next generation\'s parents'),
+            ('--mutations', 'mutations', 'children made by mutation each generation'),
+            ('--mutation-prob', 'mutation_prob', 'probability that a mutation redraws each choice of a candidate'),
+            ('--crossovers', 'crossovers', 'children made by crossover each generation'),
+            ('--top-k', 'top_k', 'candidates each stage keeps and retrains')):
+        evo.add_argument(flag, type=float if name == 'mutation_prob' else int, default=None,
+                         help=f'{what} ({_per_preset(lambda p, n=name: getattr(p.evolution, n))})')
     p.add_argument('--retrain-epochs', type=int, default=None,
                    help='epochs of the from-scratch retraining of each stage\'s top-k, which picks the stage\'s '
-                        'result by held-out top-1; 0: take the supernet\'s best (default: 30, the demo 6)')
+                        f'result by held-out top-1; 0: take the supernet\'s best '
+                        f'({_per_preset(lambda p: p.retrain_epochs)})')
     p.add_argument('--warm-start-stage2', action='store_true',
                    help='initialise stage 2\'s supernet from stage 1\'s (default: every option starts equal)')
     p.add_argument('--compare-random', type=int, default=None,
                    help='random architectures of the same budget retrained beside the found one and reported on '
-                        'the test split (default: the demo 3, else 0)')
+                        f'the test split ({_per_preset(lambda p: p.compare_random)})')
     aug = p.add_argument_group('training augmentation (timm train.py\'s flags; default: the preset\'s, timm\'s for '
                                'tiny/small/base, a digits recipe for the demo)')
     aug.add_argument('--scale', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
@@ -370,7 +387,7 @@ def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
 
 
 def _print_summary(summary: dict[str, Any], output: Path, data_dir: Path) -> None:
-    print(f'found ({summary["method"]}, budget {summary["budget"]}): {summary["arch"]}')
+    say(f'found ({summary["method"]}, budget {summary["budget"]}): {summary["arch"]}')
     scores = []
     if summary['supernet_top1'] is not None:
         scores.append(f'supernet {summary["supernet_top1"]:.2f}%')
@@ -378,15 +395,16 @@ def _print_summary(summary: dict[str, Any], output: Path, data_dir: Path) -> Non
         scores.append(f'retrained: held-out {summary["heldout_top1"]:.2f}%')
     if summary['test_top1'] is not None:
         scores.append(f'test {summary["test_top1"]:.2f}%')
-    # the FLOPs once: a FLOPs budget's cost is the same number
-    cost = '' if summary['budget_kind'] == 'flops' else f'{format_amount(summary["cost"], summary["budget_kind"])}, '
-    print(f'  {cost}{summary["params"] / 1e6:.2f} M params, {summary["flops"] / 1e6:.2f} M FLOPs; '
+    # each figure once: a FLOPs or parameter budget's cost is the FLOPs or parameters said next
+    kind = summary['budget_kind']
+    cost = '' if kind in ('flops', 'params') else f'{format_amount(summary["cost"], kind)}, '
+    say(f'  {cost}{summary["params"] / 1e6:.2f} M params, {summary["flops"] / 1e6:.2f} M FLOPs; '
           f'top-1: {", ".join(scores)}')
     comparison = summary.get('comparison')
     if comparison:
         randoms = comparison['random_top1']
         above = sum(comparison['found_top1'] > t for t in randoms)
-        print(f'{comparison["split"]} top-1 after {comparison["epochs"]} epochs from scratch: found '
+        say(f'{comparison["split"]} top-1 after {comparison["epochs"]} epochs from scratch: found '
               f'{comparison["found_top1"]:.2f}%; {len(randoms)} random architectures of the same budget, trained the '
               f'same way: median {comparison["random_median_top1"]:.2f}%, range {min(randoms):.2f} to '
               f'{max(randoms):.2f}% (the found one is above {above} of them). One search against a few random draws '
@@ -396,10 +414,10 @@ def _print_summary(summary: dict[str, Any], output: Path, data_dir: Path) -> Non
     retrain_hint = '' if summary['best_trained'] else (
         f'supernet weights, untrained: retrain with python -m glit_models.train --data-dir {data_dir} --arch {best} '
         f'--output {output / "retrained"}; ')
-    print(f'outputs in {output}: best/ ({retrain_hint}timm.create_model("local-dir:{best}", pretrained=True)), '
+    say(f'outputs in {output}: best/ ({retrain_hint}timm.create_model("local-dir:{best}", pretrained=True)), '
           'pareto.png, search.jsonl, result.json')
     runs = f' over {summary["runs"]} runs' if summary['runs'] > 1 else ''
-    print(f'search time: {summary["seconds"] / 60:.1f} min{runs}')
+    say(f'search time: {summary["seconds"] / 60:.1f} min{runs}')
 
 
 def _count_or_fraction(value: float) -> Union[int, float]:
@@ -421,6 +439,8 @@ def read_search_config(output: Path) -> SearchConfig:
     return SearchConfig.from_record(record, str(saved))
 
 
+_RESULT = ('arch', 'params', 'flops', 'cost', 'supernet_top1', 'heldout_top1', 'test_top1', 'best_trained', 'seconds')
+"""What the search prints on stdout, one JSON line (result.json holds everything)."""
 _RESUME_ALONE = ('output', 'resume', 'workers', 'no_progress')
 """The flags of the short resume, ``--output X --resume``: the search's own settings are taken from run.json."""
 
@@ -476,8 +496,8 @@ def _search(args: argparse.Namespace, config: SearchConfig, output: Path, record
 
 
 def _say_settings(config: SearchConfig) -> None:
-    print(f'search: {config.method}, budget {config.budget}, stages {", ".join(p.name for p in config.stages())}; '
-          f'training augmentation: {config.data.augmentation.describe()}', flush=True)
+    say(f'search: {config.method}, budget {config.budget}, stages {", ".join(p.name for p in config.stages())}; '
+          f'training augmentation: {config.data.augmentation.describe()}')
 
 
 @command_line(_PROG, interrupted_hint='continue with the same command and --resume')
@@ -486,7 +506,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging()
     try:
         init_distributed()
-        run(args, _given(argv))
+        summary = run(args, _given(argv))
+        if is_main_process():
+            print(json.dumps({key: summary.get(key) for key in _RESULT}))
     finally:
         cleanup_distributed()
     return 0

@@ -61,10 +61,11 @@ class UniformPathSampler:
 
 
 def train_supernet(supernet: Supernet, data: SearchData, config: SupernetTrainConfig,
-                   state_path: Union[str, Path], resume: bool = False, progress: bool = True) -> None:
+                   state_path: Union[str, Path], resume: bool = False, progress: bool = True, label: str = '') -> None:
     """Train ``supernet`` with SPOS on ``data.train_loader``; the whole state is saved atomically to
     ``state_path`` after every epoch. ``resume`` continues from it (to the bit-identical result of an
-    uninterrupted run); a finished state returns at once. Under torchrun the supernet trains with DDP."""
+    uninterrupted run); a finished state returns at once. Under torchrun the supernet trains with DDP.
+    ``label`` prefixes the epoch lines."""
     loader = data.train_loader
     # on CUDA, timm's prefetcher wraps the DataLoader and has no batch_size of its own
     batch = getattr(loader, 'batch_size', None) or loader.batch_sampler.batch_size
@@ -81,6 +82,6 @@ def train_supernet(supernet: Supernet, data: SearchData, config: SupernetTrainCo
     record = dict(asdict(config), space=supernet.space.name, choices=list(supernet.space.choices))
     run = TrainingRun(model=supernet, optimizer=optimizer, scheduler=scheduler,
                       loss_fn=LabelSmoothingCrossEntropy(smoothing=config.label_smoothing), epochs=config.epochs,
-                      seed=config.seed, amp=config.amp, find_unused_parameters=True, record=record)
+                      seed=config.seed, amp=config.amp, find_unused_parameters=True, record=record, label=label)
     fit(run, data.train_loader, None, state_path, resume=resume, progress=progress,
         before_step=UniformPathSampler(supernet, config.seed))

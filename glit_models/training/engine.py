@@ -115,6 +115,7 @@ class TrainingRun:
     clip_grad: Optional[float] = None
     find_unused_parameters: bool = False
     record: dict[str, Any] = field(default_factory=dict)  # the config, kept in the state for the record
+    label: str = ''  # what the epoch lines are of (a search's "stage1 top 2/3"), when several runs share a log
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -307,8 +308,9 @@ def fit(run: TrainingRun, train_loader, eval_loader, state_path: Union[str, Path
             }, state_path)
             write_text_atomic(''.join(json.dumps(m) + '\n' for m in history), log_path)
             # one plain line per epoch, with or without progress bars: a killed run's log says how far it got
-            tqdm.write(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in metrics.items()),
-                       file=sys.stderr)
+            fields = [f'epoch={epoch + 1}/{run.epochs}'] + [f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                                                            for k, v in metrics.items() if k != 'epoch']
+            tqdm.write(' '.join([f'[{run.label}]'] * bool(run.label) + fields), file=sys.stderr)
         barrier()
     return history
 
@@ -322,10 +324,11 @@ def _loss_fn(config: TrainConfig, mixup_fn: Optional[Mixup]) -> nn.Module:
 
 
 def train_model(model: nn.Module, train_loader, eval_loader, config: TrainConfig, output_dir: Union[str, Path],
-                resume: bool = False, progress: bool = True) -> TrainResult:
+                resume: bool = False, progress: bool = True, label: str = '') -> TrainResult:
     """Train (or fine-tune) ``model`` with ``config``; the state goes to ``output_dir/last.pth.tar`` every
-    epoch, the metrics to ``output_dir/last.metrics.jsonl``. Returns the final epoch's metrics (``top1`` on
-    ``eval_loader`` among them) and the final weights (the EMA's when ``config.ema_covers`` the run)."""
+    epoch, the metrics to ``output_dir/last.metrics.jsonl``; ``label`` prefixes the epoch lines. Returns the
+    final epoch's metrics (``top1`` on ``eval_loader`` among them) and the final weights (the EMA's when
+    ``config.ema_covers`` the run)."""
     output_dir = Path(output_dir)
     model.to(default_device())
     num_classes = unwrap(model).num_classes
@@ -346,7 +349,7 @@ def train_model(model: nn.Module, train_loader, eval_loader, config: TrainConfig
     ema = ModelEmaV3(model, decay=config.model_ema_decay) if config.model_ema else None
     run = TrainingRun(model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=_loss_fn(config, mixup_fn),
                       epochs=config.epochs, seed=config.seed, amp=config.amp, mixup_fn=mixup_fn, ema=ema,
-                      clip_grad=config.clip_grad, record=asdict(config))
+                      clip_grad=config.clip_grad, record=asdict(config), label=label)
     history = fit(run, train_loader, eval_loader, output_dir / 'last.pth.tar', resume=resume, progress=progress)
     metrics = {k: v for k, v in history[-1].items() if isinstance(v, (int, float))} if history else {}
     from_ema = ema is not None and config.ema_covers(config.epochs * len(train_loader))

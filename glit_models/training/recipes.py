@@ -17,7 +17,10 @@ Which recipe applies follows from the run unless ``--recipe`` names one:
   8-100% at 224 px and above, 56-100% at 32 px), so a small image is not cut down to a few pixels.
   Whether a flip keeps the label is a property of the data, not of the recipe: pass ``--hflip 0`` for
   digits, text or other images a mirror changes. The default of ``--pretrained`` and
-  ``--initial-checkpoint``.
+  ``--initial-checkpoint``. Its epochs and batch fit the data when the command line gives neither: the
+  largest batch up to 128 (at least 8) that leaves at least ten steps an epoch, and epochs enough for
+  about 500 updates (10 to 300 epochs), so a few hundred images get a few hundred updates in minutes
+  on a CPU rather than DeiT's 300 epochs of one or two steps.
 - ``search``: the retraining recipe a search used for its candidates, read from the ``recipe.json`` the
   search writes into ``best/``. The default of ``--arch FOLDER`` when the folder records one.
 """
@@ -36,6 +39,10 @@ __all__ = ['RECIPES', 'RECIPE_FILE', 'Recipe', 'RecipeError', 'as_dict', 'read_r
 RECIPE_FILE = 'recipe.json'
 """The file in a search's ``best/`` folder that records the recipe its weights were trained with."""
 _CROP_PIXELS = 24  # the smallest crop side the finetune recipe's random-resized crops keep
+MIN_STEPS = 10
+"""Steps an epoch below which each epoch barely moves the weights: a fitted batch leaves at least this many."""
+_FIT_BATCH = (8, 128)  # the batches a recipe fitted to the data chooses between
+_FIT_EPOCHS = (10, 300)
 
 
 class RecipeError(GlitError, ValueError):
@@ -50,13 +57,14 @@ class Recipe:
     ``warmup_epochs=None``: a tenth of the
     run, at least ``warmup_min`` and at most ``warmup_max`` epochs, and always below the run's length.
     ``scale=None``: crops sized to the image (see the module docstring). ``epochs`` / ``batch_size`` None:
-    the command line's own defaults.
+    fitted to the data when ``updates`` is set (``fit``), else the command line's own defaults.
     """
 
     name: str
     source: str
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
+    updates: Optional[int] = None
     lr: Optional[float] = None
     lr_base: float = 5e-4
     lr_base_batch: int = 512
@@ -94,6 +102,18 @@ class Recipe:
             return min(self.warmup_epochs, epochs - 1)
         return max(0, min(self.warmup_max, max(self.warmup_min, epochs // 10), epochs - 1))
 
+    def fit(self, images: int, processes: int = 1, batch_size: Optional[int] = None) -> tuple[int, int]:
+        """(epochs, per-process batch) for ``images`` training images: ``batch_size`` when given, else the
+        largest power of two in 8-128 that leaves ``MIN_STEPS`` steps an epoch; epochs for about ``updates``
+        updates, 10 to 300."""
+        if batch_size is None:
+            batch_size = _FIT_BATCH[1]
+            while batch_size > _FIT_BATCH[0] and images // (batch_size * processes) < MIN_STEPS:
+                batch_size //= 2
+        steps = max(1, images // (batch_size * processes))
+        epochs = min(_FIT_EPOCHS[1], max(_FIT_EPOCHS[0], math.ceil((self.updates or 0) / steps)))
+        return epochs, batch_size
+
     def crop_scale(self, img_size: int) -> tuple[float, float]:
         if self.scale is not None:
             return tuple(self.scale)
@@ -114,14 +134,15 @@ class Recipe:
                 f'{"on" if self.model_ema else "off"}; crops {crops}, hflip {self.hflip:g}, colour jitter '
                 f'{self.color_jitter:g}, RandAugment {self.aa or "none"}, erasing {self.reprob:g}'
                 + (f', epochs {self.epochs}' if self.epochs is not None else '')
+                + (f', epochs and batch fitted to the data (~{self.updates} updates)' if self.updates else '')
                 + (f', batch {self.batch_size}' if self.batch_size is not None else ''))
 
 
 _SCRATCH = Recipe('scratch', "DeiT's from-scratch ImageNet recipe")
 _FINETUNE = replace(
     _SCRATCH, name='finetune', source='ViT/DeiT fine-tuning of pretrained weights on a small data set',
-    lr_base=2e-3, lr_base_batch=256, lr_scaling='sqrt', layer_decay=0.75, min_lr=1e-6, warmup_min=1, mixup=0.,
-    cutmix=0., model_ema=False, aa=None, reprob=0., scale=None)
+    updates=500, lr_base=2e-3, lr_base_batch=256, lr_scaling='sqrt', layer_decay=0.75, min_lr=1e-6, warmup_min=1,
+    mixup=0., cutmix=0., model_ema=False, aa=None, reprob=0., scale=None)
 RECIPES: dict[str, Recipe] = {'scratch': _SCRATCH, 'finetune': _FINETUNE}
 """The built-in recipes; ``search`` is read from a folder (``read_recipe``)."""
 

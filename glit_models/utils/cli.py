@@ -13,13 +13,29 @@ from typing import Callable, NoReturn, Optional, Sequence
 
 from .errors import GlitError, UsageError
 
-__all__ = ['UsageError', 'OneLineParser', 'command_line', 'one_line', 'setup_logging']
+__all__ = ['UsageError', 'OneLineParser', 'HelpFormatter', 'command_line', 'one_line', 'say', 'setup_logging']
 
 Main = Callable[[Optional[Sequence[str]]], int]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's default in its help, once: a help that states its default itself, a None default (which
+    the help explains) and an off switch get no "(default: ...)" appended."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ''
+        if action.default in (None, argparse.SUPPRESS) or action.default is False or 'default' in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse with its errors in the same one-line form as the package's own."""
+    """argparse with its errors in the same one-line form as the package's own, and every default shown
+    (``HelpFormatter``) unless another formatter is given."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault('formatter_class', HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f'{self.prog}: error: {message}\n')
@@ -36,6 +52,11 @@ def one_line(error: BaseException) -> str:
             last = last.removeprefix(name)
         return last.split(': ', 1)[1] if last.startswith(('glit_models.', '__main__.')) and ': ' in last else last
     return ' '.join(lines)
+
+
+def say(text: str) -> None:
+    """A line for the person at the terminal: stderr, so stdout carries only a command's results."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def setup_logging(level: int = logging.WARNING, package_level: Optional[int] = None) -> None:

@@ -82,7 +82,7 @@ def test_push_dry_run_only_writes_the_folder(tmp_path, capsys):
     assert push.main(['--model-dir', str(folder), '--repo-id', 'someone/glit-found', '--dry-run']) == 0
     card = (folder / 'README.md').read_text()
     assert 'library_name: timm' in card and 'Image size: 32 x 32' in card and 'Untrained' not in card
-    assert 'is ready for someone/glit-found' in capsys.readouterr().out
+    assert 'is ready for someone/glit-found' in capsys.readouterr().err
     rebuilt = timm.create_model(f'local-dir:{folder}', pretrained=True)
     assert rebuilt.arch == GlitArch.from_str(SMALL_ARCH)
 
@@ -180,4 +180,78 @@ def test_push_dry_run_refuses_a_config_that_disagrees_with_its_weights(tmp_path,
     (folder / 'config.json').write_text(json.dumps(config))
     assert_one_line(run_module(['glit_models.hub.push', '--model-dir', folder, '--repo-id', 'me/x', '--dry-run']),
                     message)
+    assert not (folder / 'README.md').exists()
+
+
+def _python_blocks(card: str) -> list[str]:
+    return [block.split('\n', 1)[1] for block in card.split('```')[1::2] if block.startswith('python')]
+
+
+@pytest.mark.parametrize('classes', [1, 4, 1000])
+def test_the_card_s_code_runs_on_the_model_it_describes(tmp_path, classes):
+    """Every snippet of the card, as written, against the folder served from an offline Hub cache."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from glit_models.data.config import loader_data_config
+    from glit_models.models.model_folder import save_model_folder
+    from tests.helpers import REPO
+
+    model = timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=classes)
+    names = [f'n{i}' for i in range(classes)] if classes < 1000 else None
+    folder = save_model_folder(model, tmp_path / 'm', loader_data_config(32, label_names=names), trained=True)
+    assert push.main(['--model-dir', str(folder), '--repo-id', 'someone/glit-found', '--dry-run']) == 0
+    card = (folder / 'README.md').read_text()
+    cache = _hub_cache(folder, tmp_path / 'cache', 'someone/glit-found')
+    Image.new('RGB', (50, 40), 'red').save(tmp_path / 'image.jpg')
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(cache))
+    blocks = _python_blocks(card)
+    assert len(blocks) == 2
+    done = subprocess.run([sys.executable, '-c', '\n'.join(blocks)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = done.stdout.splitlines()
+    assert len(printed) == min(5, classes)
+    shown = [line.split()[1] for line in printed]
+    assert set(shown) <= (set(names) if names else {str(i) for i in range(classes)}) and len(set(shown)) == len(shown)
+
+
+def test_a_training_run_s_card_states_its_data_and_top1_and_no_absolute_path(tmp_path, capsys):
+    from glit_models.train import main as train
+    from tests.helpers import write_image_folder
+
+    data = tmp_path / 'shapes'
+    write_image_folder(data / 'train', classes=3, per_class=6)
+    write_image_folder(data / 'val', classes=3, per_class=2, seed=1)
+    source = small_model_folder(tmp_path / 'source', ['a', 'b', 'c'])
+    run = tmp_path / 'run'
+    assert train(['--data-dir', str(data), '--initial-checkpoint', str(source), '--epochs', '1', '-b', '6',
+                  '--workers', '0', '--output', str(run), '--no-progress']) == 0
+    result = json.loads((run / 'result.json').read_text())
+    capsys.readouterr()
+    assert push.main(['--model-dir', str(run), '--repo-id', 'someone/glit-shapes', '--dry-run']) == 0
+    card = (run / 'README.md').read_text()
+    assert str(tmp_path) not in card and str(tmp_path.resolve()) not in card
+    assert '- **Dataset:** shapes' in card
+    assert f'- **Top-1 accuracy (%):** {round(result["top1"], 2)} (these weights on 6 images of val/ after 1 ' \
+           'epochs, glit_models.train)' in card
+    assert 'Fine-tuned from source/model.safetensors' in card
+    out = capsys.readouterr()
+    listed = {line.split()[-1]: line.split()[0] for line in out.out.splitlines()}
+    assert listed == {'README.md': 'upload', 'config.json': 'upload', 'model.safetensors': 'upload',
+                      'args.json': 'leave', 'last.pth.tar': 'leave', 'last.metrics.jsonl': 'leave',
+                      'result.json': 'leave'}
+    size = (run / 'config.json').stat().st_size
+    assert any(line.split()[-1] == 'config.json' and f'{size / 1e3:.1f} kB' in line for line in out.out.splitlines())
+
+
+@pytest.mark.parametrize('repo_id', ['you/glit found', 'a/b/c', 'you/-x', ''])
+def test_push_refuses_a_repo_id_the_hub_would(tmp_path, capsys, repo_id):
+    folder = small_model_folder(tmp_path / 'found', ['a', 'b'])
+    assert push.main(['--model-dir', str(folder), '--repo-id', repo_id, '--dry-run']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f'python -m glit_models.hub.push: error: --repo-id {repo_id!r}: ') and '\n' not in err
     assert not (folder / 'README.md').exists()

@@ -106,8 +106,8 @@ def test_one_door_resamples_and_converts_for_every_way_in(tmp_path, release_mode
     for path in (tmp_path / 'authors.safetensors', tmp_path / 'ours.safetensors'):
         overlay = _create(path, img_size=64)
         by_path = timm.create_model('glit_tiny', img_size=64, checkpoint_path=str(path))
-        args = train.parse_args(['--data-dir', 'x', '--img-size', '64', '--drop-path', '0', '--initial-checkpoint',
-                                 str(path)])
+        args = train.parse_args(['--data-dir', 'x', '--img-size', '64', '--drop-path', '0', '-b', '8',
+                                 '--initial-checkpoint', str(path)])
         by_train = train._build_model(train.resolve_record(args, train.choose_recipe(args)), num_classes=1000)
         assert overlay.pos_embed.shape == (1, 17, 192)
         for model in (by_path, by_train):

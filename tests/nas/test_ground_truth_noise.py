@@ -1,5 +1,5 @@
 """The ground-truth noise measurement of the search-quality benchmark: its bootstrap over source digits,
-its variance split and projection, the models it finds in a work folder, and the README's figures."""
+its variance split and projection, the models it finds in a work folder, and the benchmark page's figures."""
 import json
 import re
 import statistics
@@ -98,9 +98,9 @@ def test_noise_is_measured_from_the_unit_records_alone(tmp_path):
         noise.measure(tmp_path, report)
 
 
-def test_readme_noise_figures_are_the_committed_reports():
+def test_the_benchmark_page_s_noise_figures_are_the_committed_reports():
     report = json.loads((ROOT / 'benchmarks/results/ground_truth_noise_clutter.json').read_text())
-    text = (ROOT / 'README.md').read_text()
+    text = (ROOT / 'docs/benchmarks.md').read_text()
     section = text[text.index('**Where the ground truth\'s noise comes from**'):]
     section = section[:section.index('\n\n')]
     test, larger = report['splits']['test'], report['splits'][f'test_x{report["copies"]}']

@@ -173,8 +173,16 @@ def test_random_search_is_the_papers_retrained_samples_without_supernet(tmp_path
         tiny_config(method='random', retrain_top=False)
 
 
-def test_comparison_reports_the_test_split(tmp_path, data):
+def test_comparison_reports_the_test_split(tmp_path, data, capsys):
     summary = run_search(tiny_config(stage='1', compare_random=2), data, tmp_path, progress=False)
+    captured = capsys.readouterr()
+    assert captured.out == ''  # every line of the search is for the person: stderr
+    lines = captured.err.splitlines()
+    # each retraining's epoch lines name the stage and candidate, and each candidate ends in a result line
+    for label in ('stage1 top 1/2', 'stage1 top 2/2', 'compare: random 1/2', 'compare: random 2/2'):
+        assert any(line.startswith(f'[{label}] epoch=1/') for line in lines), label
+        assert sum(line.startswith(f'[{label}] retrained: held-out top-1 ') for line in lines) == 1, label
+    assert not any(line.startswith('epoch=') for line in lines)  # the supernets' too: '[stage1 supernet] epoch='
     comparison = summary['comparison']
     assert comparison['split'] == 'test'
     assert len(comparison['random_top1']) == 2 and len(set(comparison['random_archs'])) == 2

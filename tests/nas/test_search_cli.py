@@ -114,7 +114,9 @@ def test_the_end_of_run_hint_loads_best_with_its_weights(capsys, trained):
                         flops=1e6, supernet_top1=50., heldout_top1=60. if trained else None,
                         test_top1=58. if trained else None, best_trained=trained, seconds=750., runs=2),
                    Path('out'), Path('data'))
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.err
+    assert captured.out == ''  # the summary is for the person: stderr
     assert 'timm.create_model("local-dir:out/best", pretrained=True)' in out
     assert ('untrained' in out) != trained
     # the retraining command names the data to retrain on, so it runs as printed
@@ -157,9 +159,10 @@ def _wait_for(process: subprocess.Popen, path: Path, timeout: float = 120) -> No
 
 
 def _finish(process: subprocess.Popen) -> str:
-    out, err = process.communicate(timeout=300)
+    """The search's human lines (stderr), once it ended well."""
+    _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
-    return out
+    return err
 
 
 @pytest.mark.slow  # 50 s: the engine, SPOS, evolution and train CLI tests cover resuming each phase
@@ -208,7 +211,7 @@ def test_under_torchrun_only_rank_zero_writes(tmp_path):
          '--output', str(output), *TINY], capture_output=True, text=True, timeout=600,
         env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count('found (hierarchical') == 1
+    assert done.stderr.count('found (hierarchical') == 1 and len(done.stdout.splitlines()) == 1
     result = json.loads((output / 'result.json').read_text())
     assert result['cost'] <= result['budget_limit']
     assert not list(output.rglob('*.tmp'))
@@ -222,7 +225,10 @@ def test_a_short_resume_takes_the_saved_settings(tmp_path, capsys):
             '--compare-random', '0', '--no-progress']
     assert main(['--output', str(output), *tiny]) == 0
     first = json.loads((output / 'result.json').read_text())
-    assert first['runs'] == 1 and 'search time: ' in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert first['runs'] == 1 and 'search time: ' in captured.err
+    assert json.loads(captured.out) == {key: first[key] for key in json.loads(captured.out)}
+    assert json.loads(captured.out)['arch'] == first['arch']
     code, err = run_main(['--output', str(output), '--resume', '-j', '0', '--no-progress'], capsys)
     assert code == 0, err
     again = json.loads((output / 'result.json').read_text())

@@ -304,14 +304,14 @@ def test_units_expected_to_end_late_are_left(monkeypatch, tmp_path):
                           searches, (1000,), done, lambda: None, ends_by=None) == 0  # no deadline: all run
 
 
-README_METHODS = {'hierarchical': 'hierarchical', 'SPOS': 'spos', 'random (5 draws)': 'random',
+PAGE_METHODS = {'hierarchical': 'hierarchical', 'SPOS': 'spos', 'random (5 draws)': 'random',
                   'random, equal compute (30)': 'random_equal_compute'}
-README_SPACES = {'stage 1 (distributions)': 'stage1', 'stage 2 (under stage 1 pick)': 'stage2',
+PAGE_SPACES = {'stage 1 (distributions)': 'stage1', 'stage 2 (under stage 1 pick)': 'stage2',
                  'joint (SPOS, 2x the epochs)': 'joint'}
 
 
-def _readme_table(text: str, heading: str) -> list[list[str]]:
-    """The cells of the first table after ``heading`` in the README ``text``."""
+def _page_table(text: str, heading: str) -> list[list[str]]:
+    """The cells of the first table after ``heading`` in the page ``text``."""
     lines = text[text.index(heading):].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith('|')) + 2  # past the header and rule
     end = next(i for i in range(start, len(lines)) if not lines[i].startswith('|'))
@@ -322,24 +322,24 @@ def _numbers(cell: str) -> list[float]:
     return [float(x) for x in cell.replace('[', ' ').replace(']', ' ').replace(',', ' ').split()]
 
 
-def test_readme_search_figures_are_the_committed_reports():
-    """The README's depth-12 ranking and methods tables, its count of searches, Welch p values and detectable
+def test_the_benchmark_page_s_search_figures_are_the_committed_reports():
+    """The benchmark page's depth-12 ranking and methods tables, its count of searches, Welch p values and detectable
     difference are the committed report's, rounded."""
     report = json.loads((ROOT / 'benchmarks/results/search_quality_clutter.json').read_text())
-    text = (ROOT / 'README.md').read_text()
-    ranking = _readme_table(text, '**Ranking at depth 12**')
-    assert [README_SPACES[row[0]] for row in ranking] == ['stage1', 'stage2', 'joint']
+    text = (ROOT / 'docs/benchmarks.md').read_text()
+    ranking = _page_table(text, '**Ranking at depth 12**')
+    assert [PAGE_SPACES[row[0]] for row in ranking] == ['stage1', 'stage2', 'joint']
     for row in ranking:
-        space = README_SPACES[row[0]]
+        space = PAGE_SPACES[row[0]]
         expected = [report['kendall_tau'][space], *report['kendall_tau_ci'][space], report['spearman_rho'][space],
                     *report['spearman_rho_ci'][space], report['attainable_rho'][space], report['noise_ceiling'][space],
                     report['noise_ceiling_spearman'][space], report['spearman_rho_corrected'][space]]
         shown = [x for cell in row[1:7] for x in _numbers(cell)]
         assert shown == pytest.approx(expected, abs=0.0051), space
-    methods = _readme_table(text, '**Methods at depth 12')
-    assert {README_METHODS[row[0]] for row in methods} == set(report['methods'])
+    methods = _page_table(text, '**Methods at depth 12')
+    assert {PAGE_METHODS[row[0]] for row in methods} == set(report['methods'])
     for row in methods:
-        method = README_METHODS[row[0]]
+        method = PAGE_METHODS[row[0]]
         runs, top1 = report['method_runs'][method], report['methods'][method]
         assert _numbers(row[1]) == [run['search_seed'] for run in runs], method
         assert _numbers(row[2]) == pytest.approx(top1, abs=0.0051), method
@@ -499,11 +499,11 @@ def test_anytime_points_follow_the_logged_seconds(tmp_path):
                       dict(seconds=50. + 20. + 20. + 7., best_heldout_top1=60.)]
 
 
-def test_readme_recommendation_is_the_clutter_runs_figures():
+def test_the_benchmark_page_s_recommendation_is_the_clutter_runs_figures():
     from search_stats import equivalence_p
 
     report = json.loads((ROOT / 'benchmarks/results/search_quality_clutter.json').read_text())
-    text = ' '.join((ROOT / 'README.md').read_text().split())
+    text = ' '.join((ROOT / 'docs/benchmarks.md').read_text().split())
     section = text[text.index('**Which method to run'):]
     seconds = {m: round(statistics.fmean(r['search_seconds'] for r in runs))
                for m, runs in report['method_runs'].items()}

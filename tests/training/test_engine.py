@@ -43,7 +43,7 @@ def test_resume_after_a_kill_is_bit_identical(folder, tmp_path, monkeypatch, cap
     metrics = _run(folder, tmp_path / 'straight')
     # without progress bars, one plain line per epoch still says how far the run got
     epochs = [line for line in capsys.readouterr().err.splitlines() if line.startswith('epoch=')]
-    assert len(epochs) == 2 and epochs[1].startswith('epoch=2 train_loss=')
+    assert len(epochs) == 2 and epochs[1].startswith('epoch=2/2 train_loss=')
     assert set(metrics) >= {'top1', 'top5', 'train_loss', 'ema_top1'} and metrics['epoch'] == 2
     with monkeypatch.context() as patch:
         kill_in_epoch(patch, 1)

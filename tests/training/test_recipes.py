@@ -1,4 +1,4 @@
-"""The training recipes: their rules, and (slow) that the README's fine-tune and retrain commands learn."""
+"""The training recipes: their rules, and (slow) that the documented fine-tune and retrain commands learn."""
 import json
 import subprocess
 import sys
@@ -24,6 +24,19 @@ def test_the_recipes_follow_their_sources():
     assert 'recipe finetune' in finetune.describe() and 'sqrt(global batch / 256)' in finetune.describe()
 
 
+def test_the_finetune_recipe_fits_epochs_and_batch_to_the_data():
+    finetune = RECIPES['finetune']
+    # about 700 images: batch 64 leaves 11 steps an epoch, 46 epochs make 506 updates
+    assert finetune.fit(715) == (46, 64)
+    assert finetune.fit(200) == (42, 16)  # 12 steps an epoch
+    assert finetune.fit(50) == (84, 8)  # no batch of 8 or more leaves ten steps: the smallest, 6 steps
+    assert finetune.fit(1_281_167) == (10, 128)  # ImageNet: at least ten epochs at the command line's batch
+    assert finetune.fit(715, processes=8) == (46, 8)  # a global batch of 64, as on one process
+    assert finetune.fit(715, batch_size=32) == (23, 32)  # a given batch: epochs for it
+    assert finetune.fit(20, batch_size=1) == (25, 1)
+    assert RECIPES['scratch'].updates is None
+
+
 def test_a_folder_without_a_recipe_has_none_and_a_bad_one_is_named(tmp_path):
     assert read_recipe(tmp_path) is None
     (tmp_path / 'recipe.json').write_text('{"lr": ')
@@ -36,9 +49,9 @@ def test_a_folder_without_a_recipe_has_none_and_a_bad_one_is_named(tmp_path):
 
 @pytest.mark.slow
 def test_a_finetune_with_the_default_recipe_learns_far_past_scratch(tmp_path):
-    """The README's figures, smaller: pretrain on digits 0-4, fine-tune on 5-9 with the defaults."""
+    """docs/benchmarks.md's figures, smaller: pretrain on digits 0-4, fine-tune on 5-9 with the defaults."""
     done = subprocess.run([sys.executable, 'benchmarks/finetune_digits.py', '--output', str(tmp_path),
-                           '--results', str(tmp_path), '--pretrain-epochs', '10', '--epochs', '5'],
+                           '--results', str(tmp_path), '--pretrain-epochs', '10'],
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / 'finetune_digits.json').read_text())['summary']
