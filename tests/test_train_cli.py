@@ -62,6 +62,17 @@ def test_resume_is_bit_identical_and_the_result_loads_in_timm(folder, tmp_path, 
     assert json.loads(capsys.readouterr().out.splitlines()[-1])['epoch'] == 1
 
 
+def test_a_resume_with_other_workers_reaches_the_same_weights(folder, tmp_path, monkeypatch):
+    assert main(_args(folder, tmp_path / 'straight')) == 0  # --workers 0
+    with monkeypatch.context() as patch:
+        kill_in_epoch(patch, 1)
+        with pytest.raises(Killed):
+            main(_args(folder, tmp_path / 'resumed', '--workers', '2'))
+    assert main(['--output', str(tmp_path / 'resumed'), '--resume', '--no-progress', '--workers', '1']) == 0
+    straight, resumed = (load_file(tmp_path / d / 'model.safetensors') for d in ('straight', 'resumed'))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
 @pytest.mark.parametrize('extra, message', [
     (['--data-dir', 'MISSING'], 'does not exist'),
     (['--model', 'no_such_model'], "unknown model 'no_such_model'"),

@@ -275,12 +275,14 @@ def fit(run: TrainingRun, train_loader, eval_loader, state_path: Union[str, Path
         model = DistributedDataParallel(base, device_ids=[device] if device.type == 'cuda' else None,
                                         find_unused_parameters=run.find_unused_parameters)
     run.scheduler.step(start_epoch)
-    sampler = getattr(train_loader, 'sampler', None)
+    # the sampler's order and the samples' augmentation (data.SeededSamples) follow the epoch
+    epoch_followers = [getattr(train_loader, name, None) for name in ('sampler', 'dataset')]
     for epoch in range(start_epoch, run.epochs):
         started = time.time()
         seed_epoch(run.seed, epoch)
-        if hasattr(sampler, 'set_epoch'):
-            sampler.set_epoch(epoch)
+        for follower in epoch_followers:
+            if hasattr(follower, 'set_epoch'):
+                follower.set_epoch(epoch)
         metrics: dict[str, Any] = {'epoch': epoch + 1}
         metrics.update(_train_one_epoch(run, model, train_loader, epoch, scaler, before_step, progress))
         broadcast_buffers(base)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from glit_models.data import DataError, build_train_data, heldout_count, split_heldout
+from glit_models.data import Augmentation, DataError, build_train_data, heldout_count, split_heldout
 from glit_models.nas.data import build_search_data
 from tests.helpers import write_bad_images, write_image_folder
 
@@ -39,7 +39,8 @@ def test_search_data_sizes_and_classes(folder):
     assert images.shape == (4, 3, 32, 32)
     assert set(_labels(data.heldout_loader).tolist()) <= {0, 1, 2}
     # held-out images are never trained on
-    assert not set(data.heldout_loader.dataset.indices) & set(data.train_loader.dataset.indices)
+    trained = data.train_loader.dataset.dataset.indices  # the training subset, inside its per-sample seeding
+    assert not set(data.heldout_loader.dataset.indices) & set(trained)
 
 
 def test_calibration_batches_are_the_same_every_pass(folder):
@@ -235,3 +236,32 @@ def test_an_unknown_split_is_named_not_the_root_blamed(tmp_path):
         resolve_split(tmp_path / 'data', 'valid')
     assert resolve_split(tmp_path / 'data', 'val') == tmp_path / 'data' / 'val'
     assert resolve_split(tmp_path / 'data' / 'val', 'val') == tmp_path / 'data' / 'val'  # class folders itself
+
+
+def _one_epoch(loader, epoch):
+    """The batches of one training epoch as the engine reads them (the epoch set, the RNGs seeded), and
+    the first draw the main process makes after them."""
+    if hasattr(loader.dataset, 'set_epoch'):
+        loader.dataset.set_epoch(epoch)
+    torch.manual_seed(7)
+    batches = [(images.clone(), target.clone()) for images, target in loader]
+    return batches, torch.rand(1)
+
+
+@pytest.mark.parametrize('build', ['train', 'search'])
+def test_augmentation_and_order_do_not_depend_on_the_workers(folder, build):
+    augmentation = Augmentation(aa='rand-m9-mstd0.5-inc1', reprob=0.25)
+    epochs = {}
+    for workers in (0, 2):
+        if build == 'train':
+            loader = build_train_data(folder, img_size=32, batch_size=4, heldout=6, workers=workers,
+                                      augmentation=augmentation).train_loader
+        else:
+            loader = build_search_data(folder, img_size=32, batch_size=4, heldout=6, workers=workers,
+                                       augmentation=augmentation).train_loader
+        epochs[workers] = [_one_epoch(loader, epoch) for epoch in (0, 1)]
+    for (batches, after), (other, other_after) in zip(epochs[0], epochs[2]):
+        assert len(batches) == len(other)
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, other))
+        assert torch.equal(after, other_after)  # loading in the main process leaves its generators alone
+    assert not torch.equal(epochs[0][0][0][0][0], epochs[0][1][0][0][0])  # another epoch, other draws
