@@ -7,7 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from glit_models.data import Augmentation, DataError, build_train_data, heldout_count, split_heldout
+from glit_models.data import (
+    Augmentation,
+    DataError,
+    build_train_data,
+    heldout_count,
+    open_image,
+    scan_image_folder,
+    split_heldout,
+)
 from glit_models.nas.data import build_search_data
 from tests.helpers import write_bad_images, write_image_folder
 
@@ -144,6 +152,32 @@ def test_unreadable_images_are_listed_up_front_then_refused_or_skipped(tmp_path,
     train_loader, eval_loader = data.train_loader, data.eval_loader
     assert len(train_loader.dataset) + len(eval_loader.dataset) == 8
     assert 'skipping 2 unreadable image(s)' in caplog.text and 'broken.png' in caplog.text
+
+
+def test_every_format_pillow_reads_is_trained_on_and_other_files_are_named(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / f'class_{c}').mkdir()
+    for i, suffix in enumerate(('.webp', '.bmp', '.tif', '.gif', '.png')):
+        pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / 'class_0' / f'{i}{suffix}')
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / 'class_1' / 'a.webp')
+    (tmp_path / 'class_1' / 'notes.txt').write_text('not an image')
+    images = scan_image_folder(tmp_path)
+    assert sorted(Path(path).name for path, _ in images.samples) == ['0.webp', '1.bmp', '2.tif', '3.gif', '4.png',
+                                                                    'a.webp']
+    assert '1 file(s) in' in caplog.text and 'left out, e.g. ' in caplog.text and 'notes.txt' in caplog.text
+
+
+def test_exif_orientation_is_applied_where_images_are_opened(tmp_path):
+    pixels = np.zeros((8, 24, 3), dtype=np.uint8)
+    pixels[:, :4] = 255  # a white band on the left, as the camera stored it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    Image.fromarray(pixels).save(tmp_path / 'rotated.jpg', exif=exif, quality=95)
+    upright = open_image(tmp_path / 'rotated.jpg')
+    assert upright.size == (8, 24)  # width, height: turned upright
+    assert np.asarray(upright)[:4].mean() > 200  # the band on the top, as a viewer shows it
 
 
 def test_too_small_data_and_splits_name_the_minimum(tmp_path):
