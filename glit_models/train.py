@@ -43,6 +43,7 @@ from .architecture import (
 )
 from .data import BAD_IMAGES, Augmentation, DataError, build_train_data, check_heldout, check_image_folder, find_split
 from .data.config import DataConfig
+from .data.fingerprint import Listing, check_resumed_data, fingerprint, list_image_files, save_listing
 from .models.glit import GlobalLocalTransformer
 from .models.model_folder import read_model_config, save_model_folder
 from .training.engine import TrainConfig, load_training_state, train_model, unwrap
@@ -63,7 +64,7 @@ __all__ = ['RunRecord', 'UsageError', 'build_parser', 'choose_recipe', 'load_arc
 
 _PROG = 'python -m glit_models.train'
 _SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
-_MACHINE = ('no_progress', 'workers')  # may change on --resume: they say how to run on this machine, not what
+_MACHINE = ('no_progress', 'workers', 'allow_data_change')  # may change on --resume: how to run, not what
 _RECORD = 'args.json'
 _EPOCHS = 300  # the DeiT recipe's, when no recipe says otherwise
 _BATCH = 128
@@ -180,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help='continue the run in --output with the settings it saved; only --workers and '
                           '--no-progress may change, any other flag must repeat the saved value (to train '
                           'longer, start a new run with --initial-checkpoint)')
+    run.add_argument('--allow-data-change', action='store_true',
+                     help='with --resume: go on although the image files differ from those the run recorded '
+                          '(added, removed or changed; without it such a resume is refused, naming them)')
     run.add_argument('--no-progress', action='store_true', help='no progress bars (one line per epoch stays)')
     return p
 
@@ -280,6 +284,8 @@ class RunRecord:
     seed: int = 0
     no_progress: bool = False
     recipe_defaults: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: Optional[dict[str, Any]] = None
+    """The image files the run reads (``data.fingerprint``); None in the records of older versions."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> 'RunRecord':
@@ -508,6 +514,8 @@ def _say(text: str) -> None:
 def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dict[str, float]:
     """One training run from parsed flags; ``given``: the flags the command line set (a resume refuses
     those that differ). ``args`` is only read."""
+    if args.allow_data_change and not args.resume:
+        raise UsageError('--allow-data-change: only with --resume (a new run records its data as it finds it)')
     if args.resume:
         output = Path(args.output or Path('output/train') / args.model)
         record, recipe = _resumed(given or {}, output), None
@@ -522,8 +530,8 @@ def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dic
     distributed = init_distributed()
     if is_main_process():
         with hold_output(output):
-            return _train(record, recipe, output, distributed, overrides)
-    return _train(record, recipe, output, distributed, overrides)
+            return _train(record, recipe, output, distributed, overrides, args.allow_data_change)
+    return _train(record, recipe, output, distributed, overrides, args.allow_data_change)
 
 
 def _shown(value: Any) -> str:
@@ -532,11 +540,33 @@ def _shown(value: Any) -> str:
     return ' '.join(f'{v:g}' for v in value) if isinstance(value, (list, tuple)) else f'{value}'
 
 
-def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distributed: bool,
-           overrides: Sequence[str] = ()) -> dict[str, float]:
-    """The run itself; ``recipe`` None: a resumed run, whose record is complete. ``overrides``: the recipe
-    flags the command line gave, named in the log."""
+def _data_listing(record: RunRecord) -> Listing:
+    """The image files of the run's splits: the training folder, and the validation folder it evaluates on."""
     data_dir = Path(record.data_dir)
+    roots = [find_split(data_dir, record.train_split) or data_dir]
+    if record.heldout is None:
+        roots.append(data_dir / record.val_split)
+    return list_image_files(data_dir, roots)
+
+
+def _save_record(record: RunRecord, listing: Listing, output: Path) -> RunRecord:
+    """``record`` with the fingerprint of ``listing``, both written into the run's folder."""
+    record = replace(record, data_fingerprint=fingerprint(listing))
+    if is_main_process():
+        save_listing(listing, output)
+        write_text_atomic(json.dumps(record.to_json(), indent=2), output / _RECORD)
+    return record
+
+
+def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distributed: bool,
+           overrides: Sequence[str] = (), allow_data_change: bool = False) -> dict[str, float]:
+    """The run itself; ``recipe`` None: a resumed run, whose record is complete. ``overrides``: the recipe
+    flags the command line gave, named in the log; ``allow_data_change``: a resume goes on with changed data."""
+    data_dir = Path(record.data_dir)
+    listing = _data_listing(record)
+    if recipe is None and check_resumed_data(record.data_fingerprint, output, listing, data_dir, output / _RECORD,
+                                             allow_data_change):
+        record = _save_record(record, listing, output)
     classes = check_image_folder(find_split(data_dir, record.train_split) or data_dir)
     if record.num_classes is not None and record.num_classes != len(classes):
         raise DataError(f'--num-classes {record.num_classes} but {data_dir} has {len(classes)} class folders')
@@ -555,8 +585,7 @@ def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distribute
         _say(recipe.describe())
         if overrides:
             _say(f'the command line overrides the recipe: {", ".join(overrides)}')
-        if is_main_process():
-            write_text_atomic(json.dumps(record.to_json(), indent=2), output / _RECORD)
+        record = _save_record(record, listing, output)
     elif state.is_file() and load_training_state(state)['epoch'] >= record.epochs:
         _say(f'the run in {output} is complete ({record.epochs}/{record.epochs} epochs); nothing to train')
     decay = f', layer decay {record.layer_decay:g} below it' if record.layer_decay else ''

@@ -194,6 +194,42 @@ def test_resume_accepts_the_run_s_own_values(finished, folder, capsys):
     assert json.loads(capsys.readouterr().out.splitlines()[-1])['epoch'] == 2
 
 
+def test_resume_refuses_changed_data_unless_allowed(tmp_path, monkeypatch, capsys, caplog):
+    data = write_image_folder(tmp_path / 'data' / 'train', classes=3, per_class=6).parent
+    write_image_folder(data / 'val', classes=3, per_class=2, seed=1)
+    output = tmp_path / 'run'
+    with monkeypatch.context() as patch:
+        kill_in_epoch(patch, 1)
+        with pytest.raises(Killed):
+            main(_args(data, output))
+    assert json.loads((output / 'args.json').read_text())['data_fingerprint']['files'] == 24
+    write_image_folder(data / 'extra', classes=3, per_class=2, seed=2)  # the "wrongly labelled" images
+    for c in range(3):
+        for image in (data / 'extra' / f'class_{c}').iterdir():
+            image.rename(data / 'train' / 'class_0' / f'new_{c}_{image.name}')
+    (data / 'val' / 'class_2' / '1.png').unlink()
+    capsys.readouterr()
+    resume = ['--output', str(output), '--resume', '--no-progress']
+    assert main(resume) == 2
+    error = _error(capsys)
+    assert f'--resume: the data in {data.resolve()} changed since the run started: 6 added (e.g. ' \
+           'train/class_0/new_0_0.png), 1 removed (e.g. val/class_2/1.png); restore it, or pass ' \
+           '--allow-data-change' in error
+    assert main([*resume, '--allow-data-change']) == 0
+    assert 'the run goes on with the data' in caplog.text
+    assert json.loads((output / 'args.json').read_text())['data_fingerprint']['files'] == 29
+    # a record written before fingerprints resumes, with a word that it cannot be checked
+    record = json.loads((output / 'args.json').read_text())
+    del record['data_fingerprint']
+    (output / 'args.json').write_text(json.dumps(record))
+    caplog.clear()
+    assert main(resume) == 0
+    assert 'records no data fingerprint' in caplog.text
+    capsys.readouterr()
+    assert main(_args(data, tmp_path / 'new', '--allow-data-change')) == 2
+    assert '--allow-data-change: only with --resume' in _error(capsys)
+
+
 def test_a_new_run_never_writes_into_a_used_folder(finished, folder, tmp_path, capsys):
     output, _ = finished
     assert main(_args(folder, output)) == 2

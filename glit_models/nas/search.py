@@ -26,6 +26,7 @@ import torch
 
 from ..architecture import GLIT_WIDTHS
 from ..data import BAD_IMAGES, Augmentation, check_image_folder, find_split
+from ..data.fingerprint import Listing, check_resumed_data, fingerprint, list_image_files, save_listing
 from ..data.memory import DEFAULT_MEMORY_LIMIT_MB
 from ..utils.atomic import save_json_atomic
 from ..utils.cli import OneLineParser, command_line, setup_logging
@@ -192,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f'default {DEFAULT_MEMORY_LIMIT_MB})')
     p.add_argument('--bad-images', choices=BAD_IMAGES, default='refuse',
                    help='images whose header cannot be read: refuse the data (default), or skip them, each named')
+    p.add_argument('--allow-data-change', action='store_true',
+                   help='with --resume: go on although the image files differ from those the search recorded '
+                        '(without it such a resume is refused, naming them)')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     return p
 
@@ -304,6 +308,8 @@ def search_config(args: argparse.Namespace) -> tuple[SearchConfig, Preset]:
 
 _PROG = 'python -m glit_models.nas.search'
 _RUN_FILE = 'run.json'
+_FINGERPRINT = 'data_fingerprint'
+"""The key of run.json that holds the data's fingerprint, beside the search's settings."""
 
 
 _MACHINE = ('workers',)
@@ -412,16 +418,23 @@ def search_data(config: SearchConfig, output: Path) -> SearchData:
                              config.in_chans, distributed=world_size() > 1)
 
 
-def read_search_config(output: Path) -> SearchConfig:
-    """The settings saved in a search's output folder, typed (SearchError when it holds no search)."""
+def _read_record(output: Path) -> Any:
+    """run.json as it is (SearchError when the folder holds no search or the file is not JSON)."""
     saved = Path(output) / _RUN_FILE
     if not saved.is_file():
         raise SearchError(f'{output} holds no search ({_RUN_FILE} is missing); pass the --output of a search')
-    record = read_json(saved, lambda why: SearchError(f'{saved}: not readable JSON ({why}); it was edited or damaged'))
-    return SearchConfig.from_record(record, str(saved))
+    return read_json(saved, lambda why: SearchError(f'{saved}: not readable JSON ({why}); it was edited or damaged'))
 
 
-_RESUME_ALONE = ('output', 'resume', 'workers', 'no_progress')
+def read_search_config(output: Path) -> SearchConfig:
+    """The settings saved in a search's output folder, typed (SearchError when it holds no search)."""
+    record = _read_record(output)
+    if isinstance(record, dict):
+        record = {k: v for k, v in record.items() if k != _FINGERPRINT}
+    return SearchConfig.from_record(record, str(Path(output) / _RUN_FILE))
+
+
+_RESUME_ALONE = ('output', 'resume', 'workers', 'no_progress', 'allow_data_change')
 """The flags of the short resume, ``--output X --resume``: the search's own settings are taken from run.json."""
 
 
@@ -436,6 +449,8 @@ def _given(argv: Optional[Sequence[str]]) -> set[str]:
 def run(args: argparse.Namespace, given: Optional[set[str]] = None) -> dict[str, Any]:
     """One search; ``given``: the flags the command line set (only --output and --resume: the short resume)."""
     output = Path(args.output)
+    if args.allow_data_change and not args.resume:
+        raise SearchError('--allow-data-change: only with --resume (a new search records its data as it finds it)')
     if args.resume and given is not None and given <= set(_RESUME_ALONE):
         if not (output / _RUN_FILE).is_file():
             raise SearchError(f'--resume: no search state in {output}; run without --resume to start one')
@@ -465,14 +480,26 @@ def _search(args: argparse.Namespace, config: SearchConfig, output: Path, record
         if is_main_process():
             write_digits(config.data.root(output), seed=0)
         barrier()
+    listing = _data_listing(config, output)
+    if args.resume:
+        saved = _read_record(output).get(_FINGERPRINT)
+        check_resumed_data(saved, output, listing, config.data.root(output), output / _RUN_FILE,
+                           args.allow_data_change)
     data = search_data(config, output)
     if is_main_process():
         _say_settings(config)
-        save_json_atomic(record, output / _RUN_FILE)
+        save_listing(listing, output)
+        save_json_atomic({**record, _FINGERPRINT: fingerprint(listing)}, output / _RUN_FILE)
     summary = run_search(config, data, output, resume=args.resume, progress=not args.no_progress)
     if is_main_process():
         _print_summary(summary, output, config.data.root(output))
     return summary
+
+
+def _data_listing(config: SearchConfig, output: Path) -> Listing:
+    """The image files the search reads: its training folder, and the test split's folder when there is one."""
+    root = config.data.root(output)
+    return list_image_files(root, [find_split(root, 'train') or root, root / 'val'])
 
 
 def _say_settings(config: SearchConfig) -> None:

@@ -233,6 +233,26 @@ def test_a_short_resume_takes_the_saved_settings(tmp_path, capsys):
     assert code == 2 and 'the settings differ from the search' in err
 
 
+def test_a_resume_on_changed_data_is_refused_unless_allowed(tmp_path, capsys, caplog):
+    output = tmp_path / 'out'
+    tiny = ['--stage', '1', '--epochs', '1', '--population', '2', '--generations', '1', '--parents', '1',
+            '--mutations', '1', '--crossovers', '0', '--top-k', '1', '--calib-batches', '1', '--retrain-epochs', '0',
+            '--compare-random', '0', '--no-progress']
+    assert main(['--output', str(output), *tiny]) == 0
+    capsys.readouterr()
+    assert json.loads((output / 'run.json').read_text())['data_fingerprint']['files'] == 1797
+    digit = output / 'digits' / 'train' / '3'
+    (digit / 'copy.png').write_bytes(next(digit.iterdir()).read_bytes())
+    code, err = run_main(['--output', str(output), '--resume'], capsys)
+    assert code == 2 and err.count('\n') == 1, err
+    assert 'changed since the run started: 1 added (e.g. train/3/copy.png); restore it, or pass ' \
+           '--allow-data-change' in err
+    code, err = run_main(['--output', str(output), '--resume', '--allow-data-change', '--no-progress'], capsys)
+    assert code == 0, err
+    assert 'the run goes on with the data' in caplog.text
+    assert json.loads((output / 'run.json').read_text())['data_fingerprint']['files'] == 1798
+
+
 def test_a_refused_budget_claims_no_folder(tmp_path):
     """The budget is refused before run.json is written: a retry with another budget is judged on its own."""
     from tests.helpers import assert_one_line, run_module
