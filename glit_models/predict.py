@@ -7,6 +7,7 @@ With no image it classifies a photo that ships with scikit-learn (flower.jpg).
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from pathlib import Path
@@ -38,15 +39,19 @@ def classify(model: torch.nn.Module, image: Image.Image, top_k: int = 5) -> list
     return list(zip(indices.tolist(), values.tolist()))
 
 
-@command_line(_PROG)
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=_PROG, description='Classify images with a GLiT model.')
     parser.add_argument('images', nargs='*', type=Path, help='image files (default: a bundled sample photo)')
     parser.add_argument('--model', default='glit_tiny', help='timm name, hf-hub:org/repo or local-dir:FOLDER')
     parser.add_argument('--checkpoint', default=None, help='weights file: the authors\' .pth.tar or safetensors')
     parser.add_argument('--pretrained', action='store_true', help='load the published weights (from the Hub)')
     parser.add_argument('--top-k', type=int, default=5)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command_line(_PROG)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.top_k < 1:
         raise UsageError(f'--top-k {args.top_k}: must be at least 1 (the classes shown per image)')
     setup_logging(package_level=logging.INFO)  # where weights come from, while they download

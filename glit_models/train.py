@@ -49,7 +49,7 @@ from .models.model_folder import read_model_config, save_model_folder
 from .training.engine import TrainConfig, load_training_state, train_model, unwrap
 from .training.recipes import RECIPES, Recipe, as_dict, read_recipe
 from .utils.atomic import write_text_atomic
-from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
+from .utils.cli import OneLineParser, UsageError, command_line, finite_float, setup_logging
 from .utils.distributed import (
     cleanup_distributed,
     device_memory,
@@ -78,7 +78,7 @@ _SEEDS = 2 ** 63
 
 
 def _heldout(text: str) -> Union[float, int]:
-    value = float(text)
+    value = finite_float(text)
     return int(value) if value >= 1 and value.is_integer() else value
 
 
@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument('--pretrained', action='store_true', help='start from the model\'s published weights')
     model.add_argument('--initial-checkpoint', default=None,
                        help='start from these weights (a head of another size is left at its initialisation)')
-    model.add_argument('--drop-path', type=float, default=None, help=_recipe_help('stochastic depth', 'drop_path'))
+    model.add_argument('--drop-path', type=finite_float, default=None,
+                       help=_recipe_help('stochastic depth', 'drop_path'))
     train = p.add_argument_group('recipe (glit_models.training.recipes; a flag given here overrides it)')
     train.add_argument('--recipe', choices=(*RECIPES, 'search'), default=None,
                        help='the set of defaults: scratch (DeiT from scratch), finetune (pretrained weights on a '
@@ -135,44 +136,48 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f'epochs of the run (default: {_EPOCHS}; the search recipe: the search\'s)')
     train.add_argument('-b', '--batch-size', type=int, default=None,
                        help=f'per process (default: {_BATCH}; the search recipe: the search\'s)')
-    train.add_argument('--lr', type=float, default=None,
+    train.add_argument('--lr', type=finite_float, default=None,
                        help='the head\'s learning rate (default: the recipe\'s; scratch 5e-4 x global batch / 512, '
                             'finetune 2e-3 x sqrt(global batch / 256))')
     train.add_argument('--opt', default=None, help=_recipe_help('any timm optimizer (timm.optim.list_optimizers())',
                                                                 'opt'))
-    train.add_argument('--momentum', type=float, default=None, help=_recipe_help('SGD momentum', 'momentum'))
-    train.add_argument('--weight-decay', type=float, default=None, help=_recipe_help('weight decay', 'weight_decay'))
-    train.add_argument('--layer-decay', type=float, default=None,
+    train.add_argument('--momentum', type=finite_float, default=None, help=_recipe_help('SGD momentum', 'momentum'))
+    train.add_argument('--weight-decay', type=finite_float, default=None,
+                       help=_recipe_help('weight decay', 'weight_decay'))
+    train.add_argument('--layer-decay', type=finite_float, default=None,
                        help=_recipe_help('layer-wise learning-rate decay (1: off)', 'layer_decay'))
     train.add_argument('--sched', default=None, choices=_SCHEDULERS, help=_recipe_help('learning-rate schedule',
                                                                                       'sched'))
-    train.add_argument('--min-lr', type=float, default=None, help=_recipe_help('lowest learning rate', 'min_lr'))
-    train.add_argument('--warmup-lr', type=float, default=None,
+    train.add_argument('--min-lr', type=finite_float, default=None, help=_recipe_help('lowest learning rate', 'min_lr'))
+    train.add_argument('--warmup-lr', type=finite_float, default=None,
                        help=_recipe_help('learning rate warm-up starts at', 'warmup_lr'))
     train.add_argument('--warmup-epochs', type=int, default=None,
                        help='default: the recipe\'s; scratch 5, or a tenth of --epochs for shorter runs; finetune a '
                             'tenth of --epochs, 1 to 5')
-    train.add_argument('--smoothing', type=float, default=None, help=_recipe_help('label smoothing', 'smoothing'))
-    train.add_argument('--mixup', type=float, default=None, help=_recipe_help('mixup alpha (0: off)', 'mixup'))
-    train.add_argument('--cutmix', type=float, default=None, help=_recipe_help('cutmix alpha (0: off)', 'cutmix'))
+    train.add_argument('--smoothing', type=finite_float, default=None,
+                       help=_recipe_help('label smoothing', 'smoothing'))
+    train.add_argument('--mixup', type=finite_float, default=None, help=_recipe_help('mixup alpha (0: off)', 'mixup'))
+    train.add_argument('--cutmix', type=finite_float, default=None,
+                       help=_recipe_help('cutmix alpha (0: off)', 'cutmix'))
     train.add_argument('--aa', type=_augment_name, default=None,
                        help=_recipe_help('RandAugment policy, or none', 'aa'))
-    train.add_argument('--reprob', type=float, default=None, help=_recipe_help('random erasing probability',
+    train.add_argument('--reprob', type=finite_float, default=None, help=_recipe_help('random erasing probability',
                                                                               'reprob'))
-    train.add_argument('--scale', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+    train.add_argument('--scale', type=finite_float, nargs=2, default=None, metavar=('MIN', 'MAX'),
                        help='random-resized crop area, fractions of the image (default: the recipe\'s; scratch '
                             '0.08 1, finetune sized to the image: the smallest crop about 24 px across)')
-    train.add_argument('--ratio', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+    train.add_argument('--ratio', type=finite_float, nargs=2, default=None, metavar=('MIN', 'MAX'),
                        help='random-resized crop aspect ratios (default: the recipe\'s; 3/4 4/3)')
-    train.add_argument('--hflip', type=float, default=None,
+    train.add_argument('--hflip', type=finite_float, default=None,
                        help=_recipe_help('horizontal flip probability (0 for digits, text: a data choice)', 'hflip'))
-    train.add_argument('--color-jitter', type=float, default=None, help=_recipe_help('colour jitter', 'color_jitter'))
+    train.add_argument('--color-jitter', type=finite_float, default=None,
+                       help=_recipe_help('colour jitter', 'color_jitter'))
     train.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=None,
                        help=_recipe_help('keep an exponential moving average of the weights; model.safetensors holds '
                                          'it when the run is long enough for it (see the log and config.json)',
                                          'model_ema'))
-    train.add_argument('--model-ema-decay', type=float, default=_EMA_DECAY, help='EMA decay')
-    train.add_argument('--clip-grad', type=float, default=None, help='gradient norm clipping (default: off)')
+    train.add_argument('--model-ema-decay', type=finite_float, default=_EMA_DECAY, help='EMA decay')
+    train.add_argument('--clip-grad', type=finite_float, default=None, help='gradient norm clipping (default: off)')
     train.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
     train.add_argument('--seed', type=int, default=0, help='random seed')
     run = p.add_argument_group('run')

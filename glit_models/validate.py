@@ -31,10 +31,10 @@ from .data.loader import usable_workers
 from .models.checkpoint import read_checkpoint
 from .models.factory import create_model
 from .models.glit import GlobalLocalTransformer, checkpoint_filter_fn
-from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
+from .utils.cli import OneLineParser, UsageError, command_line, finite_float, setup_logging
 from .utils.distributed import default_device
 
-__all__ = ['validate', 'main']
+__all__ = ['build_parser', 'validate', 'main']
 
 _PROG = 'python -m glit_models.validate'
 
@@ -110,9 +110,9 @@ def validate(model: torch.nn.Module, root: Path, batch_size: int = 64, workers: 
                 crop_pct=config['crop_pct'], interpolation=config['interpolation'])
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=_PROG, description=__doc__.split('\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--model', default='glit_tiny', help='timm name, local-dir:FOLDER or hf-hub:org/repo')
     p.add_argument('--checkpoint', default=None, help='weights file for --model (the authors\' .pth.tar, '
                    'safetensors, a training checkpoint); default: the published weights')
@@ -122,13 +122,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='input size (default: the checkpoint\'s recorded size, else the model\'s)')
     p.add_argument('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'),
                    help='full input size, as timm\'s validate.py (overrides --img-size)')
-    p.add_argument('--crop-pct', type=float, default=None, help='centre crop fraction (default: the model\'s)')
+    p.add_argument('--crop-pct', type=finite_float, default=None, help='centre crop fraction (default: the model\'s)')
     p.add_argument('--use-ema', action='store_true', help='the EMA weights of a training checkpoint')
     p.add_argument('-b', '--batch-size', type=int, default=64)
     p.add_argument('-j', '--workers', type=int, default=min(4, os.cpu_count() or 1), help='data loader processes')
     p.add_argument('--bad-images', choices=BAD_IMAGES, default='refuse',
                    help='images that cannot be read: refuse the data, or skip them (each named, and not scored)')
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise UsageError(f'--batch-size {args.batch_size}: must be at least 1')
     if args.workers < 0:

@@ -266,7 +266,7 @@ def test_a_full_disk_names_the_file(folder, tmp_path, monkeypatch, capsys):
     (['--epochs', '-3'], '--epochs -3: must be at least 1'),
     (['--batch-size', '0'], '--batch-size 0: must be at least 1'),
     (['--lr', '-1'], '--lr -1.0: must be a finite number, 0 or more'),
-    (['--lr', 'nan'], '--lr nan: must be a finite number'),
+    (['--lr', 'nan'], 'argument --lr: nan is not a finite number'),
     (['--workers', '-1'], '--workers -1: must be 0 or more'),
     (['--opt', 'adamx'], "--opt 'adamx': must be a timm optimizer"),
     (['--sched', 'cosinus'], "argument --sched: invalid choice: 'cosinus'"),

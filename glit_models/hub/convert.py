@@ -24,11 +24,11 @@ from ..models.glit import is_authors_layout
 from ..models.model_folder import save_model_folder
 from ..models.reference import ReferenceGlit
 from ..utils.atomic import write_text_atomic
-from ..utils.cli import OneLineParser, UsageError, command_line
+from ..utils.cli import OneLineParser, UsageError, command_line, finite_float
 from ..utils.errors import GlitError
 from .card import model_card, render
 
-__all__ = ['ConversionError', 'RELEASE_DATA', 'convert', 'main']
+__all__ = ['ConversionError', 'RELEASE_DATA', 'build_parser', 'convert', 'main']
 
 RELEASE_DATA = DataConfig((3, 224, 224), crop_pct=0.875, interpolation='bicubic')
 """The release's evaluation: shorter side to 256 (bicubic), center crop 224, ImageNet mean/std."""
@@ -91,22 +91,26 @@ def convert(checkpoint: Path, output: Path, model_name: str = 'glit_tiny_patch16
     return {'before': before, 'after': after}
 
 
-@command_line(_PROG)
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = OneLineParser(prog=_PROG, description='Convert the authors\' GLiT checkpoint to a timm Hub '
-                                     'folder.', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=_PROG, description='Convert the authors\' GLiT checkpoint to a timm Hub folder.',
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--checkpoint', type=Path, required=True, help='the release file, e.g. glit_tiny.pth.tar')
     parser.add_argument('--output', type=Path, required=True, help='folder to write')
     parser.add_argument('--model', default='glit_tiny_patch16_224.in1k', help='timm model name with its tag')
     parser.add_argument('--repo-id', default=None, help='the Hub repo the card\'s examples load (default: '
                         'glit-models/<model>)')
     parser.add_argument('--use-ema', action='store_true', help='take model_ema instead of model')
-    parser.add_argument('--tolerance', type=float, default=1e-4, help='largest logit difference accepted')
+    parser.add_argument('--tolerance', type=finite_float, default=1e-4, help='largest logit difference accepted')
     parser.add_argument('--dataset', default=None, help='the data the weights were trained on, for the card')
-    parser.add_argument('--top1', type=float, default=None, help='a top-1 accuracy (%%) for the card; needs '
+    parser.add_argument('--top1', type=finite_float, default=None, help='a top-1 accuracy (%%) for the card; needs '
                         '--top1-source')
     parser.add_argument('--top1-source', default=None, help='where --top1 comes from (a measurement, a paper)')
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command_line(_PROG)
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     if (args.top1 is None) != (args.top1_source is None):
         raise UsageError('--top1 and --top1-source go together: a card states an accuracy with its source')
     diffs = convert(args.checkpoint, args.output, args.model, args.use_ema, args.tolerance, args.repo_id,

@@ -11,6 +11,7 @@ and a folder of untrained weights (the search's ``best/`` before retraining) is 
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from ..utils.cli import OneLineParser, command_line
 from ..utils.errors import GlitError
 from .card import model_card, render
 
-__all__ = ['PublishError', 'check_folder', 'push', 'main']
+__all__ = ['PublishError', 'build_parser', 'check_folder', 'push', 'main']
 
 WEIGHTS = 'model.safetensors'
 _PROG = 'python -m glit_models.hub.push'
@@ -86,8 +87,7 @@ def push(folder: Path, repo_id: str, dry_run: bool = False, private: bool = Fals
     return str(getattr(commit, 'commit_url', commit))
 
 
-@command_line(_PROG)
-def main(argv: Optional[list[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=_PROG, description='Publish a GLiT model folder to the Hugging Face Hub.')
     parser.add_argument('--model-dir', type=Path, required=True)
     parser.add_argument('--repo-id', required=True, help='org/name on the Hub')
@@ -95,7 +95,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--force', action='store_true', help='publish a folder of untrained weights too')
     parser.add_argument('--private', action='store_true')
     parser.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command_line(_PROG)
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     where = push(args.model_dir, args.repo_id, args.dry_run, args.private, args.token, force=args.force)
     print(f'dry run: {where} is ready for {args.repo_id}' if args.dry_run else f'pushed {where}')
     return 0

@@ -8,6 +8,7 @@ upload, offline.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import sys
@@ -22,7 +23,7 @@ from ..utils.errors import GlitError
 from .convert import convert
 from .push import push
 
-__all__ = ['ManifestEntry', 'ManifestError', 'STATES', 'read_manifest', 'release', 'main']
+__all__ = ['ManifestEntry', 'ManifestError', 'STATES', 'build_parser', 'read_manifest', 'release', 'main']
 
 _PROG = 'python -m glit_models.hub.release'
 STATES = ('published', 'pending', 'not trained')
@@ -131,8 +132,7 @@ def release(entries: Sequence[ManifestEntry], checkpoint_dir: Path, work_dir: Pa
     return lines
 
 
-@command_line(_PROG)
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=_PROG, description='Convert, write the cards of and push every entry of the zoo\'s '
                                                    'manifest.')
     parser.add_argument('--manifest', type=Path, default=Path('hub/manifest.json'),
@@ -143,7 +143,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--only', nargs='+', default=(), metavar='REPO_ID', help='release these entries only')
     parser.add_argument('--dry-run', action='store_true', help='convert and check everything, upload nothing')
     parser.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command_line(_PROG)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     for line in release(read_manifest(args.manifest), args.checkpoint_dir, args.work_dir, args.dry_run, args.token,
                         args.only):
         print(line)

@@ -29,7 +29,7 @@ from ..data import BAD_IMAGES, Augmentation, check_image_folder, find_split
 from ..data.fingerprint import Listing, check_resumed_data, fingerprint, list_image_files, save_listing
 from ..data.memory import DEFAULT_MEMORY_LIMIT_MB
 from ..utils.atomic import save_json_atomic
-from ..utils.cli import OneLineParser, command_line, setup_logging
+from ..utils.cli import OneLineParser, command_line, finite_float, setup_logging
 from ..utils.distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
 from ..utils.json_file import read_json
 from ..utils.run_lock import LOCK_FILE, hold_output
@@ -145,17 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--epochs', type=int, default=None, help='supernet epochs per stage (default: the preset\'s)')
     p.add_argument('-b', '--batch-size', type=int, default=None,
                    help='batch size per process (default: the preset\'s global batch over the processes)')
-    p.add_argument('--lr', type=float, default=None,
+    p.add_argument('--lr', type=finite_float, default=None,
                    help='supernet learning rate (default: the preset\'s, 0.2 with Nesterov SGD; demo 2e-3 with AdamW)')
     p.add_argument('-j', '--workers', type=int, default=None, help='data loader workers per process')
     p.add_argument('--amp', action='store_true', help='mixed precision on CUDA')
-    p.add_argument('--heldout', type=float, default=None,
+    p.add_argument('--heldout', type=finite_float, default=None,
                    help='held-out split carved from train, a fraction < 1 or an image count: scores supernet paths '
                         'and picks among retrained candidates (default: the preset\'s)')
     p.add_argument('--score-images', type=int, default=None,
                    help='held-out images each supernet path is scored on, a fixed seeded subset (default: the '
                         'preset\'s, 8000 for tiny/small/base as SPOS, all for the demo)')
-    p.add_argument('--test-split', type=float, default=0.1,
+    p.add_argument('--test-split', type=finite_float, default=0.1,
                    help='without DIR/val: the test split carved from train, a fraction < 1 or an image count, '
                         'never used to choose (default 0.1)')
     p.add_argument('--calib-batches', type=int, default=None,
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     evo.add_argument('--generations', type=int, default=None)
     evo.add_argument('--parents', type=int, default=None)
     evo.add_argument('--mutations', type=int, default=None)
-    evo.add_argument('--mutation-prob', type=float, default=None)
+    evo.add_argument('--mutation-prob', type=finite_float, default=None)
     evo.add_argument('--crossovers', type=int, default=None)
     evo.add_argument('--top-k', type=int, default=None,
                      help='candidates each stage keeps and retrains (the paper: 5; the demo: 3)')
@@ -179,16 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
                         'the test split (default: the demo 3, else 0)')
     aug = p.add_argument_group('training augmentation (timm train.py\'s flags; default: the preset\'s, timm\'s for '
                                'tiny/small/base, a digits recipe for the demo)')
-    aug.add_argument('--scale', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+    aug.add_argument('--scale', type=finite_float, nargs=2, default=None, metavar=('MIN', 'MAX'),
                      help='random-resized-crop area fractions')
-    aug.add_argument('--ratio', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+    aug.add_argument('--ratio', type=finite_float, nargs=2, default=None, metavar=('MIN', 'MAX'),
                      help='random-resized-crop aspect ratios')
-    aug.add_argument('--hflip', type=float, default=None, help='horizontal flip probability')
-    aug.add_argument('--color-jitter', type=float, default=None, help='colour jitter strength')
+    aug.add_argument('--hflip', type=finite_float, default=None, help='horizontal flip probability')
+    aug.add_argument('--color-jitter', type=finite_float, default=None, help='colour jitter strength')
     aug.add_argument('--aa', default=None, help='RandAugment policy, e.g. rand-m9-mstd0.5-inc1, or none')
-    aug.add_argument('--reprob', type=float, default=None, help='random erasing probability')
+    aug.add_argument('--reprob', type=finite_float, default=None, help='random erasing probability')
     aug.add_argument('--no-aug', action='store_true', help='no training augmentation: resize and centre crop')
-    p.add_argument('--memory-limit', type=float, default=DEFAULT_MEMORY_LIMIT_MB, metavar='MIB',
+    p.add_argument('--memory-limit', type=finite_float, default=DEFAULT_MEMORY_LIMIT_MB, metavar='MIB',
                    help='decode the data once and hold it in memory when its pixels fit in this many MiB (0: never; '
                         f'default {DEFAULT_MEMORY_LIMIT_MB})')
     p.add_argument('--bad-images', choices=BAD_IMAGES, default='refuse',

@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import sys
 from typing import Callable, NoReturn, Optional, Sequence
 
 from .errors import GlitError, UsageError
 
-__all__ = ['UsageError', 'OneLineParser', 'command_line', 'one_line', 'setup_logging']
+__all__ = ['UsageError', 'OneLineParser', 'command_line', 'finite_float', 'one_line', 'setup_logging']
 
 Main = Callable[[Optional[Sequence[str]]], int]
 
@@ -23,6 +24,18 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f'{self.prog}: error: {message}\n')
+
+
+def finite_float(text: str) -> float:
+    """The argparse type of every float flag: a number, never NaN or infinity, which would switch a check off
+    (``--tolerance nan`` passes every comparison) or turn a run's numbers into NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f'{text} is not a finite number')
+    return value
 
 
 def one_line(error: BaseException) -> str:

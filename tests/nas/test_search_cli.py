@@ -49,7 +49,7 @@ def output(tmp_path):
     (['--resume'], 'no search state'),
     (['--flops-convention', 'macs'], 'needs --budget-flops'),
     (['--population', '0'], '--population 0: must be at least 1'),
-    (['--heldout', 'nan'], '--heldout nan: must be a fraction in (0, 1) or a whole number of images'),
+    (['--heldout', 'nan'], 'argument --heldout: nan is not a finite number'),
     (['--heldout', '1.5'], '--heldout 1.5: must be'),
     (['--lr', '-1'], '--lr -1.0: must be a positive number'),
     (['--workers', '-1'], '--workers -1: must be 0'),
