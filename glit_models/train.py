@@ -49,7 +49,7 @@ from .models.model_folder import read_model_config, save_model_folder
 from .training.engine import TrainConfig, load_training_state, train_model, unwrap
 from .training.recipes import RECIPES, Recipe, as_dict, read_recipe
 from .utils.atomic import write_text_atomic
-from .utils.cli import OneLineParser, UsageError, command_line, finite_float, setup_logging
+from .utils.cli import OneLineParser, UsageError, command_line, finite_float, one_line, setup_logging
 from .utils.distributed import (
     cleanup_distributed,
     device_memory,
@@ -57,6 +57,8 @@ from .utils.distributed import (
     is_main_process,
     world_size,
 )
+from .utils.errors import GlitError
+from .utils.json_file import read_json
 from .utils.run_lock import LOCK_FILE, hold_output
 
 __all__ = ['RunRecord', 'UsageError', 'build_parser', 'choose_recipe', 'load_arch', 'main', 'parse_args',
@@ -425,7 +427,16 @@ def _resumed(given: dict[str, Any], output: Path) -> RunRecord:
     path = output / _RECORD
     if not path.is_file():
         raise UsageError(f'nothing to resume: {path} does not exist; drop --resume to start a run')
-    saved = json.loads(path.read_text())
+    damaged = 'it was edited or damaged: restore it, or start a new run in another --output'
+    saved = read_json(path, lambda why: UsageError(f'{path}: not readable JSON ({why}); {damaged}'))
+    if not isinstance(saved, dict):
+        raise UsageError(f'{path}: a JSON {type(saved).__name__}, not the record of a run; {damaged}')
+    try:
+        check_values(RunRecord.from_json({**saved, 'output': str(output)}))
+    except GlitError as e:
+        raise UsageError(f'{path}: {one_line(e)}; {damaged}') from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise UsageError(f'{path}: not the record of a run ({type(e).__name__}: {e}); {damaged}') from None
     for flag, value in given.items():
         if flag in _MACHINE or flag in ('output', 'resume') or flag not in saved:
             continue
@@ -433,7 +444,9 @@ def _resumed(given: dict[str, Any], output: Path) -> RunRecord:
             raise UsageError(f'--resume: --{flag.replace("_", "-")} {value} differs from the run in {output} '
                              f'({saved[flag]}); resume without it, or start a new run in another --output')
     machine = {k: v for k, v in given.items() if k in _MACHINE}
-    return RunRecord.from_json({**saved, **machine, 'output': str(output)})
+    record = RunRecord.from_json({**saved, **machine, 'output': str(output)})
+    check_values(record)  # the flags that may change (--workers) are checked as a new run's
+    return record
 
 
 def _check_fresh(output: Path) -> None:

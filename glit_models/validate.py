@@ -156,8 +156,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging(package_level=logging.INFO)  # where weights come from, while they download
     root = resolve_split(args.data_dir, args.split)
     input_size = tuple(args.input_size) if args.input_size else None
+    if input_size and input_size[1] != input_size[2]:
+        raise UsageError(f'--input-size {" ".join(map(str, input_size))}: the model is built at one size, so H and W '
+                         'must be equal')
     size = input_size[-1] if input_size else args.img_size or recorded_size(args.checkpoint)
     model = create_model(args.model, True, args.checkpoint, **(dict(img_size=size) if size else {}))
+    channels = resolve_model_data_config(model)['input_size'][0]
+    if input_size and input_size[0] != channels:
+        raise UsageError(f'--input-size {" ".join(map(str, input_size))}: the model takes {channels} channels, '
+                         f'not {input_size[0]}; pass {channels} {size} {size}')
     if args.use_ema:
         _load_ema(model, args.checkpoint)
     if size and not input_size:

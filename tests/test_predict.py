@@ -120,3 +120,17 @@ def test_nan_weights_are_one_line(found, tmp_path):
               broken / 'model.safetensors')
     assert_one_line(run_module(['glit_models.predict', image, '--model', f'local-dir:{broken}']),
                     'non-finite value(s)')
+
+
+def test_a_name_the_terminal_cannot_encode_is_printed_escaped(found, tmp_path, monkeypatch):
+    """Under PYTHONIOENCODING=ascii a unicode path is written with escapes, not a UnicodeEncodeError."""
+    import io
+    import shutil
+
+    folder, image = found
+    shutil.copy(image, tmp_path / 'rouge_\u00e9t\u00e9.png')
+    out = io.TextIOWrapper(io.BytesIO(), encoding='ascii')
+    monkeypatch.setattr('sys.stdout', out)
+    assert predict.main([str(tmp_path / 'rouge_\u00e9t\u00e9.png'), '--model', f'local-dir:{folder}']) == 0
+    out.flush()
+    assert 'rouge_\\xe9t\\xe9.png' in out.buffer.getvalue().decode('ascii')

@@ -180,6 +180,7 @@ def test_a_long_enough_run_saves_the_ema(folder, tmp_path):
     (['--heldout', '0.5'], '--heldout 0.5 differs'),
     (['--opt', 'sgd'], "--opt sgd differs from the run in {out} (adamw)"),
     (['--warmup-epochs', '1'], '--warmup-epochs 1 differs from the run in {out} (0)'),
+    (['--workers', '-1'], '--workers -1: must be 0 or more'),  # may change, but not to what cannot work
 ])
 def test_resume_refuses_a_flag_that_differs_from_the_run(finished, capsys, extra, message):
     output, _ = finished
@@ -230,6 +231,25 @@ def test_resume_refuses_changed_data_unless_allowed(tmp_path, monkeypatch, capsy
     assert '--allow-data-change: only with --resume' in _error(capsys)
 
 
+@pytest.mark.parametrize('text, message', [
+    ('{"data_dir": ', 'args.json: not readable JSON (Expecting value'),
+    ('[1, 2]', 'args.json: a JSON list, not the record of a run'),
+    ('{"epochs": 2}', "args.json: not the record of a run (TypeError: RunRecord.__init__() missing 1 required "
+                      "positional argument: 'data_dir')"),
+    ('{"data_dir": "d", "epochs": "two"}', 'args.json: not the record of a run (TypeError: '),
+    ('{"data_dir": "d", "epochs": 0}', 'args.json: --epochs 0: must be at least 1; it was edited or damaged'),
+])
+def test_a_damaged_record_is_one_line_on_resume(finished, tmp_path, capsys, text, message):
+    import shutil
+
+    output = tmp_path / 'run'
+    shutil.copytree(finished[0], output)
+    (output / 'args.json').write_text(text)
+    assert main(['--output', str(output), '--resume']) == 2
+    error = _error(capsys)
+    assert message in error and 'restore it, or start a new run in another --output' in error
+
+
 def test_a_new_run_never_writes_into_a_used_folder(finished, folder, tmp_path, capsys):
     output, _ = finished
     assert main(_args(folder, output)) == 2
@@ -267,6 +287,7 @@ def test_a_full_disk_names_the_file(folder, tmp_path, monkeypatch, capsys):
     (['--batch-size', '0'], '--batch-size 0: must be at least 1'),
     (['--lr', '-1'], '--lr -1.0: must be a finite number, 0 or more'),
     (['--lr', 'nan'], 'argument --lr: nan is not a finite number'),
+    (['--aa', 'garbage'], '--aa garbage: not a policy timm knows (Unknown AA policy garbage); e.g. rand-m9'),
     (['--workers', '-1'], '--workers -1: must be 0 or more'),
     (['--opt', 'adamx'], "--opt 'adamx': must be a timm optimizer"),
     (['--sched', 'cosinus'], "argument --sched: invalid choice: 'cosinus'"),

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from timm.data import auto_augment, create_loader
+from timm.data.transforms_factory import transforms_imagenet_train
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..utils.distributed import default_device, world_size
@@ -72,6 +73,13 @@ class Augmentation:
         for ok, flag, value, allowed in checks:
             if not ok:
                 raise DataError(f'{flag} {value}: must be {allowed}')
+        if self.aa:
+            try:  # timm parses the policy only when it builds the transform, and asserts on what it cannot read
+                transforms_imagenet_train(8, auto_augment=self.aa)
+            except (AssertionError, ValueError, KeyError, IndexError) as e:
+                raise DataError(f'--aa {self.aa}: not a policy timm knows ({e or "cannot parse it"}); e.g. '
+                                'rand-m9-mstd0.5-inc1 (RandAugment), augmix-m5, original or v0 (AutoAugment), '
+                                'or none') from None
 
     def describe(self) -> str:
         """One line for logs and model folders' notes."""

@@ -17,6 +17,7 @@ from typing import Optional
 
 import timm
 import torch
+from timm.models import split_model_name_tag
 
 from ..data.config import DataConfig
 from ..models.checkpoint import CheckpointError, read_checkpoint
@@ -53,11 +54,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_model_name(name: str) -> None:
+    """A GLiT name timm can build, with a tag it knows (the card and config name it), else UsageError."""
+    architecture, tag = split_model_name_tag(name)
+    known = ', '.join(timm.list_pretrained('glit_*'))
+    if not (architecture.startswith('glit') and timm.is_model(architecture)):
+        raise UsageError(f'--model {name}: not a GLiT model timm knows; the tagged GLiT models are {known}')
+    if tag and name not in timm.list_pretrained(architecture):
+        raise UsageError(f'--model {name}: {architecture} has no tag {tag!r}; the tagged GLiT models are {known}')
+
+
 def convert(checkpoint: Path, output: Path, model_name: str = 'glit_tiny_patch16_224.in1k', use_ema: bool = False,
             tolerance: float = 1e-4, repo_id: Optional[str] = None, dataset: Optional[str] = None,
             top1: Optional[float] = None, top1_source: Optional[str] = None) -> dict[str, float]:
     """Write the Hub folder for ``checkpoint``; return the logit differences before and after."""
     output = Path(output)
+    _check_model_name(model_name)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         what = 'is a file' if not output.is_dir() else \
             f'is not empty ({", ".join(sorted(p.name for p in output.iterdir())[:3])})'

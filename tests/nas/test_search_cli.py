@@ -50,6 +50,7 @@ def output(tmp_path):
     (['--flops-convention', 'macs'], 'needs --budget-flops'),
     (['--population', '0'], '--population 0: must be at least 1'),
     (['--heldout', 'nan'], 'argument --heldout: nan is not a finite number'),
+    (['--aa', 'garbage'], '--aa garbage: not a policy timm knows'),
     (['--heldout', '1.5'], '--heldout 1.5: must be'),
     (['--lr', '-1'], '--lr -1.0: must be a positive number'),
     (['--workers', '-1'], '--workers -1: must be 0'),

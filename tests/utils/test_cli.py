@@ -114,3 +114,28 @@ def test_every_float_flag_of_every_command_refuses_nan_and_infinity(capsys):
                     and 'is not a finite number' in err, err
             checked += 1
     assert checked >= 30  # train's, the search's, validate's --crop-pct, convert's --tolerance and --top1
+
+
+def test_ctrl_c_while_the_modules_import_is_one_line():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, '-m', 'glit_models.train', '--help'], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # torch and timm take seconds to import
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert (process.returncode, err) == (130, 'python -m glit_models.train: interrupted\n')
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, '-m', 'glit_models.nas.budget_matched', '--max-changes', '0'],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # as `| head` does once it has read its lines
+    err = process.stderr.read()
+    assert (process.wait(timeout=120), err) == (141, '')
