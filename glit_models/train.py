@@ -46,7 +46,7 @@ from .data.config import DataConfig
 from .data.fingerprint import Listing, check_resumed_data, fingerprint, list_image_files, save_listing
 from .models.glit import GlobalLocalTransformer
 from .models.model_folder import read_model_config, save_model_folder
-from .training.engine import TrainConfig, load_training_state, train_model, unwrap
+from .training.engine import TrainConfig, load_training_state, train_model, unwrap, warn_amp_off_cuda
 from .training.recipes import RECIPES, Recipe, as_dict, read_recipe
 from .utils.atomic import write_text_atomic
 from .utils.cli import OneLineParser, UsageError, command_line, finite_float, one_line, setup_logging
@@ -272,8 +272,8 @@ class RunRecord:
     weight_decay: float = _SCRATCH.weight_decay
     layer_decay: Optional[float] = None
     sched: str = _SCRATCH.sched
-    min_lr: float = _SCRATCH.min_lr
-    warmup_lr: float = _SCRATCH.warmup_lr
+    min_lr: Optional[float] = _SCRATCH.min_lr
+    warmup_lr: Optional[float] = _SCRATCH.warmup_lr
     warmup_epochs: Optional[int] = None
     smoothing: float = _SCRATCH.smoothing
     mixup: float = _SCRATCH.mixup
@@ -348,8 +348,9 @@ def resolve_record(args: argparse.Namespace, recipe: Recipe) -> RunRecord:
     the model or the process count (lr, warm-up, crops, image size) are filled by ``_complete``."""
     output = args.output or str(Path('output/train') / args.model)
     values = {f.name: getattr(args, f.name) for f in fields(RunRecord) if hasattr(args, f.name)}
-    for name in ('opt', 'momentum', 'weight_decay', 'sched', 'min_lr', 'warmup_lr', 'smoothing', 'mixup', 'cutmix',
-                 'drop_path', 'model_ema', 'reprob', 'hflip', 'color_jitter', 'layer_decay', 'ratio'):
+    # min_lr and warmup_lr stay None unless given: the recipe's are capped at the learning rate (_complete)
+    for name in ('opt', 'momentum', 'weight_decay', 'sched', 'smoothing', 'mixup', 'cutmix', 'drop_path', 'model_ema',
+                 'reprob', 'hflip', 'color_jitter', 'layer_decay', 'ratio'):
         values[name] = _pick(getattr(args, name), getattr(recipe, name))
     values['aa'] = None if args.aa == 'none' else _pick(args.aa, recipe.aa)
     values['scale'] = tuple(args.scale) if args.scale is not None else recipe.scale
@@ -398,11 +399,17 @@ def check_values(record: RunRecord) -> None:
     _check(not (record.mixup > 0 or record.cutmix > 0) or record.batch_size % 2 == 0, '--batch-size',
            record.batch_size, 'even with --mixup or --cutmix (they pair the images of a batch); or pass --mixup 0 '
            '--cutmix 0')
-    # the schedule decays from the learning rate to --min-lr: a floor above it would raise the rate instead
-    # (the engine also caps the floor at the scaled rate, for a recipe's default --lr)
     if record.lr is not None:
-        _check(record.min_lr <= record.lr, '--min-lr', record.min_lr,
-               f'at most the learning rate {record.lr:g} (--lr); lower --min-lr or raise --lr')
+        _check_floors(record, record.lr, '--lr')
+
+
+def _check_floors(record: RunRecord, lr: float, source: str) -> None:
+    """The schedule decays from the learning rate to --min-lr and warms up from --warmup-lr: either given
+    above the rate would raise it instead. (A recipe's own values are lowered to the rate, in ``_complete``.)"""
+    for name in ('min_lr', 'warmup_lr'):
+        value = getattr(record, name)
+        _check(value is None or value <= lr, f'--{name.replace("_", "-")}', value,
+               f'at most the learning rate {lr:g} ({source}); lower it or raise --lr')
 
 
 def _same(flag: str, value: Any) -> Any:
@@ -497,11 +504,15 @@ def _complete(record: RunRecord, recipe: Recipe, model: torch.nn.Module, num_cla
     """A new run's record with what the model and the processes decide, so args.json says what ran."""
     img_size = _img_size(record, model)
     arch = unwrap(model).arch.to_str() if isinstance(model, GlobalLocalTransformer) else None
-    lr = _pick(record.lr, recipe.global_lr(record.batch_size * world_size()))
-    # the schedule decays from lr to min_lr: a floor above the rate (a default one at a small batch) is
-    # lowered to it, as the engine would, so the record says what ran
+    batch = record.batch_size * world_size()
+    lr = _pick(record.lr, recipe.global_lr(batch))
+    if record.lr is None:
+        _check_floors(record, lr, f'the {recipe.name} recipe\'s at a global batch of {batch}')
+    # a recipe's floor and warm-up start above the rate (at a small batch, or a small --lr) are lowered to it,
+    # as the engine would, so the record says what ran
     return replace(record, img_size=img_size, num_classes=num_classes, arch=arch, lr=lr,
-                   min_lr=min(record.min_lr, lr),
+                   min_lr=min(_pick(record.min_lr, recipe.min_lr), lr),
+                   warmup_lr=min(_pick(record.warmup_lr, recipe.warmup_lr), lr),
                    warmup_epochs=_pick(record.warmup_epochs, recipe.warmup(record.epochs)),
                    scale=record.scale or recipe.crop_scale(img_size))
 
@@ -598,6 +609,7 @@ def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distribute
         distributed=distributed, augmentation=record.augmentation(), bad_images=record.bad_images)
     config = record.train_config()
     _warn_short_ema(record, config, record.epochs * len(data.train_loader))
+    warn_amp_off_cuda(record.amp)
     state = output / 'last.pth.tar'
     if recipe is not None:
         _say(recipe.describe())

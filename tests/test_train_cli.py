@@ -306,8 +306,17 @@ def test_a_full_disk_names_the_file(folder, tmp_path, monkeypatch, capsys):
     (['--arch', '{tmp}/list'], '{tmp}/list/config.json: expected a JSON object, got a list'),
     (['--arch', '{tmp}/arch.json'], '{tmp}/arch.json: not a JSON architecture'),
     (['--arch', 'embed24 heads3 patch8 img32 | 3:0 e1 mlp1e9'], "cannot read 'mlp1e9'"),
+    (['--arch', '{{"blocks": [{{"global_thirds": 3, "qkv_ratio": 1, "mlp_ratio": 2}}]}}'],
+     'the architecture has no embed_dim, img_size, num_heads, patch_size'),
+    (['--min-lr', '1e-5'], "--min-lr 1e-05: must be at most the learning rate 5.85938e-06 (the scratch recipe's at a "
+                           'global batch of 6); lower it or raise --lr'),
+    (['--lr', '1e-4', '--warmup-lr', '1e-3'], '--warmup-lr 0.001: must be at most the learning rate 0.0001 (--lr)'),
+    (['--data-dir', '{tmp}/damaged'], 'unreadable image(s) in '),
 ])
 def test_every_bad_value_is_one_line_before_any_work(folder, tmp_path, capsys, extra, message):
+    from tests.helpers import write_bad_images
+
+    write_bad_images(write_image_folder(tmp_path / 'damaged', classes=3, per_class=6) / 'class_1')
     (tmp_path / 'file').write_text('x')
     for name, text in (('folder', ''), ('list', '[1, 2]')):
         (tmp_path / name).mkdir()
@@ -320,7 +329,17 @@ def test_every_bad_value_is_one_line_before_any_work(folder, tmp_path, capsys, e
         code = e.code
     assert code == 2
     assert message.format(tmp=tmp_path) in _error(capsys)
-    assert not (tmp_path / 'out' / 'args.json').exists()
+    assert not (tmp_path / 'out').exists()  # a refused start leaves no folder behind
+
+
+def test_a_small_lr_lowers_the_recipe_s_floor_and_amp_off_cuda_is_said(folder, tmp_path, caplog):
+    """--lr 5e-6 under the scratch recipe's --min-lr 1e-5: the floor is lowered to the rate, as for the
+    recipe's own lr at a small batch, not refused; --amp on a CPU trains in float32, and says so."""
+    output = tmp_path / 'run'
+    assert main(_args(folder, output, '--lr', '5e-6', '--epochs', '1', '--warmup-epochs', '0', '--amp')) == 0
+    record = json.loads((output / 'args.json').read_text())
+    assert (record['lr'], record['min_lr'], record['warmup_lr']) == (5e-6, 5e-6, 1e-6)
+    assert '--amp: mixed precision runs on CUDA only; on the CPU this run trains in float32' in caplog.text
 
 
 def test_a_compact_string_longer_than_a_file_name(tmp_path):

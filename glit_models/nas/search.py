@@ -28,6 +28,7 @@ from ..architecture import GLIT_WIDTHS
 from ..data import BAD_IMAGES, Augmentation, check_image_folder, find_split
 from ..data.fingerprint import Listing, check_resumed_data, fingerprint, list_image_files, save_listing
 from ..data.memory import DEFAULT_MEMORY_LIMIT_MB
+from ..training.engine import warn_amp_off_cuda
 from ..utils.atomic import save_json_atomic
 from ..utils.cli import OneLineParser, command_line, finite_float, setup_logging
 from ..utils.distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
@@ -486,6 +487,7 @@ def _search(args: argparse.Namespace, config: SearchConfig, output: Path, record
         check_resumed_data(saved, output, listing, config.data.root(output), output / _RUN_FILE,
                            args.allow_data_change)
     data = search_data(config, output)
+    warn_amp_off_cuda(config.supernet.amp)
     if is_main_process():
         _say_settings(config)
         save_listing(listing, output)

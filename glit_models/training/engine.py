@@ -8,6 +8,7 @@ at any moment and resumed reaches exactly the weights of an uninterrupted run.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import sys
@@ -41,9 +42,10 @@ from ..utils.distributed import (
 from ..utils.errors import GlitError
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainingRun', 'TrainingStateError', 'train_model', 'fit', 'evaluate',
-           'head_lr', 'load_training_state', 'seed_epoch', 'unwrap']
+           'head_lr', 'load_training_state', 'seed_epoch', 'unwrap', 'warn_amp_off_cuda']
 
 StepHook = Callable[[int, int], None]
+_logger = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(GlitError, FloatingPointError):
@@ -191,6 +193,13 @@ def evaluate(model: nn.Module, loader, amp: bool = False) -> dict[str, float]:
 
 def _amp_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def warn_amp_off_cuda(amp: bool) -> None:
+    """Say that ``--amp`` changes nothing where there is no CUDA device (``_autocast``), not leave it unsaid."""
+    if amp and default_device().type != 'cuda' and is_main_process():
+        _logger.warning('--amp: mixed precision runs on CUDA only; on the %s this run trains in float32',
+                        default_device().type.upper())
 
 
 def _autocast(device: torch.device, amp: bool):
