@@ -221,15 +221,21 @@ def load_arch(text: str) -> GlitArch:
         return GlitArch.coerce(arch)
     if path.is_file():
         text = path.read_text().strip()
-        if text.startswith('{'):
-            try:
-                data = json.loads(text)
-            except ValueError as e:
+        if not text:
+            raise ArchitectureError(f'{path} is empty; it should hold a JSON architecture object or a compact string '
+                                    'like "embed192 heads3 patch16 img224 | 3:0 e0.5 mlp4 | ..."')
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            if text.startswith('{'):
                 raise ArchitectureError(f'{path}: not a JSON architecture ({e})') from None
-            if not isinstance(data, dict):
-                raise ArchitectureError(f'{path}: expected an architecture object, got a {type(data).__name__}')
+            data = text  # a compact string
+        if not isinstance(data, (dict, str)):
+            raise ArchitectureError(f'{path}: expected an architecture object, got a JSON {type(data).__name__}')
+        try:
             return GlitArch.coerce(data)
-        return GlitArch.coerce(text)
+        except ArchitectureError as e:
+            raise ArchitectureError(f'{path}: {e}') from None
     raise ArchitectureError(f'--arch {text!r}: no such file or folder, and not a description like '
                             '"embed192 heads3 patch16 img224 | 3:0 e0.5 mlp4 | ..."')
 

@@ -29,6 +29,9 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     (tmp_path / 'not_an_image.jpg').write_text('hello')
     assert predict.main([str(tmp_path / 'not_an_image.jpg')]) == 2
     assert 'cannot read it as an image' in capsys.readouterr().err
+    assert predict.main(['https://example.com/cat.jpg']) == 2
+    assert capsys.readouterr().err == ('python -m glit_models.predict: error: https://example.com/cat.jpg: predict '
+                                       'reads image files, not URLs; download it first\n')
 
 
 def test_a_bad_config_json_in_a_local_dir_is_named(tmp_path, capsys):

@@ -305,6 +305,9 @@ def test_a_full_disk_names_the_file(folder, tmp_path, monkeypatch, capsys):
     (['--arch', '{tmp}/folder'], '{tmp}/folder/config.json: not a readable JSON config'),
     (['--arch', '{tmp}/list'], '{tmp}/list/config.json: expected a JSON object, got a list'),
     (['--arch', '{tmp}/arch.json'], '{tmp}/arch.json: not a JSON architecture'),
+    (['--arch', '{tmp}/list.json'], '{tmp}/list.json: expected an architecture object, got a JSON list'),
+    (['--arch', '{tmp}/empty.arch'], '{tmp}/empty.arch is empty; it should hold a JSON architecture object'),
+    (['--arch', '{tmp}/bad.arch'], "{tmp}/bad.arch: cannot read the stem 'embed24 heads3'"),
     (['--arch', 'embed24 heads3 patch8 img32 | 3:0 e1 mlp1e9'], "cannot read 'mlp1e9'"),
     (['--arch', '{{"blocks": [{{"global_thirds": 3, "qkv_ratio": 1, "mlp_ratio": 2}}]}}'],
      'the architecture has no embed_dim, img_size, num_heads, patch_size'),
@@ -322,6 +325,9 @@ def test_every_bad_value_is_one_line_before_any_work(folder, tmp_path, capsys, e
         (tmp_path / name).mkdir()
         (tmp_path / name / 'config.json').write_text(text)
     (tmp_path / 'arch.json').write_text('{"embed_dim": 24, ')
+    (tmp_path / 'list.json').write_text('[1, 2]')
+    (tmp_path / 'empty.arch').write_text('\n')
+    (tmp_path / 'bad.arch').write_text('embed24 heads3 | 3:0 e1 mlp2')
     extra = [a.format(tmp=tmp_path) for a in extra]
     try:
         code = main(_args(folder, tmp_path / 'out') + extra)

@@ -317,31 +317,48 @@ _MACHINE = ('workers',)
 """Data settings that may change on --resume: they say how to run on this machine, not what runs."""
 
 
-_FLAGS = {'supernet.epochs': '--epochs', 'supernet.lr': '--lr', 'supernet.batch_size': '--batch-size',
-          'supernet.amp': '--amp', 'supernet.seed': '--seed', 'retrain.epochs': '--retrain-epochs',
-          'data.augmentation': 'the augmentation flags', 'data.heldout': '--heldout', 'data.data_dir': '--data-dir',
-          'budget': 'the --budget-* flag', 'stem': '--preset', 'latency_batch': '--latency-batch'}
-"""Saved setting -> the flag that sets it, for the settings whose flag is not their own name."""
+_AUGMENTATION = ('scale', 'ratio', 'hflip', 'color_jitter', 'aa', 'reprob', 'no_aug')
+_FLAGS = {'supernet.epochs': ('--epochs', ('epochs',)), 'supernet.lr': ('--lr', ('lr',)),
+          'supernet.batch_size': ('--batch-size', ('batch_size',)), 'supernet.amp': ('--amp', ('amp',)),
+          'supernet.seed': ('--seed', ('seed',)), 'retrain.epochs': ('--retrain-epochs', ('retrain_epochs',)),
+          'retrain_top': ('--retrain-epochs', ('retrain_epochs',)),
+          'retrain': ('--batch-size, --seed, --amp or --preset', ('batch_size', 'seed', 'amp', 'preset')),
+          'evolution.seed': ('--seed', ('seed',)), 'data.seed': ('--seed', ('seed',)),
+          'data.augmentation': ('the augmentation flags', _AUGMENTATION), 'data.heldout': ('--heldout', ('heldout',)),
+          'data.memory_limit_mb': ('--memory-limit', ('memory_limit',)),
+          'data.data_dir': ('--data-dir', ('data_dir',)),
+          'budget': ('the --budget-* flag', ('budget_flops', 'budget_params', 'budget_latency', 'flops_convention')),
+          'stem': ('--preset', ('preset',)), 'calib_batches': ('--calib-batches', ('calib_batches', 'batch_size'))}
+"""Saved setting -> the flag that sets it and the parser's names of the flags it follows, for the settings whose
+flag is not their own name. A setting no flag names follows --preset."""
 
 
-def _flag(setting: str) -> str:
-    """The flag a saved setting comes from, e.g. ``supernet.epochs`` -> ``--epochs (supernet.epochs)``."""
-    for name, flag in _FLAGS.items():
+def _flag(setting: str) -> tuple[str, set[str]]:
+    """The flag a saved setting comes from, e.g. ``supernet.epochs`` -> ``--epochs (supernet.epochs)``, and
+    the names of the flags that set it."""
+    for name, (flag, dests) in _FLAGS.items():
         if setting == name or setting.startswith(f'{name}.'):
-            return f'{flag} ({setting})'
-    option = '--' + setting.rsplit('.', 1)[-1].replace('_', '-')
-    return f'{option} ({setting})' if option in build_parser()._option_string_actions else setting
+            return f'{flag} ({setting})', set(dests)
+    leaf = setting.rsplit('.', 1)[-1]
+    option = '--' + leaf.replace('_', '-')
+    if option in build_parser()._option_string_actions:
+        return f'{option} ({setting})', {leaf}
+    return setting, {'preset'}
 
 
-def _differences(before: dict[str, Any], now: dict[str, Any], prefix: str = '') -> list[str]:
-    """The flags (and their dotted setting names) whose values differ between two records."""
+def _differences(before: dict[str, Any], now: dict[str, Any], given: Optional[set[str]] = None,
+                 prefix: str = '') -> list[str]:
+    """The flags (and their dotted setting names) whose values differ between two records; with ``given``,
+    only those of the flags it names (a resume takes the others from the saved search)."""
     changed = []
     for key in sorted(set(before) | set(now)):
         old, new = before.get(key), now.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
-            changed += _differences(old, new, f'{prefix}{key}.')
+            changed += _differences(old, new, given, f'{prefix}{key}.')
         elif old != new and not (prefix == 'data.' and key in _MACHINE):
-            changed.append(f'{_flag(prefix + key)}: {old!r} saved, {new!r} now')
+            flag, dests = _flag(prefix + key)
+            if given is None or dests & given:
+                changed.append(f'{flag}: {old!r} saved, {new!r} now')
     return changed
 
 
@@ -353,9 +370,10 @@ def _check_log(output: Path) -> None:
         raise SearchError(f'--resume: {e}; it is not this search\'s log: move it away to resume') from None
 
 
-def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
+def _check_output(output: Path, resume: bool, record: dict[str, Any], given: Optional[set[str]] = None) -> None:
     """A search owns its folder's files: a fresh search starts in an empty folder (so it never merges another
-    run's log), a resume continues only the same search, and its log must be the search's own."""
+    run's log), a resume continues only the same search (``given``: only the flags the command line set are
+    compared), and its log must be the search's own."""
     saved = output / _RUN_FILE
     if not resume:
         if saved.is_file():
@@ -370,7 +388,7 @@ def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
         raise SearchError(f'--resume: no search state in {output}; run without --resume to start one')
     _check_log(output)
     before = config_record(read_search_config(output))
-    changed = _differences(before, record)
+    changed = _differences(before, record, given)
     if changed:
         raise SearchError(f'--resume: the settings differ from the search in {output}: {"; ".join(changed)}; '
                           'resume with the same flags')
@@ -435,10 +453,6 @@ def read_search_config(output: Path) -> SearchConfig:
     return SearchConfig.from_record(record, str(Path(output) / _RUN_FILE))
 
 
-_RESUME_ALONE = ('output', 'resume', 'workers', 'no_progress', 'allow_data_change')
-"""The flags of the short resume, ``--output X --resume``: the search's own settings are taken from run.json."""
-
-
 def _given(argv: Optional[Sequence[str]]) -> set[str]:
     """The flags the command line sets itself."""
     unset = object()
@@ -448,22 +462,22 @@ def _given(argv: Optional[Sequence[str]]) -> set[str]:
 
 
 def run(args: argparse.Namespace, given: Optional[set[str]] = None) -> dict[str, Any]:
-    """One search; ``given``: the flags the command line set (only --output and --resume: the short resume)."""
+    """One search; ``given``: the flags the command line set. A resume takes the saved settings and refuses
+    a given flag that differs from them, so ``--output X --resume`` alone is enough (``given`` None: every
+    setting the flags make must equal the saved one)."""
     output = Path(args.output)
     if args.allow_data_change and not args.resume:
         raise SearchError('--allow-data-change: only with --resume (a new search records its data as it finds it)')
-    if args.resume and given is not None and given <= set(_RESUME_ALONE):
-        if not (output / _RUN_FILE).is_file():
-            raise SearchError(f'--resume: no search state in {output}; run without --resume to start one')
-        _check_log(output)
-        config = read_search_config(output)
-        if args.workers is not None:
-            config = replace(config, data=replace(config.data, workers=args.workers))
-    else:
-        config, _ = search_config(args)
+    config, _ = search_config(args)
     record = config_record(config)
     with hold_output(output) if is_main_process() else nullcontext():
-        _check_output(output, args.resume, record)
+        _check_output(output, args.resume, record, given)
+        if args.resume and given is not None:  # what the flags given leave open is the saved search's
+            workers = config.data.workers if 'workers' in given else None
+            config = read_search_config(output)
+            if workers is not None:
+                config = replace(config, data=replace(config.data, workers=workers))
+            record = config_record(config)
         barrier()  # every rank has checked the folder before rank 0 writes into it
         return _search(args, config, output, record)
 
