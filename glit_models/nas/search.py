@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--seed', type=int, default=0, help='default 0')
     p.add_argument('--resume', action='store_true',
                    help='continue the search saved in --output: --output and --resume alone take its saved settings '
-                        '(as train --resume does); the whole command again must repeat them (only --workers and '
+                        '(as train --resume does); a flag given must repeat its saved value (only --workers and '
                         '--no-progress may change)')
     p.add_argument('--epochs', type=int, default=None, help='supernet epochs per stage (default: the preset\'s)')
     p.add_argument('-b', '--batch-size', type=int, default=None,
