@@ -81,6 +81,7 @@ from glit_models.nas.spos import SupernetTrainConfig, UniformPathSampler  # noqa
 from glit_models.nas.supernet import Supernet  # noqa: E402
 from glit_models.training.engine import TrainConfig, load_training_state  # noqa: E402
 from glit_models.utils.atomic import replacing, save_json_atomic, write_text_atomic  # noqa: E402
+from glit_models.utils.cli import finite_float  # noqa: E402
 from glit_models.utils.run_clock import RunClock  # noqa: E402
 
 STEM = Stem(embed_dim=48, num_heads=3, depth=12, patch_size=4, img_size=32)  # (32 / 4)^2 + 1 = 65 tokens
@@ -902,7 +903,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         'units for spare cores); ranking: the first seed\'s hierarchical and SPOS searches and '
                         'every ranking training, then the ranking\'s report; all: that report, then every other '
                         'unit and the full report')
-    p.add_argument('--hours', type=float, default=None,
+    p.add_argument('--hours', type=finite_float, default=None,
                    help='start no search or final training expected to end later than this many hours from now '
                         '(expected: the mean seconds of those on record); the rest is left for a later run')
     args = p.parse_args(argv)

@@ -3,7 +3,11 @@
 ``import glit_models`` registers ``glit_tiny``, ``glit_tiny_patch16_224``, ``glit_small`` and
 ``glit_base`` with timm.
 """
-from .architecture import (
+from .utils.cli import quiet_interrupts_while_importing
+
+quiet_interrupts_while_importing()  # before torch and timm load, for a Ctrl-C during `python -m glit_models...`
+
+from .architecture import (  # noqa: E402
     GLIT_BASE_ARCH,
     GLIT_SMALL_ARCH,
     GLIT_TINY_ARCH,
@@ -14,7 +18,7 @@ from .architecture import (
     count_params,
     macs,
 )
-from .models import (
+from .models import (  # noqa: E402
     CheckpointError,
     GlobalLocalTransformer,
     NoPretrainedWeightsError,
@@ -23,7 +27,7 @@ from .models import (
     glit_tiny,
     read_checkpoint,
 )
-from .utils.errors import GlitError
+from .utils.errors import GlitError  # noqa: E402
 
 __version__ = '0.1.0'
 

@@ -41,7 +41,7 @@ def classify(model: torch.nn.Module, image: Image.Image, top_k: int = 5) -> list
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=_PROG, description='Classify images with a GLiT model.')
-    parser.add_argument('images', nargs='*', type=Path, help='image files (default: a bundled sample photo)')
+    parser.add_argument('images', nargs='*', help='image files (default: a bundled sample photo)')
     parser.add_argument('--model', default=None, help='timm name, hf-hub:org/repo or local-dir:FOLDER (default: the '
                         f'--checkpoint\'s run folder\'s own model, else {DEFAULT_MODEL})')
     parser.add_argument('--checkpoint', default=None, help='weights: a file (the authors\' .pth.tar, safetensors, a '
@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.top_k < 1:
         raise UsageError(f'--top-k {args.top_k}: must be at least 1 (the classes shown per image)')
     setup_logging(package_level=logging.INFO)  # where weights come from, while they download
-    images = args.images or [sample_image()]
+    urls = [name for name in args.images if '://' in name]
+    if urls:  # a Path would fold "https://" into "https:/" and name a missing file
+        raise UsageError(f'{urls[0]}: predict reads image files, not URLs; download it first')
+    images = [Path(name) for name in args.images] or [sample_image()]
     name, checkpoint, kwargs = resolve_model(args.model, args.checkpoint)
     pretrained = args.pretrained or checkpoint is not None or ':' in name
     model = create_model(name, pretrained, checkpoint, **kwargs).eval()

@@ -55,13 +55,14 @@ from .data import (
     train_sets,
 )
 from .data.config import DataConfig
+from .data.fingerprint import Listing, check_resumed_data, fingerprint, list_image_files, save_listing
 from .models.factory import DEFAULT_MODEL, create_model
 from .models.glit import GlobalLocalTransformer
 from .models.model_folder import RUN_RECORD, RUN_RESULT, find_run_model, read_model_config, save_model_folder
-from .training.engine import TrainConfig, load_training_state, train_model, unwrap
+from .training.engine import TrainConfig, load_training_state, train_model, unwrap, warn_amp_off_cuda
 from .training.recipes import MIN_STEPS, RECIPES, Recipe, as_dict, read_recipe
 from .utils.atomic import save_json_atomic, write_text_atomic
-from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
+from .utils.cli import OneLineParser, UsageError, command_line, finite_float, one_line, setup_logging
 from .utils.distributed import (
     cleanup_distributed,
     device_memory,
@@ -69,6 +70,8 @@ from .utils.distributed import (
     is_main_process,
     world_size,
 )
+from .utils.errors import GlitError
+from .utils.json_file import read_json
 from .utils.run_lock import LOCK_FILE, hold_output
 
 __all__ = ['RunRecord', 'UsageError', 'build_parser', 'choose_recipe', 'load_arch', 'main', 'parse_args',
@@ -76,7 +79,7 @@ __all__ = ['RunRecord', 'UsageError', 'build_parser', 'choose_recipe', 'load_arc
 
 _PROG = 'python -m glit_models.train'
 _SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
-_MACHINE = ('no_progress', 'workers')  # may change on --resume: they say how to run on this machine, not what
+_MACHINE = ('no_progress', 'workers', 'allow_data_change')  # may change on --resume: how to run, not what
 _RECORD = RUN_RECORD
 _EPOCHS = 300  # the DeiT recipe's, when no recipe says otherwise
 _BATCH = 128
@@ -90,7 +93,7 @@ _SEEDS = 2 ** 63
 
 
 def _heldout(text: str) -> Union[float, int]:
-    value = float(text)
+    value = finite_float(text)
     return int(value) if value >= 1 and value.is_integer() else value
 
 
@@ -133,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help='start from these weights: a file, a run folder or a search\'s best/, whose recorded '
                             'architecture is built unless --arch or --model says otherwise (a head of another size '
                             'is left at its initialisation)')
-    model.add_argument('--drop-path', type=float, default=None, help=_recipe_help('stochastic depth', 'drop_path'))
+    model.add_argument('--drop-path', type=finite_float, default=None,
+                       help=_recipe_help('stochastic depth', 'drop_path'))
     train = p.add_argument_group('recipe (glit_models.training.recipes; a flag given here overrides it)')
     train.add_argument('--recipe', choices=(*RECIPES, 'search'), default=None,
                        help='the set of defaults: scratch (DeiT from scratch), finetune (pretrained weights on a '
@@ -146,44 +150,48 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('-b', '--batch-size', type=int, default=None,
                        help=f'images a step, per process (default: scratch {_BATCH}; finetune fitted to the data, at '
                             f'least {MIN_STEPS} steps an epoch; the search recipe: the search\'s)')
-    train.add_argument('--lr', type=float, default=None,
+    train.add_argument('--lr', type=finite_float, default=None,
                        help='the head\'s learning rate (default: the recipe\'s; scratch 5e-4 x global batch / 512, '
                             'finetune 2e-3 x sqrt(global batch / 256))')
     train.add_argument('--opt', default=None, help=_recipe_help('any timm optimizer (timm.optim.list_optimizers())',
                                                                 'opt'))
-    train.add_argument('--momentum', type=float, default=None, help=_recipe_help('SGD momentum', 'momentum'))
-    train.add_argument('--weight-decay', type=float, default=None, help=_recipe_help('weight decay', 'weight_decay'))
-    train.add_argument('--layer-decay', type=float, default=None,
+    train.add_argument('--momentum', type=finite_float, default=None, help=_recipe_help('SGD momentum', 'momentum'))
+    train.add_argument('--weight-decay', type=finite_float, default=None,
+                       help=_recipe_help('weight decay', 'weight_decay'))
+    train.add_argument('--layer-decay', type=finite_float, default=None,
                        help=_recipe_help('layer-wise learning-rate decay (1: off)', 'layer_decay'))
     train.add_argument('--sched', default=None, choices=_SCHEDULERS, help=_recipe_help('learning-rate schedule',
                                                                                       'sched'))
-    train.add_argument('--min-lr', type=float, default=None, help=_recipe_help('lowest learning rate', 'min_lr'))
-    train.add_argument('--warmup-lr', type=float, default=None,
+    train.add_argument('--min-lr', type=finite_float, default=None, help=_recipe_help('lowest learning rate', 'min_lr'))
+    train.add_argument('--warmup-lr', type=finite_float, default=None,
                        help=_recipe_help('learning rate warm-up starts at', 'warmup_lr'))
     train.add_argument('--warmup-epochs', type=int, default=None,
                        help='default: the recipe\'s; scratch 5, or a tenth of --epochs for shorter runs; finetune a '
                             'tenth of --epochs, 1 to 5')
-    train.add_argument('--smoothing', type=float, default=None, help=_recipe_help('label smoothing', 'smoothing'))
-    train.add_argument('--mixup', type=float, default=None, help=_recipe_help('mixup alpha (0: off)', 'mixup'))
-    train.add_argument('--cutmix', type=float, default=None, help=_recipe_help('cutmix alpha (0: off)', 'cutmix'))
+    train.add_argument('--smoothing', type=finite_float, default=None,
+                       help=_recipe_help('label smoothing', 'smoothing'))
+    train.add_argument('--mixup', type=finite_float, default=None, help=_recipe_help('mixup alpha (0: off)', 'mixup'))
+    train.add_argument('--cutmix', type=finite_float, default=None,
+                       help=_recipe_help('cutmix alpha (0: off)', 'cutmix'))
     train.add_argument('--aa', type=_augment_name, default=None,
                        help=_recipe_help('RandAugment policy, or none', 'aa'))
-    train.add_argument('--reprob', type=float, default=None, help=_recipe_help('random erasing probability',
+    train.add_argument('--reprob', type=finite_float, default=None, help=_recipe_help('random erasing probability',
                                                                               'reprob'))
-    train.add_argument('--scale', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+    train.add_argument('--scale', type=finite_float, nargs=2, default=None, metavar=('MIN', 'MAX'),
                        help='random-resized crop area, fractions of the image (default: the recipe\'s; scratch '
                             '0.08 1, finetune sized to the image: the smallest crop about 24 px across)')
-    train.add_argument('--ratio', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+    train.add_argument('--ratio', type=finite_float, nargs=2, default=None, metavar=('MIN', 'MAX'),
                        help='random-resized crop aspect ratios (default: the recipe\'s; 3/4 4/3)')
-    train.add_argument('--hflip', type=float, default=None,
+    train.add_argument('--hflip', type=finite_float, default=None,
                        help=_recipe_help('horizontal flip probability (0 for digits, text: a data choice)', 'hflip'))
-    train.add_argument('--color-jitter', type=float, default=None, help=_recipe_help('colour jitter', 'color_jitter'))
+    train.add_argument('--color-jitter', type=finite_float, default=None,
+                       help=_recipe_help('colour jitter', 'color_jitter'))
     train.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=None,
                        help=_recipe_help('keep an exponential moving average of the weights; model.safetensors holds '
                                          'it when the run is long enough for it (see the log and config.json)',
                                          'model_ema'))
-    train.add_argument('--model-ema-decay', type=float, default=_EMA_DECAY, help='EMA decay a step')
-    train.add_argument('--clip-grad', type=float, default=None, help='gradient norm clipping (default: off)')
+    train.add_argument('--model-ema-decay', type=finite_float, default=_EMA_DECAY, help='EMA decay a step')
+    train.add_argument('--clip-grad', type=finite_float, default=None, help='gradient norm clipping (default: off)')
     train.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
     train.add_argument('--seed', type=int, default=0, help='random seed')
     run = p.add_argument_group('run')
@@ -193,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                           'last.pth.tar, as timm\'s --resume), or in --output without PATH; only --workers and '
                           '--no-progress may change, any other flag must repeat the saved value (to train '
                           'longer, start a new run with --initial-checkpoint)')
+    run.add_argument('--allow-data-change', action='store_true',
+                     help='with --resume: go on although the image files differ from those the run recorded '
+                          '(added, removed or changed; without it such a resume is refused, naming them)')
     run.add_argument('--no-progress', action='store_true', help='no progress bars (one line per epoch stays)')
     return p
 
@@ -223,15 +234,21 @@ def load_arch(text: str) -> GlitArch:
         return GlitArch.coerce(arch)
     if path.is_file():
         text = path.read_text().strip()
-        if text.startswith('{'):
-            try:
-                data = json.loads(text)
-            except ValueError as e:
+        if not text:
+            raise ArchitectureError(f'{path} is empty; it should hold a JSON architecture object or a compact string '
+                                    'like "embed192 heads3 patch16 img224 | 3:0 e0.5 mlp4 | ..."')
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            if text.startswith('{'):
                 raise ArchitectureError(f'{path}: not a JSON architecture ({e})') from None
-            if not isinstance(data, dict):
-                raise ArchitectureError(f'{path}: expected an architecture object, got a {type(data).__name__}')
+            data = text  # a compact string
+        if not isinstance(data, (dict, str)):
+            raise ArchitectureError(f'{path}: expected an architecture object, got a JSON {type(data).__name__}')
+        try:
             return GlitArch.coerce(data)
-        return GlitArch.coerce(text)
+        except ArchitectureError as e:
+            raise ArchitectureError(f'{path}: {e}') from None
     raise ArchitectureError(f'--arch {text!r}: no such file or folder, and not a description like '
                             '"embed192 heads3 patch16 img224 | 3:0 e0.5 mlp4 | ..."')
 
@@ -274,8 +291,8 @@ class RunRecord:
     weight_decay: float = _SCRATCH.weight_decay
     layer_decay: Optional[float] = None
     sched: str = _SCRATCH.sched
-    min_lr: float = _SCRATCH.min_lr
-    warmup_lr: float = _SCRATCH.warmup_lr
+    min_lr: Optional[float] = _SCRATCH.min_lr
+    warmup_lr: Optional[float] = _SCRATCH.warmup_lr
     warmup_epochs: Optional[int] = None
     smoothing: float = _SCRATCH.smoothing
     mixup: float = _SCRATCH.mixup
@@ -293,6 +310,8 @@ class RunRecord:
     seed: int = 0
     no_progress: bool = False
     recipe_defaults: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: Optional[dict[str, Any]] = None
+    """The image files the run reads (``data.fingerprint``); None in the records of older versions."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> 'RunRecord':
@@ -364,8 +383,9 @@ def resolve_record(args: argparse.Namespace, recipe: Recipe) -> RunRecord:
     output = args.output or str(Path('output/train') / model)
     values = {f.name: getattr(args, f.name) for f in fields(RunRecord) if hasattr(args, f.name)}
     values.update(model=model, arch=arch)
-    for name in ('opt', 'momentum', 'weight_decay', 'sched', 'min_lr', 'warmup_lr', 'smoothing', 'mixup', 'cutmix',
-                 'drop_path', 'model_ema', 'reprob', 'hflip', 'color_jitter', 'layer_decay', 'ratio'):
+    # min_lr and warmup_lr stay None unless given: the recipe's are capped at the learning rate (_complete)
+    for name in ('opt', 'momentum', 'weight_decay', 'sched', 'smoothing', 'mixup', 'cutmix', 'drop_path', 'model_ema',
+                 'reprob', 'hflip', 'color_jitter', 'layer_decay', 'ratio'):
         values[name] = _pick(getattr(args, name), getattr(recipe, name))
     values['aa'] = None if args.aa == 'none' else _pick(args.aa, recipe.aa)
     values['scale'] = tuple(args.scale) if args.scale is not None else recipe.scale
@@ -415,11 +435,17 @@ def check_values(record: RunRecord) -> None:
     _check(not (record.mixup > 0 or record.cutmix > 0) or (record.batch_size or 0) % 2 == 0, '--batch-size',
            record.batch_size, 'even with --mixup or --cutmix (they pair the images of a batch); or pass --mixup 0 '
            '--cutmix 0')
-    # the schedule decays from the learning rate to --min-lr: a floor above it would raise the rate instead
-    # (the engine also caps the floor at the scaled rate, for a recipe's default --lr)
     if record.lr is not None:
-        _check(record.min_lr <= record.lr, '--min-lr', record.min_lr,
-               f'at most the learning rate {record.lr:g} (--lr); lower --min-lr or raise --lr')
+        _check_floors(record, record.lr, '--lr')
+
+
+def _check_floors(record: RunRecord, lr: float, source: str) -> None:
+    """The schedule decays from the learning rate to --min-lr and warms up from --warmup-lr: either given
+    above the rate would raise it instead. (A recipe's own values are lowered to the rate, in ``_complete``.)"""
+    for name in ('min_lr', 'warmup_lr'):
+        value = getattr(record, name)
+        _check(value is None or value <= lr, f'--{name.replace("_", "-")}', value,
+               f'at most the learning rate {lr:g} ({source}); lower it or raise --lr')
 
 
 def _same(flag: str, value: Any) -> Any:
@@ -447,7 +473,16 @@ def _resumed(given: dict[str, Any], output: Path) -> RunRecord:
     path = output / _RECORD
     if not path.is_file():
         raise UsageError(f'nothing to resume: {path} does not exist; drop --resume to start a run')
-    saved = json.loads(path.read_text())
+    damaged = 'it was edited or damaged: restore it, or start a new run in another --output'
+    saved = read_json(path, lambda why: UsageError(f'{path}: not readable JSON ({why}); {damaged}'))
+    if not isinstance(saved, dict):
+        raise UsageError(f'{path}: a JSON {type(saved).__name__}, not the record of a run; {damaged}')
+    try:
+        check_values(RunRecord.from_json({**saved, 'output': str(output)}))
+    except GlitError as e:
+        raise UsageError(f'{path}: {one_line(e)}; {damaged}') from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise UsageError(f'{path}: not the record of a run ({type(e).__name__}: {e}); {damaged}') from None
     for flag, value in given.items():
         if flag in _MACHINE or flag in ('output', 'resume') or flag not in saved:
             continue
@@ -455,7 +490,9 @@ def _resumed(given: dict[str, Any], output: Path) -> RunRecord:
             raise UsageError(f'--resume: --{flag.replace("_", "-")} {value} differs from the run in {output} '
                              f'({saved[flag]}); resume without it, or start a new run in another --output')
     machine = {k: v for k, v in given.items() if k in _MACHINE}
-    return RunRecord.from_json({**saved, **machine, 'output': str(output)})
+    record = RunRecord.from_json({**saved, **machine, 'output': str(output)})
+    check_values(record)  # the flags that may change (--workers) are checked as a new run's
+    return record
 
 
 def _check_fresh(output: Path) -> None:
@@ -526,11 +563,15 @@ def _complete(record: RunRecord, recipe: Recipe, model: torch.nn.Module, num_cla
     """A new run's record with what the model and the processes decide, so args.json says what ran."""
     img_size = _img_size(record, model)
     arch = unwrap(model).arch.to_str() if isinstance(model, GlobalLocalTransformer) else None
-    lr = _pick(record.lr, recipe.global_lr(record.batch_size * world_size()))
-    # the schedule decays from lr to min_lr: a floor above the rate (a default one at a small batch) is
-    # lowered to it, as the engine would, so the record says what ran
+    batch = record.batch_size * world_size()
+    lr = _pick(record.lr, recipe.global_lr(batch))
+    if record.lr is None:
+        _check_floors(record, lr, f'the {recipe.name} recipe\'s at a global batch of {batch}')
+    # a recipe's floor and warm-up start above the rate (at a small batch, or a small --lr) are lowered to it,
+    # as the engine would, so the record says what ran
     return replace(record, img_size=img_size, num_classes=num_classes, arch=arch, lr=lr,
-                   min_lr=min(record.min_lr, lr),
+                   min_lr=min(_pick(record.min_lr, recipe.min_lr), lr),
+                   warmup_lr=min(_pick(record.warmup_lr, recipe.warmup_lr), lr),
                    warmup_epochs=_pick(record.warmup_epochs, recipe.warmup(record.epochs)),
                    scale=record.scale or recipe.crop_scale(img_size))
 
@@ -565,6 +606,8 @@ def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dic
     """One training run from parsed flags; ``given``: the flags the command line set (a resume refuses
     those that differ). ``args`` is only read. Returns the run's result (``result.json``): the data set, what
     it was evaluated on, and the top-1 / top-5 of the weights it hands over."""
+    if args.allow_data_change and not args.resume:
+        raise UsageError('--allow-data-change: only with --resume (a new run records its data as it finds it)')
     if args.resume:
         output = _resume_folder(args)
         record, recipe = _resumed(given or {}, output), None
@@ -579,8 +622,8 @@ def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dic
     distributed = init_distributed()
     if is_main_process():
         with hold_output(output):
-            return _train(record, recipe, output, distributed, overrides)
-    return _train(record, recipe, output, distributed, overrides)
+            return _train(record, recipe, output, distributed, overrides, args.allow_data_change)
+    return _train(record, recipe, output, distributed, overrides, args.allow_data_change)
 
 
 def _resume_folder(args: argparse.Namespace) -> Path:
@@ -602,11 +645,33 @@ def _shown(value: Any) -> str:
     return ' '.join(f'{v:g}' for v in value) if isinstance(value, (list, tuple)) else f'{value}'
 
 
-def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distributed: bool,
-           overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The run itself; ``recipe`` None: a resumed run, whose record is complete. ``overrides``: the recipe
-    flags the command line gave, named in the log."""
+def _data_listing(record: RunRecord) -> Listing:
+    """The image files of the run's splits: the training folder, and the validation folder it evaluates on."""
     data_dir = Path(record.data_dir)
+    roots = [find_split(data_dir, record.train_split) or data_dir]
+    if record.heldout is None:
+        roots.append(data_dir / record.val_split)
+    return list_image_files(data_dir, roots)
+
+
+def _save_record(record: RunRecord, listing: Listing, output: Path) -> RunRecord:
+    """``record`` with the fingerprint of ``listing``, both written into the run's folder."""
+    record = replace(record, data_fingerprint=fingerprint(listing))
+    if is_main_process():
+        save_listing(listing, output)
+        write_text_atomic(json.dumps(record.to_json(), indent=2), output / _RECORD)
+    return record
+
+
+def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distributed: bool,
+           overrides: Sequence[str] = (), allow_data_change: bool = False) -> dict[str, Any]:
+    """The run itself; ``recipe`` None: a resumed run, whose record is complete. ``overrides``: the recipe
+    flags the command line gave, named in the log; ``allow_data_change``: a resume goes on with changed data."""
+    data_dir = Path(record.data_dir)
+    listing = _data_listing(record)
+    if recipe is None and check_resumed_data(record.data_fingerprint, output, listing, data_dir, output / _RECORD,
+                                             allow_data_change):
+        record = _save_record(record, listing, output)
     classes = check_image_folder(find_split(data_dir, record.train_split) or data_dir)
     if record.num_classes is not None and record.num_classes != len(classes):
         raise DataError(f'--num-classes {record.num_classes} but {data_dir} has {len(classes)} class folders')
@@ -618,17 +683,17 @@ def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distribute
     if recipe is not None:
         record = _complete(record, recipe, model, len(classes))
     data = train_loaders(sets, img_size=record.img_size, batch_size=record.batch_size, workers=record.workers,
-                         distributed=distributed, augmentation=record.augmentation())
+                         distributed=distributed, augmentation=record.augmentation(), seed=record.seed)
     config = record.train_config()
     steps = len(data.train_loader)
     _warn_short_ema(record, config, record.epochs * steps)
+    warn_amp_off_cuda(record.amp)
     state = output / 'last.pth.tar'
     if recipe is not None:
         _say(recipe.describe())
         if overrides:
             _say(f'the command line overrides the recipe: {", ".join(overrides)}')
-        if is_main_process():
-            write_text_atomic(json.dumps(record.to_json(), indent=2), output / _RECORD)
+        record = _save_record(record, listing, output)
     elif state.is_file() and load_training_state(state)['epoch'] >= record.epochs:
         _say(f'the run in {output} is complete ({record.epochs}/{record.epochs} epochs); nothing to train')
     decay = f', layer decay {record.layer_decay:g} below it' if record.layer_decay else ''

@@ -33,7 +33,7 @@ from .data.loader import usable_workers
 from .models.checkpoint import read_checkpoint
 from .models.factory import DEFAULT_MODEL, create_model, resolve_model
 from .models.glit import GlobalLocalTransformer, checkpoint_filter_fn
-from .utils.cli import OneLineParser, UsageError, command_line, setup_logging
+from .utils.cli import OneLineParser, UsageError, command_line, finite_float, setup_logging
 from .utils.distributed import default_device
 
 __all__ = ['build_parser', 'validate', 'main']
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='input size (default: the checkpoint\'s recorded size, else the model\'s)')
     p.add_argument('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'),
                    help='full input size, as timm\'s validate.py (overrides --img-size)')
-    p.add_argument('--crop-pct', type=float, default=None, help='centre crop fraction (default: the model\'s)')
+    p.add_argument('--crop-pct', type=finite_float, default=None, help='centre crop fraction (default: the model\'s)')
     p.add_argument('--use-ema', action='store_true', help='the EMA weights of a training checkpoint')
     p.add_argument('-b', '--batch-size', type=int, default=64, help='images per evaluation batch')
     p.add_argument('-j', '--workers', type=int, default=min(4, os.cpu_count() or 1), help='data loader processes')
@@ -159,9 +159,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging(package_level=logging.INFO)  # where weights come from, while they download
     root = resolve_split(args.data_dir, args.split)
     input_size = tuple(args.input_size) if args.input_size else None
+    if input_size and input_size[1] != input_size[2]:
+        raise UsageError(f'--input-size {" ".join(map(str, input_size))}: the model is built at one size, so H and W '
+                         'must be equal')
     name, checkpoint, kwargs = resolve_model(args.model, args.checkpoint)
     size = input_size[-1] if input_size else args.img_size or recorded_size(checkpoint)
     model = create_model(name, True, checkpoint, **kwargs, **(dict(img_size=size) if size else {}))
+    channels = resolve_model_data_config(model)['input_size'][0]
+    if input_size and input_size[0] != channels:
+        raise UsageError(f'--input-size {" ".join(map(str, input_size))}: the model takes {channels} channels, '
+                         f'not {input_size[0]}; pass {channels} {size} {size}')
     if args.use_ema:
         _load_ema(model, checkpoint)
     if size and not input_size:

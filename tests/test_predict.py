@@ -29,6 +29,9 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     (tmp_path / 'not_an_image.jpg').write_text('hello')
     assert predict.main([str(tmp_path / 'not_an_image.jpg')]) == 2
     assert 'cannot read it as an image' in capsys.readouterr().err
+    assert predict.main(['https://example.com/cat.jpg']) == 2
+    assert capsys.readouterr().err == ('python -m glit_models.predict: error: https://example.com/cat.jpg: predict '
+                                       'reads image files, not URLs; download it first\n')
 
 
 def test_a_bad_config_json_in_a_local_dir_is_named(tmp_path, capsys):
@@ -134,3 +137,17 @@ def test_a_checkpoint_in_a_run_folder_predicts_with_the_folder_s_model(found, ca
         (folder / 'last.pth.tar').unlink()
     lines = capsys.readouterr().out.splitlines()
     assert sorted(line.split()[-1] for line in lines[1:]) == ['circle', 'square', 'star']
+
+
+def test_a_name_the_terminal_cannot_encode_is_printed_escaped(found, tmp_path, monkeypatch):
+    """Under PYTHONIOENCODING=ascii a unicode path is written with escapes, not a UnicodeEncodeError."""
+    import io
+    import shutil
+
+    folder, image = found
+    shutil.copy(image, tmp_path / 'rouge_\u00e9t\u00e9.png')
+    out = io.TextIOWrapper(io.BytesIO(), encoding='ascii')
+    monkeypatch.setattr('sys.stdout', out)
+    assert predict.main([str(tmp_path / 'rouge_\u00e9t\u00e9.png'), '--model', f'local-dir:{folder}']) == 0
+    out.flush()
+    assert 'rouge_\\xe9t\\xe9.png' in out.buffer.getvalue().decode('ascii')

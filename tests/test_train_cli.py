@@ -68,6 +68,17 @@ def test_resume_is_bit_identical_and_the_result_loads_in_timm(folder, tmp_path, 
     assert (result['dataset'], result['evaluated_on']) == (folder.name, '6 images of val/')
 
 
+def test_a_resume_with_other_workers_reaches_the_same_weights(folder, tmp_path, monkeypatch):
+    assert main(_args(folder, tmp_path / 'straight')) == 0  # --workers 0
+    with monkeypatch.context() as patch:
+        kill_in_epoch(patch, 1)
+        with pytest.raises(Killed):
+            main(_args(folder, tmp_path / 'resumed', '--workers', '2'))
+    assert main(['--output', str(tmp_path / 'resumed'), '--resume', '--no-progress', '--workers', '1']) == 0
+    straight, resumed = (load_file(tmp_path / d / 'model.safetensors') for d in ('straight', 'resumed'))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
 @pytest.mark.parametrize('extra, message', [
     (['--data-dir', 'MISSING'], 'does not exist'),
     (['--model', 'no_such_model'], "unknown model 'no_such_model'"),
@@ -175,6 +186,7 @@ def test_a_long_enough_run_saves_the_ema(folder, tmp_path):
     (['--heldout', '0.5'], '--heldout 0.5 differs'),
     (['--opt', 'sgd'], "--opt sgd differs from the run in {out} (adamw)"),
     (['--warmup-epochs', '1'], '--warmup-epochs 1 differs from the run in {out} (0)'),
+    (['--workers', '-1'], '--workers -1: must be 0 or more'),  # may change, but not to what cannot work
 ])
 def test_resume_refuses_a_flag_that_differs_from_the_run(finished, capsys, extra, message):
     output, _ = finished
@@ -187,6 +199,61 @@ def test_resume_accepts_the_run_s_own_values(finished, folder, capsys):
     assert main(['--output', str(output), '--resume', '--data-dir', str(folder), '--batch-size', '6', '--arch', ARCH,
                  '--lr', str(5e-4 * 6 / 512), '--workers', '1', '--no-progress']) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])['epochs'] == 2
+
+
+def test_resume_refuses_changed_data_unless_allowed(tmp_path, monkeypatch, capsys, caplog):
+    data = write_image_folder(tmp_path / 'data' / 'train', classes=3, per_class=6).parent
+    write_image_folder(data / 'val', classes=3, per_class=2, seed=1)
+    output = tmp_path / 'run'
+    with monkeypatch.context() as patch:
+        kill_in_epoch(patch, 1)
+        with pytest.raises(Killed):
+            main(_args(data, output))
+    assert json.loads((output / 'args.json').read_text())['data_fingerprint']['files'] == 24
+    write_image_folder(data / 'extra', classes=3, per_class=2, seed=2)  # the "wrongly labelled" images
+    for c in range(3):
+        for image in (data / 'extra' / f'class_{c}').iterdir():
+            image.rename(data / 'train' / 'class_0' / f'new_{c}_{image.name}')
+    (data / 'val' / 'class_2' / '1.png').unlink()
+    capsys.readouterr()
+    resume = ['--output', str(output), '--resume', '--no-progress']
+    assert main(resume) == 2
+    error = _error(capsys)
+    assert f'--resume: the data in {data.resolve()} changed since the run started: 6 added (e.g. ' \
+           'train/class_0/new_0_0.png), 1 removed (e.g. val/class_2/1.png); restore it, or pass ' \
+           '--allow-data-change' in error
+    assert main([*resume, '--allow-data-change']) == 0
+    assert 'the run goes on with the data' in caplog.text
+    assert json.loads((output / 'args.json').read_text())['data_fingerprint']['files'] == 29
+    # a record written before fingerprints resumes, with a word that it cannot be checked
+    record = json.loads((output / 'args.json').read_text())
+    del record['data_fingerprint']
+    (output / 'args.json').write_text(json.dumps(record))
+    caplog.clear()
+    assert main(resume) == 0
+    assert 'records no data fingerprint' in caplog.text
+    capsys.readouterr()
+    assert main(_args(data, tmp_path / 'new', '--allow-data-change')) == 2
+    assert '--allow-data-change: only with --resume' in _error(capsys)
+
+
+@pytest.mark.parametrize('text, message', [
+    ('{"data_dir": ', 'args.json: not readable JSON (Expecting value'),
+    ('[1, 2]', 'args.json: a JSON list, not the record of a run'),
+    ('{"epochs": 2}', "args.json: not the record of a run (TypeError: RunRecord.__init__() missing 1 required "
+                      "positional argument: 'data_dir')"),
+    ('{"data_dir": "d", "epochs": "two"}', 'args.json: not the record of a run (TypeError: '),
+    ('{"data_dir": "d", "epochs": 0}', 'args.json: --epochs 0: must be at least 1; it was edited or damaged'),
+])
+def test_a_damaged_record_is_one_line_on_resume(finished, tmp_path, capsys, text, message):
+    import shutil
+
+    output = tmp_path / 'run'
+    shutil.copytree(finished[0], output)
+    (output / 'args.json').write_text(text)
+    assert main(['--output', str(output), '--resume']) == 2
+    error = _error(capsys)
+    assert message in error and 'restore it, or start a new run in another --output' in error
 
 
 def test_a_new_run_never_writes_into_a_used_folder(finished, folder, tmp_path, capsys):
@@ -225,7 +292,8 @@ def test_a_full_disk_names_the_file(folder, tmp_path, monkeypatch, capsys):
     (['--epochs', '-3'], '--epochs -3: must be at least 1'),
     (['--batch-size', '0'], '--batch-size 0: must be at least 1'),
     (['--lr', '-1'], '--lr -1.0: must be a finite number, 0 or more'),
-    (['--lr', 'nan'], '--lr nan: must be a finite number'),
+    (['--lr', 'nan'], 'argument --lr: nan is not a finite number'),
+    (['--aa', 'garbage'], '--aa garbage: not a policy timm knows (Unknown AA policy garbage); e.g. rand-m9'),
     (['--workers', '-1'], '--workers -1: must be 0 or more'),
     (['--opt', 'adamx'], "--opt 'adamx': must be a timm optimizer"),
     (['--sched', 'cosinus'], "argument --sched: invalid choice: 'cosinus'"),
@@ -243,14 +311,29 @@ def test_a_full_disk_names_the_file(folder, tmp_path, monkeypatch, capsys):
     (['--arch', '{tmp}/folder'], '{tmp}/folder/config.json: not a readable JSON config'),
     (['--arch', '{tmp}/list'], '{tmp}/list/config.json: expected a JSON object, got a list'),
     (['--arch', '{tmp}/arch.json'], '{tmp}/arch.json: not a JSON architecture'),
+    (['--arch', '{tmp}/list.json'], '{tmp}/list.json: expected an architecture object, got a JSON list'),
+    (['--arch', '{tmp}/empty.arch'], '{tmp}/empty.arch is empty; it should hold a JSON architecture object'),
+    (['--arch', '{tmp}/bad.arch'], "{tmp}/bad.arch: cannot read the stem 'embed24 heads3'"),
     (['--arch', 'embed24 heads3 patch8 img32 | 3:0 e1 mlp1e9'], "cannot read 'mlp1e9'"),
+    (['--arch', '{{"blocks": [{{"global_thirds": 3, "qkv_ratio": 1, "mlp_ratio": 2}}]}}'],
+     'the architecture has no embed_dim, img_size, num_heads, patch_size'),
+    (['--min-lr', '1e-5'], "--min-lr 1e-05: must be at most the learning rate 5.85938e-06 (the scratch recipe's at a "
+                           'global batch of 6); lower it or raise --lr'),
+    (['--lr', '1e-4', '--warmup-lr', '1e-3'], '--warmup-lr 0.001: must be at most the learning rate 0.0001 (--lr)'),
+    (['--data-dir', '{tmp}/damaged'], 'unreadable image(s) in '),
 ])
 def test_every_bad_value_is_one_line_before_any_work(folder, tmp_path, capsys, extra, message):
+    from tests.helpers import write_bad_images
+
+    write_bad_images(write_image_folder(tmp_path / 'damaged', classes=3, per_class=6) / 'class_1')
     (tmp_path / 'file').write_text('x')
     for name, text in (('folder', ''), ('list', '[1, 2]')):
         (tmp_path / name).mkdir()
         (tmp_path / name / 'config.json').write_text(text)
     (tmp_path / 'arch.json').write_text('{"embed_dim": 24, ')
+    (tmp_path / 'list.json').write_text('[1, 2]')
+    (tmp_path / 'empty.arch').write_text('\n')
+    (tmp_path / 'bad.arch').write_text('embed24 heads3 | 3:0 e1 mlp2')
     extra = [a.format(tmp=tmp_path) for a in extra]
     try:
         code = main(_args(folder, tmp_path / 'out') + extra)
@@ -258,7 +341,17 @@ def test_every_bad_value_is_one_line_before_any_work(folder, tmp_path, capsys, e
         code = e.code
     assert code == 2
     assert message.format(tmp=tmp_path) in _error(capsys)
-    assert not (tmp_path / 'out' / 'args.json').exists()
+    assert not (tmp_path / 'out').exists()  # a refused start leaves no folder behind
+
+
+def test_a_small_lr_lowers_the_recipe_s_floor_and_amp_off_cuda_is_said(folder, tmp_path, caplog):
+    """--lr 5e-6 under the scratch recipe's --min-lr 1e-5: the floor is lowered to the rate, as for the
+    recipe's own lr at a small batch, not refused; --amp on a CPU trains in float32, and says so."""
+    output = tmp_path / 'run'
+    assert main(_args(folder, output, '--lr', '5e-6', '--epochs', '1', '--warmup-epochs', '0', '--amp')) == 0
+    record = json.loads((output / 'args.json').read_text())
+    assert (record['lr'], record['min_lr'], record['warmup_lr']) == (5e-6, 5e-6, 1e-6)
+    assert '--amp: mixed precision runs on CUDA only; on the CPU this run trains in float32' in caplog.text
 
 
 def test_a_compact_string_longer_than_a_file_name(tmp_path):

@@ -203,3 +203,14 @@ def test_a_model_without_published_weights_names_the_checkpoint_flag(data, capsy
     assert validate.main(['--model', 'glit_small', '--data-dir', str(data)]) == 2
     err = capsys.readouterr().err
     assert '--model glit_small has no published weights' in err and '--checkpoint FILE' in err
+
+
+@pytest.mark.parametrize('size, message', [
+    (['3', '32', '64'], '--input-size 3 32 64: the model is built at one size, so H and W must be equal'),
+    (['1', '32', '32'], '--input-size 1 32 32: the model takes 3 channels, not 1; pass 3 32 32'),
+])
+def test_an_input_size_the_model_cannot_take_is_one_line(data, tmp_path, capsys, size, message):
+    folder = small_model_folder(tmp_path / 'found', ['class_0', 'class_1', 'class_2'])
+    assert validate.main(['--model', f'local-dir:{folder}', '--data-dir', str(data), '--workers', '0',
+                          '--input-size', *size]) == 2
+    assert capsys.readouterr().err == f'python -m glit_models.validate: error: {message}\n'

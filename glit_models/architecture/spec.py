@@ -235,6 +235,10 @@ class GlitArch:
                 blocks.append(BlockSpec(**block))
             except TypeError as e:
                 raise ArchitectureError(f'block {index}: {e}') from None
+        missing = sorted(known - set(data))
+        if missing:  # a default stem (GLiT-Tiny's) would build another network than the one described
+            raise ArchitectureError(f'the architecture has no {", ".join(missing)}; a description names its whole '
+                                    'stem: embed_dim, num_heads, patch_size, img_size')
         return cls(blocks=tuple(blocks), **{k: v for k, v in data.items() if k != 'blocks'})
 
     @classmethod

@@ -12,20 +12,23 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
-from PIL import Image
-from timm.data.readers.img_extensions import get_img_extensions
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from ..utils.errors import GlitError
 
-__all__ = ['BAD_IMAGES', 'MIN_CLASSES', 'DataError', 'ImageFiles', 'find_split', 'resolve_split', 'open_image',
-           'check_image_folder', 'scan_image_folder', 'image_folder']
+__all__ = ['BAD_IMAGES', 'IMAGE_EXTENSIONS', 'MIN_CLASSES', 'DataError', 'ImageFiles', 'find_split', 'resolve_split',
+           'open_image', 'class_folders', 'image_entries', 'check_image_folder', 'scan_image_folder', 'image_folder']
 
 _logger = logging.getLogger(__name__)
 
 BAD_IMAGES = ('refuse', 'skip')
 """What to do with images whose header cannot be read: refuse the data, or skip them (each named)."""
 MIN_CLASSES = 2
+Image.init()
+IMAGE_EXTENSIONS = frozenset(ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN)
+"""The file extensions of every format Pillow reads (webp, bmp, tiff, gif, ... beside png and jpeg), so a
+class folder's images are those ``predict`` would read."""
 
 
 class DataError(GlitError, ValueError):
@@ -60,12 +63,14 @@ _SIXTEEN_BITS = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
 def open_image(path: Union[str, Path], mode: str = 'RGB', min_side: Optional[int] = None) -> Image.Image:
     """The one way the package opens an image: decoded in ``mode``, 16-bit images scaled to 8 bits (not
     clipped), and an image far larger than needed (``min_side``: the shorter side the transform resizes to)
-    decoded at a reduced size (JPEG's draft, else Pillow's reduce) so that it never takes gigabytes.
-    Raises Pillow's errors (a DecompressionBombError among them) for the caller to name the file."""
+    decoded at a reduced size (JPEG's draft, else Pillow's reduce) so that it never takes gigabytes, and
+    turned upright by its EXIF orientation, as a camera's viewer shows it. Raises Pillow's errors (a
+    DecompressionBombError among them) for the caller to name the file."""
     with Image.open(path) as image:
         if min_side and image.format == 'JPEG' and min(image.size) >= 4 * min_side:
             image.draft(mode, (2 * min_side, 2 * min_side))  # DCT scaling: decodes at 1/2..1/8 of the size
         image.load()
+        image = ImageOps.exif_transpose(image)
         if image.mode in _SIXTEEN_BITS:
             # 65535 -> 255: the 16-bit range onto the 8-bit one (mode I holds 16-bit PNGs as 32-bit integers)
             pixels = np.asarray(image, dtype=np.int64)
@@ -77,7 +82,8 @@ def open_image(path: Union[str, Path], mode: str = 'RGB', min_side: Optional[int
         return image.convert(mode)
 
 
-def _class_folders(root: Path) -> list[str]:
+def class_folders(root: Path) -> list[str]:
+    """The class folder names of the ImageFolder ``root`` (DataError when it is no folder)."""
     if not root.exists():
         raise DataError(f'data folder {root} does not exist; pass the folder that holds one sub-folder per class')
     if not root.is_dir():
@@ -89,14 +95,13 @@ def check_image_folder(root: Union[str, Path]) -> list[str]:
     """The class names of an ImageFolder, or DataError: one sub-folder of images per class, at least
     ``MIN_CLASSES`` of them, and no folders inside a class folder (labels come from the top-level folders)."""
     root = Path(root)
-    classes = _class_folders(root)
+    classes = class_folders(root)
     if not classes:
         raise DataError(f'data folder {root} has no class sub-folders; put the images of each class in '
                         f'{root}/<class name>/')
     if len(classes) < MIN_CLASSES:
         raise DataError(f'data folder {root} has {len(classes)} class folder ({classes[0]}); classifying needs at '
                         f'least {MIN_CLASSES} classes')
-    extensions = get_img_extensions(as_set=True)
     for name in classes:
         entries = [e for e in os.scandir(root / name) if not e.name.startswith('.')]
         nested = [e.name for e in entries if e.is_dir()]  # a link to a folder too: a loop is never entered
@@ -104,10 +109,22 @@ def check_image_folder(root: Union[str, Path]) -> list[str]:
             raise DataError(f'class folder {root / name} holds the folder {nested[0]}/; labels come from the '
                             f'top-level class folders only, so images must sit directly in {root / name}/ (move '
                             'them there or into a class folder of their own)')
-        if not any(Path(e.name).suffix.lower() in extensions for e in entries):
-            raise DataError(f'class folder {root / name} has no images ({", ".join(sorted(extensions))}); '
-                            'add images or remove the folder')
+        if not image_entries(root / name)[0]:
+            others = f' (only {entries[0].name}{", ..." if len(entries) > 1 else ""})' if entries else ''
+            raise DataError(f'class folder {root / name} has no images{others}; add images in a format Pillow '
+                            'reads (png, jpeg, webp, bmp, tiff, gif, ...) or remove the folder')
     return classes
+
+
+def image_entries(folder: Path) -> tuple[list[os.DirEntry], list[str]]:
+    """The image files directly in ``folder`` by name (any format Pillow reads, ``IMAGE_EXTENSIONS``), and
+    the names of its other files; hidden names are neither."""
+    images, others = [], []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith('.'):
+            continue
+        (images if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS else others).append(entry)
+    return images, [e.name for e in others if not e.is_dir()]
 
 
 def _unreadable(path: str, decode: bool = False) -> Optional[str]:
@@ -158,13 +175,12 @@ def scan_image_folder(root: Union[str, Path], bad_images: str = 'refuse', mode: 
     and refused when it sits in two classes."""
     root = Path(root)
     classes = check_image_folder(root)
-    extensions = get_img_extensions(as_set=True)
     found: dict[tuple[int, int], tuple[str, int]] = {}
-    missing, twice = [], []
+    missing, twice, not_images = [], [], []
     for label, name in enumerate(classes):
-        for entry in sorted(os.scandir(root / name), key=lambda e: e.name):
-            if entry.name.startswith('.') or Path(entry.name).suffix.lower() not in extensions:
-                continue
+        entries, others = image_entries(root / name)
+        not_images += [str(root / name / other) for other in others]
+        for entry in entries:
             try:
                 stat = os.stat(entry.path)
             except OSError as e:  # e.g. a dangling link
@@ -189,6 +205,9 @@ def scan_image_folder(root: Union[str, Path], bad_images: str = 'refuse', mode: 
             raise DataError(f'{len(bad)} unreadable image(s) in {root}: {listed}; fix or remove them, or skip them '
                             'with --bad-images skip')
         _logger.warning('skipping %d unreadable image(s) in %s: %s', len(bad), root, listed)
+    if not_images:
+        _logger.warning('%d file(s) in %s are not images in a format Pillow reads and are left out, e.g. %s',
+                        len(not_images), root, not_images[0])
     if twice:
         _logger.warning('%d file(s) in %s are reached twice through links and used once, e.g. %s', len(twice),
                         root, twice[0])

@@ -1,14 +1,20 @@
 """Loaders on timm's data pipeline for training runs: augmentation, evaluation transforms, the train/val pair."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
+import torch
 from PIL import Image, ImageOps
 from timm.data import auto_augment, create_loader
+from timm.data.transforms_factory import transforms_imagenet_train
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..utils.distributed import default_device, world_size
@@ -17,10 +23,9 @@ from .folder import DataError, ImageFiles, find_split, image_folder
 from .memory import DEFAULT_MEMORY_LIMIT_MB, hold_in_memory
 from .splits import shard, split_heldout, subset
 
-__all__ = ['Augmentation', 'TrainData', 'TrainSets', 'make_loader', 'usable_workers', 'check_one_batch',
-           'separate_split', 'train_sets', 'train_loaders', 'build_train_data']
-
-
+__all__ = ['Augmentation', 'SeededSamples', 'TrainData', 'TrainSets', 'make_loader', 'usable_workers',
+           'check_one_batch', 'separate_split', 'train_sets', 'train_loaders', 'build_train_data', 'sample_seed',
+           'seeded_rng']
 
 def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
     """timm's posterize, also for 0 bits: DeiT's RandAugment (rand-m9-mstd0.5-inc1) reaches 0 bits at the top
@@ -69,6 +74,13 @@ class Augmentation:
         for ok, flag, value, allowed in checks:
             if not ok:
                 raise DataError(f'{flag} {value}: must be {allowed}')
+        if self.aa:
+            try:  # timm parses the policy only when it builds the transform, and asserts on what it cannot read
+                transforms_imagenet_train(8, auto_augment=self.aa)
+            except (AssertionError, ValueError, KeyError, IndexError) as e:
+                raise DataError(f'--aa {self.aa}: not a policy timm knows ({e or "cannot parse it"}); e.g. '
+                                'rand-m9-mstd0.5-inc1 (RandAugment), augmix-m5, original or v0 (AutoAugment), '
+                                'or none') from None
 
     def describe(self) -> str:
         """One line for logs and model folders' notes."""
@@ -99,6 +111,58 @@ def usable_workers(workers: int, images: int, batch_size: int) -> int:
     return max(1, min(workers, os.cpu_count() or 1, math.ceil(images / max(batch_size, 1))))
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 64-bit seed that depends on the run's seed, the epoch and the sample alone."""
+    digest = hashlib.blake2b(f'{seed}:{epoch}:{index}'.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, 'little')
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int):
+    """Python's, numpy's and torch's CPU generators seeded with ``seed`` inside the block, and put back as
+    they were after it, so what the block draws neither depends on nor changes the caller's draws."""
+    python, numpy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.default_generator.manual_seed(seed)  # not torch.manual_seed: that would reseed the GPUs too
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        torch.set_rng_state(cpu)
+
+
+class SeededSamples(Dataset):
+    """A training set whose every sample is augmented with draws seeded by (seed, epoch, index).
+
+    A DataLoader seeds each worker from its worker id, so without this the crops, flips and RandAugment
+    a sample gets depend on how many workers load it (and at ``-j 0`` they share the training step's own
+    generators): a run resumed with another ``--workers`` would reach other weights. ``set_epoch`` is
+    called by the training loop before each epoch, as on a DistributedSampler."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    @property
+    def transform(self) -> Any:
+        return self.dataset.transform
+
+    @transform.setter
+    def transform(self, value: Any) -> None:  # timm's create_loader sets the transform it builds here
+        self.dataset.transform = value
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        with seeded_rng(sample_seed(self.seed, self.epoch, index)):
+            return self.dataset[index]
+
+
 def _image_files(dataset: Dataset) -> Optional[ImageFiles]:
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
@@ -106,10 +170,10 @@ def _image_files(dataset: Dataset) -> Optional[ImageFiles]:
 
 
 def make_loader(dataset: Dataset, *, data: DataConfig, batch_size: int, is_training: bool, workers: int = 2,
-                distributed: bool = False, augmentation: Optional[Augmentation] = None) -> DataLoader:
+                distributed: bool = False, augmentation: Optional[Augmentation] = None, seed: int = 0) -> DataLoader:
     """timm's create_loader at ``data``'s input size, normalisation, crop and resize, with what resumable,
-    rank-consistent training needs: workers that are re-created (and so re-seeded from the seeded main
-    process) every epoch, and the prefetcher only on CUDA."""
+    rank-consistent training needs: each training sample augmented from (``seed``, epoch, index), whatever
+    the number of workers (``SeededSamples``), and the prefetcher only on CUDA."""
     augmentation = augmentation or Augmentation()
     device = default_device()
     workers = usable_workers(workers, len(dataset), batch_size)
@@ -118,6 +182,7 @@ def make_loader(dataset: Dataset, *, data: DataConfig, batch_size: int, is_train
         files.min_side = max(data.input_size[1:])
     options: dict[str, Any] = {}
     if is_training:
+        dataset = SeededSamples(dataset, seed)
         options = dict(no_aug=augmentation.no_aug, scale=augmentation.scale, ratio=augmentation.ratio,
                        hflip=augmentation.hflip, color_jitter=augmentation.color_jitter,
                        auto_augment=augmentation.aa, re_prob=augmentation.reprob)
@@ -135,7 +200,8 @@ def make_loader(dataset: Dataset, *, data: DataConfig, batch_size: int, is_train
         use_prefetcher=device.type == 'cuda',
         device=device,
         pin_memory=device.type == 'cuda',
-        # evaluation loaders are read many times (every candidate scored) and draw no random numbers
+        # evaluation loaders are read many times (every candidate scored) and draw no random numbers; a
+        # training set's workers are made anew each epoch, so they see the epoch SeededSamples was set to
         persistent_workers=workers > 0 and not is_training,
         **options,
     )
@@ -198,13 +264,15 @@ def train_sets(data_dir: Union[str, Path], *, train_split: str = 'train', val_sp
 
 
 def train_loaders(sets: TrainSets, *, img_size: int, batch_size: int, workers: int = 4, in_chans: int = 3,
-                  distributed: bool = False, augmentation: Optional[Augmentation] = None) -> TrainData:
-    """The training and evaluation loaders of ``sets``, with the data config they share."""
+                  distributed: bool = False, augmentation: Optional[Augmentation] = None,
+                  seed: int = 0) -> TrainData:
+    """The training and evaluation loaders of ``sets``, with the data config they share; the training
+    samples augmented from (``seed``, epoch, index)."""
     check_one_batch(len(sets.train), batch_size, distributed)
     config = loader_data_config(img_size, in_chans, sets.classes)
     common = dict(data=config, batch_size=batch_size, workers=workers)
     train_loader = make_loader(sets.train, is_training=True, distributed=distributed, augmentation=augmentation,
-                               **common)
+                               seed=seed, **common)
     return TrainData(train_loader, make_loader(sets.eval, is_training=False, **common), config)
 
 
@@ -218,4 +286,4 @@ def build_train_data(data_dir: Union[str, Path], *, img_size: int, batch_size: i
                       in_chans=in_chans, distributed=distributed, bad_images=bad_images,
                       memory_limit_mb=memory_limit_mb)
     return train_loaders(sets, img_size=img_size, batch_size=batch_size, workers=workers, in_chans=in_chans,
-                         distributed=distributed, augmentation=augmentation)
+                         distributed=distributed, augmentation=augmentation, seed=seed)

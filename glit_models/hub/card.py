@@ -47,12 +47,12 @@ def _usage(repo_id: str) -> str:
     return f"""### Image classification
 ```python
 import timm, torch, glit_models  # pip install glit-models
-from PIL import Image
+from PIL import Image, ImageOps
 
 model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()
 config = timm.data.resolve_model_data_config(model)
 transform = timm.data.create_transform(**config, is_training=False)
-image = Image.open('image.jpg').convert('RGB')
+image = ImageOps.exif_transpose(Image.open('image.jpg')).convert('RGB')  # upright, as a viewer shows it
 with torch.no_grad():
     probs = model(transform(image).unsqueeze(0)).softmax(-1)[0]
 names = model.pretrained_cfg.get('label_names')

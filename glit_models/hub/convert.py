@@ -16,6 +16,7 @@ from typing import Optional
 
 import timm
 import torch
+from timm.models import split_model_name_tag
 
 from ..data.config import DataConfig
 from ..models.checkpoint import CheckpointError, read_checkpoint
@@ -23,7 +24,7 @@ from ..models.glit import is_authors_layout
 from ..models.model_folder import save_model_folder
 from ..models.reference import ReferenceGlit
 from ..utils.atomic import write_text_atomic
-from ..utils.cli import OneLineParser, UsageError, command_line
+from ..utils.cli import OneLineParser, UsageError, command_line, finite_float
 from ..utils.errors import GlitError
 from .card import model_card, render
 
@@ -52,11 +53,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_model_name(name: str) -> None:
+    """A GLiT name timm can build, with a tag it knows (the card and config name it), else UsageError."""
+    architecture, tag = split_model_name_tag(name)
+    known = ', '.join(timm.list_pretrained('glit_*'))
+    if not (architecture.startswith('glit') and timm.is_model(architecture)):
+        raise UsageError(f'--model {name}: not a GLiT model timm knows; the tagged GLiT models are {known}')
+    if tag and name not in timm.list_pretrained(architecture):
+        raise UsageError(f'--model {name}: {architecture} has no tag {tag!r}; the tagged GLiT models are {known}')
+
+
 def convert(checkpoint: Path, output: Path, model_name: str = 'glit_tiny_patch16_224.in1k', use_ema: bool = False,
             tolerance: float = 1e-4, repo_id: Optional[str] = None, dataset: Optional[str] = None,
             top1: Optional[float] = None, top1_source: Optional[str] = None) -> dict[str, float]:
     """Write the Hub folder for ``checkpoint``; return the logit differences before and after."""
     output = Path(output)
+    _check_model_name(model_name)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         what = 'is a file' if not output.is_dir() else \
             f'is not empty ({", ".join(sorted(p.name for p in output.iterdir())[:3])})'
@@ -98,9 +110,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument('--repo-id', default=None, help='the Hub repo the card\'s examples load (default: '
                         'glit-models/<model>)')
     parser.add_argument('--use-ema', action='store_true', help='take model_ema instead of model')
-    parser.add_argument('--tolerance', type=float, default=1e-4, help='largest logit difference accepted')
+    parser.add_argument('--tolerance', type=finite_float, default=1e-4, help='largest logit difference accepted')
     parser.add_argument('--dataset', default=None, help='the data the weights were trained on, for the card')
-    parser.add_argument('--top1', type=float, default=None, help='a top-1 accuracy (%%) for the card; needs '
+    parser.add_argument('--top1', type=finite_float, default=None, help='a top-1 accuracy (%%) for the card; needs '
                         '--top1-source')
     parser.add_argument('--top1-source', default=None, help='where --top1 comes from (a measurement, a paper)')
     return parser

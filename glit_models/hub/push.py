@@ -26,7 +26,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from ..models.checkpoint import CheckpointError
 from ..models.glit import GlobalLocalTransformer
 from ..models.model_folder import RUN_RESULT, check_model_folder, is_trained
-from ..utils.cli import OneLineParser, UsageError, command_line
+from ..utils.cli import OneLineParser, UsageError, command_line, one_line
 from ..utils.errors import GlitError
 from .card import model_card, render
 
@@ -126,9 +126,14 @@ def push(folder: Path, repo_id: str, dry_run: bool = False, private: bool = Fals
     if dry_run:
         return str(folder)
     api = api or HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message='Add GLiT model',
-                               allow_patterns=list(UPLOADED))
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message='Add GLiT model',
+                                   allow_patterns=list(UPLOADED))
+    except Exception as e:  # the Hub client raises its own, its HTTP library's and OS errors: all "not uploaded"
+        raise PublishError(f'{repo_id}: the upload of {folder} failed ({type(e).__name__}: {one_line(e)}); check '
+                           'the network, HF_HUB_OFFLINE and the token, or check the folder alone with --dry-run') \
+            from None
     return str(getattr(commit, 'commit_url', commit))
 
 

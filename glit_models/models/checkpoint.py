@@ -63,7 +63,8 @@ def _select_state_dict(path: Path, checkpoint: object, use_ema: bool) -> StateDi
         # timm's names, and glit_models.train's own ('ema', None when the run kept none)
         wrappers = ('model_ema', 'state_dict_ema', 'ema')
         if not any(isinstance(checkpoint.get(k), Mapping) for k in wrappers):
-            raise CheckpointError(f'{path}: has no EMA weights (model_ema); load it with use_ema=False')
+            raise CheckpointError(f'{path}: has no EMA weights (model_ema, state_dict_ema or ema); take its trained '
+                                  'weights instead (without --use-ema; use_ema=False in Python)')
     for key in wrappers:
         if isinstance(checkpoint.get(key), Mapping):
             checkpoint = checkpoint[key]

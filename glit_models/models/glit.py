@@ -198,7 +198,24 @@ def _filter_on_load(model: GlobalLocalTransformer, state_dict: dict, prefix: str
     """load_state_dict pre-hook: the model's part of ``state_dict`` through ``checkpoint_filter_fn``, in place.
     Without ``strict`` nothing is checked, as torch's non-strict loading promises."""
     own = {key[len(prefix):]: state_dict.pop(key) for key in [k for k in state_dict if k.startswith(prefix)]}
-    state_dict.update({prefix + k: v for k, v in checkpoint_filter_fn(own, model, check=strict).items()})
+    filtered = checkpoint_filter_fn(own, model, check=strict)
+    if strict:  # (torch passes True to every module's hook, whatever load_state_dict was given)
+        _check_head(filtered, model)
+    state_dict.update({prefix + k: v for k, v in filtered.items()})
+
+
+def _check_head(state_dict: Mapping[str, torch.Tensor], model: GlobalLocalTransformer) -> None:
+    """A head in the weights must have the model's shape: timm's pretrained loading drops a head of another
+    size itself, so one that reaches the load (``checkpoint_path=``, a plain load_state_dict) is weights for
+    another number of classes, which torch would refuse strict or not; refused here in the package's words."""
+    for key in ('head.weight', 'head.bias'):
+        theirs, ours = state_dict.get(key), model.state_dict().get(key)
+        if theirs is not None and ours is not None and theirs.shape != ours.shape:
+            classes = theirs.shape[0]
+            raise WeightsMismatchError(
+                f'the weights have a head of {classes} classes ({key} {tuple(theirs.shape)}), the model '
+                f'{model.num_classes}; create it with num_classes={classes}, or load the weights with pretrained=True '
+                'and pretrained_cfg_overlay=dict(file=...), which fits a new head')
 
 
 class NoPretrainedWeightsError(GlitError, RuntimeError):

@@ -200,7 +200,8 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
     num_classes = config.get('num_classes', cfg.get('num_classes'))
     head = _weights_shapes(folder).get('head.weight')
     expected, source = (head[0], f'the {head[0]} classes of the head in {WEIGHTS_FILE}') if head is not None else \
-        (0, f'0: {WEIGHTS_FILE} holds no head.weight')
+        (0, f'0, as {WEIGHTS_FILE} holds no head.weight (no classifier: a backbone); if it should have one, the '
+            'file is incomplete: write the folder again')
     for field, value in (('num_classes', num_classes), ('model_args.num_classes', model_args.get('num_classes')),
                          ('pretrained_cfg.num_classes', cfg.get('num_classes'))):
         if value is not None and not _is_int(value):

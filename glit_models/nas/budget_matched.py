@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 from ..architecture import GLIT_TINY_ARCH, GLIT_WIDTHS, GlitArch
 from ..architecture.complexity import authors_flops, count_params
-from ..utils.cli import OneLineParser
+from ..utils.cli import OneLineParser, UsageError, command_line
 from .space import low_level_candidates
 
-__all__ = ['PAPER_BUDGETS', 'BudgetMatch', 'budget_matched_arch', 'build_parser', 'main']
+__all__ = ['MAX_COMBINATIONS', 'PAPER_BUDGETS', 'BudgetMatch', 'budget_matched_arch', 'build_parser', 'main']
+
+_PROG = 'python -m glit_models.nas.budget_matched'
+MAX_COMBINATIONS = 1_000_000
+"""Sets of changes one stem may be scored on (about ten seconds of work): --max-changes 3 is 116,960 of them
+for the 12 blocks, 4 already 2.1 million."""
 
 PAPER_BUDGETS = {  # Table 3: parameters, FLOPs (authors' convention)
     'glit_tiny': (7.2e6, 1.4e9),
@@ -38,17 +44,35 @@ class BudgetMatch:
     changed_blocks: tuple[int, ...]
 
 
+def _change_sets(per_block: Sequence[int], max_changes: int) -> int:
+    """How many sets of at most ``max_changes`` changes, one a block, there are with ``per_block`` options."""
+    counts = [1] + [0] * max_changes  # counts[n]: the sets of n changes over the blocks seen so far
+    for options in per_block:
+        for n in range(max_changes, 0, -1):
+            counts[n] += counts[n - 1] * options
+    return sum(counts[1:])
+
+
 def budget_matched_arch(embed_dim: int, num_heads: int, params: float, flops: float,
                         max_changes: int = 2) -> BudgetMatch:
-    """Apply the rule above to the Tiny table at this stem."""
+    """Apply the rule above to the Tiny table at this stem; ``max_changes`` is checked (UsageError) before
+    any scoring: 0 to the number of blocks, and no more sets of changes than ``MAX_COMBINATIONS``."""
     base = replace(GLIT_TINY_ARCH, embed_dim=embed_dim, num_heads=num_heads, name='')
     blocks = list(base.blocks)
+    if not 0 <= max_changes <= len(blocks):
+        raise UsageError(f'--max-changes {max_changes}: must be 0 to {len(blocks)} (one change a block at most)')
     # every block's cost is additive, so score changes by their deltas
     options = []
     for index, block in enumerate(blocks):
         for candidate in low_level_candidates(block.global_thirds):
             if candidate != block:
                 options.append((index, candidate))
+    per_block = [sum(index == b for index, _ in options) for b in range(len(blocks))]
+    sets = _change_sets(per_block, max_changes)
+    if sets > MAX_COMBINATIONS:
+        fits = max(n for n in range(len(blocks) + 1) if _change_sets(per_block, n) <= MAX_COMBINATIONS)
+        raise UsageError(f'--max-changes {max_changes}: {sets:,} sets of changes to score, more than the '
+                         f'{MAX_COMBINATIONS:,} this search tries; use at most {fits}')
     base_params, base_flops = count_params(base), authors_flops(base)
     single_cost = {}
     for index, candidate in options:
@@ -78,13 +102,14 @@ def budget_matched_arch(embed_dim: int, num_heads: int, params: float, flops: fl
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog='python -m glit_models.nas.budget_matched', description=__doc__.split('\n')[0])
+    parser = OneLineParser(prog=_PROG, description=__doc__.split('\n')[0])
     parser.add_argument('--max-changes', type=int, default=2,
-                        help='at most this many of GLiT-Tiny\'s blocks are changed to meet a budget')
+                        help='blocks whose low-level choices may change (default 2, the rule\'s)')
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+@command_line(_PROG)
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     for name, (embed_dim, num_heads) in STEMS.items():
         target_params, target_flops = PAPER_BUDGETS[name]
@@ -93,7 +118,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
               f'(paper {target_params / 1e6} M, {target_flops / 1e9} G; worst error {match.worst_error:.2%}), '
               f'changed blocks {list(match.changed_blocks)}')
         print(f'  {match.arch.to_str()}')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -153,7 +153,7 @@ def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: 
         test_loader = evaluation(dataset, test_indices)
     return SearchData(
         train_loader=make_loader(subset(dataset, train_indices), is_training=True, distributed=distributed,
-                                 augmentation=augmentation, **common),
+                                 augmentation=augmentation, seed=seed, **common),
         calib_loader=evaluation(dataset, train_indices),
         heldout_loader=evaluation(heldout_set, heldout_indices),
         score_loader=evaluation(heldout_set, score_indices),

@@ -51,6 +51,9 @@ class EvolutionConfig:
             raise ValueError('mutations and crossovers must be 0 or more')
         if not 0 <= self.mutation_prob <= 1:
             raise ValueError(f'mutation_prob={self.mutation_prob} must lie in [0, 1]')
+        if self.parents > self.population:
+            raise ValueError(f'parents={self.parents} must be at most population={self.population}: the first '
+                             'generation\'s parents are the best of one population')
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,10 @@ class SearchConfig:
             raise SearchError(str(e)) from None
         if self.distributions is not None and len(self.distributions) != self.stem.depth:
             raise SearchError(f'{len(self.distributions)} distributions given for {self.stem.depth} blocks')
+        if self.distributions is not None and not stages[0].builder.needs_previous:
+            raise SearchError(f'--distributions: the {self.method} search with --stage {self.stage} starts with '
+                              f'{stages[0].name}, which searches the distributions itself, so they would not be '
+                              'used; pass them with --stage 2 alone, or drop them')
         unscored = [plan.name for plan in stages if not plan.picker.scores]
         if unscored and not self.retrain_top:
             raise SearchError(f'{self.method} search picks by retraining its samples: --retrain-epochs must be '

@@ -27,9 +27,11 @@ import torch
 
 from ..architecture import GLIT_WIDTHS
 from ..data import BAD_IMAGES, Augmentation, check_image_folder, find_split
+from ..data.fingerprint import Listing, check_resumed_data, fingerprint, list_image_files, save_listing
 from ..data.memory import DEFAULT_MEMORY_LIMIT_MB
+from ..training.engine import warn_amp_off_cuda
 from ..utils.atomic import save_json_atomic
-from ..utils.cli import OneLineParser, command_line, say, setup_logging
+from ..utils.cli import OneLineParser, command_line, finite_float, say, setup_logging
 from ..utils.distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
 from ..utils.json_file import read_json
 from ..utils.run_lock import LOCK_FILE, hold_output
@@ -150,25 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help='seed of every random draw: data splits, supernet training, evolution, retrainings')
     p.add_argument('--resume', action='store_true',
                    help='continue the search saved in --output: --output and --resume alone take its saved settings '
-                        '(as train --resume does); the whole command again must repeat them (only --workers and '
+                        '(as train --resume does); a flag given must repeat its saved value (only --workers and '
                         '--no-progress may change)')
     p.add_argument('--epochs', type=int, default=None,
                    help=f'supernet epochs per stage ({_per_preset(lambda p: p.epochs)})')
     p.add_argument('-b', '--batch-size', type=int, default=None,
                    help='batch size per process (default: the preset\'s global batch over the processes; '
                         f'{_per_preset(lambda p: p.batch_size).removeprefix("default: ")})')
-    p.add_argument('--lr', type=float, default=None,
+    p.add_argument('--lr', type=finite_float, default=None,
                    help='supernet learning rate (default: the preset\'s, 0.2 with Nesterov SGD; demo 2e-3 with AdamW)')
     p.add_argument('-j', '--workers', type=int, default=None,
                    help=f'data loader workers per process ({_per_preset(lambda p: p.workers)})')
     p.add_argument('--amp', action='store_true', help='mixed precision on CUDA')
-    p.add_argument('--heldout', type=float, default=None,
+    p.add_argument('--heldout', type=finite_float, default=None,
                    help='held-out split carved from train, a fraction < 1 or an image count: scores supernet paths '
                         'and picks among retrained candidates (default: the preset\'s)')
     p.add_argument('--score-images', type=int, default=None,
                    help='held-out images each supernet path is scored on, a fixed seeded subset (default: the '
                         'preset\'s, 8000 for tiny/small/base as SPOS, all for the demo)')
-    p.add_argument('--test-split', type=float, default=0.1,
+    p.add_argument('--test-split', type=finite_float, default=0.1,
                    help='without DIR/val: the test split carved from train, a fraction < 1 or an image count, '
                         'never used to choose (default 0.1)')
     p.add_argument('--calib-batches', type=int, default=None,
@@ -182,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
             ('--mutation-prob', 'mutation_prob', 'probability that a mutation redraws each choice of a candidate'),
             ('--crossovers', 'crossovers', 'children made by crossover each generation'),
             ('--top-k', 'top_k', 'candidates each stage keeps and retrains')):
-        evo.add_argument(flag, type=float if name == 'mutation_prob' else int, default=None,
+        evo.add_argument(flag, type=finite_float if name == 'mutation_prob' else int, default=None,
                          help=f'{what} ({_per_preset(lambda p, n=name: getattr(p.evolution, n))})')
     p.add_argument('--retrain-epochs', type=int, default=None,
                    help='epochs of the from-scratch retraining of each stage\'s top-k, which picks the stage\'s '
@@ -195,20 +197,23 @@ def build_parser() -> argparse.ArgumentParser:
                         f'the test split ({_per_preset(lambda p: p.compare_random)})')
     aug = p.add_argument_group('training augmentation (timm train.py\'s flags; default: the preset\'s, timm\'s for '
                                'tiny/small/base, a digits recipe for the demo)')
-    aug.add_argument('--scale', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+    aug.add_argument('--scale', type=finite_float, nargs=2, default=None, metavar=('MIN', 'MAX'),
                      help='random-resized-crop area fractions')
-    aug.add_argument('--ratio', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+    aug.add_argument('--ratio', type=finite_float, nargs=2, default=None, metavar=('MIN', 'MAX'),
                      help='random-resized-crop aspect ratios')
-    aug.add_argument('--hflip', type=float, default=None, help='horizontal flip probability')
-    aug.add_argument('--color-jitter', type=float, default=None, help='colour jitter strength')
+    aug.add_argument('--hflip', type=finite_float, default=None, help='horizontal flip probability')
+    aug.add_argument('--color-jitter', type=finite_float, default=None, help='colour jitter strength')
     aug.add_argument('--aa', default=None, help='RandAugment policy, e.g. rand-m9-mstd0.5-inc1, or none')
-    aug.add_argument('--reprob', type=float, default=None, help='random erasing probability')
+    aug.add_argument('--reprob', type=finite_float, default=None, help='random erasing probability')
     aug.add_argument('--no-aug', action='store_true', help='no training augmentation: resize and centre crop')
-    p.add_argument('--memory-limit', type=float, default=DEFAULT_MEMORY_LIMIT_MB, metavar='MIB',
+    p.add_argument('--memory-limit', type=finite_float, default=DEFAULT_MEMORY_LIMIT_MB, metavar='MIB',
                    help='decode the data once and hold it in memory when its pixels fit in this many MiB (0: never; '
                         f'default {DEFAULT_MEMORY_LIMIT_MB})')
     p.add_argument('--bad-images', choices=BAD_IMAGES, default='refuse',
                    help='images whose header cannot be read: refuse the data (default), or skip them, each named')
+    p.add_argument('--allow-data-change', action='store_true',
+                   help='with --resume: go on although the image files differ from those the search recorded '
+                        '(without it such a resume is refused, naming them)')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     return p
 
@@ -321,37 +326,56 @@ def search_config(args: argparse.Namespace) -> tuple[SearchConfig, Preset]:
 
 _PROG = 'python -m glit_models.nas.search'
 _RUN_FILE = 'run.json'
+_FINGERPRINT = 'data_fingerprint'
+"""The key of run.json that holds the data's fingerprint, beside the search's settings."""
 
 
 _MACHINE = ('workers',)
 """Data settings that may change on --resume: they say how to run on this machine, not what runs."""
 
 
-_FLAGS = {'supernet.epochs': '--epochs', 'supernet.lr': '--lr', 'supernet.batch_size': '--batch-size',
-          'supernet.amp': '--amp', 'supernet.seed': '--seed', 'retrain.epochs': '--retrain-epochs',
-          'data.augmentation': 'the augmentation flags', 'data.heldout': '--heldout', 'data.data_dir': '--data-dir',
-          'budget': 'the --budget-* flag', 'stem': '--preset', 'latency_batch': '--latency-batch'}
-"""Saved setting -> the flag that sets it, for the settings whose flag is not their own name."""
+_AUGMENTATION = ('scale', 'ratio', 'hflip', 'color_jitter', 'aa', 'reprob', 'no_aug')
+_FLAGS = {'supernet.epochs': ('--epochs', ('epochs',)), 'supernet.lr': ('--lr', ('lr',)),
+          'supernet.batch_size': ('--batch-size', ('batch_size',)), 'supernet.amp': ('--amp', ('amp',)),
+          'supernet.seed': ('--seed', ('seed',)), 'retrain.epochs': ('--retrain-epochs', ('retrain_epochs',)),
+          'retrain_top': ('--retrain-epochs', ('retrain_epochs',)),
+          'retrain': ('--batch-size, --seed, --amp or --preset', ('batch_size', 'seed', 'amp', 'preset')),
+          'evolution.seed': ('--seed', ('seed',)), 'data.seed': ('--seed', ('seed',)),
+          'data.augmentation': ('the augmentation flags', _AUGMENTATION), 'data.heldout': ('--heldout', ('heldout',)),
+          'data.memory_limit_mb': ('--memory-limit', ('memory_limit',)),
+          'data.data_dir': ('--data-dir', ('data_dir',)),
+          'budget': ('the --budget-* flag', ('budget_flops', 'budget_params', 'budget_latency', 'flops_convention')),
+          'stem': ('--preset', ('preset',)), 'calib_batches': ('--calib-batches', ('calib_batches', 'batch_size'))}
+"""Saved setting -> the flag that sets it and the parser's names of the flags it follows, for the settings whose
+flag is not their own name. A setting no flag names follows --preset."""
 
 
-def _flag(setting: str) -> str:
-    """The flag a saved setting comes from, e.g. ``supernet.epochs`` -> ``--epochs (supernet.epochs)``."""
-    for name, flag in _FLAGS.items():
+def _flag(setting: str) -> tuple[str, set[str]]:
+    """The flag a saved setting comes from, e.g. ``supernet.epochs`` -> ``--epochs (supernet.epochs)``, and
+    the names of the flags that set it."""
+    for name, (flag, dests) in _FLAGS.items():
         if setting == name or setting.startswith(f'{name}.'):
-            return f'{flag} ({setting})'
-    option = '--' + setting.rsplit('.', 1)[-1].replace('_', '-')
-    return f'{option} ({setting})' if option in build_parser()._option_string_actions else setting
+            return f'{flag} ({setting})', set(dests)
+    leaf = setting.rsplit('.', 1)[-1]
+    option = '--' + leaf.replace('_', '-')
+    if option in build_parser()._option_string_actions:
+        return f'{option} ({setting})', {leaf}
+    return setting, {'preset'}
 
 
-def _differences(before: dict[str, Any], now: dict[str, Any], prefix: str = '') -> list[str]:
-    """The flags (and their dotted setting names) whose values differ between two records."""
+def _differences(before: dict[str, Any], now: dict[str, Any], given: Optional[set[str]] = None,
+                 prefix: str = '') -> list[str]:
+    """The flags (and their dotted setting names) whose values differ between two records; with ``given``,
+    only those of the flags it names (a resume takes the others from the saved search)."""
     changed = []
     for key in sorted(set(before) | set(now)):
         old, new = before.get(key), now.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
-            changed += _differences(old, new, f'{prefix}{key}.')
+            changed += _differences(old, new, given, f'{prefix}{key}.')
         elif old != new and not (prefix == 'data.' and key in _MACHINE):
-            changed.append(f'{_flag(prefix + key)}: {old!r} saved, {new!r} now')
+            flag, dests = _flag(prefix + key)
+            if given is None or dests & given:
+                changed.append(f'{flag}: {old!r} saved, {new!r} now')
     return changed
 
 
@@ -363,9 +387,10 @@ def _check_log(output: Path) -> None:
         raise SearchError(f'--resume: {e}; it is not this search\'s log: move it away to resume') from None
 
 
-def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
+def _check_output(output: Path, resume: bool, record: dict[str, Any], given: Optional[set[str]] = None) -> None:
     """A search owns its folder's files: a fresh search starts in an empty folder (so it never merges another
-    run's log), a resume continues only the same search, and its log must be the search's own."""
+    run's log), a resume continues only the same search (``given``: only the flags the command line set are
+    compared), and its log must be the search's own."""
     saved = output / _RUN_FILE
     if not resume:
         if saved.is_file():
@@ -380,7 +405,7 @@ def _check_output(output: Path, resume: bool, record: dict[str, Any]) -> None:
         raise SearchError(f'--resume: no search state in {output}; run without --resume to start one')
     _check_log(output)
     before = config_record(read_search_config(output))
-    changed = _differences(before, record)
+    changed = _differences(before, record, given)
     if changed:
         raise SearchError(f'--resume: the settings differ from the search in {output}: {"; ".join(changed)}; '
                           'resume with the same flags')
@@ -430,19 +455,24 @@ def search_data(config: SearchConfig, output: Path) -> SearchData:
                              config.in_chans, distributed=world_size() > 1)
 
 
-def read_search_config(output: Path) -> SearchConfig:
-    """The settings saved in a search's output folder, typed (SearchError when it holds no search)."""
+def _read_record(output: Path) -> Any:
+    """run.json as it is (SearchError when the folder holds no search or the file is not JSON)."""
     saved = Path(output) / _RUN_FILE
     if not saved.is_file():
         raise SearchError(f'{output} holds no search ({_RUN_FILE} is missing); pass the --output of a search')
-    record = read_json(saved, lambda why: SearchError(f'{saved}: not readable JSON ({why}); it was edited or damaged'))
-    return SearchConfig.from_record(record, str(saved))
+    return read_json(saved, lambda why: SearchError(f'{saved}: not readable JSON ({why}); it was edited or damaged'))
 
 
 _RESULT = ('arch', 'params', 'flops', 'cost', 'supernet_top1', 'heldout_top1', 'test_top1', 'best_trained', 'seconds')
 """What the search prints on stdout, one JSON line (result.json holds everything)."""
-_RESUME_ALONE = ('output', 'resume', 'workers', 'no_progress')
-"""The flags of the short resume, ``--output X --resume``: the search's own settings are taken from run.json."""
+
+
+def read_search_config(output: Path) -> SearchConfig:
+    """The settings saved in a search's output folder, typed (SearchError when it holds no search)."""
+    record = _read_record(output)
+    if isinstance(record, dict):
+        record = {k: v for k, v in record.items() if k != _FINGERPRINT}
+    return SearchConfig.from_record(record, str(Path(output) / _RUN_FILE))
 
 
 def _given(argv: Optional[Sequence[str]]) -> set[str]:
@@ -454,20 +484,22 @@ def _given(argv: Optional[Sequence[str]]) -> set[str]:
 
 
 def run(args: argparse.Namespace, given: Optional[set[str]] = None) -> dict[str, Any]:
-    """One search; ``given``: the flags the command line set (only --output and --resume: the short resume)."""
+    """One search; ``given``: the flags the command line set. A resume takes the saved settings and refuses
+    a given flag that differs from them, so ``--output X --resume`` alone is enough (``given`` None: every
+    setting the flags make must equal the saved one)."""
     output = Path(args.output)
-    if args.resume and given is not None and given <= set(_RESUME_ALONE):
-        if not (output / _RUN_FILE).is_file():
-            raise SearchError(f'--resume: no search state in {output}; run without --resume to start one')
-        _check_log(output)
-        config = read_search_config(output)
-        if args.workers is not None:
-            config = replace(config, data=replace(config.data, workers=args.workers))
-    else:
-        config, _ = search_config(args)
+    if args.allow_data_change and not args.resume:
+        raise SearchError('--allow-data-change: only with --resume (a new search records its data as it finds it)')
+    config, _ = search_config(args)
     record = config_record(config)
     with hold_output(output) if is_main_process() else nullcontext():
-        _check_output(output, args.resume, record)
+        _check_output(output, args.resume, record, given)
+        if args.resume and given is not None:  # what the flags given leave open is the saved search's
+            workers = config.data.workers if 'workers' in given else None
+            config = read_search_config(output)
+            if workers is not None:
+                config = replace(config, data=replace(config.data, workers=workers))
+            record = config_record(config)
         barrier()  # every rank has checked the folder before rank 0 writes into it
         return _search(args, config, output, record)
 
@@ -485,14 +517,27 @@ def _search(args: argparse.Namespace, config: SearchConfig, output: Path, record
         if is_main_process():
             write_digits(config.data.root(output), seed=0)
         barrier()
+    listing = _data_listing(config, output)
+    if args.resume:
+        saved = _read_record(output).get(_FINGERPRINT)
+        check_resumed_data(saved, output, listing, config.data.root(output), output / _RUN_FILE,
+                           args.allow_data_change)
     data = search_data(config, output)
+    warn_amp_off_cuda(config.supernet.amp)
     if is_main_process():
         _say_settings(config)
-        save_json_atomic(record, output / _RUN_FILE)
+        save_listing(listing, output)
+        save_json_atomic({**record, _FINGERPRINT: fingerprint(listing)}, output / _RUN_FILE)
     summary = run_search(config, data, output, resume=args.resume, progress=not args.no_progress)
     if is_main_process():
         _print_summary(summary, output, config.data.root(output))
     return summary
+
+
+def _data_listing(config: SearchConfig, output: Path) -> Listing:
+    """The image files the search reads: its training folder, and the test split's folder when there is one."""
+    root = config.data.root(output)
+    return list_image_files(root, [find_split(root, 'train') or root, root / 'val'])
 
 
 def _say_settings(config: SearchConfig) -> None:

@@ -8,6 +8,7 @@ at any moment and resumed reaches exactly the weights of an uninterrupted run.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import sys
@@ -41,9 +42,10 @@ from ..utils.distributed import (
 from ..utils.errors import GlitError
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainingRun', 'TrainingStateError', 'train_model', 'fit', 'evaluate',
-           'head_lr', 'load_training_state', 'seed_epoch', 'unwrap']
+           'head_lr', 'load_training_state', 'seed_epoch', 'unwrap', 'warn_amp_off_cuda']
 
 StepHook = Callable[[int, int], None]
+_logger = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(GlitError, FloatingPointError):
@@ -194,6 +196,13 @@ def _amp_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def warn_amp_off_cuda(amp: bool) -> None:
+    """Say that ``--amp`` changes nothing where there is no CUDA device (``_autocast``), not leave it unsaid."""
+    if amp and default_device().type != 'cuda' and is_main_process():
+        _logger.warning('--amp: mixed precision runs on CUDA only; on the %s this run trains in float32',
+                        default_device().type.upper())
+
+
 def _autocast(device: torch.device, amp: bool):
     """Mixed precision on CUDA only: CPU autocast would slow the CPU runs down and change their numbers."""
     enabled = amp and device.type == 'cuda'
@@ -276,12 +285,14 @@ def fit(run: TrainingRun, train_loader, eval_loader, state_path: Union[str, Path
         model = DistributedDataParallel(base, device_ids=[device] if device.type == 'cuda' else None,
                                         find_unused_parameters=run.find_unused_parameters)
     run.scheduler.step(start_epoch)
-    sampler = getattr(train_loader, 'sampler', None)
+    # the sampler's order and the samples' augmentation (data.SeededSamples) follow the epoch
+    epoch_followers = [getattr(train_loader, name, None) for name in ('sampler', 'dataset')]
     for epoch in range(start_epoch, run.epochs):
         started = time.time()
         seed_epoch(run.seed, epoch)
-        if hasattr(sampler, 'set_epoch'):
-            sampler.set_epoch(epoch)
+        for follower in epoch_followers:
+            if hasattr(follower, 'set_epoch'):
+                follower.set_epoch(epoch)
         metrics: dict[str, Any] = {'epoch': epoch + 1}
         metrics.update(_train_one_epoch(run, model, train_loader, epoch, scaler, before_step, progress))
         broadcast_buffers(base)

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 
@@ -33,9 +33,29 @@ class WriteError(GlitError, OSError):
     """A file that could not be written (a full disk, a read-only folder); its previous version is intact."""
 
 
-def _write_error(path: Path, reason: str) -> WriteError:
-    return WriteError(f'could not write {path} ({reason}); its last saved version, if any, is intact: free some '
-                      'space (or fix the folder) and continue with --resume')
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM)
+_LOW_SPACE = 64 * 2 ** 20
+"""Free bytes below which a write that torch reports only as a C++ stream failure is taken for a full disk."""
+
+
+def _write_error(path: Path, reason: str, code: Optional[int] = None) -> WriteError:
+    """One line for a file that could not be written, with what to do about its cause (``code``: the errno)."""
+    if code in _FULL:
+        return WriteError(f'could not write {path}: no space left on the device; its last saved version, if any, '
+                          'is intact: free some space and run the command again (train and the search continue '
+                          'with --resume)')
+    if code == errno.ENOTDIR or code == errno.EEXIST and not path.parent.is_dir():
+        file = next((p for p in path.parents if p.is_file()), path.parent)
+        return WriteError(f'could not write {path}: {file} is a file, not a folder; choose a path in a folder')
+    if code in _REFUSED:
+        return WriteError(f'could not write {path} ({reason}): the folder is read-only or not this user\'s; choose '
+                          'a writable one')
+    return WriteError(f'could not write {path} ({reason}); its last saved version, if any, is intact')
+
+
+def _os_write_error(path: Path, error: OSError) -> WriteError:
+    return _write_error(path, error.strerror or str(error), error.errno)
 
 
 @contextmanager
@@ -50,7 +70,7 @@ def replacing(path: PathLike) -> Iterator[Path]:
         os.close(fd)
         os.chmod(name, _FILE_MODE)
     except OSError as e:
-        raise _write_error(path, e.strerror or str(e)) from None
+        raise _os_write_error(path, e) from None
     tmp = Path(name)
     try:
         yield tmp
@@ -60,7 +80,7 @@ def replacing(path: PathLike) -> Iterator[Path]:
     except OSError as e:
         if isinstance(e, WriteError):
             raise
-        raise _write_error(path, e.strerror or str(e)) from None
+        raise _os_write_error(path, e) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -79,7 +99,8 @@ def save_torch_atomic(obj: Any, path: PathLike) -> None:
         try:
             torch.save(obj, tmp)
         except RuntimeError as e:  # torch's C++ writer reports a full disk as e.g. "basic_ios::clear: iostream error"
-            raise _write_error(Path(path), str(e).splitlines()[0]) from None
+            full = shutil.disk_usage(tmp.parent).free < _LOW_SPACE
+            raise _write_error(Path(path), str(e).splitlines()[0], errno.ENOSPC if full else None) from None
 
 
 @contextmanager
@@ -91,7 +112,7 @@ def file_lock(path: PathLike) -> Iterator[None]:
         lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise _write_error(lock, e.strerror or str(e)) from None
+        raise _os_write_error(lock, e) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -110,7 +131,7 @@ def replacing_folder(folder: PathLike) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f'.{folder.name}.', suffix='.tmp'))
         os.chmod(tmp, _FOLDER_MODE)
     except OSError as e:
-        raise _write_error(folder, e.strerror or str(e)) from None
+        raise _os_write_error(folder, e) from None
     try:
         yield tmp
         for name in os.listdir(tmp):  # on disk before any rename, so a crash never shows a half-written file
@@ -128,6 +149,6 @@ def replacing_folder(folder: PathLike) -> Iterator[Path]:
     except OSError as e:
         if isinstance(e, WriteError):
             raise
-        raise _write_error(folder, e.strerror or str(e)) from None
+        raise _os_write_error(folder, e) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

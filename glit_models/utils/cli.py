@@ -1,19 +1,25 @@
 """One error-handling entry for every command line of the package.
 
 A mistake the package can name (a bad flag value, a folder, a file, a saved state: any ``GlitError``) ends
-the command with one line, ``prog: error: ...``, and exit code 2, never a traceback; a Ctrl-C ends with 130.
+the command with one line, ``prog: error: ...``, and exit code 2, never a traceback; a Ctrl-C ends with 130,
+also while the modules import; a closed pipe (``| head``) ends quietly, and a name the terminal's encoding
+cannot show is written escaped.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import logging
+import math
+import os
+import signal
 import sys
-from typing import Callable, NoReturn, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from .errors import GlitError, UsageError
 
-__all__ = ['UsageError', 'OneLineParser', 'HelpFormatter', 'command_line', 'one_line', 'say', 'setup_logging']
+__all__ = ['UsageError', 'OneLineParser', 'HelpFormatter', 'command_line', 'finite_float', 'one_line',
+           'quiet_interrupts_while_importing', 'say', 'setup_logging']
 
 Main = Callable[[Optional[Sequence[str]]], int]
 
@@ -39,6 +45,18 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f'{self.prog}: error: {message}\n')
+
+
+def finite_float(text: str) -> float:
+    """The argparse type of every float flag: a number, never NaN or infinity, which would switch a check off
+    (``--tolerance nan`` passes every comparison) or turn a run's numbers into NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f'{text} is not a finite number')
+    return value
 
 
 def one_line(error: BaseException) -> str:
@@ -72,15 +90,49 @@ def setup_logging(level: int = logging.WARNING, package_level: Optional[int] = N
         logging.getLogger('glit_models').setLevel(package_level)
 
 
+def _interrupted_while_importing(signum: int, frame: Any) -> None:
+    args = sys.orig_argv
+    module = args[args.index('-m') + 1] if '-m' in args[:-1] else 'glit_models'
+    print(f'python -m {module}: interrupted', file=sys.stderr)
+    raise SystemExit(130)
+
+
+def quiet_interrupts_while_importing() -> None:
+    """A Ctrl-C while ``python -m glit_models.<command>`` imports torch and timm ends with one line and exit
+    code 130, not a traceback through every importer. Only while runpy resolves a ``-m`` target (its
+    ``sys.argv[0]`` is then ``'-m'``), so ``import glit_models`` anywhere else keeps Python's own Ctrl-C;
+    ``command_line`` puts Python's handler back as the command starts."""
+    if sys.argv[:1] == ['-m'] and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted_while_importing)
+
+
+def _escape_unencodable() -> None:
+    """A path or class name the terminal's encoding cannot show (``PYTHONIOENCODING=ascii``) printed with
+    escapes instead of raising UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, 'reconfigure'):
+            stream.reconfigure(errors='backslashreplace')
+
+
 def command_line(prog: str, interrupted_hint: str = '') -> Callable[[Main], Main]:
     """Decorate a CLI's ``main(argv) -> exit code``: a ``GlitError`` becomes one line and exit code 2,
-    a Ctrl-C one line (``interrupted_hint`` appended, e.g. how to resume) and exit code 130."""
+    a Ctrl-C one line (``interrupted_hint`` appended, e.g. how to resume) and exit code 130, a reader that
+    closed the output pipe an exit without a word (code 141, as a shell reports SIGPIPE)."""
 
     def decorate(main: Main) -> Main:
         @functools.wraps(main)
         def wrapped(argv: Optional[Sequence[str]] = None) -> int:
+            if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            _escape_unencodable()
             try:
-                return main(argv)
+                code = main(argv)
+                sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+                return code
+            except BrokenPipeError:
+                # what is left to flush would raise again at exit: it goes nowhere instead
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 141
             except KeyboardInterrupt:
                 print(f'{prog}: interrupted{"; " + interrupted_hint if interrupted_hint else ""}', file=sys.stderr)
                 return 130

@@ -73,12 +73,28 @@ def _acquire(lock: Path) -> int:
         os.close(fd)
 
 
+def _remove_if_empty(created: list[Path]) -> None:
+    """The folders a refused start created (deepest first), removed while they hold nothing."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # it holds files after all (or is gone): keep what is there
+            return
+
+
 @contextmanager
 def hold_output(folder: Union[str, os.PathLike]) -> Iterator[Path]:
-    """Hold ``folder`` (created if needed) for this run; refused while another run holds it."""
+    """Hold ``folder`` (created if needed) for this run; refused while another run holds it. A run that
+    fails before writing anything leaves no folder it created behind: a refused start changes nothing."""
+    created = [p for p in (Path(folder), *Path(folder).parents) if not p.exists()]
     folder = output_folder(folder)
     lock = folder / LOCK_FILE
-    fd = _acquire(lock)
+    try:
+        fd = _acquire(lock)
+    except OutputError:
+        _remove_if_empty(created)
+        raise
+    failed = False
     try:
         started = datetime.datetime.now().isoformat(timespec='seconds')
         info = dict(pid=os.getpid(), host=socket.gethostname(), started=started, command=sys.argv)
@@ -88,6 +104,11 @@ def hold_output(folder: Union[str, os.PathLike]) -> Iterator[Path]:
         except OSError:  # a full disk: the flock holds without the holder's name, and the run's own saves say why
             pass
         yield folder
+    except BaseException:
+        failed = True
+        raise
     finally:
         lock.unlink(missing_ok=True)  # before the lock is dropped, so no one locks a file about to vanish
         os.close(fd)
+        if failed:
+            _remove_if_empty(created)

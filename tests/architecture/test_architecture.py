@@ -75,7 +75,10 @@ def test_invalid_stems(stem, message):
     ('{"embed_dim": 192, "blocks": [{"global_thirds": 3, "qkv": 1}]}', 'block 0: .*qkv'),
     ('{"embed_dim": 192, "blocks": [], "depth": 3}', r"unknown architecture fields \['depth'\]"),
     ('{not json', 'not a JSON architecture description'),
-    ('{"embed_dim": 192, "blocks": [{"global_thirds": 3, "qkv_ratio": 1, "mlp_ratio": Infinity}]}',
+    ('{"blocks": [{"global_thirds": 3, "qkv_ratio": 1, "mlp_ratio": 2}]}', 'the architecture has no embed_dim, '
+     'img_size, num_heads, patch_size'),
+    ('{"embed_dim": 192, "num_heads": 3, "patch_size": 16, "img_size": 224, "blocks": [{"global_thirds": 3, '
+     '"qkv_ratio": 1, "mlp_ratio": Infinity}]}',
      'block 0: mlp_ratio=inf'),
 ])
 def test_unreadable_descriptions(text, message):

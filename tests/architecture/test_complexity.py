@@ -96,3 +96,19 @@ def test_a_model_folder_of_a_huge_input_size_is_refused_before_allocating(monkey
     monkeypatch.setattr(complexity, '_machine_memory', lambda: 3 * 2 ** 28)
     with pytest.raises(ArchitectureError, match='0.4 GiB for its float32 parameters alone'):
         timm.create_model('glit_tiny', arch='embed48 heads3 patch8 img32 | 3:0 e1 mlp2', img_size=12000)
+
+
+@pytest.mark.parametrize('value, message', [
+    ('-1', '--max-changes -1: must be 0 to 12'),
+    ('13', '--max-changes 13: must be 0 to 12'),
+    ('1000000', '--max-changes 1000000: must be 0 to 12'),
+    ('12', '--max-changes 12: 282,429,536,480 sets of changes to score, more than the 1,000,000 this search tries; '
+           'use at most 3'),
+])
+def test_max_changes_beyond_what_can_be_searched_is_refused_before_any_work(capsys, value, message):
+    from glit_models.nas import budget_matched
+
+    assert budget_matched.main(['--max-changes', value]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == '' and captured.err.count('\n') == 1
+    assert captured.err.startswith(f'python -m glit_models.nas.budget_matched: error: {message}')

@@ -7,7 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from glit_models.data import DataError, build_train_data, heldout_count, split_heldout
+from glit_models.data import (
+    Augmentation,
+    DataError,
+    build_train_data,
+    heldout_count,
+    open_image,
+    scan_image_folder,
+    split_heldout,
+)
 from glit_models.nas.data import build_search_data
 from tests.helpers import write_bad_images, write_image_folder
 
@@ -39,7 +47,8 @@ def test_search_data_sizes_and_classes(folder):
     assert images.shape == (4, 3, 32, 32)
     assert set(_labels(data.heldout_loader).tolist()) <= {0, 1, 2}
     # held-out images are never trained on
-    assert not set(data.heldout_loader.dataset.indices) & set(data.train_loader.dataset.indices)
+    trained = data.train_loader.dataset.dataset.indices  # the training subset, inside its per-sample seeding
+    assert not set(data.heldout_loader.dataset.indices) & set(trained)
 
 
 def test_search_data_takes_a_heldout_folder_whole(tmp_path):
@@ -161,6 +170,32 @@ def test_unreadable_images_are_listed_up_front_then_refused_or_skipped(tmp_path,
     assert 'skipping 2 unreadable image(s)' in caplog.text and 'broken.png' in caplog.text
 
 
+def test_every_format_pillow_reads_is_trained_on_and_other_files_are_named(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / f'class_{c}').mkdir()
+    for i, suffix in enumerate(('.webp', '.bmp', '.tif', '.gif', '.png')):
+        pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / 'class_0' / f'{i}{suffix}')
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / 'class_1' / 'a.webp')
+    (tmp_path / 'class_1' / 'notes.txt').write_text('not an image')
+    images = scan_image_folder(tmp_path)
+    assert sorted(Path(path).name for path, _ in images.samples) == ['0.webp', '1.bmp', '2.tif', '3.gif', '4.png',
+                                                                    'a.webp']
+    assert '1 file(s) in' in caplog.text and 'left out, e.g. ' in caplog.text and 'notes.txt' in caplog.text
+
+
+def test_exif_orientation_is_applied_where_images_are_opened(tmp_path):
+    pixels = np.zeros((8, 24, 3), dtype=np.uint8)
+    pixels[:, :4] = 255  # a white band on the left, as the camera stored it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    Image.fromarray(pixels).save(tmp_path / 'rotated.jpg', exif=exif, quality=95)
+    upright = open_image(tmp_path / 'rotated.jpg')
+    assert upright.size == (8, 24)  # width, height: turned upright
+    assert np.asarray(upright)[:4].mean() > 200  # the band on the top, as a viewer shows it
+
+
 def test_too_small_data_and_splits_name_the_minimum(tmp_path):
     write_image_folder(tmp_path, classes=1, per_class=8)
     with pytest.raises(DataError, match='1 class folder .*at least 2 classes'):
@@ -251,3 +286,32 @@ def test_an_unknown_split_is_named_not_the_root_blamed(tmp_path):
         resolve_split(tmp_path / 'data', 'valid')
     assert resolve_split(tmp_path / 'data', 'val') == tmp_path / 'data' / 'val'
     assert resolve_split(tmp_path / 'data' / 'val', 'val') == tmp_path / 'data' / 'val'  # class folders itself
+
+
+def _one_epoch(loader, epoch):
+    """The batches of one training epoch as the engine reads them (the epoch set, the RNGs seeded), and
+    the first draw the main process makes after them."""
+    if hasattr(loader.dataset, 'set_epoch'):
+        loader.dataset.set_epoch(epoch)
+    torch.manual_seed(7)
+    batches = [(images.clone(), target.clone()) for images, target in loader]
+    return batches, torch.rand(1)
+
+
+@pytest.mark.parametrize('build', ['train', 'search'])
+def test_augmentation_and_order_do_not_depend_on_the_workers(folder, build):
+    augmentation = Augmentation(aa='rand-m9-mstd0.5-inc1', reprob=0.25)
+    epochs = {}
+    for workers in (0, 2):
+        if build == 'train':
+            loader = build_train_data(folder, img_size=32, batch_size=4, heldout=6, workers=workers,
+                                      augmentation=augmentation).train_loader
+        else:
+            loader = build_search_data(folder, img_size=32, batch_size=4, heldout=6, workers=workers,
+                                       augmentation=augmentation).train_loader
+        epochs[workers] = [_one_epoch(loader, epoch) for epoch in (0, 1)]
+    for (batches, after), (other, other_after) in zip(epochs[0], epochs[2]):
+        assert len(batches) == len(other)
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, other))
+        assert torch.equal(after, other_after)  # loading in the main process leaves its generators alone
+    assert not torch.equal(epochs[0][0][0][0][0], epochs[0][1][0][0][0])  # another epoch, other draws

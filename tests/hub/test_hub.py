@@ -255,3 +255,24 @@ def test_push_refuses_a_repo_id_the_hub_would(tmp_path, capsys, repo_id):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f'python -m glit_models.hub.push: error: --repo-id {repo_id!r}: ') and '\n' not in err
     assert not (folder / 'README.md').exists()
+
+
+@pytest.mark.parametrize('model, message', [
+    ('glit_small.in1k', "--model glit_small.in1k: glit_small has no tag 'in1k'; the tagged GLiT models are "
+                        'glit_tiny.in1k, glit_tiny_patch16_224.in1k'),
+    ('resnet50.a1_in1k', '--model resnet50.a1_in1k: not a GLiT model timm knows; the tagged GLiT models are '
+                         'glit_tiny.in1k, glit_tiny_patch16_224.in1k'),
+])
+def test_convert_names_a_model_or_tag_it_cannot_write(release_checkpoint, tmp_path, capsys, model, message):
+    assert convert.main(['--checkpoint', str(release_checkpoint), '--output', str(tmp_path / 'out'),
+                         '--model', model]) == 2
+    assert capsys.readouterr().err == f'python -m glit_models.hub.convert: error: {message}\n'
+    assert not (tmp_path / 'out').exists()
+
+
+def test_push_without_the_hub_is_one_line(tmp_path, capsys):
+    """Offline (HF_HUB_OFFLINE=1, as every test runs) the client raises its own error: named, one line."""
+    folder = small_model_folder(tmp_path / 'found', ['a', 'b', 'c'])
+    assert push.main(['--model-dir', str(folder), '--repo-id', 'someone/glit-found']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'someone/glit-found: the upload of' in err and 'OfflineModeIsEnabled' in err

@@ -85,8 +85,25 @@ def test_missing_file_and_not_weights(tmp_path):
     with pytest.raises(CheckpointError, match="entry 'epoch' is a int, not a tensor"):
         read_checkpoint(tmp_path / 'not_weights.pth')
     torch.save({'model': {'w': torch.zeros(1)}}, tmp_path / 'no_ema.pth')
-    with pytest.raises(CheckpointError, match='has no EMA weights'):
+    with pytest.raises(CheckpointError, match=r'has no EMA weights \(model_ema, state_dict_ema or ema\); take its '
+                       r'trained weights instead \(without --use-ema; use_ema=False in Python\)'):
         read_checkpoint(tmp_path / 'no_ema.pth', use_ema=True)
+
+
+def test_timm_s_checkpoint_path_with_another_head_is_the_package_s_error(tmp_path):
+    """timm.create_model(checkpoint_path=) loads strictly through torch, which named only tensor sizes."""
+    import timm
+
+    from tests.helpers import SMALL_ARCH
+
+    trained = timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=3)
+    torch.save({'epoch': 2, 'model': trained.state_dict()}, tmp_path / 'last.pth.tar')
+    with pytest.raises(CheckpointError, match=r'the weights have a head of 3 classes \(head.weight \(3, 48\)\), the '
+                       'model 1000; create it with num_classes=3'):
+        timm.create_model('glit_tiny', arch=SMALL_ARCH, checkpoint_path=str(tmp_path / 'last.pth.tar'))
+    model = timm.create_model('glit_tiny', arch=SMALL_ARCH, num_classes=3,
+                              checkpoint_path=str(tmp_path / 'last.pth.tar'))
+    assert torch.equal(model.head.weight, trained.head.weight)
 
 
 @pytest.mark.parametrize('name', ['glit_small', 'glit_base'])

@@ -107,6 +107,21 @@ def test_an_edited_config_is_refused_naming_its_field(tmp_path, name, change, fi
         create_model(f'local-dir:{folder}', True)
 
 
+def test_weights_without_a_head_are_named_as_such(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from glit_models.models.checkpoint import CheckpointError
+    from glit_models.models.factory import create_model
+    from tests.helpers import small_model_folder
+
+    folder = small_model_folder(tmp_path / 'm', ['a', 'b', 'c'])
+    weights = {k: v for k, v in load_file(folder / 'model.safetensors').items() if not k.startswith('head.')}
+    save_file(weights, folder / 'model.safetensors')
+    with pytest.raises(CheckpointError, match='num_classes 3 must be 0, as model.safetensors holds no head.weight '
+                       r'\(no classifier: a backbone\); if it should have one, the file is incomplete'):
+        create_model(f'local-dir:{folder}', True)
+
+
 @pytest.mark.parametrize('content', [b'', b'\x00' * 7, b'{"not": "safetensors"}' * 3])
 def test_a_damaged_weights_file_in_a_folder_is_named(tmp_path, content):
     from glit_models.models.checkpoint import CheckpointError
@@ -134,7 +149,7 @@ def test_a_full_disk_at_the_final_save_leaves_no_half_written_folder(tmp_path, m
         raise OSError(errno.ENOSPC, 'No space left on device')
     monkeypatch.setattr(model_folder, 'save_for_hf', full_disk)
     data = loader_data_config(32, label_names=['a', 'b', 'c'])
-    with pytest.raises(WriteError, match='could not write .*best \\(No space left on device\\)'):
+    with pytest.raises(WriteError, match='could not write .*best: no space left on the device; its last saved'):
         save_model_folder(_model(), tmp_path / 'best', data, trained=True)
     assert not (tmp_path / 'best').exists() and list(tmp_path.iterdir()) == []
     run = tmp_path / 'run'

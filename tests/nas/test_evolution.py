@@ -106,7 +106,7 @@ def test_resume_refuses_another_search(tmp_path):
 
 def test_impossible_budget_is_a_clear_error():
     with pytest.raises(BudgetError, match='meets the budget'):
-        evolve(CHOICES, score, cost, -1., EvolutionConfig(population=5))
+        evolve(CHOICES, score, cost, -1., EvolutionConfig(population=5, parents=2))
 
 
 def test_over_budget_resampling_is_bounded():

@@ -230,7 +230,8 @@ def test_search_ignores_and_leaves_the_callers_rng(tmp_path, data):
 def test_train_heldout_and_test_splits_are_disjoint(data):
     def indices(loader):
         return set(loader.dataset.indices)
-    train, heldout, test = indices(data.train_loader), indices(data.heldout_loader), indices(data.test_loader)
+    train = set(data.train_loader.dataset.dataset.indices)  # the training subset, inside its per-sample seeding
+    heldout, test = indices(data.heldout_loader), indices(data.test_loader)
     assert len(train) + len(heldout) + len(test) == 240 and not (train & heldout or train & test or heldout & test)
     assert indices(data.score_loader) <= heldout and len(indices(data.score_loader)) == 32
     assert indices(data.calib_loader) == train

@@ -49,7 +49,12 @@ def output(tmp_path):
     (['--resume'], 'no search state'),
     (['--flops-convention', 'macs'], 'needs --budget-flops'),
     (['--population', '0'], '--population 0: must be at least 1'),
-    (['--heldout', 'nan'], '--heldout nan: must be a fraction in (0, 1) or a whole number of images'),
+    (['--heldout', 'nan'], 'argument --heldout: nan is not a finite number'),
+    (['--aa', 'garbage'], '--aa garbage: not a policy timm knows'),
+    (['--distributions', '3,0,1,3'], '--distributions: the hierarchical search with --stage both starts with stage1, '
+                                     'which searches the distributions itself, so they would not be used'),
+    (['--method', 'spos', '--distributions', '3,0,1,3'], '--distributions: the spos search with --stage both'),
+    (['--population', '4', '--parents', '10'], 'parents=10 must be at most population=4'),
     (['--heldout', '1.5'], '--heldout 1.5: must be'),
     (['--lr', '-1'], '--lr -1.0: must be a positive number'),
     (['--workers', '-1'], '--workers -1: must be 0'),
@@ -236,7 +241,31 @@ def test_a_short_resume_takes_the_saved_settings(tmp_path, capsys):
     # the search's time counts both runs: the first one's seconds carried over from clock.json
     assert again['runs'] == 2 and again['seconds'] > first['seconds'] > 0
     code, err = run_main(['--output', str(output), '--resume', '--epochs', '3'], capsys)
-    assert code == 2 and 'the settings differ from the search' in err
+    assert code == 2 and f'the settings differ from the search in {output}: --epochs (supernet.epochs): 1 saved, ' \
+        '3 now; resume with the same flags' in err  # only the flag given, not the others it saved (--population)
+    # a flag repeated with its saved value, the others left out: the saved search goes on
+    code, err = run_main(['--output', str(output), '--resume', '--epochs', '1', '--no-progress'], capsys)
+    assert code == 0, err
+
+
+def test_a_resume_on_changed_data_is_refused_unless_allowed(tmp_path, capsys, caplog):
+    output = tmp_path / 'out'
+    tiny = ['--stage', '1', '--epochs', '1', '--population', '2', '--generations', '1', '--parents', '1',
+            '--mutations', '1', '--crossovers', '0', '--top-k', '1', '--calib-batches', '1', '--retrain-epochs', '0',
+            '--compare-random', '0', '--no-progress']
+    assert main(['--output', str(output), *tiny]) == 0
+    capsys.readouterr()
+    assert json.loads((output / 'run.json').read_text())['data_fingerprint']['files'] == 1797
+    digit = output / 'digits' / 'train' / '3'
+    (digit / 'copy.png').write_bytes(next(digit.iterdir()).read_bytes())
+    code, err = run_main(['--output', str(output), '--resume'], capsys)
+    assert code == 2 and err.count('\n') == 1, err
+    assert 'changed since the run started: 1 added (e.g. train/3/copy.png); restore it, or pass ' \
+           '--allow-data-change' in err
+    code, err = run_main(['--output', str(output), '--resume', '--allow-data-change', '--no-progress'], capsys)
+    assert code == 0, err
+    assert 'the run goes on with the data' in caplog.text
+    assert json.loads((output / 'run.json').read_text())['data_fingerprint']['files'] == 1798
 
 
 def test_a_refused_budget_claims_no_folder(tmp_path):
@@ -244,10 +273,10 @@ def test_a_refused_budget_claims_no_folder(tmp_path):
     from tests.helpers import assert_one_line, run_module
 
     output = tmp_path / 'out'
-    for budget in ('1M', '2M'):
+    for budget in ('1K', '2M'):
         assert_one_line(run_module(['glit_models.nas.search', '--budget-flops', budget, '--output', output]),
                         f'{budget} FLOPs is below the cheapest candidate')
-        assert not (output / 'run.json').exists()
+        assert not output.exists()  # nor an empty folder
     assert_one_line(run_module(['glit_models.nas.search', '--seed', str(2 ** 70), '--output', output]),
                     f'--seed {2 ** 70}: must be in [0, 2**63)')
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from glit_models.utils.atomic import WriteError, replacing, save_json_atomic, save_torch_atomic
+from glit_models.utils.atomic import WriteError, replacing, save_json_atomic, save_torch_atomic, write_text_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -43,7 +43,7 @@ def test_a_full_disk_names_the_file_and_keeps_the_last_checkpoint(tmp_path, monk
 
 def test_an_os_error_while_writing_names_the_file(tmp_path):
     path = tmp_path / 'search.jsonl'
-    with pytest.raises(WriteError, match='search.jsonl .*No space left'):
+    with pytest.raises(WriteError, match='search.jsonl: no space left on the device; .* free some space'):
         with replacing(path):
             raise OSError(errno.ENOSPC, 'No space left on device')
 
@@ -79,7 +79,7 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
     from glit_models.utils.atomic import replacing_folder
 
     folder = tmp_path / 'best'
-    with pytest.raises(WriteError, match='best .*No space left'):
+    with pytest.raises(WriteError, match='best: no space left on the device'):
         with replacing_folder(folder) as tmp:
             (tmp / 'model.safetensors').write_bytes(b'weights')
             raise OSError(errno.ENOSPC, 'No space left on device')
@@ -94,3 +94,23 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ['args.json', 'config.json']
     assert (folder / 'config.json').read_text() == '{"new": 1}'
     assert oct(folder.stat().st_mode & 0o777) != oct(0o700)  # not the private mode of a temporary folder
+
+
+def test_a_parent_that_is_a_file_is_named_not_taken_for_a_full_disk(tmp_path):
+    (tmp_path / 'afile').write_text('x')
+    with pytest.raises(WriteError) as error:
+        write_text_atomic('{}', tmp_path / 'afile' / 'lat.json')
+    assert str(error.value) == (f'could not write {tmp_path / "afile" / "lat.json"}: {tmp_path / "afile"} is a file, '
+                                'not a folder; choose a path in a folder')
+
+
+def test_torch_s_stream_failure_on_a_full_disk_says_no_space(tmp_path, monkeypatch):
+    """torch.save reports a full disk as "[enforce fail at inline_container.cc:...] ... file write failed"."""
+    import shutil
+
+    def full_disk(obj, f):
+        raise RuntimeError('[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file')
+    monkeypatch.setattr(torch, 'save', full_disk)
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9, 1000))
+    with pytest.raises(WriteError, match='last.pth.tar: no space left on the device; its last saved version'):
+        save_torch_atomic({'epoch': 2}, tmp_path / 'last.pth.tar')

@@ -86,3 +86,62 @@ def test_a_hub_warning_is_printed_once():
             'logging.getLogger("huggingface_hub.file_download").warning("once")')
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert done.stderr.count('once') == 1, done.stderr
+
+
+def _parsers():
+    from glit_models import predict, train, validate
+    from glit_models.hub import convert, push, release
+    from glit_models.nas import budget_matched, rank_check, search
+    return [m.build_parser() for m in (train, validate, predict, search, rank_check, budget_matched, convert, push,
+                                        release)]
+
+
+def test_every_float_flag_of_every_command_refuses_nan_and_infinity(capsys):
+    from glit_models.utils.cli import finite_float
+
+    checked = 0
+    for parser in _parsers():
+        for action in parser._actions:
+            assert action.type is not float, f'{parser.prog} {action.option_strings}: type=float takes nan'
+            if action.type is not finite_float:
+                continue
+            for value in ('nan', 'inf', 'NaN', '1e999'):
+                with pytest.raises(SystemExit) as exit:
+                    parser.parse_args([action.option_strings[-1], value, *['1'] * ((action.nargs or 1) - 1)])
+                assert exit.value.code == 2
+                err = capsys.readouterr().err
+                assert err.count('\n') == 1 and f'{action.option_strings[-1]}: ' in err \
+                    and 'is not a finite number' in err, err
+            checked += 1
+    assert checked >= 30  # train's, the search's, validate's --crop-pct, convert's --tolerance and --top1
+
+
+def test_ctrl_c_while_the_modules_import_is_one_line():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, '-m', 'glit_models.train', '--help'], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # torch and timm take seconds to import
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert (process.returncode, err) == (130, 'python -m glit_models.train: interrupted\n')
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(monkeypatch, capsys):
+    """As `| head` does once it has read its lines: the command's last output raised BrokenPipeError."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    monkeypatch.setattr('sys.stdout', open(write, 'w'))
+
+    @command_line('prog')
+    def main(argv=None):
+        print('a line the reader no longer wants')
+        return 0
+
+    assert main() == 141
+    assert capsys.readouterr().err == ''
