@@ -68,6 +68,11 @@ TUNING = (
     '50% cap from epoch 26 (held-out by epoch: 45% at 10, 53% at 26, 61% at 36, still rising): the join is learnt, '
     'slowly. Next: the same probe for all-local and the other networks at 36 epochs, and two seeds, to see whether '
     'architecture then matters; the full run at 36-epoch trainings costs about 3x the 12-epoch plan',
+    'the same probe for all-local (`--epochs 36 --seeds 0 --only all-local --work output/search_quality_pilot_e36`): '
+    '75.68% test, 78.76% held-out, past the cap from epoch 20 and still rising 0-1 point an epoch at the end: at 36 '
+    'epochs architecture matters, 16 points between two networks of the budget (one seed each), and the local '
+    'heads\' long 1-D kernels join digit and marker better than six global blocks do. Next: the other networks and '
+    'second seeds at 36 epochs, then the joint draws for the headroom figures',
 )
 HEADROOM = dict(best_above_median=3., best_of_5_gap=1.5, median_range=(70., 90.))
 """The pilot's targets for the joint space's budget draws (test top-1, points)."""

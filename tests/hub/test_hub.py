@@ -243,7 +243,7 @@ def test_a_training_run_s_card_states_its_data_and_top1_and_no_absolute_path(tmp
     listed = {line.split()[-1]: line.split()[0] for line in out.out.splitlines()}
     assert listed == {'README.md': 'upload', 'config.json': 'upload', 'model.safetensors': 'upload',
                       'args.json': 'leave', 'last.pth.tar': 'leave', 'last.metrics.jsonl': 'leave',
-                      'result.json': 'leave'}
+                      'result.json': 'leave', 'data_files.json.gz': 'leave'}
     size = (run / 'config.json').stat().st_size
     assert any(line.split()[-1] == 'config.json' and f'{size / 1e3:.1f} kB' in line for line in out.out.splitlines())
 
