@@ -93,8 +93,10 @@ def setup_logging(level: int = logging.WARNING, package_level: Optional[int] = N
 def _interrupted_while_importing(signum: int, frame: Any) -> None:
     args = sys.orig_argv
     module = args[args.index('-m') + 1] if '-m' in args[:-1] else 'glit_models'
-    print(f'python -m {module}: interrupted', file=sys.stderr)
-    raise SystemExit(130)
+    print(f'python -m {module}: interrupted', file=sys.stderr, flush=True)
+    # an importer may catch SystemExit (some of torch's optional imports catch every exception), so the
+    # process ends here; nothing is written before the command starts, so nothing is left half done
+    os._exit(130)
 
 
 def quiet_interrupts_while_importing() -> None:
