@@ -16,37 +16,29 @@ folder that holds files, and ``--resume`` continues the run in it with the setti
 (``args.json``). The final weights are saved in timm's
 local-dir layout, so ``timm.create_model('local-dir:OUTPUT', pretrained=True)`` loads them.
 
-The module is three parts: the parser and its checks, the run record (``RunRecord``, what ``args.json``
-holds: every setting as the run used it), and the run, which only reads the record.
+The module is three parts: the parser, the run record (``RunRecord``: the run's own settings and its
+``TrainConfig``, every setting as the run used it, which ``args.json`` holds) and its checks, and the run,
+which only reads the record.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Collection, Optional, Sequence, Union
 
 import timm
 import torch
 from timm.data import resolve_data_config
 from timm.optim import list_optimizers
 
-from .architecture import (
-    GLIT_BASE_ARCH,
-    GLIT_SMALL_ARCH,
-    GLIT_TINY_ARCH,
-    ArchitectureError,
-    GlitArch,
-    check_step_memory,
-)
+from .architecture import REGISTERED_ARCHS, ArchitectureError, GlitArch, check_step_memory
 from .data import (
     BAD_IMAGES,
-    Augmentation,
     DataError,
     check_heldout,
     check_image_folder,
@@ -59,8 +51,9 @@ from .data.fingerprint import Listing, check_resumed_data, fingerprint, list_ima
 from .models.factory import DEFAULT_MODEL, create_model
 from .models.glit import GlobalLocalTransformer
 from .models.model_folder import RUN_RECORD, RUN_RESULT, find_run_model, read_model_config, save_model_folder
-from .training.engine import TrainConfig, load_training_state, train_model, unwrap, warn_amp_off_cuda
-from .training.recipes import MIN_STEPS, RECIPES, Recipe, as_dict, read_recipe
+from .training.config import MIN_STEPS, TrainConfig
+from .training.engine import TrainResult, load_training_state, train_model, unwrap, warn_amp_off_cuda
+from .training.recipes import RECIPES, Recipe, read_recipe
 from .utils.atomic import save_json_atomic, write_text_atomic
 from .utils.cli import OneLineParser, UsageError, command_line, finite_float, one_line, setup_logging
 from .utils.distributed import (
@@ -71,39 +64,34 @@ from .utils.distributed import (
     world_size,
 )
 from .utils.errors import GlitError
-from .utils.json_file import read_json
-from .utils.run_lock import LOCK_FILE, hold_output
+from .utils.run_folder import (
+    changed_settings,
+    check_fresh,
+    count_or_fraction,
+    given_flags,
+    hold_output,
+    read_record,
+    refuse_changes,
+)
 
-__all__ = ['RunRecord', 'UsageError', 'build_parser', 'choose_recipe', 'load_arch', 'main', 'parse_args',
-           'resolve_record']
+__all__ = ['RunRecord', 'UsageError', 'build_parser', 'check_settings', 'choose_recipe', 'load_arch', 'main',
+           'new_record', 'parse_args', 'resumed_record']
 
 _PROG = 'python -m glit_models.train'
 _SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
 _MACHINE = ('no_progress', 'workers', 'allow_data_change')  # may change on --resume: how to run, not what
-_RECORD = RUN_RECORD
-_EPOCHS = 300  # the DeiT recipe's, when no recipe says otherwise
-_BATCH = 128
-_EMA_DECAY = TrainConfig().model_ema_decay
-_SCRATCH = RECIPES['scratch']
-_RECIPE_FLAGS = {f.name for f in fields(Recipe)} - {'name', 'source'}
-_REGISTERED_ARCHS = {'glit_tiny': GLIT_TINY_ARCH, 'glit_tiny_patch16_224': GLIT_TINY_ARCH,
-                     'glit_small': GLIT_SMALL_ARCH, 'glit_base': GLIT_BASE_ARCH}
+_SCRATCH = RECIPES['scratch'].config
 _SEEDS = 2 ** 63
 """Seeds torch, numpy and Python all take (torch.manual_seed overflows from 2**64)."""
 
 
-def _heldout(text: str) -> Union[float, int]:
-    value = finite_float(text)
-    return int(value) if value >= 1 and value.is_integer() else value
-
-
-def _augment_name(text: str) -> str:
-    return 'none' if text.lower() in ('', 'none') else text
+def _augment_name(text: str) -> Optional[str]:
+    return None if text.lower() in ('', 'none') else text
 
 
 def _recipe_help(what: str, name: str) -> str:
     """A recipe flag's help: what it is, and its value in the scratch and finetune recipes."""
-    scratch, finetune = (getattr(RECIPES[r], name) for r in ('scratch', 'finetune'))
+    scratch, finetune = (getattr(RECIPES[r].config, name) for r in ('scratch', 'finetune'))
     show = {True: 'on', False: 'off', None: 'off'}
     values = [show.get(v, v) if isinstance(v, (bool, type(None))) else v for v in (scratch, finetune)]
     return f'{what} (default: the recipe\'s; scratch {values[0]}, finetune {values[1]})'
@@ -115,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument('--data-dir', default=None, help='ImageFolder root: class folders, or train/ and val/')
     data.add_argument('--train-split', default='train', help='training folder inside --data-dir')
     data.add_argument('--val-split', default='val', help='validation folder inside --data-dir')
-    data.add_argument('--heldout', type=_heldout, default=None,
+    data.add_argument('--heldout', type=count_or_fraction, default=None,
                       help='evaluate on a held-out split of the training images: a fraction (<1) or a count '
                            '(default: evaluate on --val-split)')
     data.add_argument('--bad-images', choices=BAD_IMAGES, default='refuse',
@@ -145,14 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
                             'finetune with --pretrained or --initial-checkpoint, search for an --arch folder that '
                             'records one, else scratch)')
     train.add_argument('--epochs', type=int, default=None,
-                       help=f'epochs of the run (default: scratch {_EPOCHS}; finetune fitted to the data, about '
-                            f'{RECIPES["finetune"].updates} updates; the search recipe: the search\'s)')
+                       help=f'epochs of the run (default: scratch {_SCRATCH.epochs}; finetune fitted to the data, '
+                            'about '
+                            f'{RECIPES["finetune"].config.updates} updates; the search recipe: the search\'s)')
     train.add_argument('-b', '--batch-size', type=int, default=None,
-                       help=f'images a step, per process (default: scratch {_BATCH}; finetune fitted to the data, at '
-                            f'least {MIN_STEPS} steps an epoch; the search recipe: the search\'s)')
+                       help=f'images a step, per process (default: scratch {_SCRATCH.batch_size}; finetune fitted to '
+                            f'the data, at least {MIN_STEPS} steps an epoch; the search recipe: the search\'s)')
     train.add_argument('--lr', type=finite_float, default=None,
                        help='the head\'s learning rate (default: the recipe\'s; scratch 5e-4 x global batch / 512, '
                             'finetune 2e-3 x sqrt(global batch / 256))')
+    train.add_argument('--lr-base', type=finite_float, default=None,
+                       help=_recipe_help('the learning rate at a global batch of --lr-base-size, without --lr',
+                                         'lr_base'))
+    train.add_argument('--lr-base-size', type=int, default=None,
+                       help=_recipe_help('the global batch --lr-base is for', 'lr_base_size'))
+    train.add_argument('--lr-base-scale', choices=('linear', 'sqrt'), default=None,
+                       help=_recipe_help('how --lr-base scales with the global batch', 'lr_base_scale'))
     train.add_argument('--opt', default=None, help=_recipe_help('any timm optimizer (timm.optim.list_optimizers())',
                                                                 'opt'))
     train.add_argument('--momentum', type=finite_float, default=None, help=_recipe_help('SGD momentum', 'momentum'))
@@ -190,10 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help=_recipe_help('keep an exponential moving average of the weights; model.safetensors holds '
                                          'it when the run is long enough for it (see the log and config.json)',
                                          'model_ema'))
-    train.add_argument('--model-ema-decay', type=finite_float, default=_EMA_DECAY, help='EMA decay a step')
+    train.add_argument('--model-ema-decay', type=finite_float, default=None,
+                       help=_recipe_help('EMA decay a step', 'model_ema_decay'))
     train.add_argument('--clip-grad', type=finite_float, default=None, help='gradient norm clipping (default: off)')
     train.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
-    train.add_argument('--seed', type=int, default=0, help='random seed')
+    train.add_argument('--seed', type=int, default=None, help=_recipe_help('random seed', 'seed'))
     run = p.add_argument_group('run')
     run.add_argument('--output', default=None, help='the run\'s folder (default: output/train/<model>)')
     run.add_argument('--resume', nargs='?', const=True, default=False, metavar='PATH',
@@ -212,14 +209,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def _given(argv: Optional[Sequence[str]]) -> dict[str, Any]:
-    """The flags the command line sets itself (not left at their defaults)."""
-    unset = object()
-    parser = build_parser()
-    parser.set_defaults(**{name: unset for name in vars(parser.parse_args(['--data-dir', '']))})
-    return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not unset}
-
-
 def load_arch(text: str) -> GlitArch:
     """--arch: a JSON file, a compact string, or a timm local-dir folder whose config.json holds it."""
     if '|' in text or text.lstrip().startswith('{'):  # a description, never a file name (which may be too long)
@@ -233,110 +222,66 @@ def load_arch(text: str) -> GlitArch:
                                     'folder')
         return GlitArch.coerce(arch)
     if path.is_file():
-        text = path.read_text().strip()
-        if not text:
-            raise ArchitectureError(f'{path} is empty; it should hold a JSON architecture object or a compact string '
-                                    'like "embed192 heads3 patch16 img224 | 3:0 e0.5 mlp4 | ..."')
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            if text.startswith('{'):
-                raise ArchitectureError(f'{path}: not a JSON architecture ({e})') from None
-            data = text  # a compact string
-        if not isinstance(data, (dict, str)):
-            raise ArchitectureError(f'{path}: expected an architecture object, got a JSON {type(data).__name__}')
-        try:
-            return GlitArch.coerce(data)
-        except ArchitectureError as e:
-            raise ArchitectureError(f'{path}: {e}') from None
+        return _arch_file(path)
     raise ArchitectureError(f'--arch {text!r}: no such file or folder, and not a description like '
                             '"embed192 heads3 patch16 img224 | 3:0 e0.5 mlp4 | ..."')
 
 
-def _check(ok: bool, flag: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise UsageError(f'{flag} {value}: must be {allowed}')
-
-
-def _finite(value: Optional[float]) -> bool:
-    return value is None or math.isfinite(value)
+def _arch_file(path: Path) -> GlitArch:
+    """An architecture file: a JSON object or a compact string."""
+    text = path.read_text().strip()
+    if not text:
+        raise ArchitectureError(f'{path} is empty; it should hold a JSON architecture object or a compact string '
+                                'like "embed192 heads3 patch16 img224 | 3:0 e0.5 mlp4 | ..."')
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        if text.startswith('{'):
+            raise ArchitectureError(f'{path}: not a JSON architecture ({e})') from None
+        data = text  # a compact string
+    if not isinstance(data, (dict, str)):
+        raise ArchitectureError(f'{path}: expected an architecture object, got a JSON {type(data).__name__}')
+    try:
+        return GlitArch.coerce(data)
+    except ArchitectureError as e:
+        raise ArchitectureError(f'{path}: {e}') from None
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One run's settings as it uses them: ``args.json``. Every recipe default is resolved to its value
-    (the learning rate, warm-up, crops), and what the model decides (image size, classes, architecture)
-    is filled in once the model is built; ``recipe_defaults`` keeps the recipe the values came from."""
+    """One run: where its data, model and output are, and its training config (``train``), every derived
+    setting resolved to the value the run used. ``args.json`` holds it flat, as timm's args.yaml holds its
+    flags; ``recipe_defaults`` keeps the recipe the training values came from."""
 
-    data_dir: str
+    data_dir: Optional[str]
     output: str
+    train: TrainConfig = TrainConfig()
     train_split: str = 'train'
     val_split: str = 'val'
     heldout: Optional[Union[float, int]] = None
     bad_images: str = 'refuse'
     img_size: Optional[int] = None
     workers: int = 0
-    model: str = 'glit_tiny'
+    model: str = DEFAULT_MODEL
     arch: Optional[str] = None
     num_classes: Optional[int] = None
     pretrained: bool = False
     initial_checkpoint: Optional[str] = None
-    drop_path: float = _SCRATCH.drop_path
     recipe: str = 'scratch'
-    epochs: Optional[int] = _EPOCHS  # None until fitted to the data (a recipe with ``updates``)
-    batch_size: Optional[int] = _BATCH
-    lr: Optional[float] = None
-    opt: str = _SCRATCH.opt
-    momentum: float = _SCRATCH.momentum
-    weight_decay: float = _SCRATCH.weight_decay
-    layer_decay: Optional[float] = None
-    sched: str = _SCRATCH.sched
-    min_lr: Optional[float] = _SCRATCH.min_lr
-    warmup_lr: Optional[float] = _SCRATCH.warmup_lr
-    warmup_epochs: Optional[int] = None
-    smoothing: float = _SCRATCH.smoothing
-    mixup: float = _SCRATCH.mixup
-    cutmix: float = _SCRATCH.cutmix
-    aa: Optional[str] = _SCRATCH.aa
-    reprob: float = _SCRATCH.reprob
-    scale: Optional[tuple[float, float]] = None
-    ratio: tuple[float, float] = _SCRATCH.ratio
-    hflip: float = _SCRATCH.hflip
-    color_jitter: float = _SCRATCH.color_jitter
-    model_ema: bool = _SCRATCH.model_ema
-    model_ema_decay: float = _EMA_DECAY
-    clip_grad: Optional[float] = None
-    amp: bool = False
-    seed: int = 0
     no_progress: bool = False
     recipe_defaults: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: Optional[dict[str, Any]] = None
-    """The image files the run reads (``data.fingerprint``); None in the records of older versions."""
+    """The image files the run reads (``data.fingerprint``); None in records without one."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> 'RunRecord':
-        """A saved record; keys of older runs that the record no longer has are left out."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        for pair in ('scale', 'ratio'):
-            if values.get(pair) is not None:
-                values[pair] = tuple(values[pair])
-        return cls(**values)
+        """A saved record (``args.json``); keys it does not know are left out."""
+        names = {f.name for f in fields(cls)} - {'train'}
+        return cls(train=TrainConfig.from_json(data), **{k: v for k, v in data.items() if k in names})
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for pair in ('scale', 'ratio'):
-            data[pair] = list(data[pair]) if data[pair] is not None else None
-        return data
-
-    def augmentation(self) -> Augmentation:
-        return Augmentation(scale=self.scale or _SCRATCH.scale, ratio=self.ratio, hflip=self.hflip,
-                            color_jitter=self.color_jitter, aa=self.aa, reprob=self.reprob)
-
-    def train_config(self) -> TrainConfig:
-        """What the engine reads of the record."""
-        names = {f.name for f in fields(TrainConfig)}
-        return TrainConfig(**{k: v for k, v in asdict(self).items() if k in names})
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != 'train'}
+        return {**data, **self.train.to_json()}
 
 
 def choose_recipe(args: argparse.Namespace) -> Recipe:
@@ -353,13 +298,7 @@ def choose_recipe(args: argparse.Namespace) -> Recipe:
         return RECIPES[args.recipe]
     if args.pretrained or args.initial_checkpoint:
         return RECIPES['finetune']
-    if recorded is not None:
-        return recorded
-    return RECIPES['scratch']
-
-
-def _pick(given: Any, default: Any) -> Any:
-    return default if given is None else given
+    return recorded or RECIPES['scratch']
 
 
 def _initial_weights(args: argparse.Namespace) -> tuple[str, Optional[str], Optional[str]]:
@@ -375,80 +314,70 @@ def _initial_weights(args: argparse.Namespace) -> tuple[str, Optional[str], Opti
     return run.name, run.arch.to_str(), str(run.weights)
 
 
-def resolve_record(args: argparse.Namespace, recipe: Recipe) -> RunRecord:
-    """The record of a new run: each flag the command line set, else the recipe's value. Values that need
-    the model or the process count (lr, warm-up, crops, image size) are filled by ``_complete``, epochs and
-    batch a recipe fits to the data by ``_fit``."""
+def new_record(args: argparse.Namespace, given: dict[str, Any], recipe: Recipe) -> RunRecord:
+    """The record of a new run: the recipe's config with the flags the command line gave (``given``) applied,
+    and the run's own settings. What needs the data, the model or the processes (epochs and batch a recipe
+    fits, lr, warm-up, crops, image size) is filled by ``_fitted`` and ``_completed``."""
     model, arch, weights = _initial_weights(args)
-    output = args.output or str(Path('output/train') / model)
-    values = {f.name: getattr(args, f.name) for f in fields(RunRecord) if hasattr(args, f.name)}
-    values.update(model=model, arch=arch)
-    # min_lr and warmup_lr stay None unless given: the recipe's are capped at the learning rate (_complete)
-    for name in ('opt', 'momentum', 'weight_decay', 'sched', 'smoothing', 'mixup', 'cutmix', 'drop_path', 'model_ema',
-                 'reprob', 'hflip', 'color_jitter', 'layer_decay', 'ratio'):
-        values[name] = _pick(getattr(args, name), getattr(recipe, name))
-    values['aa'] = None if args.aa == 'none' else _pick(args.aa, recipe.aa)
-    values['scale'] = tuple(args.scale) if args.scale is not None else recipe.scale
-    values['ratio'] = tuple(values['ratio'])
-    fitted = recipe.updates is not None and recipe.epochs is None and recipe.batch_size is None
-    values['epochs'] = _pick(args.epochs, None if fitted else _pick(recipe.epochs, _EPOCHS))
-    values['batch_size'] = _pick(args.batch_size, None if fitted else _pick(recipe.batch_size, _BATCH))
-    values.update(output=output, recipe=recipe.name, recipe_defaults=as_dict(recipe),
-                  data_dir=_same('data_dir', args.data_dir) if args.data_dir is not None else None,
-                  initial_checkpoint=_same('initial_checkpoint', weights))
-    if values['layer_decay'] == 1:  # 1 scales nothing: the same optimiser as none, recorded as off
-        values['layer_decay'] = None
-    return RunRecord(**values)
+    run = {f.name: getattr(args, f.name) for f in fields(RunRecord) if hasattr(args, f.name)}
+    run.update(model=model, arch=arch, output=args.output or str(Path('output/train') / model), recipe=recipe.name,
+               recipe_defaults=recipe.config.to_json(), data_dir=_recorded('data_dir', args.data_dir),
+               initial_checkpoint=_recorded('initial_checkpoint', weights))
+    return RunRecord(train=recipe.config.with_flags(given), **run)
 
 
-def check_values(record: RunRecord) -> None:
-    """Every setting that cannot work, refused in one line before anything is read or written."""
+def check_settings(record: RunRecord, given: Collection[str] = ()) -> None:
+    """Every setting that cannot work, refused in one line before anything is read or written; the floors of
+    the learning rate are refused where ``given`` (a recipe's own are lowered to the rate)."""
+    train = record.train
     _check(record.data_dir is not None, '--data-dir', '(missing)', 'given for a new run (the images to train on)')
-    _check(record.epochs is None or record.epochs >= 1, '--epochs', record.epochs, 'at least 1')
-    _check(record.batch_size is None or record.batch_size >= 1, '--batch-size', record.batch_size, 'at least 1')
+    _check(train.epochs is None or train.epochs >= 1, '--epochs', train.epochs, 'at least 1')
+    _check(train.batch_size is None or train.batch_size >= 1, '--batch-size', train.batch_size, 'at least 1')
     _check(record.workers >= 0, '--workers', record.workers, '0 or more')
     _check(record.img_size is None or record.img_size >= 1, '--img-size', record.img_size,
            'a positive number of pixels')
     _check(record.num_classes is None or record.num_classes >= 1, '--num-classes', record.num_classes, 'at least 1')
-    for flag in ('lr', 'min_lr', 'warmup_lr', 'weight_decay', 'momentum', 'mixup', 'cutmix'):
-        value = getattr(record, flag)
-        _check(_finite(value) and (value is None or value >= 0), f'--{flag.replace("_", "-")}', value,
-               'a finite number, 0 or more')
-    for flag, value in (('--smoothing', record.smoothing), ('--drop-path', record.drop_path),
-                        ('--model-ema-decay', record.model_ema_decay)):
-        _check(math.isfinite(value) and 0 <= value < 1, flag, value, 'in [0, 1)')
-    _check(math.isfinite(record.reprob) and 0 <= record.reprob <= 1, '--reprob', record.reprob,
-           'a probability in [0, 1]')
-    _check(_finite(record.layer_decay) and (record.layer_decay is None or 0 < record.layer_decay <= 1),
-           '--layer-decay', record.layer_decay, 'in (0, 1]')
-    _check(_finite(record.clip_grad) and (record.clip_grad is None or record.clip_grad > 0), '--clip-grad',
-           record.clip_grad, 'a positive number')
+    for flag in ('lr', 'lr_base', 'min_lr', 'warmup_lr', 'weight_decay', 'momentum', 'mixup', 'cutmix'):
+        value = getattr(train, flag)
+        _check(value is None or value >= 0, f'--{flag.replace("_", "-")}', value, 'a finite number, 0 or more')
+    _check(train.lr_base_size >= 1, '--lr-base-size', train.lr_base_size, 'at least 1')
+    for flag in ('smoothing', 'drop_path', 'model_ema_decay'):
+        value = getattr(train, flag)
+        _check(0 <= value < 1, f'--{flag.replace("_", "-")}', value, 'in [0, 1)')
+    _check(0 <= train.reprob <= 1, '--reprob', train.reprob, 'a probability in [0, 1]')
+    _check(train.layer_decay is None or 0 < train.layer_decay <= 1, '--layer-decay', train.layer_decay, 'in (0, 1]')
+    _check(train.clip_grad is None or train.clip_grad > 0, '--clip-grad', train.clip_grad, 'a positive number')
     if record.heldout is not None:
         check_heldout(record.heldout, '--heldout')
-    _check(record.opt.lower() in list_optimizers(), '--opt', repr(record.opt),
+    _check(train.opt.lower() in list_optimizers(), '--opt', repr(train.opt),
            'a timm optimizer, e.g. adamw, sgd, lamb (timm.optim.list_optimizers())')
-    if record.warmup_epochs is not None and record.epochs is not None:
-        _check(0 <= record.warmup_epochs < record.epochs, '--warmup-epochs', record.warmup_epochs,
-               f'0 or more and below --epochs {record.epochs} (or the learning rate never leaves warm-up)')
-    record.augmentation()  # crops, flip and jitter: DataError naming the flag
-    _check(0 <= record.seed < _SEEDS, '--seed', record.seed, 'in [0, 2**63)')
-    _check(not (record.mixup > 0 or record.cutmix > 0) or (record.batch_size or 0) % 2 == 0, '--batch-size',
-           record.batch_size, 'even with --mixup or --cutmix (they pair the images of a batch); or pass --mixup 0 '
+    if train.warmup_epochs is not None and train.epochs is not None:
+        _check(0 <= train.warmup_epochs < train.epochs, '--warmup-epochs', train.warmup_epochs,
+               f'0 or more and below --epochs {train.epochs} (or the learning rate never leaves warm-up)')
+    train.augmentation()  # crops, flip and jitter: DataError naming the flag
+    _check(0 <= train.seed < _SEEDS, '--seed', train.seed, 'in [0, 2**63)')
+    _check(not (train.mixup > 0 or train.cutmix > 0) or (train.batch_size or 0) % 2 == 0, '--batch-size',
+           train.batch_size, 'even with --mixup or --cutmix (they pair the images of a batch); or pass --mixup 0 '
            '--cutmix 0')
-    if record.lr is not None:
-        _check_floors(record, record.lr, '--lr')
+    if train.lr is not None:
+        _check_floors(train, train.lr, '--lr', given)
 
 
-def _check_floors(record: RunRecord, lr: float, source: str) -> None:
+def _check(ok: bool, flag: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise UsageError(f'{flag} {value}: must be {allowed}')
+
+
+def _check_floors(train: TrainConfig, lr: float, source: str, given: Collection[str]) -> None:
     """The schedule decays from the learning rate to --min-lr and warms up from --warmup-lr: either given
-    above the rate would raise it instead. (A recipe's own values are lowered to the rate, in ``_complete``.)"""
+    above the rate would raise it instead."""
     for name in ('min_lr', 'warmup_lr'):
-        value = getattr(record, name)
-        _check(value is None or value <= lr, f'--{name.replace("_", "-")}', value,
+        value = getattr(train, name)
+        _check(name not in given or value <= lr, f'--{name.replace("_", "-")}', value,
                f'at most the learning rate {lr:g} ({source}); lower it or raise --lr')
 
 
-def _same(flag: str, value: Any) -> Any:
+def _recorded(flag: str, value: Any) -> Any:
     """A flag's value in the form the record keeps, so a repeated flag compares equal."""
     if value is None:
         return None
@@ -459,92 +388,82 @@ def _same(flag: str, value: Any) -> Any:
         return str(Path(value).resolve())
     if flag == 'arch':
         return load_arch(value).to_str()
-    if flag == 'aa':
-        return None if value == 'none' else value
-    if flag == 'layer_decay' and value == 1:  # recorded as off, as resolve_record keeps it
+    if flag == 'layer_decay' and value == 1:  # kept as off, as TrainConfig.with_flags keeps it
         return None
     if flag in ('scale', 'ratio'):
         return [float(v) for v in value]
     return value
 
 
-def _resumed(given: dict[str, Any], output: Path) -> RunRecord:
-    """The saved run's record, after refusing every given flag that conflicts with it."""
-    path = output / _RECORD
-    if not path.is_file():
-        raise UsageError(f'nothing to resume: {path} does not exist; drop --resume to start a run')
+def resumed_record(output: Path, given: dict[str, Any]) -> RunRecord:
+    """The saved run's record, after refusing every given flag that differs from it; the machine-only
+    flags given apply."""
+    if not (output / RUN_RECORD).is_file():
+        raise UsageError(f'nothing to resume: {output / RUN_RECORD} does not exist; drop --resume to start a run')
+    saved = read_record(output, RUN_RECORD)
     damaged = 'it was edited or damaged: restore it, or start a new run in another --output'
-    saved = read_json(path, lambda why: UsageError(f'{path}: not readable JSON ({why}); {damaged}'))
-    if not isinstance(saved, dict):
-        raise UsageError(f'{path}: a JSON {type(saved).__name__}, not the record of a run; {damaged}')
     try:
-        check_values(RunRecord.from_json({**saved, 'output': str(output)}))
+        record = RunRecord.from_json({**saved, 'output': str(output)})
+        check_settings(record)
     except GlitError as e:
-        raise UsageError(f'{path}: {one_line(e)}; {damaged}') from None
+        raise UsageError(f'{output / RUN_RECORD}: {one_line(e)}; {damaged}') from None
     except (TypeError, ValueError, AttributeError) as e:
-        raise UsageError(f'{path}: not the record of a run ({type(e).__name__}: {e}); {damaged}') from None
-    for flag, value in given.items():
-        if flag in _MACHINE or flag in ('output', 'resume') or flag not in saved:
-            continue
-        if _same(flag, value) != saved[flag]:
-            raise UsageError(f'--resume: --{flag.replace("_", "-")} {value} differs from the run in {output} '
-                             f'({saved[flag]}); resume without it, or start a new run in another --output')
-    machine = {k: v for k, v in given.items() if k in _MACHINE}
-    record = RunRecord.from_json({**saved, **machine, 'output': str(output)})
-    check_values(record)  # the flags that may change (--workers) are checked as a new run's
+        raise UsageError(f'{output / RUN_RECORD}: not the record of a run ({type(e).__name__}: {e}); '
+                         f'{damaged}') from None
+    compared = {k: _recorded(k, v) for k, v in given.items() if k not in _MACHINE + ('output', 'resume')}
+    refuse_changes(changed_settings(saved, compared, given), output)
+    record = replace(record, **{k: v for k, v in given.items() if k in _MACHINE and k != 'allow_data_change'})
+    check_settings(record)  # the flags that may change (--workers) are checked as a new run's
     return record
 
 
-def _check_fresh(output: Path) -> None:
-    """A new run never writes into a folder that holds files: they belong to another run or to the user."""
-    if not output.exists():
-        return
-    if not output.is_dir():
-        raise UsageError(f'--output {output} is a file; pass a folder')
-    names = sorted(p.name for p in output.iterdir() if p.name != LOCK_FILE)
-    if (output / _RECORD).exists():
-        raise UsageError(f'--output {output} holds a run; continue it with --resume, or choose another --output')
-    if names:
-        shown = ', '.join(names[:3]) + (', ...' if len(names) > 3 else '')
-        raise UsageError(f'--output {output} is not empty ({shown}); an output folder belongs to one run: '
-                         'choose another --output')
-
-
-def _build_model(args: RunRecord, num_classes: int) -> torch.nn.Module:
-    if not timm.is_model(args.model):
+def _build_model(record: RunRecord, num_classes: int) -> torch.nn.Module:
+    if not timm.is_model(record.model):
         glit = ', '.join(timm.list_models('glit_*'))
-        raise UsageError(f'unknown model {args.model!r}; GLiT models: {glit} (or any other timm model name)')
-    kwargs = dict(num_classes=num_classes, drop_path_rate=args.drop_path)
-    if args.img_size:
-        kwargs['img_size'] = args.img_size
-    if args.arch is not None:
-        if not args.model.startswith('glit'):
-            raise UsageError(f'--arch describes a GLiT; it cannot build {args.model!r}; use --model glit_tiny')
-        kwargs['arch'] = load_arch(args.arch)
-    arch = kwargs.get('arch', _REGISTERED_ARCHS.get(args.model))
-    size = args.img_size or (arch.img_size if arch is not None else 0)
+        raise UsageError(f'unknown model {record.model!r}; GLiT models: {glit} (or any other timm model name)')
+    kwargs = dict(num_classes=num_classes, drop_path_rate=record.train.drop_path)
+    if record.img_size:
+        kwargs['img_size'] = record.img_size
+    if record.arch is not None:
+        if not record.model.startswith('glit'):
+            raise UsageError(f'--arch describes a GLiT; it cannot build {record.model!r}; use --model glit_tiny')
+        kwargs['arch'] = load_arch(record.arch)
+    arch = kwargs.get('arch', REGISTERED_ARCHS.get(record.model))
+    size = record.img_size or (arch.img_size if arch is not None else 0)
     if arch is not None and size % arch.patch_size == 0:  # (another size: the model names it)
         # before the model exists: its position embedding alone grows with the size squared
-        check_step_memory(replace(arch, img_size=size), args.batch_size, num_classes, available=device_memory())
+        check_step_memory(replace(arch, img_size=size), record.train.batch_size, num_classes,
+                          available=device_memory())
     # through timm's pretrained loading, the one way weights enter a model
-    return create_model(args.model, args.pretrained or bool(args.initial_checkpoint), args.initial_checkpoint,
+    return create_model(record.model, record.pretrained or bool(record.initial_checkpoint), record.initial_checkpoint,
                         weights_flag='--initial-checkpoint', **kwargs)
 
 
-def _fit(record: RunRecord, recipe: Optional[Recipe], images: int) -> RunRecord:
+def _fitted(record: RunRecord, images: int) -> RunRecord:
     """The epochs and batch a recipe fits to ``images`` training images, where the command line gave none."""
-    if recipe is None or (record.epochs is not None and record.batch_size is not None):
-        return record
-    epochs, batch_size = recipe.fit(images, world_size(), record.batch_size)
-    record = replace(record, epochs=_pick(record.epochs, epochs), batch_size=batch_size)
-    check_values(record)
-    return record
+    fitted = replace(record, train=record.train.fitted(images, world_size()))
+    if fitted != record:
+        check_settings(fitted)
+    return fitted
+
+
+def _completed(record: RunRecord, recipe: Recipe, model: torch.nn.Module, num_classes: int,
+               given: Collection[str]) -> RunRecord:
+    """A new run's record with what the model and the processes decide, so args.json says what ran."""
+    img_size = _img_size(record, model)
+    arch = unwrap(model).arch.to_str() if isinstance(model, GlobalLocalTransformer) else None
+    batch = record.train.batch_size * world_size()
+    if record.train.lr is None:
+        _check_floors(record.train, record.train.global_lr(batch),
+                      f'the {recipe.name} recipe\'s at a global batch of {batch}', given)
+    return replace(record, img_size=img_size, num_classes=num_classes, arch=arch,
+                   train=record.train.resolved(batch, img_size))
 
 
 def _described(record: RunRecord, model: torch.nn.Module) -> str:
     """The network by what it is: its registered name, or a found architecture's own description."""
     arch = model.arch if isinstance(model, GlobalLocalTransformer) else None
-    registered = _REGISTERED_ARCHS.get(record.model)
+    registered = REGISTERED_ARCHS.get(record.model)
     if arch is None or (registered is not None and registered.blocks == arch.blocks
                         and registered.patch_size == arch.patch_size):
         return record.model
@@ -559,41 +478,24 @@ def _img_size(record: RunRecord, model: torch.nn.Module) -> int:
     return resolve_data_config({}, model=model)['input_size'][-1]
 
 
-def _complete(record: RunRecord, recipe: Recipe, model: torch.nn.Module, num_classes: int) -> RunRecord:
-    """A new run's record with what the model and the processes decide, so args.json says what ran."""
-    img_size = _img_size(record, model)
-    arch = unwrap(model).arch.to_str() if isinstance(model, GlobalLocalTransformer) else None
-    batch = record.batch_size * world_size()
-    lr = _pick(record.lr, recipe.global_lr(batch))
-    if record.lr is None:
-        _check_floors(record, lr, f'the {recipe.name} recipe\'s at a global batch of {batch}')
-    # a recipe's floor and warm-up start above the rate (at a small batch, or a small --lr) are lowered to it,
-    # as the engine would, so the record says what ran
-    return replace(record, img_size=img_size, num_classes=num_classes, arch=arch, lr=lr,
-                   min_lr=min(_pick(record.min_lr, recipe.min_lr), lr),
-                   warmup_lr=min(_pick(record.warmup_lr, recipe.warmup_lr), lr),
-                   warmup_epochs=_pick(record.warmup_epochs, recipe.warmup(record.epochs)),
-                   scale=record.scale or recipe.crop_scale(img_size))
-
-
-def _warn_short_ema(record: RunRecord, config: TrainConfig, updates: int) -> None:
-    if config.model_ema and not config.ema_covers(updates) and is_main_process():
-        print(f'{_PROG}: warning: --model-ema-decay {record.model_ema_decay} averages over about '
-              f'{1 / (1 - record.model_ema_decay):.0f} updates, more than this run\'s {updates}; model.safetensors '
+def _warn_short_ema(train: TrainConfig, updates: int) -> None:
+    if train.model_ema and not train.ema_covers(updates) and is_main_process():
+        print(f'{_PROG}: warning: --model-ema-decay {train.model_ema_decay} averages over about '
+              f'{1 / (1 - train.model_ema_decay):.0f} updates, more than this run\'s {updates}; model.safetensors '
               'will hold the trained weights, not their EMA (lower the decay to use it)', file=sys.stderr)
 
 
 def _save_final(model: torch.nn.Module, output: Path, record: RunRecord, data: DataConfig, from_ema: bool) -> None:
     """model.safetensors + config.json in timm's local-dir layout, with the classes and data config of the run."""
-    weights = (f'the exponential moving average (decay {record.model_ema_decay}) of the trained weights' if from_ema
-               else 'the trained weights (no EMA)')
+    weights = (f'the exponential moving average (decay {record.train.model_ema_decay}) of the trained weights'
+               if from_ema else 'the trained weights (no EMA)')
     # the weights' file by its folder and name: an absolute path says nothing once the folder is published
     origin = Path(record.initial_checkpoint) if record.initial_checkpoint else None
     start = ('fine-tuned from ' + (f'{origin.parent.name}/{origin.name}' if origin else
                                    f'{record.model}\'s published weights')
              if record.pretrained or origin else 'trained from scratch')
     notes = [f'{start.capitalize()} with {_PROG} (recipe {record.recipe}) on {len(data.label_names or ())} classes '
-             f'for {record.epochs} epochs at {record.img_size} px.', f'Weights: {weights}.']
+             f'for {record.train.epochs} epochs at {record.img_size} px.', f'Weights: {weights}.']
     save_model_folder(model, output, data, trained=True, notes=notes)
 
 
@@ -603,27 +505,41 @@ def _say(text: str) -> None:
 
 
 def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """One training run from parsed flags; ``given``: the flags the command line set (a resume refuses
-    those that differ). ``args`` is only read. Returns the run's result (``result.json``): the data set, what
-    it was evaluated on, and the top-1 / top-5 of the weights it hands over."""
+    """One training run from parsed flags; ``given``: the flags the command line set (the ones that apply
+    over the recipe; a resume refuses those that differ from the saved run). ``args`` is only read. Returns
+    the run's result (``result.json``): the data set, what it was evaluated on, and the top-1 / top-5 of the
+    weights it hands over."""
+    given = given or {}
     if args.allow_data_change and not args.resume:
         raise UsageError('--allow-data-change: only with --resume (a new run records its data as it finds it)')
     if args.resume:
         output = _resume_folder(args)
-        record, recipe = _resumed(given or {}, output), None
+        record, recipe = resumed_record(output, given), None
     else:
         recipe = choose_recipe(args)
-        record = resolve_record(args, recipe)
-        check_values(record)
+        record = new_record(args, given, recipe)
+        check_settings(record, given)
         output = Path(record.output)
-        _check_fresh(output)
-    overrides = [f'--{name.replace("_", "-")} {_shown(value)}' for name, value in (given or {}).items()
-                 if recipe is not None and name in _RECIPE_FLAGS]
+        check_fresh(output, RUN_RECORD)
     distributed = init_distributed()
+    start = _Start(recipe, [f'--{k.replace("_", "-")} {_shown(v)}' for k, v in given.items()
+                            if recipe is not None and k in TrainConfig.names()], set(given), args.allow_data_change)
     if is_main_process():
         with hold_output(output):
-            return _train(record, recipe, output, distributed, overrides, args.allow_data_change)
-    return _train(record, recipe, output, distributed, overrides, args.allow_data_change)
+            return _train(record, output, distributed, start)
+    return _train(record, output, distributed, start)
+
+
+@dataclass(frozen=True)
+class _Start:
+    """How a run starts: its recipe (None: a resumed run, whose record is complete), the recipe flags the
+    command line gave (named in the log), all the flags it gave, and whether a resume may go on with
+    changed data."""
+
+    recipe: Optional[Recipe]
+    overrides: Sequence[str] = ()
+    given: Collection[str] = ()
+    allow_data_change: bool = False
 
 
 def _resume_folder(args: argparse.Namespace) -> Path:
@@ -659,61 +575,79 @@ def _save_record(record: RunRecord, listing: Listing, output: Path) -> RunRecord
     record = replace(record, data_fingerprint=fingerprint(listing))
     if is_main_process():
         save_listing(listing, output)
-        write_text_atomic(json.dumps(record.to_json(), indent=2), output / _RECORD)
+        write_text_atomic(json.dumps(record.to_json(), indent=2), output / RUN_RECORD)
     return record
 
 
-def _train(record: RunRecord, recipe: Optional[Recipe], output: Path, distributed: bool,
-           overrides: Sequence[str] = (), allow_data_change: bool = False) -> dict[str, Any]:
-    """The run itself; ``recipe`` None: a resumed run, whose record is complete. ``overrides``: the recipe
-    flags the command line gave, named in the log; ``allow_data_change``: a resume goes on with changed data."""
+def _train(record: RunRecord, output: Path, distributed: bool, start: _Start) -> dict[str, Any]:
+    """The run itself, from its data to its final weights and result."""
     data_dir = Path(record.data_dir)
     listing = _data_listing(record)
-    if recipe is None and check_resumed_data(record.data_fingerprint, output, listing, data_dir, output / _RECORD,
-                                             allow_data_change):
+    if start.recipe is None and check_resumed_data(record.data_fingerprint, output, listing, data_dir,
+                                                   output / RUN_RECORD, start.allow_data_change):
         record = _save_record(record, listing, output)
     classes = check_image_folder(find_split(data_dir, record.train_split) or data_dir)
     if record.num_classes is not None and record.num_classes != len(classes):
         raise DataError(f'--num-classes {record.num_classes} but {data_dir} has {len(classes)} class folders')
     sets = train_sets(data_dir, train_split=record.train_split, val_split=record.val_split, heldout=record.heldout,
-                      seed=record.seed, distributed=distributed, bad_images=record.bad_images)
-    record = _fit(record, recipe, len(sets.train))
-    torch.manual_seed(record.seed)  # the same initial weights on every rank and every run
+                      seed=record.train.seed, distributed=distributed, bad_images=record.bad_images)
+    record = _fitted(record, len(sets.train))
+    torch.manual_seed(record.train.seed)  # the same initial weights on every rank and every run
     model = _build_model(record, num_classes=len(classes))
-    if recipe is not None:
-        record = _complete(record, recipe, model, len(classes))
-    data = train_loaders(sets, img_size=record.img_size, batch_size=record.batch_size, workers=record.workers,
-                         distributed=distributed, augmentation=record.augmentation(), seed=record.seed)
-    config = record.train_config()
+    if start.recipe is not None:
+        record = _completed(record, start.recipe, model, len(classes), start.given)
+    train = record.train
+    data = train_loaders(sets, img_size=record.img_size, batch_size=train.batch_size, workers=record.workers,
+                         distributed=distributed, augmentation=train.augmentation(), seed=train.seed)
     steps = len(data.train_loader)
-    _warn_short_ema(record, config, record.epochs * steps)
-    warn_amp_off_cuda(record.amp)
-    state = output / 'last.pth.tar'
-    if recipe is not None:
-        _say(recipe.describe())
-        if overrides:
-            _say(f'the command line overrides the recipe: {", ".join(overrides)}')
-        record = _save_record(record, listing, output)
-    elif state.is_file() and load_training_state(state)['epoch'] >= record.epochs:
-        _say(f'the run in {output} is complete ({record.epochs}/{record.epochs} epochs); nothing to train')
-    decay = f', layer decay {record.layer_decay:g} below it' if record.layer_decay else ''
-    _say(f'{_described(record, model)}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, '
-         f'{len(classes)} classes, {record.img_size} px, {world_size()} process(es); {record.epochs} epochs x '
-         f'{steps} steps = {record.epochs * steps} updates at batch {record.batch_size}; recipe {record.recipe}, '
-         f'head lr {record.lr:.3g}{decay}, warm-up {record.warmup_epochs} epochs, crops {record.scale[0]:g}-'
-         f'{record.scale[1]:g}; output {output}')
+    _warn_short_ema(train, train.epochs * steps)
+    warn_amp_off_cuda(train.amp)
+    _announce(record, start, output, listing)
+    _say(_summary_line(record, model, len(classes), steps, output))
     if steps < MIN_STEPS and is_main_process():
-        print(f'{_PROG}: warning: {steps} steps an epoch ({len(sets.train)} images at batch {record.batch_size} x '
+        print(f'{_PROG}: warning: {steps} steps an epoch ({len(sets.train)} images at batch {train.batch_size} x '
               f'{world_size()} process(es)), under {MIN_STEPS}: each epoch barely moves the weights; lower '
               '--batch-size', file=sys.stderr)
-    trained = train_model(model, data.train_loader, data.eval_loader, config, output, resume=recipe is None,
+    trained = train_model(model, data.train_loader, data.eval_loader, train, output, resume=start.recipe is None,
                           progress=not record.no_progress)
+    return _finish(record, output, trained, data, _evaluated(record, len(sets.eval)))
+
+
+def _announce(record: RunRecord, start: _Start, output: Path, listing: Listing) -> None:
+    """A new run names its recipe and the flags over it, and writes its record; a resumed one says when there
+    is nothing left to train."""
+    state = output / 'last.pth.tar'
+    if start.recipe is not None:
+        _say(start.recipe.describe())
+        if start.overrides:
+            _say(f'the command line overrides the recipe: {", ".join(start.overrides)}')
+        _save_record(record, listing, output)
+    elif state.is_file() and load_training_state(state)['epoch'] >= record.train.epochs:
+        epochs = record.train.epochs
+        _say(f'the run in {output} is complete ({epochs}/{epochs} epochs); nothing to train')
+
+
+def _summary_line(record: RunRecord, model: torch.nn.Module, classes: int, steps: int, output: Path) -> str:
+    train = record.train
+    decay = f', layer decay {train.layer_decay:g} below it' if train.layer_decay else ''
+    return (f'{_described(record, model)}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, '
+            f'{classes} classes, {record.img_size} px, {world_size()} process(es); {train.epochs} epochs x '
+            f'{steps} steps = {train.epochs * steps} updates at batch {train.batch_size}; recipe {record.recipe}, '
+            f'head lr {train.lr:.3g}{decay}, warm-up {train.warmup_epochs} epochs, crops {train.scale[0]:g}-'
+            f'{train.scale[1]:g}; output {output}')
+
+
+def _evaluated(record: RunRecord, images: int) -> str:
+    return (f'{images} images held out of {record.train_split}/' if record.heldout is not None
+            else f'{images} images of {record.val_split}/')
+
+
+def _finish(record: RunRecord, output: Path, trained: TrainResult, data: Any, evaluated: str) -> dict[str, Any]:
+    """The final weights in timm's local-dir layout and the run's result."""
     prefix = 'ema_' if trained.from_ema else ''
-    evaluated = (f'{len(sets.eval)} images held out of {record.train_split}/' if record.heldout is not None
-                 else f'{len(sets.eval)} images of {record.val_split}/')
-    result = dict(output=str(output), dataset=data_dir.name, evaluated_on=evaluated, epochs=record.epochs,
-                  weights='ema' if trained.from_ema else 'trained', top1=trained.metrics.get(f'{prefix}top1'),
-                  top5=trained.metrics.get(f'{prefix}top5'))
+    result = dict(output=str(output), dataset=Path(record.data_dir).name, evaluated_on=evaluated,
+                  epochs=record.train.epochs, weights='ema' if trained.from_ema else 'trained',
+                  top1=trained.metrics.get(f'{prefix}top1'), top5=trained.metrics.get(f'{prefix}top5'))
     if is_main_process():
         _save_final(trained.model, output, record, data.data_config, trained.from_ema)
         save_json_atomic(result, output / RUN_RESULT)
@@ -726,7 +660,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging(package_level=logging.INFO)  # where weights come from: cache or download
     try:
-        result = run(args, _given(argv))
+        result = run(args, given_flags(build_parser(), argv))
         if is_main_process():
             print(json.dumps(result))
         return 0

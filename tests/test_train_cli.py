@@ -179,13 +179,13 @@ def test_a_long_enough_run_saves_the_ema(folder, tmp_path):
 
 
 @pytest.mark.parametrize('extra, message', [
-    (['--batch-size', '12'], '--resume: --batch-size 12 differs from the run in {out} (6)'),
-    (['--epochs', '300'], '--epochs 300 differs from the run in {out} (2)'),
-    (['--lr', '0.1'], '--lr 0.1 differs'),
-    (['--img-size', '64'], '--img-size 64 differs'),
-    (['--heldout', '0.5'], '--heldout 0.5 differs'),
-    (['--opt', 'sgd'], "--opt sgd differs from the run in {out} (adamw)"),
-    (['--warmup-epochs', '1'], '--warmup-epochs 1 differs from the run in {out} (0)'),
+    (['--batch-size', '12'], '--resume: the settings differ from the run in {out}: --batch-size: 6 saved, 12 given'),
+    (['--epochs', '300'], '--epochs: 2 saved, 300 given'),
+    (['--lr', '0.1'], '0.1 given'),
+    (['--img-size', '64'], '--img-size: 32 saved, 64 given'),
+    (['--heldout', '0.5'], '--heldout: None saved, 0.5 given'),
+    (['--opt', 'sgd'], "--opt: 'adamw' saved, 'sgd' given"),
+    (['--warmup-epochs', '1'], '--warmup-epochs: 0 saved, 1 given'),
     (['--workers', '-1'], '--workers -1: must be 0 or more'),  # may change, but not to what cannot work
 ])
 def test_resume_refuses_a_flag_that_differs_from_the_run(finished, capsys, extra, message):
@@ -387,8 +387,7 @@ def test_the_recipe_follows_from_the_run_and_flags_override_it(folder, tmp_path,
                  '--output', str(tmp_path / 'tuned')]) == 0
     err = capsys.readouterr().err
     tuned = _record(tmp_path / 'tuned')
-    assert tuned['recipe'] == 'finetune' and tuned['recipe_defaults'] == json.loads(json.dumps(
-        {**RECIPES['finetune'].__dict__}))
+    assert tuned['recipe'] == 'finetune' and tuned['recipe_defaults'] == RECIPES['finetune'].config.to_json()
     assert tuned['lr'] == pytest.approx(2e-3 * (6 / 256) ** 0.5) and tuned['layer_decay'] == 0.75
     assert tuned['warmup_epochs'] == 1 and tuned['model_ema'] is False and tuned['aa'] is None
     assert tuned['mixup'] == 0.2 and tuned['cutmix'] == 0  # the flag given wins, the rest is the recipe's
@@ -480,7 +479,9 @@ def test_a_finetune_with_no_epochs_and_batch_runs_about_the_recipe_s_updates(fol
 
     from glit_models.training import recipes
 
-    monkeypatch.setitem(recipes.RECIPES, 'finetune', dataclasses.replace(recipes.RECIPES['finetune'], updates=30))
+    finetune = recipes.RECIPES['finetune']
+    monkeypatch.setitem(recipes.RECIPES, 'finetune',
+                        dataclasses.replace(finetune, config=dataclasses.replace(finetune.config, updates=30)))
     source = tmp_path / 'source.safetensors'
     from safetensors.torch import save_file
     save_file(timm.create_model('glit_tiny', arch=ARCH, num_classes=3).state_dict(), source)

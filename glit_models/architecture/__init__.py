@@ -12,4 +12,13 @@ from .complexity import (
     stem_macs,
     stem_params,
 )
-from .spec import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, GLIT_WIDTHS, ArchitectureError, BlockSpec, GlitArch
+from .spec import (
+    GLIT_BASE_ARCH,
+    GLIT_SMALL_ARCH,
+    GLIT_TINY_ARCH,
+    GLIT_WIDTHS,
+    REGISTERED_ARCHS,
+    ArchitectureError,
+    BlockSpec,
+    GlitArch,
+)

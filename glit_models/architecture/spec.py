@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 from ..utils.errors import GlitError
 
 __all__ = ['ArchitectureError', 'BlockSpec', 'GlitArch', 'GLIT_WIDTHS', 'GLIT_TINY_ARCH', 'GLIT_SMALL_ARCH',
-           'GLIT_BASE_ARCH']
+           'GLIT_BASE_ARCH', 'REGISTERED_ARCHS']
 
 
 class ArchitectureError(GlitError, ValueError):
@@ -320,3 +320,6 @@ GLIT_SMALL_ARCH = _at_width('glit_small', (
 GLIT_BASE_ARCH = _at_width('glit_base', (
     '3:0 e0.5 mlp4 | 0:3 m2 k31 mlp4 | 1:2 e1 m1 k31 mlp2 | 3:0 e1 mlp4 | 0:3 m4 k45 mlp4 | 1:2 e1 m4 k31 mlp6 '
     '| 3:0 e1 mlp2 | 1:2 e1 m4 k31 mlp2 | 0:3 m4 k45 mlp4 | 3:0 e1 mlp4 | 0:3 m4 k31 mlp4 | 3:0 e0.5 mlp4'))
+REGISTERED_ARCHS = {'glit_tiny': GLIT_TINY_ARCH, 'glit_tiny_patch16_224': GLIT_TINY_ARCH, 'glit_small': GLIT_SMALL_ARCH,
+                    'glit_base': GLIT_BASE_ARCH}
+"""The architecture of each model name registered with timm."""

@@ -11,7 +11,6 @@ folder, so a run killed anywhere and resumed ends with the architecture an unint
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -31,9 +30,9 @@ from ..data import Augmentation
 from ..models.glit import GlobalLocalTransformer
 from ..models.model_folder import save_model_folder
 from ..training.engine import TrainConfig, load_training_state
-from ..training.recipes import RECIPE_FILE, recipe_record
+from ..training.recipes import RECIPE_FILE, recipe_json
 from ..utils.atomic import save_json_atomic
-from ..utils.distributed import barrier, is_distributed, is_main_process
+from ..utils.distributed import barrier, is_distributed, is_main_process, world_size
 from ..utils.errors import GlitError
 from ..utils.run_clock import RunClock
 from .budget import Budget, format_amount, format_count
@@ -69,13 +68,12 @@ def short_training(epochs: int, batch_size: int, seed: int = 0, amp: bool = Fals
     """The recipe of the short from-scratch trainings that compare architectures: the DeiT optimiser
     and schedule without the regularisers a few epochs cannot use (mixup, cutmix, EMA, drop path)."""
     return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=min(1, epochs - 1), mixup=0.,
-                       cutmix=0., model_ema=False, amp=amp, seed=seed)
+                       cutmix=0., drop_path=0., model_ema=False, amp=amp, seed=seed)
 
 
 def _train_config(record: dict[str, Any]) -> TrainConfig:
-    """A saved retraining recipe, typed; keys TrainConfig no longer has (``drop_path``) are of older runs."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in record.items() if k in known})
+    """A saved retraining recipe, typed; a record without ``drop_path`` is of a search that trained without it."""
+    return TrainConfig.from_json({'drop_path': 0., **record})
 
 
 @dataclass
@@ -380,9 +378,10 @@ class SearchRun:
             notes = (note, f'Training augmentation: {config.data.augmentation.describe()}.')
             save_model_folder(model, self.output / 'best', self.data.data_config, trained=trained, notes=notes)
             # the retraining recipe beside its weights, so train --arch best/ retrains the way the search did
-            recipe = recipe_record(dataclasses.asdict(config.retrain), dataclasses.asdict(config.data.augmentation),
-                                   config.retrain.global_lr(), 0., f'the retraining of glit_models.nas.search '
-                                   f'({config.method}) in {self.output}')
+            retrain = config.retrain.with_augmentation(config.data.augmentation)
+            retrain = replace(retrain, lr=retrain.global_lr(retrain.batch_size * world_size()))
+            source = f'the retraining of glit_models.nas.search ({config.method}) in {self.output}'
+            recipe = recipe_json(retrain, source)
             save_json_atomic(recipe, self.output / 'best' / RECIPE_FILE)
             self.plot(summary, outcomes)
         if config.compare_random > 0:

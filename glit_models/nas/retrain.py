@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,17 @@ from .data import SearchData
 
 __all__ = ['load_trained', 'retrain', 'unit_folder']
 
+_UNIT_KEY = ('epochs', 'batch_size', 'lr', 'opt', 'momentum', 'weight_decay', 'sched', 'min_lr', 'warmup_lr',
+             'warmup_epochs', 'smoothing', 'mixup', 'cutmix', 'model_ema', 'model_ema_decay', 'clip_grad', 'amp',
+             'seed', 'layer_decay', 'drop_path')
+"""The settings that name a unit's folder: a training's optimisation, schedule and regularisers."""
+
 
 def unit_folder(root: Path, arch: GlitArch, recipe: TrainConfig) -> Path:
-    """The folder of one (architecture, recipe) training under ``root``."""
-    # drop_path 0 stays in the key: the recipe carried it before it left TrainConfig, and the units that
-    # searches trained then are still found (a resume never retrains them)
-    key = json.dumps(dict(arch=arch.to_str(), recipe=dict(asdict(recipe), drop_path=0.)), sort_keys=True)
+    """The folder of one (architecture, recipe) training under ``root``, named by the settings that change
+    what it trains (the augmentation is the search's data's, the same for every unit of ``root``)."""
+    settings = {name: getattr(recipe, name) for name in _UNIT_KEY}
+    key = json.dumps(dict(arch=arch.to_str(), recipe=settings), sort_keys=True)
     return Path(root) / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -44,7 +48,8 @@ def retrain(arch: GlitArch, data: SearchData, recipe: TrainConfig, root: Path, i
     if done.is_file():
         return _read_result(done)
     torch.manual_seed(recipe.seed)
-    model = GlobalLocalTransformer(arch, num_classes=data.num_classes, in_chans=in_chans)
+    model = GlobalLocalTransformer(arch, num_classes=data.num_classes, in_chans=in_chans,
+                                   drop_path_rate=recipe.drop_path)
     metrics = train_model(model, data.train_loader, data.heldout_loader, recipe, folder, resume=True,
                           progress=progress, label=label).metrics
     test = evaluate(model, data.test_loader)['top1'] if data.test_loader is not None else None

@@ -13,7 +13,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -40,6 +40,7 @@ from ..utils.distributed import (
     world_size,
 )
 from ..utils.errors import GlitError
+from .config import TrainConfig
 
 __all__ = ['TrainConfig', 'TrainResult', 'TrainingRun', 'TrainingStateError', 'train_model', 'fit', 'evaluate',
            'head_lr', 'load_training_state', 'seed_epoch', 'unwrap', 'warn_amp_off_cuda']
@@ -54,41 +55,6 @@ class TrainingDivergedError(GlitError, FloatingPointError):
 
 class TrainingStateError(GlitError, RuntimeError):
     """A saved training state that cannot be resumed."""
-
-
-@dataclass
-class TrainConfig:
-    """What the engine trains with, the DeiT recipe (spec section 4) as defaults. ``batch_size`` is per
-    process, as in timm; ``lr=None`` means 5e-4 x global batch / 512. The model's own settings (drop path)
-    and the data's (augmentation, workers) belong to whoever builds the model and the loaders."""
-
-    epochs: int = 300
-    batch_size: int = 128
-    lr: Optional[float] = None
-    opt: str = 'adamw'
-    momentum: float = 0.9
-    weight_decay: float = 0.05
-    sched: str = 'cosine'
-    min_lr: float = 1e-5
-    warmup_lr: float = 1e-6
-    warmup_epochs: int = 5
-    smoothing: float = 0.1
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    model_ema: bool = True
-    model_ema_decay: float = 0.99996
-    clip_grad: Optional[float] = None
-    amp: bool = False
-    seed: int = 0
-    layer_decay: Optional[float] = None
-
-    def global_lr(self) -> float:
-        return self.lr if self.lr is not None else 5e-4 * self.batch_size * world_size() / 512
-
-    def ema_covers(self, updates: int) -> bool:
-        """Whether a run of ``updates`` is longer than the window the EMA averages (1 / (1 - decay)
-        updates); a shorter run's EMA still leans on the initial weights, so it is not worth handing over."""
-        return self.model_ema and updates >= 1 / (1 - self.model_ema_decay)
 
 
 @dataclass
@@ -349,18 +315,18 @@ def train_model(model: nn.Module, train_loader, eval_loader, config: TrainConfig
             raise ValueError(f'mixup/cutmix pair images within a batch: --batch-size {config.batch_size} must be even')
         mixup_fn = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.smoothing,
                          num_classes=num_classes)
-    lr = config.global_lr()
+    lr = config.global_lr(config.batch_size * world_size())
     optimizer = create_optimizer_v2(model, opt=config.opt, lr=lr, weight_decay=config.weight_decay,
                                     momentum=config.momentum, layer_decay=config.layer_decay)
     # the schedule's floor and warm-up start are capped at the scaled lr: above it they would raise the rate
     scheduler, _ = create_scheduler_v2(optimizer, sched=config.sched, num_epochs=config.epochs,
                                        min_lr=min(config.min_lr, lr), warmup_lr=min(config.warmup_lr, lr),
-                                       warmup_epochs=config.warmup_epochs,
+                                       warmup_epochs=config.warmup(config.epochs),
                                        step_on_epochs=False, updates_per_epoch=len(train_loader))
     ema = ModelEmaV3(model, decay=config.model_ema_decay) if config.model_ema else None
     run = TrainingRun(model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=_loss_fn(config, mixup_fn),
                       epochs=config.epochs, seed=config.seed, amp=config.amp, mixup_fn=mixup_fn, ema=ema,
-                      clip_grad=config.clip_grad, record=asdict(config), label=label)
+                      clip_grad=config.clip_grad, record=config.to_json(), label=label)
     history = fit(run, train_loader, eval_loader, output_dir / 'last.pth.tar', resume=resume, progress=progress)
     metrics = {k: v for k, v in history[-1].items() if isinstance(v, (int, float))} if history else {}
     from_ema = ema is not None and config.ema_covers(config.epochs * len(train_loader))

@@ -58,8 +58,7 @@ def read_record(output: Path, record: str, what: str = 'run') -> dict[str, Any]:
     one (edited, damaged, or another program's)."""
     path = Path(output) / record
     if not path.is_file():
-        raise UsageError(f'{output} holds no {what} ({record} is missing); pass the --output of a {what}, or drop '
-                         '--resume to start one')
+        raise UsageError(f'{output} holds no {what} ({record} is missing); pass the folder of a {what}')
     damaged = f'it was edited or damaged: restore it, or start a new {what} in another --output'
     saved = read_json(path, lambda why: UsageError(f'{path}: not readable JSON ({why}); {damaged}'))
     if not isinstance(saved, dict):

@@ -121,9 +121,11 @@ def test_hierarchical_search_retrains_each_stages_top_k(tmp_path, data):
     # and with the recipe that retrained it, for train --arch best/
     from glit_models.training.recipes import read_recipe
     recipe = read_recipe(tmp_path / 'best')
-    assert (recipe.name, recipe.epochs, recipe.mixup, recipe.model_ema, recipe.drop_path) == \
+    config = recipe.config
+    assert (recipe.name, config.epochs, config.mixup, config.model_ema, config.drop_path) == \
         ('search', 1, 0., False, 0.)
-    assert recipe.lr == pytest.approx(tiny_config().retrain.global_lr())
+    retrain = tiny_config().retrain
+    assert config.lr == pytest.approx(retrain.global_lr(retrain.batch_size))
 
 
 def test_without_retraining_best_holds_the_supernets_weights(tmp_path, data):

@@ -31,12 +31,12 @@ def _run(folder, output, resume=False, epochs=2):
 
 def test_recipe_defaults_are_deit():
     config = TrainConfig()
-    assert (config.opt, config.weight_decay, config.sched, config.epochs, config.warmup_epochs) == \
+    assert (config.opt, config.weight_decay, config.sched, config.epochs, config.warmup(config.epochs)) == \
         ('adamw', 0.05, 'cosine', 300, 5)
     assert (config.mixup, config.cutmix) == (0.8, 1.0)
     assert config.smoothing == 0.1
     assert config.model_ema
-    assert config.global_lr() == pytest.approx(5e-4 * 128 / 512)
+    assert config.global_lr(config.batch_size) == pytest.approx(5e-4 * 128 / 512)
 
 
 def test_resume_after_a_kill_is_bit_identical(folder, tmp_path, monkeypatch, capsys):
@@ -102,5 +102,5 @@ def test_the_learning_rate_never_rises_above_the_scaled_lr(folder, tmp_path):
     model = timm.create_model('glit_tiny', arch=ARCH, num_classes=3)
     train_model(model, data.train_loader, data.eval_loader, config, tmp_path, progress=False)
     lrs = [m['lr'] for m in load_training_state(tmp_path / 'last.pth.tar')['history']]
-    assert config.global_lr() == pytest.approx(5e-4 * 4 / 512)
-    assert max(lrs) <= config.global_lr() * (1 + 1e-9)
+    assert config.global_lr(config.batch_size) == pytest.approx(5e-4 * 4 / 512)
+    assert max(lrs) <= config.global_lr(config.batch_size) * (1 + 1e-9)

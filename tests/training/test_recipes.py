@@ -5,11 +5,12 @@ import sys
 
 import pytest
 
+from glit_models.training.config import TrainConfig
 from glit_models.training.recipes import RECIPES, Recipe, read_recipe
 
 
 def test_the_recipes_follow_their_sources():
-    scratch, finetune = RECIPES['scratch'], RECIPES['finetune']
+    scratch, finetune = RECIPES['scratch'].config, RECIPES['finetune'].config
     assert scratch.global_lr(512) == pytest.approx(5e-4) and scratch.warmup(300) == 5 and scratch.warmup(6) == 0
     assert (scratch.mixup, scratch.cutmix, scratch.aa, scratch.reprob, scratch.model_ema) == \
         (0.8, 1.0, 'rand-m9-mstd0.5-inc1', 0.25, True)
@@ -21,11 +22,12 @@ def test_the_recipes_follow_their_sources():
     # crops sized to the image: timm's 8% at 224 px, about 24 px across at 32 px
     assert finetune.crop_scale(224) == (0.08, 1.) and finetune.crop_scale(32) == (0.562, 1.)
     assert scratch.crop_scale(32) == (0.08, 1.)
-    assert 'recipe finetune' in finetune.describe() and 'sqrt(global batch / 256)' in finetune.describe()
+    described = RECIPES['finetune'].describe()
+    assert 'recipe finetune' in described and 'sqrt(global batch / 256)' in described
 
 
 def test_the_finetune_recipe_fits_epochs_and_batch_to_the_data():
-    finetune = RECIPES['finetune']
+    finetune = RECIPES['finetune'].config
     # about 700 images: batch 64 leaves 11 steps an epoch, 46 epochs make 506 updates
     assert finetune.fit(715) == (46, 64)
     assert finetune.fit(200) == (42, 16)  # 12 steps an epoch
@@ -34,7 +36,7 @@ def test_the_finetune_recipe_fits_epochs_and_batch_to_the_data():
     assert finetune.fit(715, processes=8) == (46, 8)  # a global batch of 64, as on one process
     assert finetune.fit(715, batch_size=32) == (23, 32)  # a given batch: epochs for it
     assert finetune.fit(20, batch_size=1) == (25, 1)
-    assert RECIPES['scratch'].updates is None
+    assert RECIPES['scratch'].config.updates is None
 
 
 def test_a_folder_without_a_recipe_has_none_and_a_bad_one_is_named(tmp_path):
@@ -44,7 +46,7 @@ def test_a_folder_without_a_recipe_has_none_and_a_bad_one_is_named(tmp_path):
         read_recipe(tmp_path)
     (tmp_path / 'recipe.json').write_text(json.dumps(dict(name='search', source='s', lr=1e-3, scale=[0.7, 1],
                                                           unknown_later_key=1)))
-    assert read_recipe(tmp_path) == Recipe('search', 's', lr=1e-3, scale=(0.7, 1.))
+    assert read_recipe(tmp_path) == Recipe('search', 's', TrainConfig(lr=1e-3, scale=(0.7, 1.)))
 
 
 @pytest.mark.slow

@@ -59,5 +59,5 @@ def test_the_finetune_defaults_in_train_s_help_are_the_recipe_s():
     from glit_models.training.recipes import MIN_STEPS, RECIPES
 
     helps = {action.option_strings[-1]: action.help for action in build_parser()._actions}
-    assert f'about {RECIPES["finetune"].updates} updates' in helps['--epochs']
+    assert f'about {RECIPES["finetune"].config.updates} updates' in helps['--epochs']
     assert f'at least {MIN_STEPS} steps an epoch' in helps['--batch-size']

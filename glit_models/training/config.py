@@ -1,0 +1,161 @@
+"""One training's settings, the one form they take from a recipe to the engine and into ``args.json``.
+
+``TrainConfig`` holds every setting of a training, named as timm's train.py flags (``dest`` form), with
+DeiT's from-scratch ImageNet recipe as its defaults. A recipe is a ``TrainConfig`` whose derived settings
+are left None; ``resolved`` fills them once the run knows its data, processes and image size:
+
+- ``lr``: ``lr_base`` x global batch / ``lr_base_size``, or its square root (``lr_base_scale='sqrt'``);
+- ``warmup_epochs``: a tenth of the run, ``warmup_min`` to ``warmup_max`` epochs, below the run's length;
+- ``scale``: random-resized crops sized to the image (the smallest crop about 24 px across);
+- ``epochs`` / ``batch_size`` with ``updates`` set: fitted to the data (``fitted``);
+- ``min_lr`` / ``warmup_lr``: lowered to the learning rate where a recipe's sit above it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping, Optional
+
+from ..data import Augmentation
+
+__all__ = ['FIT_BATCH', 'FIT_EPOCHS', 'MIN_STEPS', 'TrainConfig']
+
+MIN_STEPS = 10
+"""Steps an epoch below which each epoch barely moves the weights: a fitted batch leaves at least this many."""
+FIT_BATCH = (8, 128)
+"""The per-process batches a config fitted to the data chooses between."""
+FIT_EPOCHS = (10, 300)
+_CROP_PIXELS = 24  # the smallest crop side that crops sized to the image keep
+_PAIRS = ('scale', 'ratio')
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of one training (see the module docstring for the ones a run derives). ``batch_size``
+    is per process, as in timm; ``drop_path`` is the model's stochastic depth and ``aa`` to ``color_jitter``
+    the training loader's augmentation, so that one config is the whole recipe."""
+
+    epochs: Optional[int] = 300
+    batch_size: Optional[int] = 128
+    updates: Optional[int] = None
+    lr: Optional[float] = None
+    lr_base: float = 5e-4
+    lr_base_size: int = 512
+    lr_base_scale: str = 'linear'
+    opt: str = 'adamw'
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    layer_decay: Optional[float] = None
+    sched: str = 'cosine'
+    min_lr: float = 1e-5
+    warmup_lr: float = 1e-6
+    warmup_epochs: Optional[int] = None
+    warmup_min: int = 0
+    warmup_max: int = 5
+    smoothing: float = 0.1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    drop_path: float = 0.1
+    model_ema: bool = True
+    model_ema_decay: float = 0.99996
+    clip_grad: Optional[float] = None
+    amp: bool = False
+    seed: int = 0
+    aa: Optional[str] = 'rand-m9-mstd0.5-inc1'
+    reprob: float = 0.25
+    scale: Optional[tuple[float, float]] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    color_jitter: float = 0.4
+
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> 'TrainConfig':
+        """A config from its JSON form (``to_json``), or from any record holding its keys among others (an
+        ``args.json``, a ``recipe.json``); keys it does not have are left out, missing ones take the defaults."""
+        values = {k: v for k, v in data.items() if k in cls.names()}
+        for pair in _PAIRS:
+            if values.get(pair) is not None:
+                values[pair] = tuple(float(v) for v in values[pair])
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for pair in _PAIRS:
+            data[pair] = list(data[pair]) if data[pair] is not None else None
+        return data
+
+    def with_flags(self, flags: Mapping[str, Any]) -> 'TrainConfig':
+        """This config with every setting that ``flags`` (parser dests -> values) names replaced; flags of other
+        settings are left out. A layer decay of 1 scales nothing, so it is kept as off (None)."""
+        values = {k: v for k, v in flags.items() if k in self.names()}
+        for pair in _PAIRS:
+            if values.get(pair) is not None:
+                values[pair] = tuple(values[pair])
+        if values.get('layer_decay') == 1:
+            values['layer_decay'] = None
+        return replace(self, **values)
+
+    def global_lr(self, global_batch: int) -> float:
+        """``lr``, or the base rate scaled to ``global_batch`` (linearly, or by its square root)."""
+        if self.lr is not None:
+            return self.lr
+        ratio = global_batch / self.lr_base_size
+        return self.lr_base * (math.sqrt(ratio) if self.lr_base_scale == 'sqrt' else ratio)
+
+    def warmup(self, epochs: int) -> int:
+        """The warm-up epochs of a run of ``epochs``: ``warmup_epochs``, else a tenth of the run within
+        ``warmup_min``-``warmup_max``; below ``epochs`` either way (else the rate never leaves warm-up)."""
+        if self.warmup_epochs is not None:
+            return min(self.warmup_epochs, epochs - 1)
+        return max(0, min(self.warmup_max, max(self.warmup_min, epochs // 10), epochs - 1))
+
+    def crop_scale(self, img_size: int) -> tuple[float, float]:
+        if self.scale is not None:
+            return tuple(self.scale)
+        return (round(min(1., max(0.08, (_CROP_PIXELS / img_size) ** 2)), 3), 1.)
+
+    def fit(self, images: int, processes: int = 1, batch_size: Optional[int] = None) -> tuple[int, int]:
+        """(epochs, per-process batch) for ``images`` training images: ``batch_size`` when given, else the
+        largest power of two in ``FIT_BATCH`` that leaves ``MIN_STEPS`` steps an epoch; epochs for about
+        ``updates`` updates, within ``FIT_EPOCHS``."""
+        if batch_size is None:
+            batch_size = FIT_BATCH[1]
+            while batch_size > FIT_BATCH[0] and images // (batch_size * processes) < MIN_STEPS:
+                batch_size //= 2
+        steps = max(1, images // (batch_size * processes))
+        epochs = min(FIT_EPOCHS[1], max(FIT_EPOCHS[0], math.ceil((self.updates or 0) / steps)))
+        return epochs, batch_size
+
+    def fitted(self, images: int, processes: int) -> 'TrainConfig':
+        """Epochs and batch for ``images``, where the config leaves either to the data (``updates`` set)."""
+        if self.updates is None or (self.epochs is not None and self.batch_size is not None):
+            return self
+        epochs, batch_size = self.fit(images, processes, self.batch_size)
+        return replace(self, epochs=self.epochs or epochs, batch_size=batch_size)
+
+    def resolved(self, global_batch: int, img_size: int) -> 'TrainConfig':
+        """Every derived setting filled for a run at ``global_batch`` and ``img_size``, so the config says
+        what ran. The floor and warm-up start are lowered to the rate: above it they would raise it."""
+        lr = self.global_lr(global_batch)
+        return replace(self, lr=lr, min_lr=min(self.min_lr, lr), warmup_lr=min(self.warmup_lr, lr),
+                       warmup_epochs=self.warmup(self.epochs), scale=self.crop_scale(img_size))
+
+    def augmentation(self) -> Augmentation:
+        """The training loader's augmentation (DataError naming the flag of a value it cannot use); crops
+        sized to the image are checked at the default scale until ``resolved`` sizes them."""
+        return Augmentation(scale=self.scale or TrainConfig.scale, ratio=self.ratio, hflip=self.hflip,
+                            color_jitter=self.color_jitter, aa=self.aa, reprob=self.reprob)
+
+    def with_augmentation(self, augmentation: Augmentation) -> 'TrainConfig':
+        """This config with ``augmentation``'s settings, so that it records the loader a run trained with."""
+        return replace(self, scale=augmentation.scale, ratio=augmentation.ratio, hflip=augmentation.hflip,
+                       color_jitter=augmentation.color_jitter, aa=augmentation.aa, reprob=augmentation.reprob)
+
+    def ema_covers(self, updates: int) -> bool:
+        """Whether a run of ``updates`` is longer than the window the EMA averages (1 / (1 - decay)
+        updates); a shorter run's EMA still leans on the initial weights, so it is not worth handing over."""
+        return self.model_ema and updates >= 1 / (1 - self.model_ema_decay)
