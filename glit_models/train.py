@@ -34,7 +34,6 @@ from typing import Any, Collection, Optional, Sequence, Union
 import timm
 import torch
 from timm.data import resolve_data_config
-from timm.optim import list_optimizers
 
 from .architecture import REGISTERED_ARCHS, ArchitectureError, GlitArch, check_step_memory
 from .data import (
@@ -68,8 +67,8 @@ from .utils.run_folder import (
     changed_settings,
     check_fresh,
     count_or_fraction,
-    given_flags,
     hold_output,
+    parse_flags,
     read_record,
     refuse_changes,
 )
@@ -81,8 +80,6 @@ _PROG = 'python -m glit_models.train'
 _SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
 _MACHINE = ('no_progress', 'workers', 'allow_data_change')  # may change on --resume: how to run, not what
 _SCRATCH = RECIPES['scratch'].config
-_SEEDS = 2 ** 63
-"""Seeds torch, numpy and Python all take (torch.manual_seed overflows from 2**64)."""
 
 
 def _augment_name(text: str) -> Optional[str]:
@@ -327,54 +324,21 @@ def new_record(args: argparse.Namespace, given: dict[str, Any], recipe: Recipe) 
 
 
 def check_settings(record: RunRecord, given: Collection[str] = ()) -> None:
-    """Every setting that cannot work, refused in one line before anything is read or written; the floors of
-    the learning rate are refused where ``given`` (a recipe's own are lowered to the rate)."""
-    train = record.train
+    """Every setting that cannot work, refused in one line before anything is read or written (the training
+    config's by ``TrainConfig.check``, with ``given``: the flags the command line set)."""
     _check(record.data_dir is not None, '--data-dir', '(missing)', 'given for a new run (the images to train on)')
-    _check(train.epochs is None or train.epochs >= 1, '--epochs', train.epochs, 'at least 1')
-    _check(train.batch_size is None or train.batch_size >= 1, '--batch-size', train.batch_size, 'at least 1')
     _check(record.workers >= 0, '--workers', record.workers, '0 or more')
     _check(record.img_size is None or record.img_size >= 1, '--img-size', record.img_size,
            'a positive number of pixels')
     _check(record.num_classes is None or record.num_classes >= 1, '--num-classes', record.num_classes, 'at least 1')
-    for flag in ('lr', 'lr_base', 'min_lr', 'warmup_lr', 'weight_decay', 'momentum', 'mixup', 'cutmix'):
-        value = getattr(train, flag)
-        _check(value is None or value >= 0, f'--{flag.replace("_", "-")}', value, 'a finite number, 0 or more')
-    _check(train.lr_base_size >= 1, '--lr-base-size', train.lr_base_size, 'at least 1')
-    for flag in ('smoothing', 'drop_path', 'model_ema_decay'):
-        value = getattr(train, flag)
-        _check(0 <= value < 1, f'--{flag.replace("_", "-")}', value, 'in [0, 1)')
-    _check(0 <= train.reprob <= 1, '--reprob', train.reprob, 'a probability in [0, 1]')
-    _check(train.layer_decay is None or 0 < train.layer_decay <= 1, '--layer-decay', train.layer_decay, 'in (0, 1]')
-    _check(train.clip_grad is None or train.clip_grad > 0, '--clip-grad', train.clip_grad, 'a positive number')
     if record.heldout is not None:
         check_heldout(record.heldout, '--heldout')
-    _check(train.opt.lower() in list_optimizers(), '--opt', repr(train.opt),
-           'a timm optimizer, e.g. adamw, sgd, lamb (timm.optim.list_optimizers())')
-    if train.warmup_epochs is not None and train.epochs is not None:
-        _check(0 <= train.warmup_epochs < train.epochs, '--warmup-epochs', train.warmup_epochs,
-               f'0 or more and below --epochs {train.epochs} (or the learning rate never leaves warm-up)')
-    train.augmentation()  # crops, flip and jitter: DataError naming the flag
-    _check(0 <= train.seed < _SEEDS, '--seed', train.seed, 'in [0, 2**63)')
-    _check(not (train.mixup > 0 or train.cutmix > 0) or (train.batch_size or 0) % 2 == 0, '--batch-size',
-           train.batch_size, 'even with --mixup or --cutmix (they pair the images of a batch); or pass --mixup 0 '
-           '--cutmix 0')
-    if train.lr is not None:
-        _check_floors(train, train.lr, '--lr', given)
+    record.train.check(given)
 
 
 def _check(ok: bool, flag: str, value: Any, allowed: str) -> None:
     if not ok:
         raise UsageError(f'{flag} {value}: must be {allowed}')
-
-
-def _check_floors(train: TrainConfig, lr: float, source: str, given: Collection[str]) -> None:
-    """The schedule decays from the learning rate to --min-lr and warms up from --warmup-lr: either given
-    above the rate would raise it instead."""
-    for name in ('min_lr', 'warmup_lr'):
-        value = getattr(train, name)
-        _check(name not in given or value <= lr, f'--{name.replace("_", "-")}', value,
-               f'at most the learning rate {lr:g} ({source}); lower it or raise --lr')
 
 
 def _recorded(flag: str, value: Any) -> Any:
@@ -454,8 +418,8 @@ def _completed(record: RunRecord, recipe: Recipe, model: torch.nn.Module, num_cl
     arch = unwrap(model).arch.to_str() if isinstance(model, GlobalLocalTransformer) else None
     batch = record.train.batch_size * world_size()
     if record.train.lr is None:
-        _check_floors(record.train, record.train.global_lr(batch),
-                      f'the {recipe.name} recipe\'s at a global batch of {batch}', given)
+        record.train.check_floors(record.train.global_lr(batch),
+                                  f'the {recipe.name} recipe\'s at a global batch of {batch}', given)
     return replace(record, img_size=img_size, num_classes=num_classes, arch=arch,
                    train=record.train.resolved(batch, img_size))
 
@@ -657,10 +621,10 @@ def _finish(record: RunRecord, output: Path, trained: TrainResult, data: Any, ev
 
 @command_line(_PROG, interrupted_hint='continue with the same --output and --resume')
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+    args, given = parse_flags(build_parser(), argv)
     setup_logging(package_level=logging.INFO)  # where weights come from: cache or download
     try:
-        result = run(args, given_flags(build_parser(), argv))
+        result = run(args, given)
         if is_main_process():
             print(json.dumps(result))
         return 0

@@ -194,6 +194,27 @@ def test_resume_refuses_a_flag_that_differs_from_the_run(finished, capsys, extra
     assert message.format(out=output) in _error(capsys)
 
 
+_KEYS_OF_THE_UNIFIED_CONFIG = ('updates', 'lr_base', 'lr_base_size', 'lr_base_scale', 'warmup_min', 'warmup_max')
+
+
+def test_a_run_recorded_before_the_unified_config_resumes(finished, tmp_path, capsys):
+    """args.json of the versions before TrainConfig held every setting: no recipe-rule keys, and the recipe's
+    defaults under their old names; a resume reads it and finds the run complete."""
+    import shutil
+
+    output, _ = finished
+    old = tmp_path / 'old'
+    shutil.copytree(output, old)
+    record = json.loads((old / 'args.json').read_text())
+    for key in _KEYS_OF_THE_UNIFIED_CONFIG:
+        record.pop(key)
+    record['recipe_defaults'] = dict(name='scratch', source="DeiT's from-scratch ImageNet recipe", lr_base=5e-4,
+                                     lr_base_batch=512, lr_scaling='linear', warmup_min=0, warmup_max=5)
+    (old / 'args.json').write_text(json.dumps(record))
+    assert main(['--output', str(old), '--resume', '--batch-size', '6', '--no-progress']) == 0
+    assert f'the run in {old} is complete (2/2 epochs); nothing to train' in capsys.readouterr().err
+
+
 def test_resume_accepts_the_run_s_own_values(finished, folder, capsys):
     output, _ = finished
     assert main(['--output', str(output), '--resume', '--data-dir', str(folder), '--batch-size', '6', '--arch', ARCH,

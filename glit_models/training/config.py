@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping, Optional
+from typing import Any, Collection, Mapping, Optional
+
+from timm.optim import list_optimizers
 
 from ..data import Augmentation
+from ..utils.errors import UsageError
 
 __all__ = ['FIT_BATCH', 'FIT_EPOCHS', 'MIN_STEPS', 'TrainConfig']
 
@@ -27,6 +30,19 @@ FIT_BATCH = (8, 128)
 FIT_EPOCHS = (10, 300)
 _CROP_PIXELS = 24  # the smallest crop side that crops sized to the image keep
 _PAIRS = ('scale', 'ratio')
+_SEEDS = 2 ** 63
+"""Seeds torch, numpy and Python all take (torch.manual_seed overflows from 2**64)."""
+_NON_NEGATIVE = ('lr', 'lr_base', 'min_lr', 'warmup_lr', 'weight_decay', 'momentum', 'mixup', 'cutmix')
+_FRACTIONS = ('smoothing', 'drop_path', 'model_ema_decay')  # in [0, 1)
+
+
+def _flag(name: str) -> str:
+    return '--' + name.replace('_', '-')
+
+
+def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise UsageError(f'{_flag(name)} {value}: must be {allowed}')
 
 
 @dataclass(frozen=True)
@@ -149,6 +165,41 @@ class TrainConfig:
         sized to the image are checked at the default scale until ``resolved`` sizes them."""
         return Augmentation(scale=self.scale or TrainConfig.scale, ratio=self.ratio, hflip=self.hflip,
                             color_jitter=self.color_jitter, aa=self.aa, reprob=self.reprob)
+
+    def check(self, given: Collection[str] = ()) -> None:
+        """Every setting that cannot work, refused in one line naming its flag; the floors of the learning
+        rate only where ``given`` names them (a recipe's own are lowered to the rate by ``resolved``)."""
+        _check(self.epochs is None or self.epochs >= 1, 'epochs', self.epochs, 'at least 1')
+        _check(self.batch_size is None or self.batch_size >= 1, 'batch_size', self.batch_size, 'at least 1')
+        for name in _NON_NEGATIVE:
+            value = getattr(self, name)
+            _check(value is None or value >= 0, name, value, 'a finite number, 0 or more')
+        _check(self.lr_base_size >= 1, 'lr_base_size', self.lr_base_size, 'at least 1')
+        for name in _FRACTIONS:
+            _check(0 <= getattr(self, name) < 1, name, getattr(self, name), 'in [0, 1)')
+        _check(0 <= self.reprob <= 1, 'reprob', self.reprob, 'a probability in [0, 1]')
+        _check(self.layer_decay is None or 0 < self.layer_decay <= 1, 'layer_decay', self.layer_decay, 'in (0, 1]')
+        _check(self.clip_grad is None or self.clip_grad > 0, 'clip_grad', self.clip_grad, 'a positive number')
+        _check(self.opt.lower() in list_optimizers(), 'opt', repr(self.opt),
+               'a timm optimizer, e.g. adamw, sgd, lamb (timm.optim.list_optimizers())')
+        if self.warmup_epochs is not None and self.epochs is not None:
+            _check(0 <= self.warmup_epochs < self.epochs, 'warmup_epochs', self.warmup_epochs,
+                   f'0 or more and below --epochs {self.epochs} (or the learning rate never leaves warm-up)')
+        self.augmentation()  # crops, flip and jitter: DataError naming the flag
+        _check(0 <= self.seed < _SEEDS, 'seed', self.seed, 'in [0, 2**63)')
+        _check(not (self.mixup > 0 or self.cutmix > 0) or (self.batch_size or 0) % 2 == 0, 'batch_size',
+               self.batch_size, 'even with --mixup or --cutmix (they pair the images of a batch); or pass --mixup 0 '
+               '--cutmix 0')
+        if self.lr is not None:
+            self.check_floors(self.lr, '--lr', given)
+
+    def check_floors(self, lr: float, source: str, given: Collection[str]) -> None:
+        """The schedule decays from the learning rate to --min-lr and warms up from --warmup-lr: either given
+        above the rate would raise it instead."""
+        for name in ('min_lr', 'warmup_lr'):
+            value = getattr(self, name)
+            _check(name not in given or value <= lr, name, value,
+                   f'at most the learning rate {lr:g} ({source}); lower it or raise --lr')
 
     def with_augmentation(self, augmentation: Augmentation) -> 'TrainConfig':
         """This config with ``augmentation``'s settings, so that it records the loader a run trained with."""
