@@ -79,7 +79,8 @@ from glit_models.nas.scoring import PathScorer  # noqa: E402
 from glit_models.nas.space import SearchSpace, Stem, joint_space, stage1_space, stage2_space  # noqa: E402
 from glit_models.nas.spos import SupernetTrainConfig, UniformPathSampler  # noqa: E402
 from glit_models.nas.supernet import Supernet  # noqa: E402
-from glit_models.training.engine import TrainConfig, load_training_state  # noqa: E402
+from glit_models.training.config import TrainConfig  # noqa: E402
+from glit_models.training.engine import load_training_state  # noqa: E402
 from glit_models.utils.atomic import replacing, save_json_atomic, write_text_atomic  # noqa: E402
 from glit_models.utils.cli import finite_float  # noqa: E402
 from glit_models.utils.run_clock import RunClock  # noqa: E402
