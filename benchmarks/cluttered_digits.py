@@ -55,6 +55,7 @@ class ClutterConfig:
     marker_shape: str = 'bar'
     marker_length: int = 8
     marker_brightness: tuple[float, float] = (0.7, 1.0)
+    marker_place: str = 'opposite'
 
     def copies_of(self, split: str) -> int:
         """The renderings of each source digit in ``split`` (train, heldout or val)."""
@@ -65,7 +66,8 @@ class ClutterConfig:
         marker = (f'a bar of {self.marker_length} x 2 px' if self.marker_shape == 'bar' else
                   f'a square of {self.marker_length} px')
         kinds = 'orientation' if self.marker_shape == 'bar' else 'filling (filled or a 2 px frame)'
-        place = (f'in a random quadrant; {marker} in the opposite quadrant, at brightness '
+        where = 'the opposite quadrant' if self.marker_place == 'opposite' else 'the quadrant beside it (left/right)'
+        place = (f'in a random quadrant; {marker} in {where}, at brightness '
                  f'{self.marker_brightness[0]:g}-{self.marker_brightness[1]:g}, shifts the label: class = (digit + '
                  f'{" or ".join(map(str, self.markers))}) mod 10, the shift by the marker\'s {kinds}'
                  if self.markers else 'at a random position')
@@ -148,7 +150,8 @@ def render(digit: np.ndarray, others: Sequence[np.ndarray], config: ClutterConfi
         shift = config.markers[kind]
         mark = _marker(config.marker_shape, config.marker_length, kind) * rng.uniform(*config.marker_brightness)
         # training crops cut up to about 3.5 px a side: the marker stays whole
-        by, bx = _in_quadrant(3 - quadrant, mark.shape, config, 4, rng)
+        beside = {'opposite': 3 - quadrant, 'beside': quadrant ^ 1}[config.marker_place]
+        by, bx = _in_quadrant(beside, mark.shape, config, 4, rng)
         region = canvas[by:by + mark.shape[0], bx:bx + mark.shape[1]]
         np.maximum(region, mark, out=region)
     else:

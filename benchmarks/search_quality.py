@@ -130,6 +130,7 @@ class Settings:
     copies: int = CLUTTER.copies
     heldout_copies: int = CLUTTER.heldout_copies
     test_copies: int = CLUTTER.test_copies
+    marker_place: str = CLUTTER.marker_place
 
     def seeds(self, method: str, first: int) -> list[int]:
         """The search seeds of ``method``."""
@@ -152,7 +153,7 @@ SETTINGS = {
 def clutter(settings: Settings) -> ClutterConfig:
     """The task at ``settings``' renderings per source digit."""
     return replace(CLUTTER, copies=settings.copies, heldout_copies=settings.heldout_copies,
-                   test_copies=settings.test_copies)
+                   test_copies=settings.test_copies, marker_place=settings.marker_place)
 
 
 def data_config(settings: Settings) -> SearchDataConfig:

@@ -305,6 +305,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument('--epochs', type=int, default=None,
                    help='train the pilot\'s networks this many epochs instead of the benchmark\'s (a regime probe; '
                         'give it its own --work)')
+    p.add_argument('--copies', type=int, default=None,
+                   help='renderings of each training digit instead of the benchmark\'s (a regime probe: more images '
+                        'an epoch; give it its own --work)')
+    p.add_argument('--marker-place', choices=('opposite', 'beside'), default=None,
+                   help='where the marker sits instead of the benchmark\'s (a regime probe; its own --work)')
     p.add_argument('--seeds', type=int, nargs='+', default=list(PILOT_SEEDS), help='training seeds (default 0 1)')
     p.add_argument('--only', nargs='+', default=None, metavar='NAME',
                    help='train only these of the pilot\'s architectures (by the names the report gives)')
@@ -317,6 +322,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     units = Path(args.units or results / 'search_quality_units' / f'{sq.TASK}-full-seed0')
     settings = sq.SETTINGS['full'] if args.epochs is None else sq.replace(sq.SETTINGS['full'],
                                                                           retrain_epochs=args.epochs)
+    if args.copies is not None:
+        settings = sq.replace(settings, copies=args.copies)
+    if args.marker_place is not None:
+        settings = sq.replace(settings, marker_place=args.marker_place)
     sq.Units(work).claim(sq.task_record(settings))
     sq._init_worker()
     started = time.time()
