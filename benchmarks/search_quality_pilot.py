@@ -73,6 +73,21 @@ TUNING = (
     'epochs architecture matters, 16 points between two networks of the budget (one seed each), and the local '
     'heads\' long 1-D kernels join digit and marker better than six global blocks do. Next: the other networks and '
     'second seeds at 36 epochs, then the joint draws for the headroom figures',
+    'the 36-epoch probe with two seeds, after the loaders seed each sample\'s augmentation itself (so seed 0 is not '
+    'the run above; `--epochs 36 --seeds 0 1 --only all-local "local-early, global-late"`, record in '
+    '`search_quality_pilot_e36.{md,json}`): all-local 58.86 / 70.11, local-early/global-late 61.30 / 45.93. With '
+    'the earlier seed 0 that is three trainings each: all-local 75.68, 58.86, 70.11 (mean 68.2), local-early/'
+    'global-late 59.84, 61.30, 45.93 (mean 55.7). The join is learnt at a seed-dependent epoch: seeds differ by 11-15 '
+    'points, more than the architectures do (mean gap of the seeds 13.3, spread of the means 10.9). Two seeds do '
+    'not agree: not the regime',
+    'same steps, more images (`--epochs 12 --copies 6`, 114 steps an epoch): all-local 47.7 / 48.7, '
+    'local-early/global-late 47.4 / 47.1: at the 50% cap again. Longer schedules, not more images an epoch, are what '
+    'learnt the join',
+    'the marker beside the digit (`--marker-place beside`, the quadrant left or right of it, 12 epochs): all-local '
+    '42.7 / 44.1, local-early/global-late 40.7 / 41.2: the same cap, so the distance between digit and marker is '
+    'not what stops the join. Next: a label whose marker part is learnt as early as the digit (a marker that sets '
+    'the class by itself for some classes, or a curriculum), or the join trained longer with more seeds to average '
+    'the late, erratic learning; the long run waits for a task where two seeds agree',
 )
 HEADROOM = dict(best_above_median=3., best_of_5_gap=1.5, median_range=(70., 90.))
 """The pilot's targets for the joint space's budget draws (test top-1, points)."""
