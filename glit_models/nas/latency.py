@@ -65,8 +65,8 @@ _OUTLIER = 4.0
 
 
 class LatencyTable:
-    """Per-block forward latencies (ms, median of ``repeats``) on one device at one batch size,
-    measured once and cached in a JSON file keyed by the device."""
+    """Per-block forward latencies (ms, the fastest of three rounds of ``repeats`` calls) on one device at one
+    batch size, measured once and cached in a JSON file keyed by the device."""
 
     def __init__(self, device: Optional[torch.device] = None, batch_size: int = 1, cache: Optional[Path] = None,
                  warmup: int = 5, repeats: int = 20, progress: bool = True) -> None:
