@@ -116,8 +116,8 @@ def test_one_door_resamples_and_converts_for_every_way_in(tmp_path, release_mode
     """pretrained_cfg_overlay, timm's checkpoint_path= and train --initial-checkpoint all take 224 px
     weights, in the authors' layout or ours, into a 64 px model through checkpoint_filter_fn."""
     from glit_models import train
-    from glit_models.utils.run_folder import given_flags
     from glit_models.models.glit import convert_authors_state_dict
+    from glit_models.utils.run_folder import given_flags
 
     save_file(dict(release_model.state_dict()), tmp_path / 'authors.safetensors')
     save_file(convert_authors_state_dict(release_model.state_dict()), tmp_path / 'ours.safetensors')
