@@ -32,6 +32,15 @@ def run_module(args: Sequence[str], timeout: float = 600, preexec_fn: Optional[C
                           timeout=timeout, preexec_fn=preexec_fn, cwd=cwd)
 
 
+def utils_only(script: str) -> list[str]:
+    """The command line of ``python -c SCRIPT`` where ``glit_models.utils`` imports without the package's
+    ``__init__`` (which loads torch and timm): utils imports nothing above it, so a child process that only
+    locks or writes files starts in a fraction of a second, from this checkout."""
+    package = (f'import sys, types\npackage = types.ModuleType("glit_models")\n'
+               f'package.__path__ = [{str(REPO / "glit_models")!r}]\nsys.modules["glit_models"] = package\n')
+    return [sys.executable, '-c', package + script]
+
+
 def assert_one_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
     """Exit code 2, exactly one line on stderr that holds every fragment, no traceback; returns that line."""
     lines = result.stderr.strip().splitlines()
