@@ -77,6 +77,16 @@ TINY_STEM = Stem(embed_dim=48, num_heads=3, depth=3, patch_size=8, img_size=32)
 SMALLEST_STEM = Stem(embed_dim=24, num_heads=3, depth=2, patch_size=8, img_size=32)
 # a one-block GLiT at 32 px, for model folders and command lines
 SMALL_ARCH = 'embed48 heads3 patch8 img32 | 2:1 e1 m2 k17 mlp2'
+# a four-block GLiT at 64 px with every distribution, an even and an odd kernel and kernels longer than its 17
+# tokens (as the release's at 64 px): what a model-wide test checks, in a fraction of the release's time
+TOY_ARCH = 'embed48 heads3 patch16 img64 | 3:0 e0.5 mlp4 | 0:3 m2 k4 mlp4 | 1:2 e1 m4 k21 mlp2 | 2:1 e2 m1 k31 mlp6'
+
+
+def unallocated(name: str, **kwargs: Any) -> torch.nn.Module:
+    """``timm.create_model`` on the meta device: the registered model's structure, configuration and parameter
+    shapes, without allocating or initialising its weights (a glit_base in a fraction of a second)."""
+    with torch.device('meta'):
+        return timm.create_model(name, **kwargs)
 
 
 def write_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: int = 32, seed: int = 0) -> Path:
