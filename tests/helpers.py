@@ -32,6 +32,15 @@ def run_module(args: Sequence[str], timeout: float = 600, preexec_fn: Optional[C
                           timeout=timeout, preexec_fn=preexec_fn, cwd=cwd)
 
 
+def utils_only(script: str) -> list[str]:
+    """The command line of ``python -c SCRIPT`` where ``glit_models.utils`` imports without the package's
+    ``__init__`` (which loads torch and timm): utils imports nothing above it, so a child process that only
+    locks or writes files starts in a fraction of a second, from this checkout."""
+    package = (f'import sys, types\npackage = types.ModuleType("glit_models")\n'
+               f'package.__path__ = [{str(REPO / "glit_models")!r}]\nsys.modules["glit_models"] = package\n')
+    return [sys.executable, '-c', package + script]
+
+
 def assert_one_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
     """Exit code 2, exactly one line on stderr that holds every fragment, no traceback; returns that line."""
     lines = result.stderr.strip().splitlines()
@@ -68,6 +77,16 @@ TINY_STEM = Stem(embed_dim=48, num_heads=3, depth=3, patch_size=8, img_size=32)
 SMALLEST_STEM = Stem(embed_dim=24, num_heads=3, depth=2, patch_size=8, img_size=32)
 # a one-block GLiT at 32 px, for model folders and command lines
 SMALL_ARCH = 'embed48 heads3 patch8 img32 | 2:1 e1 m2 k17 mlp2'
+# a four-block GLiT at 64 px with every distribution, an even and an odd kernel and kernels longer than its 17
+# tokens (as the release's at 64 px): what a model-wide test checks, in a fraction of the release's time
+TOY_ARCH = 'embed48 heads3 patch16 img64 | 3:0 e0.5 mlp4 | 0:3 m2 k4 mlp4 | 1:2 e1 m4 k21 mlp2 | 2:1 e2 m1 k31 mlp6'
+
+
+def unallocated(name: str, **kwargs: Any) -> torch.nn.Module:
+    """``timm.create_model`` on the meta device: the registered model's structure, configuration and parameter
+    shapes, without allocating or initialising its weights (a glit_base in a fraction of a second)."""
+    with torch.device('meta'):
+        return timm.create_model(name, **kwargs)
 
 
 def write_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: int = 32, seed: int = 0) -> Path:

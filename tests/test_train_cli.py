@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 from glit_models import predict
 from glit_models.train import build_parser, load_arch, main
 from glit_models.training.engine import load_training_state
-from glit_models.utils import atomic
 from glit_models.utils.run_lock import LOCK_FILE, hold_output
 from tests.helpers import Killed, kill_in_epoch, write_image_folder
 
@@ -301,7 +300,7 @@ def test_a_second_run_is_refused_and_a_stale_lock_is_not(finished, capsys):
 def test_a_full_disk_names_the_file(folder, tmp_path, monkeypatch, capsys):
     def full(obj, path):
         raise RuntimeError('basic_ios::clear: iostream error')
-    monkeypatch.setattr(atomic.torch, 'save', full)
+    monkeypatch.setattr(torch, 'save', full)
     assert main(_args(folder, tmp_path / 'full', '--epochs', '1', '--warmup-epochs', '0')) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith('python -m glit_models.train: error: could not write ')

@@ -5,7 +5,6 @@ Every long job here (training, the supernet, the evolution, the search's outputs
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-import torch
+from filelock import FileLock
 
 from .errors import GlitError
 
@@ -95,6 +94,8 @@ def save_json_atomic(data: Any, path: PathLike) -> None:
 
 
 def save_torch_atomic(obj: Any, path: PathLike) -> None:
+    import torch  # here, so a process that only locks or writes text never loads torch
+
     with replacing(path) as tmp:
         try:
             torch.save(obj, tmp)
@@ -107,17 +108,16 @@ def save_torch_atomic(obj: Any, path: PathLike) -> None:
 def file_lock(path: PathLike) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path.lock`` for a read-modify-write of ``path`` shared by processes
     (waits for the other holder; the lock goes with its process, however it ends)."""
-    lock = Path(f'{path}.lock')
+    # flock or nothing: filelock's soft fallback leaves a marker behind a crash, which only the same host reclaims
+    lock = FileLock(f'{path}.lock', fallback_to_soft=False)
     try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        lock.acquire()
     except OSError as e:
-        raise _os_write_error(lock, e) from None
+        raise _os_write_error(Path(lock.lock_file), e) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # closing drops the lock; the file stays, so every process locks the same inode
+        lock.release()  # the file stays, so every process locks the same inode
 
 
 @contextmanager

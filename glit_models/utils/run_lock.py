@@ -1,14 +1,12 @@
 """One run per output folder: a lock that a second run (train or search) is refused by, in one line.
 
-The lock is an advisory ``flock`` on ``OUTPUT/.lock``, which also names its holder (pid, host, start
+The lock is filelock's ``flock`` on ``OUTPUT/.lock``, which also names its holder (pid, host, start
 time). The operating system drops the lock when its process ends, however it ends, so a lock file
 left behind by a killed run never blocks the ``--resume`` that continues it.
 """
 from __future__ import annotations
 
 import datetime
-import errno
-import fcntl
 import json
 import os
 import socket
@@ -16,6 +14,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Union
+
+from filelock import FileLock, Timeout
 
 from .errors import GlitError
 
@@ -52,25 +52,15 @@ def _holder(lock: Path) -> str:
         return f'a process that has not written {lock} yet'
 
 
-def _acquire(lock: Path) -> int:
-    """An open descriptor of ``lock`` holding its flock; OutputError when another process holds it."""
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise OutputError(f'cannot lock {lock} ({e.strerror})') from None
-            raise OutputError(f'{lock.parent} is in use by another run ({_holder(lock)}); wait for it to end or '
-                              'choose another --output') from None
-        # the holder we waited for may have removed the file before we locked it: lock the current one
-        try:
-            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)
+def _write_holder(fd: int) -> None:
+    """Name this run in the lock file it holds, for the line that refuses a second run."""
+    started = datetime.datetime.now().isoformat(timespec='seconds')
+    info = dict(pid=os.getpid(), host=socket.gethostname(), started=started, command=sys.argv)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(info).encode())
+    except OSError:  # a full disk: the flock holds without the holder's name, and the run's own saves say why
+        pass
 
 
 def _remove_if_empty(created: list[Path]) -> None:
@@ -89,26 +79,27 @@ def hold_output(folder: Union[str, os.PathLike]) -> Iterator[Path]:
     created = [p for p in (Path(folder), *Path(folder).parents) if not p.exists()]
     folder = output_folder(folder)
     lock = folder / LOCK_FILE
+    # non-blocking: a second run is refused at once; filelock opens without truncating, so the holder's name stays
+    held = FileLock(lock, blocking=False, on_acquired=_write_holder)
     try:
-        fd = _acquire(lock)
-    except OutputError:
+        held.acquire()
+    except Timeout:
         _remove_if_empty(created)
-        raise
+        raise OutputError(f'{folder} is in use by another run ({_holder(lock)}); wait for it to end or choose '
+                          'another --output') from None
+    except OSError as e:
+        _remove_if_empty(created)
+        raise OutputError(f'cannot lock {lock} ({e.strerror})') from None
     failed = False
     try:
-        started = datetime.datetime.now().isoformat(timespec='seconds')
-        info = dict(pid=os.getpid(), host=socket.gethostname(), started=started, command=sys.argv)
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps(info).encode())
-        except OSError:  # a full disk: the flock holds without the holder's name, and the run's own saves say why
-            pass
         yield folder
     except BaseException:
         failed = True
         raise
     finally:
-        lock.unlink(missing_ok=True)  # before the lock is dropped, so no one locks a file about to vanish
-        os.close(fd)
+        # filelock keeps the file on release; removed while held, so a run that opened it meanwhile finds it
+        # unlinked (filelock checks) and locks a fresh one
+        lock.unlink(missing_ok=True)
+        held.release()
         if failed:
             _remove_if_empty(created)

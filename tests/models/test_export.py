@@ -5,16 +5,20 @@ import timm
 import torch
 from timm.utils import reparameterize_model
 
-from tests.helpers import randomize_batchnorm
+from tests.helpers import TOY_ARCH, randomize_batchnorm
 
 IMG = 64  # every variant takes 64 px (the position embedding is resampled); keeps the tests fast
 SLOW = pytest.mark.slow
-VARIANTS = ['glit_tiny', pytest.param('glit_small', marks=SLOW), pytest.param('glit_base', marks=SLOW)]
+# the toy has every kind of block the registered variants have; they run with -m slow (a compile takes a minute)
+VARIANTS = ['toy', pytest.param('glit_tiny', marks=SLOW), pytest.param('glit_small', marks=SLOW),
+            pytest.param('glit_base', marks=SLOW)]
 
 
 def deployed(name: str, fuse: bool = True) -> torch.nn.Module:
+    """A registered variant, or ``'toy'``: a glit_tiny of ``TOY_ARCH``, with BatchNorm statistics to fold."""
     torch.manual_seed(0)
-    model = timm.create_model(name, img_size=IMG).eval()
+    kwargs = dict(arch=TOY_ARCH) if name == 'toy' else {}
+    model = timm.create_model('glit_tiny' if name == 'toy' else name, img_size=IMG, **kwargs).eval()
     randomize_batchnorm(model)
     return reparameterize_model(model) if fuse else model
 
@@ -43,7 +47,7 @@ def test_torch_compile_trains_the_training_path():
         torch.testing.assert_close(grads[n], p.grad, atol=1e-4, rtol=1e-3, msg=n)
 
 
-@pytest.mark.parametrize('name', ['glit_tiny', 'glit_small', 'glit_base'])
+@pytest.mark.parametrize('name', VARIANTS)
 @pytest.mark.parametrize('fuse', [True, False], ids=['deployed', 'training_path'])
 def test_torch_export_matches_eager(name, fuse):
     model, x = deployed(name, fuse), inputs()

@@ -6,6 +6,7 @@ from timm.models import create_feature_extractor, get_graph_node_names
 from timm.optim import create_optimizer_v2
 
 import glit_models  # noqa: F401  (registers the models)
+from tests.helpers import TOY_ARCH, unallocated
 
 MODELS = timm.list_models('glit_*')
 IMG = 64  # small inputs keep the suite fast; the position embedding is resampled for them
@@ -33,7 +34,7 @@ def test_forward_and_backward(name):
 
 @pytest.mark.parametrize('name', MODELS)
 def test_default_cfg(name):
-    model = _model(name)
+    model = unallocated(name, img_size=IMG)
     cfg = model.pretrained_cfg
     assert cfg['input_size'] == (3, 224, 224) and cfg['interpolation'] == 'bicubic' and cfg['crop_pct'] == 0.875
     assert cfg['first_conv'] == 'patch_embed.proj' and cfg['classifier'] == 'head'
@@ -100,9 +101,13 @@ def test_fx_feature_extraction(name):
     torch.testing.assert_close(out['logits'], model(x))
 
 
-@pytest.mark.parametrize('name', ['glit_tiny', 'glit_small'])
-def test_grad_checkpointing_changes_nothing(name):
-    model = _model(name)
+@pytest.mark.parametrize('name, kwargs', [
+    pytest.param('glit_tiny', dict(arch=TOY_ARCH), id='toy'),
+    pytest.param('glit_tiny', {}, id='glit_tiny', marks=pytest.mark.slow),
+    pytest.param('glit_small', {}, id='glit_small', marks=pytest.mark.slow),
+])
+def test_grad_checkpointing_changes_nothing(name, kwargs):
+    model = _model(name, **kwargs)
     model.eval()  # same BatchNorm statistics on both passes
     x = torch.randn(2, 3, IMG, IMG)
     reference = model(x)
@@ -119,7 +124,7 @@ def test_grad_checkpointing_changes_nothing(name):
 
 @pytest.mark.parametrize('name', ['glit_tiny', 'glit_base'])
 def test_layer_decay_groups(name):
-    model = _model(name)
+    model = unallocated(name, img_size=IMG)
     matcher = model.group_matcher()
     assert matcher['stem'] and matcher['blocks']
     assert {'pos_embed', 'cls_token'} <= model.no_weight_decay()

@@ -5,7 +5,6 @@ import torch
 
 from glit_models.data import Augmentation, build_train_data
 from glit_models.training.engine import TrainConfig, TrainingStateError, load_training_state, train_model
-from glit_models.utils import atomic
 from glit_models.utils.atomic import save_torch_atomic
 from tests.helpers import Killed, kill_in_epoch, write_image_folder
 
@@ -67,7 +66,7 @@ def test_states_are_written_atomically(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError('disk full')
 
-    monkeypatch.setattr(atomic.torch, 'save', fail)
+    monkeypatch.setattr(torch, 'save', fail)
     with pytest.raises(OSError):
         save_torch_atomic({'epoch': 2, 'model': {}}, path)
     monkeypatch.undo()

@@ -60,17 +60,24 @@ def test_two_writers_of_one_file_never_share_a_temporary(tmp_path):
 
 
 def test_a_file_lock_serialises_read_modify_writes_of_processes(tmp_path):
-    """Four processes each add 20 keys to one JSON file under file_lock: none is lost."""
+    """Four processes each add 20 keys to one JSON file under file_lock: none is lost. They start writing
+    together (each, once ready, waits for its stdin to close), so their writes overlap."""
     import json
     import subprocess
-    import sys
+
+    from tests.helpers import utils_only
 
     script = ('import json, sys\nfrom pathlib import Path\nfrom glit_models.utils.atomic import file_lock, '
-              'save_json_atomic\npath = Path(sys.argv[1])\nfor i in range(20):\n    with file_lock(path):\n'
+              'save_json_atomic\npath = Path(sys.argv[1])\nprint("ready", flush=True)\nsys.stdin.read()\n'
+              'for i in range(20):\n    with file_lock(path):\n'
               '        data = json.loads(path.read_text()) if path.exists() else {}\n'
               '        data[f"{sys.argv[2]}-{i}"] = i\n        save_json_atomic(data, path)\n')
     path = tmp_path / 'shared.json'
-    workers = [subprocess.Popen([sys.executable, '-c', script, str(path), str(n)]) for n in range(4)]
+    workers = [subprocess.Popen([*utils_only(script), str(path), str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True) for n in range(4)]
+    assert [w.stdout.readline() for w in workers] == ['ready\n'] * 4
+    for worker in workers:
+        worker.stdin.close()
     assert all(w.wait(120) == 0 for w in workers)
     assert len(json.loads(path.read_text())) == 80
 

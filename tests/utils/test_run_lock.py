@@ -2,18 +2,18 @@
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
 
 from glit_models.utils.run_lock import LOCK_FILE, OutputError, hold_output, output_folder
+from tests.helpers import utils_only
 
 HOLD = 'import sys, time; from glit_models.utils.run_lock import hold_output\n' \
        'with hold_output(sys.argv[1]):\n    print("held", flush=True); time.sleep(60)'
 
 
 def test_a_second_holder_is_refused_naming_the_first(tmp_path):
-    holder = subprocess.Popen([sys.executable, '-c', HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([*utils_only(HOLD), str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == 'held'
         with pytest.raises(OutputError, match=f'in use by another run \\(pid {holder.pid} on '
