@@ -74,7 +74,7 @@ from .utils.run_folder import (
 )
 
 __all__ = ['RunRecord', 'UsageError', 'build_parser', 'check_settings', 'choose_recipe', 'load_arch', 'main',
-           'new_record', 'parse_args', 'resumed_record']
+           'new_record', 'resumed_record']
 
 _PROG = 'python -m glit_models.train'
 _SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
@@ -200,10 +200,6 @@ def build_parser() -> argparse.ArgumentParser:
                           '(added, removed or changed; without it such a resume is refused, naming them)')
     run.add_argument('--no-progress', action='store_true', help='no progress bars (one line per epoch stays)')
     return p
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
 
 
 def load_arch(text: str) -> GlitArch:
@@ -342,7 +338,7 @@ def _check(ok: bool, flag: str, value: Any, allowed: str) -> None:
 
 
 def _recorded(flag: str, value: Any) -> Any:
-    """A flag's value in the form the record keeps, so a repeated flag compares equal."""
+    """A run flag's value in the form the record keeps, so a repeated flag compares equal."""
     if value is None:
         return None
     if flag == 'initial_checkpoint':
@@ -352,10 +348,6 @@ def _recorded(flag: str, value: Any) -> Any:
         return str(Path(value).resolve())
     if flag == 'arch':
         return load_arch(value).to_str()
-    if flag == 'layer_decay' and value == 1:  # kept as off, as TrainConfig.with_flags keeps it
-        return None
-    if flag in ('scale', 'ratio'):
-        return [float(v) for v in value]
     return value
 
 
@@ -374,7 +366,10 @@ def resumed_record(output: Path, given: dict[str, Any]) -> RunRecord:
     except (TypeError, ValueError, AttributeError) as e:
         raise UsageError(f'{output / RUN_RECORD}: not the record of a run ({type(e).__name__}: {e}); '
                          f'{damaged}') from None
-    compared = {k: _recorded(k, v) for k, v in given.items() if k not in _MACHINE + ('output', 'resume')}
+    # a training flag in the form TrainConfig keeps it, a run flag in the form the record keeps it
+    as_config = record.train.with_flags(given).to_json()
+    compared = {k: as_config[k] if k in as_config else _recorded(k, v) for k, v in given.items()
+                if k not in _MACHINE + ('output', 'resume')}
     refuse_changes(changed_settings(saved, compared, given), output)
     record = replace(record, **{k: v for k, v in given.items() if k in _MACHINE and k != 'allow_data_change'})
     check_settings(record)  # the flags that may change (--workers) are checked as a new run's

@@ -40,6 +40,12 @@ def _flag(name: str) -> str:
     return '--' + name.replace('_', '-')
 
 
+def _typed(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the crop pairs as tuples of floats, the form the config holds (JSON and argparse give
+    lists)."""
+    return {k: tuple(float(x) for x in v) if k in _PAIRS and v is not None else v for k, v in values.items()}
+
+
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
         raise UsageError(f'{_flag(name)} {value}: must be {allowed}')
@@ -92,11 +98,7 @@ class TrainConfig:
     def from_json(cls, data: Mapping[str, Any]) -> 'TrainConfig':
         """A config from its JSON form (``to_json``), or from any record holding its keys among others (an
         ``args.json``, a ``recipe.json``); keys it does not have are left out, missing ones take the defaults."""
-        values = {k: v for k, v in data.items() if k in cls.names()}
-        for pair in _PAIRS:
-            if values.get(pair) is not None:
-                values[pair] = tuple(float(v) for v in values[pair])
-        return cls(**values)
+        return cls(**_typed({k: v for k, v in data.items() if k in cls.names()}))
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -107,10 +109,7 @@ class TrainConfig:
     def with_flags(self, flags: Mapping[str, Any]) -> 'TrainConfig':
         """This config with every setting that ``flags`` (parser dests -> values) names replaced; flags of other
         settings are left out. A layer decay of 1 scales nothing, so it is kept as off (None)."""
-        values = {k: v for k, v in flags.items() if k in self.names()}
-        for pair in _PAIRS:
-            if values.get(pair) is not None:
-                values[pair] = tuple(values[pair])
+        values = _typed({k: v for k, v in flags.items() if k in self.names()})
         if values.get('layer_decay') == 1:
             values['layer_decay'] = None
         return replace(self, **values)

@@ -16,7 +16,7 @@ from .errors import UsageError
 from .json_file import read_json
 from .run_lock import LOCK_FILE, hold_output
 
-__all__ = ['LOCK_FILE', 'FlagOf', 'changed_settings', 'check_fresh', 'count_or_fraction', 'given_flags',
+__all__ = ['LOCK_FILE', 'FlagOf', 'changed_settings', 'check_fresh', 'count_or_fraction',
            'hold_output', 'parse_flags', 'read_record', 'refuse_changes']
 
 FlagOf = Callable[[str], tuple[str, Collection[str]]]
@@ -37,11 +37,6 @@ def parse_flags(parser: argparse.ArgumentParser,
         if getattr(args, dest) is unset:  # a string default goes through the flag's type, as argparse's own
             setattr(args, dest, parser._get_value(action, default) if isinstance(default, str) else default)
     return args, given
-
-
-def given_flags(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> dict[str, Any]:
-    """The flags ``argv`` sets itself, by dest, with their parsed values."""
-    return parse_flags(parser, argv)[1]
 
 
 def count_or_fraction(text: str) -> Union[int, float]:

@@ -117,7 +117,7 @@ def test_one_door_resamples_and_converts_for_every_way_in(tmp_path, release_mode
     weights, in the authors' layout or ours, into a 64 px model through checkpoint_filter_fn."""
     from glit_models import train
     from glit_models.models.glit import convert_authors_state_dict
-    from glit_models.utils.run_folder import given_flags
+    from glit_models.utils.run_folder import parse_flags
 
     save_file(dict(release_model.state_dict()), tmp_path / 'authors.safetensors')
     save_file(convert_authors_state_dict(release_model.state_dict()), tmp_path / 'ours.safetensors')
@@ -125,7 +125,7 @@ def test_one_door_resamples_and_converts_for_every_way_in(tmp_path, release_mode
         overlay = _create(path, img_size=64)
         by_path = timm.create_model('glit_tiny', img_size=64, checkpoint_path=str(path))
         argv = ['--data-dir', 'x', '--img-size', '64', '--drop-path', '0', '-b', '8', '--initial-checkpoint', str(path)]
-        args, given = train.parse_args(argv), given_flags(train.build_parser(), argv)
+        args, given = parse_flags(train.build_parser(), argv)
         by_train = train._build_model(train.new_record(args, given, train.choose_recipe(args)), num_classes=1000)
         assert overlay.pos_embed.shape == (1, 17, 192)
         for model in (by_path, by_train):
