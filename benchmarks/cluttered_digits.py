@@ -3,8 +3,11 @@
 Each image is one digit, upscaled to a random size, on a larger black canvas, with fragments (random crops)
 of other digits scattered as clutter, all at random brightness, plus a little pixel noise. With ``markers``
 the digit sits in a random quadrant and a bar in the opposite quadrant, horizontal or vertical, shifts the
-label: class = (digit + the bar's shift) mod 10. Reading the digit takes its strokes (local heads); reading
-the class takes linking it to a mark about 16 px, two tokens' rows and columns, away (global heads).
+label: class = (digit + the bar's shift) mod 10, or with ``label='pair'`` the pair (digit, marker kind) as one of
+10 x kinds classes. Reading the digit takes its strokes (local heads); reading the class takes the mark about
+16 px, two tokens' rows and columns, away (global heads). The shift joins the two in one class, so a network
+must learn their interaction (it is capped at 50% until it does); the pair adds them, so both are learnt from
+the first epoch.
 
 Splits keep a source digit's renderings together. The digits' own split is kept (the seeded 20% that
 ``glit_models.nas.demo`` also holds out) as the test split ``val/``; ``heldout_fraction`` of the training
@@ -56,6 +59,25 @@ class ClutterConfig:
     marker_length: int = 8
     marker_brightness: tuple[float, float] = (0.7, 1.0)
     marker_place: str = 'opposite'
+    label: str = 'shift'
+
+    def __post_init__(self) -> None:
+        if self.label not in ('shift', 'pair'):
+            raise ValueError(f'label {self.label!r}: choose shift or pair')
+        if self.label == 'pair' and len(set(self.markers)) != len(self.markers):
+            raise ValueError(f'label pair needs distinct marker kinds, got markers {self.markers}')
+
+    @property
+    def num_classes(self) -> int:
+        """10, or 10 per marker kind with pair labels."""
+        return 10 * len(self.markers) if self.label == 'pair' and self.markers else 10
+
+    def class_of(self, digit: int, shift: int) -> int:
+        """The class of an image of ``digit`` whose marker shifts by ``shift``: (digit + shift) mod 10, or
+        with pair labels digit + 10 x the marker's kind."""
+        if self.label == 'pair' and self.markers:
+            return digit + 10 * self.markers.index(shift)
+        return (digit + shift) % 10
 
     def copies_of(self, split: str) -> int:
         """The renderings of each source digit in ``split`` (train, heldout or val)."""
@@ -67,9 +89,11 @@ class ClutterConfig:
                   f'a square of {self.marker_length} px')
         kinds = 'orientation' if self.marker_shape == 'bar' else 'filling (filled or a 2 px frame)'
         where = 'the opposite quadrant' if self.marker_place == 'opposite' else 'the quadrant beside it (left/right)'
+        label = (f'shifts the label: class = (digit + {" or ".join(map(str, self.markers))}) mod 10, the shift by '
+                 f'the marker\'s {kinds}' if self.label == 'shift' else
+                 f'is part of the label: class = digit + 10 x the marker\'s {kinds} ({self.num_classes} classes)')
         place = (f'in a random quadrant; {marker} in {where}, at brightness '
-                 f'{self.marker_brightness[0]:g}-{self.marker_brightness[1]:g}, shifts the label: class = (digit + '
-                 f'{" or ".join(map(str, self.markers))}) mod 10, the shift by the marker\'s {kinds}'
+                 f'{self.marker_brightness[0]:g}-{self.marker_brightness[1]:g}, {label}'
                  if self.markers else 'at a random position')
         splits = (f'{self.copies} images per source digit in train, {self.heldout_copies} in held-out '
                   f'({self.heldout_fraction:.0%} of the train digits, whole), {self.test_copies} in test'
@@ -200,7 +224,8 @@ def write_cluttered_digits(root: Path, config: ClutterConfig = ClutterConfig()) 
         for index in indices:
             for copy in range(config.copies_of(split)):
                 pixels, shift = render(images[index], pool, config, rng)
-                folder = tmp / split / str((digits.target[index] + shift) % 10)
+                label = config.class_of(int(digits.target[index]), shift)
+                folder = tmp / split / str(label).zfill(len(str(config.num_classes - 1)))  # folder order = class
                 folder.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(pixels).save(folder / f'{index:04d}_{copy}.png')
     (tmp / 'clutter.json').write_text(json.dumps(record))

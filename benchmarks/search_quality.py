@@ -131,6 +131,7 @@ class Settings:
     heldout_copies: int = CLUTTER.heldout_copies
     test_copies: int = CLUTTER.test_copies
     marker_place: str = CLUTTER.marker_place
+    label: str = CLUTTER.label
 
     def seeds(self, method: str, first: int) -> list[int]:
         """The search seeds of ``method``."""
@@ -153,7 +154,7 @@ SETTINGS = {
 def clutter(settings: Settings) -> ClutterConfig:
     """The task at ``settings``' renderings per source digit."""
     return replace(CLUTTER, copies=settings.copies, heldout_copies=settings.heldout_copies,
-                   test_copies=settings.test_copies, marker_place=settings.marker_place)
+                   test_copies=settings.test_copies, marker_place=settings.marker_place, label=settings.label)
 
 
 def data_config(settings: Settings) -> SearchDataConfig:

@@ -325,6 +325,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         'an epoch; give it its own --work)')
     p.add_argument('--marker-place', choices=('opposite', 'beside'), default=None,
                    help='where the marker sits instead of the benchmark\'s (a regime probe; its own --work)')
+    p.add_argument('--label', choices=('shift', 'pair'), default=None,
+                   help='how the marker enters the class instead of the benchmark\'s (a regime probe; its own --work)')
     p.add_argument('--seeds', type=int, nargs='+', default=list(PILOT_SEEDS), help='training seeds (default 0 1)')
     p.add_argument('--only', nargs='+', default=None, metavar='NAME',
                    help='train only these of the pilot\'s architectures (by the names the report gives)')
@@ -341,6 +343,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         settings = sq.replace(settings, copies=args.copies)
     if args.marker_place is not None:
         settings = sq.replace(settings, marker_place=args.marker_place)
+    if args.label is not None:
+        settings = sq.replace(settings, label=args.label)
     sq.Units(work).claim(sq.task_record(settings))
     sq._init_worker()
     started = time.time()

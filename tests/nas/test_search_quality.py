@@ -80,6 +80,20 @@ def test_splits_hold_whole_source_digits_and_labels_shift(tmp_path):
     assert set(labels) == {0, 5} and 0.4 < labels.count(5) / len(labels) < 0.6  # the class is digit + shift
 
 
+def test_pair_labels_add_the_marker_kind_to_the_digit(tmp_path):
+    config = ClutterConfig(copies=1, test_copies=1, markers=(0, 5), marker_shape='square', label='pair')
+    root = write_cluttered_digits(tmp_path / 'pairs', config)
+    from sklearn.datasets import load_digits
+    target = load_digits().target
+    folders = sorted(p.name for p in (root / 'train').iterdir())
+    assert config.num_classes == 20 and folders == [f'{c:02d}' for c in range(20)]  # sorted as ImageFolder sorts
+    for path in (root / 'val').rglob('*.png'):
+        label, digit = int(path.parent.name), int(target[int(path.stem.split('_')[0])])
+        assert label % 10 == digit  # the digit is read off the class, the marker's kind is its tens
+    with pytest.raises(ValueError, match='label'):
+        ClutterConfig(label='sum')
+
+
 def test_split_is_the_demos_and_disjoint():
     train, test = digit_split(1797)
     assert len(test) == int(1797 * 0.2) and not set(train) & set(test) and len(train) + len(test) == 1797
