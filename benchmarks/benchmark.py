@@ -141,6 +141,7 @@ def synchronize(device: torch.device) -> None:
 
 def time_interleaved(entries: list[Entry], repeats: int, warmup: int, steps: int, device: torch.device) -> None:
     """A B C A B C ...: every repeat times ``steps`` steps of each model in turn."""
+    # by hand, not torch.utils.benchmark.Timer: its timeit runs two untimed steps before every timing
     for entry in entries:
         for _ in range(warmup):
             entry.step()

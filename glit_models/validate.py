@@ -26,13 +26,13 @@ from typing import Optional, Sequence
 
 import torch
 from timm.data import create_loader, resolve_model_data_config
-from timm.utils import accuracy
 
 from .data import BAD_IMAGES, DataError, ImageFiles, check_image_folder, resolve_split, scan_image_folder
 from .data.loader import usable_workers
 from .models.checkpoint import read_checkpoint
 from .models.factory import DEFAULT_MODEL, create_model, resolve_model
 from .models.glit import GlobalLocalTransformer, checkpoint_filter_fn
+from .training.engine import evaluate
 from .utils.cli import OneLineParser, UsageError, command_line, finite_float, setup_logging
 from .utils.distributed import default_device
 
@@ -96,19 +96,10 @@ def validate(model: torch.nn.Module, root: Path, batch_size: int = 64, workers: 
     if crop_pct is not None:
         config['crop_pct'] = crop_pct
     dataset.min_side = max(config['input_size'][1:])
-    device = default_device()
     loader = create_loader(dataset, **config, batch_size=batch_size, is_training=False,
                            num_workers=usable_workers(workers, len(dataset), batch_size), use_prefetcher=False)
-    model = model.to(device).eval()
-    correct1 = correct5 = total = 0.
-    with torch.no_grad():
-        for images, targets in loader:
-            images, targets = images.to(device), targets.to(device)
-            top1, top5 = accuracy(model(images), targets, topk=(1, 5))
-            correct1 += top1.item() * len(targets)
-            correct5 += top5.item() * len(targets)
-            total += len(targets)
-    return dict(top1=correct1 / total, top5=correct5 / total, images=int(total), img_size=config['input_size'][-1],
+    scores = evaluate(model.to(default_device()), loader)
+    return dict(top1=scores['top1'], top5=scores['top5'], images=scores['images'], img_size=config['input_size'][-1],
                 crop_pct=config['crop_pct'], interpolation=config['interpolation'])
 
 

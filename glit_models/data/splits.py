@@ -14,7 +14,6 @@ from .folder import DataError
 __all__ = ['check_heldout', 'heldout_count', 'split_heldout', 'subset', 'shard']
 
 
-
 def check_heldout(heldout: Union[float, int], flag: str = 'held-out split') -> None:
     """DataError unless ``heldout`` is a fraction in (0, 1) or a whole number of images."""
     if isinstance(heldout, bool) or not isinstance(heldout, (int, float)) or not math.isfinite(heldout) \
@@ -65,4 +64,5 @@ def subset(dataset: Dataset, indices: Sequence[int]) -> Dataset:
 
 def shard(indices: Sequence[int], distributed: bool) -> list[int]:
     """This rank's share of an evaluation split: every image scored once over all ranks."""
+    # not timm's OrderedDistributedSampler: it pads the last shards by wrapping round, scoring some images twice
     return list(indices[rank()::world_size()]) if distributed else list(indices)

@@ -23,6 +23,7 @@ def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, num_batches: int
     """Reset the statistics of the BatchNorm layers that run, then accumulate plain (cumulative)
     averages over ``num_batches`` training batches in all, split across ranks. Layers off the active
     path of a supernet keep theirs. The rest of the model runs in eval mode (no dropout, no drop path)."""
+    # not torch.optim.swa_utils.update_bn: it resets every BatchNorm, runs dropout and drop path, ignores ranks
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     if not norms:
         return

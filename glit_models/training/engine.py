@@ -23,7 +23,7 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from timm.utils import ModelEmaV3, accuracy
+from timm.utils import AverageMeter, ModelEmaV3, NativeScaler, accuracy, distribute_bn, reduce_tensor
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -32,7 +32,6 @@ from ..utils.atomic import save_torch_atomic, write_text_atomic
 from ..utils.distributed import (
     all_reduce_sum,
     barrier,
-    broadcast_buffers,
     default_device,
     is_distributed,
     is_main_process,
@@ -133,29 +132,28 @@ def load_training_state(path: Union[str, Path]) -> dict[str, Any]:
     return state
 
 
-def _count_correct(logits: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...]) -> list[torch.Tensor]:
-    return [a * target.size(0) / 100. for a in accuracy(logits, target, topk=topk)]
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, amp: bool = False) -> dict[str, float]:
-    """Top-1, top-5 (%) and cross-entropy over ``loader``; sums are all-reduced under torchrun, so every
-    rank returns the figures of the whole split when each rank holds its own share of it."""
+    """Top-1, top-5 (%) and cross-entropy over ``loader``. Under torchrun the sums are reduced over ranks, so
+    every rank returns the figures of the whole split when each rank holds its own share of it."""
     model.eval()
     device = next(model.parameters()).device
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct@1, correct@5, loss, images
+    meters = {name: AverageMeter() for name in ('top1', 'top5', 'loss')}
     for images, target in loader:
         images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
         with _autocast(device, amp):
             logits = model(images)
         logits = logits.float()
-        top1, top5 = _count_correct(logits, target, (1, 5))
-        loss = nn.functional.cross_entropy(logits, target, reduction='sum')
-        sums += torch.stack([top1, top5, loss, torch.tensor(float(target.numel()), device=device)]).double()
-    all_reduce_sum(sums)
-    images = max(sums[3].item(), 1.)
-    return {'top1': 100. * sums[0].item() / images, 'top5': 100. * sums[1].item() / images,
-            'loss': sums[2].item() / images, 'images': int(sums[3].item())}
+        values = (*accuracy(logits, target, topk=(1, 5)), nn.functional.cross_entropy(logits, target))
+        for meter, value in zip(meters.values(), values):
+            meter.update(value.double(), target.size(0))  # a tensor: summed on the device, read once at the end
+    sums = torch.tensor([float(m.sum) for m in meters.values()] + [float(meters['top1'].count)],
+                        dtype=torch.float64, device=device)
+    if is_distributed():
+        sums = reduce_tensor(sums, 1)  # divided by 1: the sums themselves, as the ranks' shares may differ in size
+    *totals, count = sums.tolist()
+    images = max(count, 1.)
+    return {**{name: total / images for name, total in zip(meters, totals)}, 'images': int(count)}
 
 
 def _amp_dtype() -> torch.dtype:
@@ -175,7 +173,12 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=_amp_dtype() if enabled else None, enabled=enabled)
 
 
-def _train_one_epoch(run: TrainingRun, model: nn.Module, loader, epoch: int, scaler: torch.amp.GradScaler,
+def _loss_scaler(device: torch.device, amp: bool) -> Optional[NativeScaler]:
+    """timm's loss scaler where autocast runs in float16; bfloat16 and float32 gradients need no scaling."""
+    return NativeScaler(device.type) if amp and device.type == 'cuda' and _amp_dtype() == torch.float16 else None
+
+
+def _train_one_epoch(run: TrainingRun, model: nn.Module, loader, epoch: int, scaler: Optional[NativeScaler],
                      before_step: Optional[StepHook], progress: bool) -> dict[str, float]:
     model.train()
     device = next(model.parameters()).device
@@ -193,12 +196,13 @@ def _train_one_epoch(run: TrainingRun, model: nn.Module, loader, epoch: int, sca
         with _autocast(device, run.amp):
             loss = run.loss_fn(model(images), target)
         run.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if run.clip_grad is not None:
-            scaler.unscale_(run.optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), run.clip_grad)
-        scaler.step(run.optimizer)
-        scaler.update()
+        if scaler is not None:
+            scaler(loss, run.optimizer, clip_grad=run.clip_grad, parameters=model.parameters())
+        else:
+            loss.backward()
+            if run.clip_grad is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), run.clip_grad)
+            run.optimizer.step()
         run.scheduler.step_update(num_updates=epoch * updates_per_epoch + step + 1)
         if run.ema is not None:
             run.ema.update(unwrap(model))
@@ -213,36 +217,76 @@ def _train_one_epoch(run: TrainingRun, model: nn.Module, loader, epoch: int, sca
     return {'train_loss': train_loss, 'lr': head_lr(run.optimizer)}
 
 
+def _restore(run: TrainingRun, scaler: Optional[NativeScaler], state_path: Path) -> tuple[int, list[dict[str, Any]]]:
+    """Everything ``_save`` wrote back into ``run``, the loss scale and the RNGs; returns (epochs done, history)."""
+    state = load_training_state(state_path)
+    try:
+        unwrap(run.model).load_state_dict(state['model'])
+    except RuntimeError as e:  # missing or misshapen weights: the state of another model
+        raise TrainingStateError(f'{state_path}: saved for another model ({str(e).splitlines()[0]}); '
+                                 'resume with the same model and arguments, or delete it to start over') from None
+    run.optimizer.load_state_dict(state['optimizer'])
+    run.scheduler.load_state_dict(state['scheduler'])
+    if scaler is not None:
+        if not state['scaler']:
+            raise TrainingStateError(f'{state_path}: saved without a float16 loss scale (trained without --amp, or '
+                                     'on a GPU with bfloat16); resume with the same --amp on the same kind of GPU')
+        scaler.load_state_dict(state['scaler'])
+    if run.ema is not None:
+        if state.get('ema') is None:
+            raise TrainingStateError(f'{state_path}: saved without EMA weights; resume without --model-ema')
+        run.ema.load_state_dict(state['ema'])
+    _set_rng_state(state['rng'])
+    return state['epoch'], list(state['history'])
+
+
+def _save(run: TrainingRun, scaler: Optional[NativeScaler], epoch: int, history: list[dict[str, Any]],
+          state_path: Path) -> None:
+    """The whole state after ``epoch`` epochs, and every epoch's metrics as JSON lines beside it, atomically."""
+    save_torch_atomic({
+        'epoch': epoch,
+        'model': unwrap(run.model).state_dict(),
+        'optimizer': run.optimizer.state_dict(),
+        'scheduler': run.scheduler.state_dict(),
+        'scaler': scaler.state_dict() if scaler is not None else {},  # {}: no loss scale (float32 or bfloat16)
+        'ema': run.ema.state_dict() if run.ema is not None else None,
+        'rng': _rng_state(),
+        'history': history,
+        'config': run.record,
+    }, state_path)
+    log_path = state_path.with_name(state_path.name.split('.')[0] + '.metrics.jsonl')
+    write_text_atomic(''.join(json.dumps(m) + '\n' for m in history), log_path)
+
+
+def _log_epoch(run: TrainingRun, metrics: dict[str, Any]) -> None:
+    """One plain line per epoch, with or without progress bars: a killed run's log says how far it got."""
+    fields = [f'epoch={metrics["epoch"]}/{run.epochs}'] + [f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                                                          for k, v in metrics.items() if k != 'epoch']
+    tqdm.write(' '.join([f'[{run.label}]'] * bool(run.label) + fields), file=sys.stderr)
+
+
+def _evaluate_epoch(run: TrainingRun, eval_loader) -> dict[str, float]:
+    """The epoch's scores of the model, and of its EMA when the run keeps one (``ema_`` in front)."""
+    if eval_loader is None:
+        return {}
+    scores = evaluate(unwrap(run.model), eval_loader, run.amp)
+    metrics = dict(top1=scores['top1'], top5=scores['top5'], eval_loss=scores['loss'])
+    if run.ema is not None:
+        scores = evaluate(run.ema.module, eval_loader, run.amp)
+        metrics.update(ema_top1=scores['top1'], ema_top5=scores['top5'], ema_eval_loss=scores['loss'])
+    return metrics
+
+
 def fit(run: TrainingRun, train_loader, eval_loader, state_path: Union[str, Path], resume: bool = False,
         progress: bool = True, before_step: Optional[StepHook] = None) -> list[dict[str, Any]]:
     """Train ``run.epochs`` epochs; after each one, save the whole state atomically to ``state_path``
     and the metrics to ``<state_path stem>.metrics.jsonl``. With ``resume`` it continues from the saved
     state (a finished state returns at once). Returns the metrics of every epoch."""
     state_path = Path(state_path)
-    log_path = state_path.with_name(state_path.name.split('.')[0] + '.metrics.jsonl')
     base = unwrap(run.model)
     device = next(base.parameters()).device
-    scaler = torch.amp.GradScaler(device.type, enabled=run.amp and device.type == 'cuda'
-                                  and _amp_dtype() == torch.float16)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if resume and state_path.exists():
-        state = load_training_state(state_path)
-        try:
-            base.load_state_dict(state['model'])
-        except RuntimeError as e:  # missing or misshapen weights: the state of another model
-            raise TrainingStateError(f'{state_path}: saved for another model ({str(e).splitlines()[0]}); '
-                                     'resume with the same model and arguments, or delete it to start over') from None
-        run.optimizer.load_state_dict(state['optimizer'])
-        run.scheduler.load_state_dict(state['scheduler'])
-        scaler.load_state_dict(state['scaler'])
-        if run.ema is not None:
-            if state.get('ema') is None:
-                raise TrainingStateError(f'{state_path}: saved without EMA weights; resume without --model-ema')
-            run.ema.load_state_dict(state['ema'])
-        history = list(state['history'])
-        start_epoch = state['epoch']
-        _set_rng_state(state['rng'])
+    scaler = _loss_scaler(device, run.amp)
+    start_epoch, history = _restore(run, scaler, state_path) if resume and state_path.exists() else (0, [])
     if start_epoch >= run.epochs:
         return history
     model = run.model
@@ -261,33 +305,15 @@ def fit(run: TrainingRun, train_loader, eval_loader, state_path: Union[str, Path
                 follower.set_epoch(epoch)
         metrics: dict[str, Any] = {'epoch': epoch + 1}
         metrics.update(_train_one_epoch(run, model, train_loader, epoch, scaler, before_step, progress))
-        broadcast_buffers(base)
-        if eval_loader is not None:
-            scores = evaluate(base, eval_loader, run.amp)
-            metrics.update(top1=scores['top1'], top5=scores['top5'], eval_loss=scores['loss'])
-            if run.ema is not None:
-                scores = evaluate(run.ema.module, eval_loader, run.amp)
-                metrics.update(ema_top1=scores['top1'], ema_top5=scores['top5'], ema_eval_loss=scores['loss'])
+        if is_distributed():  # rank 0's BatchNorm statistics everywhere: evaluated and saved are the same
+            distribute_bn(base, world_size())
+        metrics.update(_evaluate_epoch(run, eval_loader))
         run.scheduler.step(epoch + 1, metrics.get('top1'))
         metrics['seconds'] = round(time.time() - started, 3)
         history.append(metrics)
         if is_main_process():
-            save_torch_atomic({
-                'epoch': epoch + 1,
-                'model': base.state_dict(),
-                'optimizer': run.optimizer.state_dict(),
-                'scheduler': run.scheduler.state_dict(),
-                'scaler': scaler.state_dict(),
-                'ema': run.ema.state_dict() if run.ema is not None else None,
-                'rng': _rng_state(),
-                'history': history,
-                'config': run.record,
-            }, state_path)
-            write_text_atomic(''.join(json.dumps(m) + '\n' for m in history), log_path)
-            # one plain line per epoch, with or without progress bars: a killed run's log says how far it got
-            fields = [f'epoch={epoch + 1}/{run.epochs}'] + [f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
-                                                            for k, v in metrics.items() if k != 'epoch']
-            tqdm.write(' '.join([f'[{run.label}]'] * bool(run.label) + fields), file=sys.stderr)
+            _save(run, scaler, epoch + 1, history, state_path)
+            _log_epoch(run, metrics)
         barrier()
     return history
 

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ['init_distributed', 'is_distributed', 'rank', 'world_size', 'is_main_process', 'barrier',
-           'all_reduce_sum', 'broadcast_buffers', 'default_device', 'device_memory', 'device_name',
+           'all_reduce_sum', 'default_device', 'device_memory', 'device_name',
            'cleanup_distributed']
 
 
@@ -87,10 +87,3 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
-
-def broadcast_buffers(model: torch.nn.Module) -> None:
-    """Rank 0's buffers (BatchNorm statistics) everywhere: after a training step each rank has updated
-    its own from its own batch, and evaluation must see the statistics that get saved."""
-    if is_distributed():
-        for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
