@@ -17,7 +17,6 @@ from typing import Optional
 import timm
 import torch
 from timm.models import split_model_name_tag
-from timm.models._hub import generate_readme  # timm's model-card layout; timm.models does not export it
 
 from ..data.config import DataConfig
 from ..models.checkpoint import CheckpointError, read_checkpoint
@@ -27,7 +26,7 @@ from ..models.reference import ReferenceGlit
 from ..utils.atomic import write_text_atomic
 from ..utils.cli import OneLineParser, UsageError, command_line, finite_float
 from ..utils.errors import GlitError
-from .card import model_card
+from .card import model_card, render
 
 __all__ = ['ConversionError', 'RELEASE_DATA', 'build_parser', 'convert', 'main']
 
@@ -99,7 +98,7 @@ def convert(checkpoint: Path, output: Path, model_name: str = 'glit_tiny_patch16
                    f'logits match the release\'s network on the same weights to {max(before, after):.1e}.')
     card = model_card(reloaded, repo_id or f'glit-models/{model_name}', description=description, dataset=dataset,
                       top1=top1, top1_source=top1_source, original='https://github.com/bychen515/GLiT')
-    write_text_atomic(generate_readme(card, model_name), output / 'README.md')
+    write_text_atomic(render(card, model_name), output / 'README.md')
     return {'before': before, 'after': after}
 
 
