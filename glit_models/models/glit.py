@@ -24,6 +24,7 @@ from timm.models import (
     checkpoint_seq,
     generate_default_cfgs,
     register_model,
+    register_model_deprecations,
     resolve_pretrained_cfg,
 )
 from timm.models.vision_transformer import VisionTransformer
@@ -308,7 +309,6 @@ _TINY_WEIGHTS = _cfg(
 )
 default_cfgs = generate_default_cfgs({
     'glit_tiny.in1k': _TINY_WEIGHTS,
-    'glit_tiny_patch16_224.in1k': _TINY_WEIGHTS,
     'glit_small.untrained': _cfg(notes=_RECONSTRUCTED),
     'glit_base.untrained': _cfg(notes=_RECONSTRUCTED),
 })
@@ -319,13 +319,6 @@ def glit_tiny(pretrained: bool = False, **kwargs: Any) -> GlobalLocalTransformer
     """GLiT-Tiny as released: embed 192, 3 heads, 12 blocks, 7.26 M parameters."""
     model_args = dict(arch=GLIT_TINY_ARCH)
     return _create_glit('glit_tiny', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def glit_tiny_patch16_224(pretrained: bool = False, **kwargs: Any) -> GlobalLocalTransformer:
-    """GLiT-Tiny under the release's own name."""
-    model_args = dict(arch=GLIT_TINY_ARCH)
-    return _create_glit('glit_tiny_patch16_224', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
@@ -340,3 +333,7 @@ def glit_base(pretrained: bool = False, **kwargs: Any) -> GlobalLocalTransformer
     """GLiT-Base, budget-matched reconstruction: embed 768, 12 heads, 96.2 M parameters, 16.95 G FLOPs."""
     model_args = dict(arch=GLIT_BASE_ARCH)
     return _create_glit('glit_base', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+# the release's own name builds glit_tiny with its weights (timm warns, and lists only glit_tiny)
+register_model_deprecations(__name__, {'glit_tiny_patch16_224': 'glit_tiny.in1k'})
