@@ -39,7 +39,7 @@ from .checkpoint import (
     StateDict,
     WeightsMismatchError,
     check_fits,
-    check_values,
+    check_usable_weights,
     read_checkpoint,
 )
 from .weights import AUTHORS_RELEASE_URL, fetch_weights
@@ -167,7 +167,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: GlobalLo
         state_dict = convert_authors_state_dict(state_dict)
     state_dict = dict(state_dict)
     if check:  # every way weights enter the model (a model folder's safetensors too) meets this check
-        check_values(state_dict, 'the weights')
+        check_usable_weights(state_dict, 'the weights')
         floats = {k for k, v in model.state_dict().items() if v.is_floating_point()}
         ints = sorted(k for k in floats & state_dict.keys() if not state_dict[k].is_floating_point())
         if ints:
