@@ -60,8 +60,8 @@ def check_folder(folder: Path, repo_id: str, force: bool = False) -> GlobalLocal
     if not isinstance(model, GlobalLocalTransformer):
         raise PublishError(f'{folder}: holds a {type(model).__name__}, not a GLiT model')
     if not (force or is_trained(model.pretrained_cfg)):
-        raise PublishError(f'{folder}: its weights are untrained (config.json tag "untrained"); retrain it '
-                           f'(python -m glit_models.train --arch {folder}) and publish that, or pass --force')
+        raise PublishError(f'{folder}: its weights are untrained (config.json tag "{model.pretrained_cfg["tag"]}"); '
+                           f'retrain it (python -m glit_models.train --arch {folder}) and publish that, or --force')
     if not readme.is_file():
         card = model_card(model, repo_id, description='A GLiT global-local image transformer (Chen et al., '
                           'ICCV 2021).', **_run_result(folder))

@@ -26,8 +26,8 @@ from ..utils.json_file import read_json
 from .checkpoint import CheckpointError
 from .glit import GlobalLocalTransformer
 
-__all__ = ['RUN_RECORD', 'RUN_RESULT', 'UNTRAINED', 'WEIGHTS_FILE', 'RunModel', 'check_model_folder', 'find_run_model',
-           'is_trained', 'read_model_config', 'registered_name', 'save_model_folder']
+__all__ = ['RUN_RECORD', 'RUN_RESULT', 'SUPERNET_TAG', 'WEIGHTS_FILE', 'RunModel', 'check_model_folder',
+           'find_run_model', 'is_trained', 'read_model_config', 'registered_name', 'save_model_folder']
 
 WEIGHTS_FILE = 'model.safetensors'
 RUN_RECORD = 'args.json'
@@ -36,9 +36,12 @@ RUN_RESULT = 'result.json'
 """A finished training run's result: its data set, what it was evaluated on, the top-1 of its final weights."""
 _RUN_STATE = 'last.pth.tar'
 
-UNTRAINED = 'untrained'
-"""The pretrained tag of a folder whose weights were never trained as this model (e.g. a supernet path)."""
-_UNTRAINED_NOTE = ('Untrained weights: inherited from a weight-sharing supernet, not trained as a standalone model. '
+SUPERNET_TAG = 'supernet'
+"""The pretrained tag of a folder whose weights a supernet path lent it, never trained as this model."""
+_NO_WEIGHTS_TAG = 'untrained'
+"""The tag of a registered variant without weights (``glit_small.untrained``), also read as supernet weights in
+the folders that carry it."""
+_SUPERNET_NOTE = ('Untrained weights: inherited from a weight-sharing supernet, not trained as a standalone model. '
                    'Retrain before use (python -m glit_models.train --arch FOLDER).')
 _REGISTERED = {widths: name for name, widths in GLIT_WIDTHS.items()}
 _REGISTERED_ARCHS = {'glit_tiny': GLIT_TINY_ARCH, 'glit_small': GLIT_SMALL_ARCH, 'glit_base': GLIT_BASE_ARCH}
@@ -63,8 +66,8 @@ def own_architecture(arch: GlitArch) -> tuple[str, ...]:
 
 
 def is_trained(pretrained_cfg: Mapping[str, Any]) -> bool:
-    """False for a folder ``save_model_folder`` wrote with ``trained=False``."""
-    return pretrained_cfg.get('tag') != UNTRAINED
+    """False for a folder ``save_model_folder`` wrote with ``trained=False`` and for a variant without weights."""
+    return pretrained_cfg.get('tag') not in (SUPERNET_TAG, _NO_WEIGHTS_TAG)
 
 
 def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data: DataConfig, *, trained: bool,
@@ -72,7 +75,7 @@ def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data: D
     """Write the folder and build its model back with timm, so a folder timm cannot load fails here.
 
     ``data``: the preprocessing and class names the weights were trained with; ``trained=False`` tags the
-    folder ``untrained`` and says so in its notes; ``tag``: the pretrained tag of trained weights (``in1k``).
+    folder ``supernet`` and says so in its notes; ``tag``: the pretrained tag of trained weights (``in1k``).
     Where the weights came from (Hub id, URL, file) is dropped: the folder is their source now.
     """
     folder = Path(folder)
@@ -85,8 +88,8 @@ def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data: D
     cfg = {key: value for key, value in dict(base or {}).items() if key in _KEPT}
     if is_glit:
         notes = (*notes, *own_architecture(model.arch))
-    cfg.update(data.transform_fields(), num_classes=model.num_classes, tag=tag if trained else UNTRAINED,
-               notes=tuple(notes) + (() if trained else (_UNTRAINED_NOTE,)))
+    cfg.update(data.transform_fields(), num_classes=model.num_classes, tag=tag if trained else SUPERNET_TAG,
+               notes=tuple(notes) + (() if trained else (_SUPERNET_NOTE,)))
     model.pretrained_cfg = {key: value for key, value in cfg.items() if value is not None and value != ()}
     model_args = dict(arch=model.arch.to_dict(), in_chans=model.in_chans) if is_glit else None
     labels = dict(label_names=list(data.label_names)) if data.label_names else None
