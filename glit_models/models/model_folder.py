@@ -70,17 +70,18 @@ def is_trained(pretrained_cfg: Mapping[str, Any]) -> bool:
     return pretrained_cfg.get('tag') not in (SUPERNET_TAG, _NO_WEIGHTS_TAG)
 
 
-def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data: DataConfig, *, trained: bool,
+def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data_config: DataConfig, *, trained: bool,
                       tag: Optional[str] = None, notes: Sequence[str] = ()) -> Path:
     """Write the folder and build its model back with timm, so a folder timm cannot load fails here.
 
-    ``data``: the preprocessing and class names the weights were trained with; ``trained=False`` tags the
+    ``data_config``: the preprocessing and class names the weights were trained with; ``trained=False`` tags the
     folder ``supernet`` and says so in its notes; ``tag``: the pretrained tag of trained weights (``in1k``).
     Where the weights came from (Hub id, URL, file) is dropped: the folder is their source now.
     """
     folder = Path(folder)
-    if data.label_names is not None and len(data.label_names) != model.num_classes:
-        raise ValueError(f'{folder}: {len(data.label_names)} label names for a model of {model.num_classes} classes')
+    if data_config.label_names is not None and len(data_config.label_names) != model.num_classes:
+        raise ValueError(f'{folder}: {len(data_config.label_names)} label names for a model of '
+                         f'{model.num_classes} classes')
     is_glit = isinstance(model, GlobalLocalTransformer)
     base = getattr(model, 'pretrained_cfg', None)
     if base is None and is_glit:  # built outside timm's factory, e.g. extracted from a supernet
@@ -88,17 +89,17 @@ def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data: D
     cfg = {key: value for key, value in dict(base or {}).items() if key in _KEPT}
     if is_glit:
         notes = (*notes, *own_architecture(model.arch))
-    cfg.update(data.transform_fields(), num_classes=model.num_classes, tag=tag if trained else SUPERNET_TAG,
+    cfg.update(data_config.transform_fields(), num_classes=model.num_classes, tag=tag if trained else SUPERNET_TAG,
                notes=tuple(notes) + (() if trained else (_SUPERNET_NOTE,)))
     model.pretrained_cfg = {key: value for key, value in cfg.items() if value is not None and value != ()}
     model_args = dict(arch=model.arch.to_dict(), in_chans=model.in_chans) if is_glit else None
-    labels = dict(label_names=list(data.label_names)) if data.label_names else None
+    labels = dict(label_names=list(data_config.label_names)) if data_config.label_names else None
     # written beside the folder and moved in once whole: a full disk or a kill never leaves weights
     # without their config.json (or a config of other weights)
     with replacing_folder(folder) as tmp:
         try:
             save_for_hf(model, tmp, model_config=labels, model_args=model_args, safe_serialization=True,
-                        data_config=data.transform_fields())
+                        data_config=data_config.transform_fields())
         except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error type
             raise OSError(getattr(e, 'errno', None), getattr(e, 'strerror', None) or str(e)) from None
         # safetensors writes its file owner-only (0600); the folder's files share one mode, the umask's

@@ -27,7 +27,8 @@ def test_the_folder_reads_back_as_the_loader_prepared_images(tmp_path):
     assert not any(k in model.pretrained_cfg for k in ('url', 'hf_hub_id', 'origin_url'))
     assert [n.split(' (')[0] for n in model.pretrained_cfg['notes']] == [f'Architecture: {SMALL_ARCH}']
     data = write_image_folder(tmp_path / 'data', classes=3, per_class=1, size=45)
-    loader = make_loader(image_folder(data), data=loader_data_config(32), batch_size=1, is_training=False, workers=0)
+    loader = make_loader(image_folder(data), data_config=loader_data_config(32), batch_size=1, is_training=False,
+                         workers=0)
     image = Image.open(next((data / 'class_0').iterdir())).convert('RGB')
     ours = create_transform(**resolve_model_data_config(model), is_training=False)(image)
     torch.testing.assert_close(ours, loader.dataset.transform(image))
