@@ -1,7 +1,7 @@
 """Parameters and FLOPs of any architecture description, computed from the description alone.
 
 Two FLOPs conventions:
-- ``authors_flops``: the GLiT authors' formula (spec section 2), a multiply-add count that leaves
+- ``authors_flops``: the GLiT authors' formula, a multiply-add count that leaves
   out norms, activations, biases and the GLU half of the first pointwise conv; it gives the
   paper's "1.33G" for GLiT-Tiny and is what the paper's budgets mean.
 - ``macs``: every multiply-add of the matmuls and convolutions, as ``torch.utils.flop_counter``

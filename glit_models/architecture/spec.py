@@ -309,7 +309,7 @@ def _at_width(name: str, blocks: str) -> GlitArch:
 
 GLIT_TINY_ARCH = GlitArch(blocks=_tiny_table(), embed_dim=GLIT_WIDTHS['glit_tiny'][0],
                           num_heads=GLIT_WIDTHS['glit_tiny'][1], name='glit_tiny')
-"""The released GLiT-Tiny (spec section 2), block by block."""
+"""The released GLiT-Tiny (github.com/bychen515/GLiT), block by block."""
 
 # Budget-matched reconstructions, re-derived by ``python -m glit_models.nas.budget_matched``:
 # the Tiny table at the wider stem with two blocks' low-level choices changed so that parameters and

@@ -29,7 +29,7 @@ __all__ = ['Augmentation', 'SeededSamples', 'TrainData', 'TrainSets', 'make_load
 
 def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
     """timm's posterize, also for 0 bits: DeiT's RandAugment (rand-m9-mstd0.5-inc1) reaches 0 bits at the top
-    magnitude, which Pillow >= 11 refuses; older Pillow gave a black image there, and so does this."""
+    magnitude, which Pillow >= 11 refuses; 0 bits of each channel leave a black image."""
     if bits_to_keep >= 8:
         return img
     if bits_to_keep <= 0:

@@ -6,7 +6,7 @@ Release: github.com/bychen515/GLiT (GLiT-Tiny and its ImageNet-1k checkpoint).
 
 GLiT differs from DeiT only in its blocks, so the model subclasses timm's VisionTransformer
 and inherits the position embedding, forward_intermediates, set_input_size, group_matcher and
-grad checkpointing; every block is built from the architecture description (architecture.py).
+grad checkpointing; every block is built from the architecture description (``architecture.GlitArch``).
 """
 from __future__ import annotations
 

@@ -162,7 +162,7 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
     def refuse(field: str, value: Any, allowed: str) -> None:
         raise CheckpointError(f'{where}: {field} {json.dumps(value, default=str)[:80]} must be {allowed}')
 
-    legacy = 'pretrained_cfg' not in config  # timm's older one-dict layout: the config is the pretrained config
+    legacy = 'pretrained_cfg' not in config  # timm's flat layout, which it still reads: the pretrained config itself
     cfg = config if legacy else config['pretrained_cfg']
     if not legacy:
         unknown = sorted(set(config) - _TOP_LEVEL)

@@ -1,4 +1,5 @@
-"""The evolutionary search of SPOS (spec section 4), kept apart from the supernet.
+"""The evolutionary search of SPOS (Guo et al., arXiv:1904.00420), which GLiT runs in both stages, kept apart
+from the supernet.
 
 It sees a candidate only through two functions, ``candidate -> score`` (higher is better; the
 supernet's held-out top-1) and ``candidate -> cost`` (FLOPs, parameters or latency), so it runs

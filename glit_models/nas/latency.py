@@ -99,7 +99,7 @@ class LatencyTable:
         with other threads, or under load while the machine is quieter now, is left out: it is timed again."""
         threads, load = torch.get_num_threads(), _load_per_core()
         for key, value in self._stored().get(self.key, {}).items():
-            if isinstance(value, dict):  # {'ms', 'threads', 'load'}; a bare number: a cache of an older version
+            if isinstance(value, dict):  # {'ms', 'threads', 'load'}; a bare number: ms with nothing to check
                 stale = value.get('threads', threads) != threads or (
                     value.get('load', 0.) >= _BUSY and load < _BUSY / 2)
                 if stale or not isinstance(value.get('ms'), (int, float)):

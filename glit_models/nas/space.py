@@ -1,4 +1,4 @@
-"""The hierarchical search space of GLiT (spec section 4), as plain data.
+"""The hierarchical search space of GLiT (Chen et al., ICCV 2021, arXiv:2107.02960), as plain data.
 
 Stage 1 (high level) picks each block's distribution of global and local heads; stage 2 (low
 level) keeps the distributions and picks nine low-level candidates a block, in the release's
