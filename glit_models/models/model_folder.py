@@ -11,8 +11,9 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence, Union
 
 import timm
 from safetensors import SafetensorError, safe_open
@@ -114,10 +115,10 @@ def read_model_config(folder: Union[str, os.PathLike]) -> dict[str, Any]:
     path = Path(folder) / 'config.json'
     if not path.is_file():
         raise CheckpointError(f'{folder} has no config.json; it is not a model folder')
-    data = read_json(path, lambda why: CheckpointError(f'{path}: not a readable JSON config ({why})'))
-    if not isinstance(data, dict):
-        raise CheckpointError(f'{path}: expected a JSON object, got a {type(data).__name__}')
-    return data
+    config = read_json(path, lambda why: CheckpointError(f'{path}: not a readable JSON config ({why})'))
+    if not isinstance(config, dict):
+        raise CheckpointError(f'{path}: expected a JSON object, got a {type(config).__name__}')
+    return config
 
 
 _TOP_LEVEL = {'architecture', 'num_classes', 'num_features', 'global_pool', 'label_names', 'label_descriptions',
@@ -151,25 +152,29 @@ def _weights_shapes(folder: Path) -> dict[str, list[int]]:
             from None
 
 
-def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
-    """The folder's config.json, checked against itself and its weights before timm builds anything:
-    CheckpointError naming the field that is wrong (a head of another size, label names of another count,
-    a crop of 0, an unknown interpolation, a std of 0, model_args that are not a GLiT's, ...)."""
-    folder = Path(folder)
-    config = read_model_config(folder)
-    where = folder / 'config.json'
+_Refuse = Callable[[str, Any, str], NoReturn]
 
-    def refuse(field: str, value: Any, allowed: str) -> None:
-        raise CheckpointError(f'{where}: {field} {json.dumps(value, default=str)[:80]} must be {allowed}')
 
-    legacy = 'pretrained_cfg' not in config  # timm's flat layout, which it still reads: the pretrained config itself
-    cfg = config if legacy else config['pretrained_cfg']
-    if not legacy:
-        unknown = sorted(set(config) - _TOP_LEVEL)
-        if unknown:
-            refuse('field', unknown[0], f'one of timm\'s ({", ".join(sorted(_TOP_LEVEL))})')
-        if not isinstance(cfg, dict):
-            refuse('pretrained_cfg', cfg, 'an object')
+def _refuse(where: Path, field: str, value: Any, allowed: str) -> NoReturn:
+    raise CheckpointError(f'{where}: {field} {json.dumps(value, default=str)[:80]} must be {allowed}')
+
+
+def _pretrained_cfg(config: dict[str, Any], refuse: _Refuse) -> tuple[dict[str, Any], bool]:
+    """The pretrained config and whether the file has timm's flat layout (no ``pretrained_cfg``: the whole
+    config is the pretrained config, which timm still reads); an unknown top-level field is refused."""
+    if 'pretrained_cfg' not in config:
+        return config, True
+    unknown = sorted(set(config) - _TOP_LEVEL)
+    if unknown:
+        refuse('field', unknown[0], f'one of timm\'s ({", ".join(sorted(_TOP_LEVEL))})')
+    if not isinstance(config['pretrained_cfg'], dict):
+        refuse('pretrained_cfg', config['pretrained_cfg'], 'an object')
+    return config['pretrained_cfg'], False
+
+
+def _check_model_args(config: dict[str, Any], where: Path, refuse: _Refuse) -> dict[str, Any]:
+    """The architecture and its ``model_args``: a registered name, and for a GLiT only options that keep the
+    weights' shapes, each of its type, and a buildable description."""
     name = config.get('architecture')
     if not isinstance(name, str) or not timm.is_model(name):
         refuse('architecture', name, 'a registered model name, e.g. glit_tiny')
@@ -180,9 +185,8 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
         extra = sorted(set(model_args) - _MODEL_ARGS)
         if extra:
             refuse('model_args field', extra[0], f'one of {", ".join(sorted(_MODEL_ARGS))}')
-    in_chans = model_args.get('in_chans', 3)
-    if not _is_int(in_chans, 1):
-        refuse('model_args.in_chans', in_chans, 'a positive integer')
+    if not _is_int(model_args.get('in_chans', 3), 1):
+        refuse('model_args.in_chans', model_args['in_chans'], 'a positive integer')
     size = model_args.get('img_size')
     if size is not None and not (_is_int(size, 1) or (isinstance(size, list) and len(size) == 2
                                                       and all(_is_int(v, 1) for v in size))):
@@ -201,6 +205,13 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
             GlitArch.coerce(model_args['arch'])
         except (ArchitectureError, TypeError) as e:
             raise CheckpointError(f'{where}: model_args.arch is not a buildable description ({e})') from None
+    return model_args
+
+
+def _check_classes(folder: Path, config: dict[str, Any], cfg: dict[str, Any], model_args: dict[str, Any],
+                   refuse: _Refuse) -> None:
+    """Every class count the config states is the head's in the weights (0 without a head), and the label
+    names are one per class: timm would load a head of another size without a word."""
     num_classes = config.get('num_classes', cfg.get('num_classes'))
     head = _weights_shapes(folder).get('head.weight')
     expected, source = (head[0], f'the {head[0]} classes of the head in {WEIGHTS_FILE}') if head is not None else \
@@ -218,6 +229,10 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
             refuse('label_names', labels, 'a list of class names')
         if num_classes is not None and len(labels) != num_classes:
             refuse('label_names', f'({len(labels)} names)', f'one name per class ({num_classes})')
+
+
+def _check_preprocessing(cfg: dict[str, Any], in_chans: int, prefix: str, refuse: _Refuse) -> None:
+    """The data config timm's transforms read: sizes, per-channel normalisation, crop and resampling."""
     checks = (
         ('input_size', lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(x, 1) for x in v),
          'three positive integers (channels, height, width)'),
@@ -230,7 +245,21 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
     )
     for field, ok, allowed in checks:
         if field in cfg and not ok(cfg[field]):
-            refuse(f'pretrained_cfg.{field}' if not legacy else field, cfg[field], allowed)
+            refuse(f'{prefix}{field}', cfg[field], allowed)
+
+
+def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
+    """The folder's config.json, checked against itself and its weights before timm builds anything:
+    CheckpointError naming the field that is wrong (a head of another size, label names of another count,
+    a crop of 0, an unknown interpolation, a std of 0, model_args that are not a GLiT's, ...)."""
+    folder = Path(folder)
+    config = read_model_config(folder)
+    where = folder / 'config.json'
+    refuse = partial(_refuse, where)
+    cfg, flat = _pretrained_cfg(config, refuse)
+    model_args = _check_model_args(config, where, refuse)
+    _check_classes(folder, config, cfg, model_args, refuse)
+    _check_preprocessing(cfg, model_args.get('in_chans', 3), '' if flat else 'pretrained_cfg.', refuse)
     for field, pool in (('global_pool', config.get('global_pool')), ('model_args.global_pool',
                                                                    model_args.get('global_pool'))):
         if pool is not None and pool not in _POOLS:
