@@ -28,7 +28,6 @@ from timm.models import (
     resolve_pretrained_cfg,
 )
 from timm.models.vision_transformer import VisionTransformer
-from torch import nn
 
 from ..architecture import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, ArchitectureError, GlitArch
 from ..architecture.complexity import check_buildable
@@ -50,29 +49,17 @@ _logger = logging.getLogger(__name__)
 
 _FROM_ARCH = ('embed_dim', 'depth', 'num_heads', 'patch_size', 'mlp_ratio', 'block_fn', 'attn_layer', 'mlp_layer')
 _UNSUPPORTED = dict(qk_norm=False, init_values=None, scale_attn_norm=False, scale_mlp_norm=False)
+_BLOCK_OPTIONS = ('drop_path', 'attn_drop', 'proj_drop', 'norm_layer', 'act_layer', 'device', 'dtype')
 
 
-def _make_block(
-        arch: GlitArch,
-        dim: int,
-        num_heads: int,
-        depth: int,
-        drop_path: float = 0.,
-        attn_drop: float = 0.,
-        proj_drop: float = 0.,
-        norm_layer: type[nn.Module] = nn.LayerNorm,
-        act_layer: type[nn.Module] = nn.GELU,
-        device=None,
-        dtype=None,
-        **vit_options: Any,
-) -> GlobalLocalBlock:
-    """The ``block_fn`` handed to VisionTransformer: block ``depth`` of the description."""
+def _make_block(arch: GlitArch, dim: int, num_heads: int, depth: int, **vit_options: Any) -> GlobalLocalBlock:
+    """The ``block_fn`` handed to VisionTransformer: block ``depth`` of the description, with the ViT options a
+    GLiT block takes (drop rates, norm and activation layers, device, dtype); the rest come from the description."""
     for name, default in _UNSUPPORTED.items():
         if vit_options.get(name, default) != default:
             raise ValueError(f'GLiT blocks do not support the ViT option {name}={vit_options[name]!r}')
-    return GlobalLocalBlock(
-        dim, num_heads, arch.blocks[depth], drop_path=drop_path, attn_drop=attn_drop, proj_drop=proj_drop,
-        norm_layer=norm_layer, act_layer=act_layer, device=device, dtype=dtype)
+    taken = {name: value for name, value in vit_options.items() if name in _BLOCK_OPTIONS}
+    return GlobalLocalBlock(dim, num_heads, arch.blocks[depth], **taken)
 
 
 def _check_img_size(img_size: Optional[Union[int, tuple[int, int]]], patch_size: int) -> None:
