@@ -1,7 +1,7 @@
 """GLiT (ICCV 2021): global-local image transformers for timm, and the search that finds them.
 
-``import glit_models`` registers ``glit_tiny``, ``glit_tiny_patch16_224``, ``glit_small`` and
-``glit_base`` with timm.
+``import glit_models`` registers ``glit_tiny``, ``glit_small`` and ``glit_base`` with timm, and the release's
+name ``glit_tiny_patch16_224`` as a deprecated alias of ``glit_tiny.in1k``.
 """
 from .utils.cli import quiet_interrupts_while_importing
 

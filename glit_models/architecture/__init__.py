@@ -8,7 +8,6 @@ from .complexity import (
     check_step_memory,
     count_params,
     macs,
-    stem_authors_flops,
     stem_macs,
     stem_params,
 )

@@ -1,7 +1,7 @@
 """Parameters and FLOPs of any architecture description, computed from the description alone.
 
 Two FLOPs conventions:
-- ``authors_flops``: the GLiT authors' formula (spec section 2), a multiply-add count that leaves
+- ``authors_flops``: the GLiT authors' formula, a multiply-add count that leaves
   out norms, activations, biases and the GLU half of the first pointwise conv; it gives the
   paper's "1.33G" for GLiT-Tiny and is what the paper's budgets mean.
 - ``macs``: every multiply-add of the matmuls and convolutions, as ``torch.utils.flop_counter``
@@ -15,8 +15,7 @@ from typing import Optional
 from .spec import ArchitectureError, BlockSpec, GlitArch
 
 __all__ = ['block_params', 'stem_params', 'count_params', 'check_buildable', 'check_step_memory',
-           'block_authors_flops',
-           'stem_authors_flops', 'authors_flops', 'block_macs', 'stem_macs', 'macs']
+           'block_authors_flops', 'authors_flops', 'block_macs', 'stem_macs', 'macs']
 
 
 def _linear(n_in: int, n_out: int) -> int:
@@ -105,18 +104,14 @@ def block_authors_flops(arch: GlitArch, block: BlockSpec) -> float:
     return flops
 
 
-def _patch_embed_macs(arch: GlitArch, in_chans: int) -> int:
-    return (arch.num_tokens - 1) * in_chans * arch.patch_size ** 2 * arch.embed_dim
-
-
-def stem_authors_flops(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> float:
-    """The authors' FLOPs outside the blocks: patch embedding and classifier."""
-    return _patch_embed_macs(arch, in_chans) + arch.embed_dim * num_classes
+def stem_macs(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> int:
+    """Multiply-adds outside the blocks: patch embedding and classifier. The authors' FLOPs count the same."""
+    return (arch.num_tokens - 1) * in_chans * arch.patch_size ** 2 * arch.embed_dim + arch.embed_dim * num_classes
 
 
 def authors_flops(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> float:
     """The authors' FLOPs formula (multiply-adds), at the description's image size."""
-    return stem_authors_flops(arch, num_classes, in_chans) + sum(block_authors_flops(arch, b) for b in arch.blocks)
+    return stem_macs(arch, num_classes, in_chans) + sum(block_authors_flops(arch, b) for b in arch.blocks)
 
 
 def block_macs(arch: GlitArch, block: BlockSpec) -> int:
@@ -133,11 +128,6 @@ def block_macs(arch: GlitArch, block: BlockSpec) -> int:
         c_m = c_l * block.conv_expansion
         total += n * c_l * 2 * c_m + n * c_m * block.kernel_size + n * c_m * c_l
     return total
-
-
-def stem_macs(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> int:
-    """Multiply-adds outside the blocks: patch embedding and classifier."""
-    return _patch_embed_macs(arch, in_chans) + arch.embed_dim * num_classes
 
 
 def macs(arch: GlitArch, num_classes: int = 1000, in_chans: int = 3) -> int:

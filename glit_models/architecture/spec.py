@@ -13,12 +13,12 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from ..utils.errors import GlitError
 
 __all__ = ['ArchitectureError', 'BlockSpec', 'GlitArch', 'GLIT_WIDTHS', 'GLIT_TINY_ARCH', 'GLIT_SMALL_ARCH',
-           'GLIT_BASE_ARCH', 'REGISTERED_ARCHS']
+           'GLIT_BASE_ARCH', 'REGISTERED_ARCHS', 'check_positive_ints']
 
 
 class ArchitectureError(GlitError, ValueError):
@@ -28,6 +28,14 @@ class ArchitectureError(GlitError, ValueError):
 def _is_number(value: Any) -> bool:
     """A finite int or float (JSON's Infinity and NaN are not sizes)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_positive_ints(owner: object, names: Sequence[str], where: str = '') -> None:
+    """ArchitectureError naming the first of ``names`` on ``owner`` that is not an integer of at least 1."""
+    for name in names:
+        value = getattr(owner, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ArchitectureError(f'{where}{name}={value!r} must be a positive integer')
 
 
 @dataclass(frozen=True)
@@ -178,10 +186,7 @@ class GlitArch:
         return (self.img_size // self.patch_size) ** 2 + 1
 
     def validate(self) -> None:
-        for name in ('embed_dim', 'num_heads', 'patch_size', 'img_size'):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ArchitectureError(f'{name}={value!r} must be a positive integer')
+        check_positive_ints(self, ('embed_dim', 'num_heads', 'patch_size', 'img_size'))
         if self.num_heads % 3:
             raise ArchitectureError(
                 f'num_heads={self.num_heads} must be a multiple of 3: blocks split their heads in thirds')
@@ -309,7 +314,7 @@ def _at_width(name: str, blocks: str) -> GlitArch:
 
 GLIT_TINY_ARCH = GlitArch(blocks=_tiny_table(), embed_dim=GLIT_WIDTHS['glit_tiny'][0],
                           num_heads=GLIT_WIDTHS['glit_tiny'][1], name='glit_tiny')
-"""The released GLiT-Tiny (spec section 2), block by block."""
+"""The released GLiT-Tiny (github.com/bychen515/GLiT), block by block."""
 
 # Budget-matched reconstructions, re-derived by ``python -m glit_models.nas.budget_matched``:
 # the Tiny table at the wider stem with two blocks' low-level choices changed so that parameters and

@@ -90,11 +90,11 @@ def data_change(saved: dict[str, Any], output: Union[str, Path], now: Listing) -
 def check_resumed_data(saved: Optional[dict[str, Any]], output: Union[str, Path], now: Listing, data_dir: Any,
                        record: str, allow_change: bool) -> bool:
     """Refuse (DataError) a resume whose data is not what the run recorded in ``record``, unless
-    ``allow_change``; warn where the record is older than fingerprints. True when the fingerprint is to be
+    ``allow_change``; warn where the record holds no fingerprint (``saved`` None). True when the fingerprint is to be
     saved anew (the data changed and that is allowed)."""
     if saved is None:
-        _logger.warning('%s records no data fingerprint (an older version wrote it): that the data in %s is the '
-                        'run\'s own cannot be checked', record, data_dir)
+        _logger.warning('%s records no data fingerprint: that the data in %s is the run\'s own cannot be checked',
+                        record, data_dir)
         return False
     change = data_change(saved, output, now)
     if change is None:

@@ -29,7 +29,7 @@ __all__ = ['Augmentation', 'SeededSamples', 'TrainData', 'TrainSets', 'make_load
 
 def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
     """timm's posterize, also for 0 bits: DeiT's RandAugment (rand-m9-mstd0.5-inc1) reaches 0 bits at the top
-    magnitude, which Pillow >= 11 refuses; older Pillow gave a black image there, and so does this."""
+    magnitude, which Pillow >= 11 refuses; 0 bits of each channel leave a black image."""
     if bits_to_keep >= 8:
         return img
     if bits_to_keep <= 0:
@@ -169,9 +169,9 @@ def _image_files(dataset: Dataset) -> Optional[ImageFiles]:
     return dataset if isinstance(dataset, ImageFiles) else None
 
 
-def make_loader(dataset: Dataset, *, data: DataConfig, batch_size: int, is_training: bool, workers: int = 2,
+def make_loader(dataset: Dataset, *, data_config: DataConfig, batch_size: int, is_training: bool, workers: int = 2,
                 distributed: bool = False, augmentation: Optional[Augmentation] = None, seed: int = 0) -> DataLoader:
-    """timm's create_loader at ``data``'s input size, normalisation, crop and resize, with what resumable,
+    """timm's create_loader at ``data_config``'s input size, normalisation, crop and resize, with what resumable,
     rank-consistent training needs: each training sample augmented from (``seed``, epoch, index), whatever
     the number of workers (``SeededSamples``), and the prefetcher only on CUDA."""
     augmentation = augmentation or Augmentation()
@@ -179,7 +179,7 @@ def make_loader(dataset: Dataset, *, data: DataConfig, batch_size: int, is_train
     workers = usable_workers(workers, len(dataset), batch_size)
     files = _image_files(dataset)
     if files is not None:  # a huge image is decoded at a reduced size, never in full
-        files.min_side = max(data.input_size[1:])
+        files.min_side = max(data_config.input_size[1:])
     options: dict[str, Any] = {}
     if is_training:
         dataset = SeededSamples(dataset, seed)
@@ -188,15 +188,15 @@ def make_loader(dataset: Dataset, *, data: DataConfig, batch_size: int, is_train
                        auto_augment=augmentation.aa, re_prob=augmentation.reprob)
     return create_loader(
         dataset,
-        input_size=tuple(data.input_size),
+        input_size=tuple(data_config.input_size),
         batch_size=batch_size,
         is_training=is_training,
         num_workers=workers,
         distributed=distributed and is_training,
-        mean=data.mean,
-        std=data.std,
-        interpolation=data.interpolation,
-        crop_pct=data.crop_pct,
+        mean=data_config.mean,
+        std=data_config.std,
+        interpolation=data_config.interpolation,
+        crop_pct=data_config.crop_pct,
         use_prefetcher=device.type == 'cuda',
         device=device,
         pin_memory=device.type == 'cuda',
@@ -270,7 +270,7 @@ def train_loaders(sets: TrainSets, *, img_size: int, batch_size: int, workers: i
     samples augmented from (``seed``, epoch, index)."""
     check_one_batch(len(sets.train), batch_size, distributed)
     config = loader_data_config(img_size, in_chans, sets.classes)
-    common = dict(data=config, batch_size=batch_size, workers=workers)
+    common = dict(data_config=config, batch_size=batch_size, workers=workers)
     train_loader = make_loader(sets.train, is_training=True, distributed=distributed, augmentation=augmentation,
                                seed=seed, **common)
     return TrainData(train_loader, make_loader(sets.eval, is_training=False, **common), config)

@@ -14,7 +14,7 @@ from ..architecture.complexity import macs
 from ..models.glit import GlobalLocalTransformer
 from ..models.model_folder import is_trained
 
-__all__ = ['CITATION', 'count_activations', 'model_card']
+__all__ = ['CITATION', 'count_activations', 'model_card', 'render']
 
 CITATION = """@inproceedings{chen2021glit,
   title={GLiT: Neural Architecture Search for Global and Local Image Transformer},
@@ -80,8 +80,7 @@ def model_card(
         license: str = 'apache-2.0',
 ) -> dict[str, Any]:
     """The card of ``model`` (loaded from its folder): statistics measured on it, its data config and notes,
-    and only the accuracy, dataset and origin the caller passes. ``top1`` needs its ``top1_source``. timm's
-    ``generate_readme`` writes it as the README.md."""
+    and only the accuracy, dataset and origin the caller passes. ``top1`` needs its ``top1_source``."""
     if (top1 is None) != (top1_source is None):
         raise ValueError('a top-1 accuracy goes on a card with its source (top1 and top1_source together)')
     cfg = model.pretrained_cfg
@@ -118,3 +117,21 @@ def model_card(
     return dict(license=license, tags=['image-classification', 'timm', 'glit'], description=description,
                 details=details, usage=_usage(repo_id), citation=CITATION)
 
+
+def render(card: dict[str, Any], model_name: str) -> str:
+    """The README.md text: YAML front matter for the Hub, then the card's sections."""
+    # timm's layout, by hand: its generate_readme is only in the private timm.models._hub, which we do not import
+    lines = ['---', 'tags:', *(f'- {tag}' for tag in card['tags']), 'pipeline_tag: image-classification',
+             'library_name: timm', f'license: {card["license"]}']
+    if 'Dataset' in card['details']:
+        lines += ['datasets:', f'- {card["details"]["Dataset"].lower()}']
+    lines += ['---', f'# Model card for {model_name}', '', card['description'], '', '## Model Details']
+    for key, value in card['details'].items():
+        if isinstance(value, dict):
+            lines += [f'- **{key}:**', *(f'  - {k}: {v}' for k, v in value.items())]
+        elif isinstance(value, list):
+            lines += [f'- **{key}:**', *(f'  - {v}' for v in value)]
+        else:
+            lines.append(f'- **{key}:** {value}')
+    lines += ['', '## Model Usage', card['usage'], '## Citation', '```bibtex', card['citation'], '```', '']
+    return '\n'.join(lines)

@@ -16,8 +16,7 @@ from typing import Optional
 
 import timm
 import torch
-from timm.models import split_model_name_tag
-from timm.models._hub import generate_readme  # timm's model-card layout; timm.models does not export it
+from timm.models import resolve_pretrained_cfg, split_model_name_tag
 
 from ..data.config import DataConfig
 from ..models.checkpoint import CheckpointError, read_checkpoint
@@ -27,7 +26,7 @@ from ..models.reference import ReferenceGlit
 from ..utils.atomic import write_text_atomic
 from ..utils.cli import OneLineParser, UsageError, command_line, finite_float
 from ..utils.errors import GlitError
-from .card import model_card
+from .card import model_card, render
 
 __all__ = ['ConversionError', 'RELEASE_DATA', 'build_parser', 'convert', 'main']
 
@@ -64,7 +63,7 @@ def _check_model_name(name: str) -> None:
         raise UsageError(f'--model {name}: {architecture} has no tag {tag!r}; the tagged GLiT models are {known}')
 
 
-def convert(checkpoint: Path, output: Path, model_name: str = 'glit_tiny_patch16_224.in1k', use_ema: bool = False,
+def convert(checkpoint: Path, output: Path, model_name: str = 'glit_tiny.in1k', use_ema: bool = False,
             tolerance: float = 1e-4, repo_id: Optional[str] = None, dataset: Optional[str] = None,
             top1: Optional[float] = None, top1_source: Optional[str] = None) -> dict[str, float]:
     """Write the Hub folder for ``checkpoint``; return the logit differences before and after."""
@@ -97,9 +96,10 @@ def convert(checkpoint: Path, output: Path, model_name: str = 'glit_tiny_patch16
     description = (f'GLiT ({model.arch.name or "found architecture"}), the global-local image transformer of Chen '
                    f'et al. (ICCV 2021), converted to safetensors from a checkpoint in the authors\' layout. Its '
                    f'logits match the release\'s network on the same weights to {max(before, after):.1e}.')
-    card = model_card(reloaded, repo_id or f'glit-models/{model_name}', description=description, dataset=dataset,
+    repo_id = repo_id or resolve_pretrained_cfg(model_name).hf_hub_id or f'glit-models/{model_name}'
+    card = model_card(reloaded, repo_id, description=description, dataset=dataset,
                       top1=top1, top1_source=top1_source, original='https://github.com/bychen515/GLiT')
-    write_text_atomic(generate_readme(card, model_name), output / 'README.md')
+    write_text_atomic(render(card, model_name), output / 'README.md')
     return {'before': before, 'after': after}
 
 
@@ -107,9 +107,9 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=_PROG, description='Convert the authors\' GLiT checkpoint to a timm Hub folder.')
     parser.add_argument('--checkpoint', type=Path, required=True, help='the release file, e.g. glit_tiny.pth.tar')
     parser.add_argument('--output', type=Path, required=True, help='folder to write')
-    parser.add_argument('--model', default='glit_tiny_patch16_224.in1k', help='timm model name with its tag')
+    parser.add_argument('--model', default='glit_tiny.in1k', help='timm model name with its tag')
     parser.add_argument('--repo-id', default=None, help='the Hub repo the card\'s examples load (default: '
-                        'glit-models/<model>)')
+                        'the model\'s own, else glit-models/<model>)')
     parser.add_argument('--use-ema', action='store_true', help='take model_ema instead of model')
     parser.add_argument('--tolerance', type=finite_float, default=1e-4, help='largest logit difference accepted')
     parser.add_argument('--dataset', default=None, help='the data the weights were trained on, for the card')

@@ -22,14 +22,13 @@ from typing import Any, Optional
 import timm
 from huggingface_hub import HfApi
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from timm.models._hub import generate_readme  # timm's model-card layout; timm.models does not export it
 
 from ..models.checkpoint import CheckpointError
 from ..models.glit import GlobalLocalTransformer
 from ..models.model_folder import RUN_RESULT, check_model_folder, is_trained
 from ..utils.cli import OneLineParser, UsageError, command_line, one_line
 from ..utils.errors import GlitError
-from .card import model_card
+from .card import model_card, render
 
 __all__ = ['PublishError', 'UPLOADED', 'build_parser', 'check_folder', 'check_repo_id', 'file_list', 'push', 'main']
 
@@ -61,12 +60,12 @@ def check_folder(folder: Path, repo_id: str, force: bool = False) -> GlobalLocal
     if not isinstance(model, GlobalLocalTransformer):
         raise PublishError(f'{folder}: holds a {type(model).__name__}, not a GLiT model')
     if not (force or is_trained(model.pretrained_cfg)):
-        raise PublishError(f'{folder}: its weights are untrained (config.json tag "untrained"); retrain it '
-                           f'(python -m glit_models.train --arch {folder}) and publish that, or pass --force')
+        raise PublishError(f'{folder}: its weights are untrained (config.json tag "{model.pretrained_cfg["tag"]}"); '
+                           f'retrain it (python -m glit_models.train --arch {folder}) and publish that, or --force')
     if not readme.is_file():
         card = model_card(model, repo_id, description='A GLiT global-local image transformer (Chen et al., '
                           'ICCV 2021).', **_run_result(folder))
-        _write_new(readme, generate_readme(card, repo_id.split('/')[-1]))
+        _write_new(readme, render(card, repo_id.split('/')[-1]))
     return model
 
 

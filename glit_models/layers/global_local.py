@@ -2,7 +2,7 @@
 
 Tensors are token-major, (batch, tokens, channels), as in timm's ViT. The local heads keep
 their pointwise convolutions as ``nn.Linear`` on that layout (the authors store them as
-``Conv1d`` with kernel 1; ``checkpoint.py`` squeezes the kernel dimension on load), and the
+``Conv1d`` with kernel 1; ``models.glit.convert_authors_state_dict`` drops that dimension), and the
 depthwise convolution and BatchNorm read that layout as it is, so nothing is copied between
 layouts. ``timm.utils.reparameterize_model`` folds the BatchNorm into the
 depthwise convolution for inference (``LocalHeads.fuse``).

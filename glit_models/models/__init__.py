@@ -7,6 +7,5 @@ from .glit import (
     glit_base,
     glit_small,
     glit_tiny,
-    glit_tiny_patch16_224,
 )
 from .model_folder import is_trained, read_model_config, save_model_folder

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from ..utils.errors import GlitError
 
-__all__ = ['CheckpointError', 'WeightsMismatchError', 'read_checkpoint', 'check_values', 'check_fits']
+__all__ = ['CheckpointError', 'WeightsMismatchError', 'read_checkpoint', 'check_usable_weights', 'check_fits']
 
 StateDict = dict[str, torch.Tensor]
 
@@ -85,7 +85,7 @@ _INDEX_DTYPES = (torch.int64, torch.int32)
 """Integer tensors a state dict may hold: counters and indices (BatchNorm's num_batches_tracked)."""
 
 
-def check_values(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+def check_usable_weights(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """CheckpointError naming the first tensor that is not usable weights: non-finite (NaN, inf) floats,
     or a boolean or 8/16-bit integer tensor (quantised or damaged weights, which would load as nonsense)."""
     for key, value in state_dict.items():
@@ -119,7 +119,7 @@ def read_checkpoint(path: Union[str, os.PathLike], use_ema: bool = False) -> Sta
             raise CheckpointError(f'{path}: holds no weights')
     else:
         state_dict = _select_state_dict(path, _torch_load(path), use_ema)
-    check_values(state_dict, str(path))
+    check_usable_weights(state_dict, str(path))
     return state_dict
 
 

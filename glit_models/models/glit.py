@@ -6,7 +6,7 @@ Release: github.com/bychen515/GLiT (GLiT-Tiny and its ImageNet-1k checkpoint).
 
 GLiT differs from DeiT only in its blocks, so the model subclasses timm's VisionTransformer
 and inherits the position embedding, forward_intermediates, set_input_size, group_matcher and
-grad checkpointing; every block is built from the architecture description (architecture.py).
+grad checkpointing; every block is built from the architecture description (``architecture.GlitArch``).
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from timm.models import (
     checkpoint_seq,
     generate_default_cfgs,
     register_model,
+    register_model_deprecations,
     resolve_pretrained_cfg,
 )
 from timm.models.vision_transformer import VisionTransformer
-from torch import nn
 
 from ..architecture import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, ArchitectureError, GlitArch
 from ..architecture.complexity import check_buildable
@@ -38,7 +38,7 @@ from .checkpoint import (
     StateDict,
     WeightsMismatchError,
     check_fits,
-    check_values,
+    check_usable_weights,
     read_checkpoint,
 )
 from .weights import AUTHORS_RELEASE_URL, fetch_weights
@@ -49,29 +49,17 @@ _logger = logging.getLogger(__name__)
 
 _FROM_ARCH = ('embed_dim', 'depth', 'num_heads', 'patch_size', 'mlp_ratio', 'block_fn', 'attn_layer', 'mlp_layer')
 _UNSUPPORTED = dict(qk_norm=False, init_values=None, scale_attn_norm=False, scale_mlp_norm=False)
+_BLOCK_OPTIONS = ('drop_path', 'attn_drop', 'proj_drop', 'norm_layer', 'act_layer', 'device', 'dtype')
 
 
-def _make_block(
-        arch: GlitArch,
-        dim: int,
-        num_heads: int,
-        depth: int,
-        drop_path: float = 0.,
-        attn_drop: float = 0.,
-        proj_drop: float = 0.,
-        norm_layer: type[nn.Module] = nn.LayerNorm,
-        act_layer: type[nn.Module] = nn.GELU,
-        device=None,
-        dtype=None,
-        **vit_options: Any,
-) -> GlobalLocalBlock:
-    """The ``block_fn`` handed to VisionTransformer: block ``depth`` of the description."""
+def _make_block(arch: GlitArch, dim: int, num_heads: int, depth: int, **vit_options: Any) -> GlobalLocalBlock:
+    """The ``block_fn`` handed to VisionTransformer: block ``depth`` of the description, with the ViT options a
+    GLiT block takes (drop rates, norm and activation layers, device, dtype); the rest come from the description."""
     for name, default in _UNSUPPORTED.items():
         if vit_options.get(name, default) != default:
             raise ValueError(f'GLiT blocks do not support the ViT option {name}={vit_options[name]!r}')
-    return GlobalLocalBlock(
-        dim, num_heads, arch.blocks[depth], drop_path=drop_path, attn_drop=attn_drop, proj_drop=proj_drop,
-        norm_layer=norm_layer, act_layer=act_layer, device=device, dtype=dtype)
+    taken = {name: value for name, value in vit_options.items() if name in _BLOCK_OPTIONS}
+    return GlobalLocalBlock(dim, num_heads, arch.blocks[depth], **taken)
 
 
 def _check_img_size(img_size: Optional[Union[int, tuple[int, int]]], patch_size: int) -> None:
@@ -166,7 +154,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: GlobalLo
         state_dict = convert_authors_state_dict(state_dict)
     state_dict = dict(state_dict)
     if check:  # every way weights enter the model (a model folder's safetensors too) meets this check
-        check_values(state_dict, 'the weights')
+        check_usable_weights(state_dict, 'the weights')
         floats = {k for k, v in model.state_dict().items() if v.is_floating_point()}
         ints = sorted(k for k in floats & state_dict.keys() if not state_dict[k].is_floating_point())
         if ints:
@@ -308,7 +296,6 @@ _TINY_WEIGHTS = _cfg(
 )
 default_cfgs = generate_default_cfgs({
     'glit_tiny.in1k': _TINY_WEIGHTS,
-    'glit_tiny_patch16_224.in1k': _TINY_WEIGHTS,
     'glit_small.untrained': _cfg(notes=_RECONSTRUCTED),
     'glit_base.untrained': _cfg(notes=_RECONSTRUCTED),
 })
@@ -319,13 +306,6 @@ def glit_tiny(pretrained: bool = False, **kwargs: Any) -> GlobalLocalTransformer
     """GLiT-Tiny as released: embed 192, 3 heads, 12 blocks, 7.26 M parameters."""
     model_args = dict(arch=GLIT_TINY_ARCH)
     return _create_glit('glit_tiny', pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def glit_tiny_patch16_224(pretrained: bool = False, **kwargs: Any) -> GlobalLocalTransformer:
-    """GLiT-Tiny under the release's own name."""
-    model_args = dict(arch=GLIT_TINY_ARCH)
-    return _create_glit('glit_tiny_patch16_224', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
@@ -340,3 +320,7 @@ def glit_base(pretrained: bool = False, **kwargs: Any) -> GlobalLocalTransformer
     """GLiT-Base, budget-matched reconstruction: embed 768, 12 heads, 96.2 M parameters, 16.95 G FLOPs."""
     model_args = dict(arch=GLIT_BASE_ARCH)
     return _create_glit('glit_base', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+# the release's own name builds glit_tiny with its weights (timm warns, and lists only glit_tiny)
+register_model_deprecations(__name__, {'glit_tiny_patch16_224': 'glit_tiny.in1k'})

@@ -11,23 +11,24 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence, Union
 
 import timm
 from safetensors import SafetensorError, safe_open
 from timm.models import resolve_pretrained_cfg, save_for_hf
 from torch import nn
 
-from ..architecture import GLIT_BASE_ARCH, GLIT_SMALL_ARCH, GLIT_TINY_ARCH, GLIT_WIDTHS, ArchitectureError, GlitArch
+from ..architecture import GLIT_WIDTHS, REGISTERED_ARCHS, ArchitectureError, GlitArch
 from ..data.config import DataConfig
 from ..utils.atomic import replacing_folder
 from ..utils.json_file import read_json
 from .checkpoint import CheckpointError
 from .glit import GlobalLocalTransformer
 
-__all__ = ['RUN_RECORD', 'RUN_RESULT', 'UNTRAINED', 'WEIGHTS_FILE', 'RunModel', 'check_model_folder', 'find_run_model',
-           'is_trained', 'read_model_config', 'registered_name', 'save_model_folder']
+__all__ = ['RUN_RECORD', 'RUN_RESULT', 'SUPERNET_TAG', 'WEIGHTS_FILE', 'RunModel', 'check_model_folder',
+           'find_run_model', 'is_trained', 'read_model_config', 'registered_name', 'save_model_folder']
 
 WEIGHTS_FILE = 'model.safetensors'
 RUN_RECORD = 'args.json'
@@ -36,12 +37,14 @@ RUN_RESULT = 'result.json'
 """A finished training run's result: its data set, what it was evaluated on, the top-1 of its final weights."""
 _RUN_STATE = 'last.pth.tar'
 
-UNTRAINED = 'untrained'
-"""The pretrained tag of a folder whose weights were never trained as this model (e.g. a supernet path)."""
-_UNTRAINED_NOTE = ('Untrained weights: inherited from a weight-sharing supernet, not trained as a standalone model. '
+SUPERNET_TAG = 'supernet'
+"""The pretrained tag of a folder whose weights a supernet path lent it, never trained as this model."""
+_NO_WEIGHTS_TAG = 'untrained'
+"""The tag of a registered variant without weights (``glit_small.untrained``), also read as supernet weights in
+the folders that carry it."""
+_SUPERNET_NOTE = ('Untrained weights: inherited from a weight-sharing supernet, not trained as a standalone model. '
                    'Retrain before use (python -m glit_models.train --arch FOLDER).')
 _REGISTERED = {widths: name for name, widths in GLIT_WIDTHS.items()}
-_REGISTERED_ARCHS = {'glit_tiny': GLIT_TINY_ARCH, 'glit_small': GLIT_SMALL_ARCH, 'glit_base': GLIT_BASE_ARCH}
 # what a folder keeps of the model's own pretrained config: the network's, not the weights' provenance
 _KEPT = ('architecture', 'first_conv', 'classifier', 'pool_size', 'license', 'paper_name', 'paper_ids')
 
@@ -55,7 +58,7 @@ def own_architecture(arch: GlitArch) -> tuple[str, ...]:
     """A note naming a found or derived architecture, which config.json builds through the registered
     constructor of its width (``architecture: glit_tiny``) but which is not that network."""
     name = registered_name(arch)
-    known = _REGISTERED_ARCHS.get(name)
+    known = REGISTERED_ARCHS.get(name)
     if known is not None and (known.blocks, known.patch_size) == (arch.blocks, arch.patch_size):
         return ()  # the registered network itself, at any image size
     return (f'Architecture: {arch.to_str()} (its own; "{name}" in config.json is only the constructor that builds '
@@ -63,21 +66,22 @@ def own_architecture(arch: GlitArch) -> tuple[str, ...]:
 
 
 def is_trained(pretrained_cfg: Mapping[str, Any]) -> bool:
-    """False for a folder ``save_model_folder`` wrote with ``trained=False``."""
-    return pretrained_cfg.get('tag') != UNTRAINED
+    """False for a folder ``save_model_folder`` wrote with ``trained=False`` and for a variant without weights."""
+    return pretrained_cfg.get('tag') not in (SUPERNET_TAG, _NO_WEIGHTS_TAG)
 
 
-def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data: DataConfig, *, trained: bool,
+def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data_config: DataConfig, *, trained: bool,
                       tag: Optional[str] = None, notes: Sequence[str] = ()) -> Path:
     """Write the folder and build its model back with timm, so a folder timm cannot load fails here.
 
-    ``data``: the preprocessing and class names the weights were trained with; ``trained=False`` tags the
-    folder ``untrained`` and says so in its notes; ``tag``: the pretrained tag of trained weights (``in1k``).
+    ``data_config``: the preprocessing and class names the weights were trained with; ``trained=False`` tags the
+    folder ``supernet`` and says so in its notes; ``tag``: the pretrained tag of trained weights (``in1k``).
     Where the weights came from (Hub id, URL, file) is dropped: the folder is their source now.
     """
     folder = Path(folder)
-    if data.label_names is not None and len(data.label_names) != model.num_classes:
-        raise ValueError(f'{folder}: {len(data.label_names)} label names for a model of {model.num_classes} classes')
+    if data_config.label_names is not None and len(data_config.label_names) != model.num_classes:
+        raise ValueError(f'{folder}: {len(data_config.label_names)} label names for a model of '
+                         f'{model.num_classes} classes')
     is_glit = isinstance(model, GlobalLocalTransformer)
     base = getattr(model, 'pretrained_cfg', None)
     if base is None and is_glit:  # built outside timm's factory, e.g. extracted from a supernet
@@ -85,17 +89,17 @@ def save_model_folder(model: nn.Module, folder: Union[str, os.PathLike], data: D
     cfg = {key: value for key, value in dict(base or {}).items() if key in _KEPT}
     if is_glit:
         notes = (*notes, *own_architecture(model.arch))
-    cfg.update(data.transform_fields(), num_classes=model.num_classes, tag=tag if trained else UNTRAINED,
-               notes=tuple(notes) + (() if trained else (_UNTRAINED_NOTE,)))
+    cfg.update(data_config.transform_fields(), num_classes=model.num_classes, tag=tag if trained else SUPERNET_TAG,
+               notes=tuple(notes) + (() if trained else (_SUPERNET_NOTE,)))
     model.pretrained_cfg = {key: value for key, value in cfg.items() if value is not None and value != ()}
     model_args = dict(arch=model.arch.to_dict(), in_chans=model.in_chans) if is_glit else None
-    labels = dict(label_names=list(data.label_names)) if data.label_names else None
+    labels = dict(label_names=list(data_config.label_names)) if data_config.label_names else None
     # written beside the folder and moved in once whole: a full disk or a kill never leaves weights
     # without their config.json (or a config of other weights)
     with replacing_folder(folder) as tmp:
         try:
             save_for_hf(model, tmp, model_config=labels, model_args=model_args, safe_serialization=True,
-                        data_config=data.transform_fields())
+                        data_config=data_config.transform_fields())
         except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error type
             raise OSError(getattr(e, 'errno', None), getattr(e, 'strerror', None) or str(e)) from None
         # safetensors writes its file owner-only (0600); the folder's files share one mode, the umask's
@@ -110,10 +114,10 @@ def read_model_config(folder: Union[str, os.PathLike]) -> dict[str, Any]:
     path = Path(folder) / 'config.json'
     if not path.is_file():
         raise CheckpointError(f'{folder} has no config.json; it is not a model folder')
-    data = read_json(path, lambda why: CheckpointError(f'{path}: not a readable JSON config ({why})'))
-    if not isinstance(data, dict):
-        raise CheckpointError(f'{path}: expected a JSON object, got a {type(data).__name__}')
-    return data
+    config = read_json(path, lambda why: CheckpointError(f'{path}: not a readable JSON config ({why})'))
+    if not isinstance(config, dict):
+        raise CheckpointError(f'{path}: expected a JSON object, got a {type(config).__name__}')
+    return config
 
 
 _TOP_LEVEL = {'architecture', 'num_classes', 'num_features', 'global_pool', 'label_names', 'label_descriptions',
@@ -147,25 +151,29 @@ def _weights_shapes(folder: Path) -> dict[str, list[int]]:
             from None
 
 
-def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
-    """The folder's config.json, checked against itself and its weights before timm builds anything:
-    CheckpointError naming the field that is wrong (a head of another size, label names of another count,
-    a crop of 0, an unknown interpolation, a std of 0, model_args that are not a GLiT's, ...)."""
-    folder = Path(folder)
-    config = read_model_config(folder)
-    where = folder / 'config.json'
+_Refuse = Callable[[str, Any, str], NoReturn]
 
-    def refuse(field: str, value: Any, allowed: str) -> None:
-        raise CheckpointError(f'{where}: {field} {json.dumps(value, default=str)[:80]} must be {allowed}')
 
-    legacy = 'pretrained_cfg' not in config  # timm's older one-dict layout: the config is the pretrained config
-    cfg = config if legacy else config['pretrained_cfg']
-    if not legacy:
-        unknown = sorted(set(config) - _TOP_LEVEL)
-        if unknown:
-            refuse('field', unknown[0], f'one of timm\'s ({", ".join(sorted(_TOP_LEVEL))})')
-        if not isinstance(cfg, dict):
-            refuse('pretrained_cfg', cfg, 'an object')
+def _refuse(where: Path, field: str, value: Any, allowed: str) -> NoReturn:
+    raise CheckpointError(f'{where}: {field} {json.dumps(value, default=str)[:80]} must be {allowed}')
+
+
+def _pretrained_cfg(config: dict[str, Any], refuse: _Refuse) -> tuple[dict[str, Any], bool]:
+    """The pretrained config and whether the file has timm's flat layout (no ``pretrained_cfg``: the whole
+    config is the pretrained config, which timm still reads); an unknown top-level field is refused."""
+    if 'pretrained_cfg' not in config:
+        return config, True
+    unknown = sorted(set(config) - _TOP_LEVEL)
+    if unknown:
+        refuse('field', unknown[0], f'one of timm\'s ({", ".join(sorted(_TOP_LEVEL))})')
+    if not isinstance(config['pretrained_cfg'], dict):
+        refuse('pretrained_cfg', config['pretrained_cfg'], 'an object')
+    return config['pretrained_cfg'], False
+
+
+def _check_model_args(config: dict[str, Any], where: Path, refuse: _Refuse) -> dict[str, Any]:
+    """The architecture and its ``model_args``: a registered name, and for a GLiT only options that keep the
+    weights' shapes, each of its type, and a buildable description."""
     name = config.get('architecture')
     if not isinstance(name, str) or not timm.is_model(name):
         refuse('architecture', name, 'a registered model name, e.g. glit_tiny')
@@ -176,9 +184,8 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
         extra = sorted(set(model_args) - _MODEL_ARGS)
         if extra:
             refuse('model_args field', extra[0], f'one of {", ".join(sorted(_MODEL_ARGS))}')
-    in_chans = model_args.get('in_chans', 3)
-    if not _is_int(in_chans, 1):
-        refuse('model_args.in_chans', in_chans, 'a positive integer')
+    if not _is_int(model_args.get('in_chans', 3), 1):
+        refuse('model_args.in_chans', model_args['in_chans'], 'a positive integer')
     size = model_args.get('img_size')
     if size is not None and not (_is_int(size, 1) or (isinstance(size, list) and len(size) == 2
                                                       and all(_is_int(v, 1) for v in size))):
@@ -197,6 +204,13 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
             GlitArch.coerce(model_args['arch'])
         except (ArchitectureError, TypeError) as e:
             raise CheckpointError(f'{where}: model_args.arch is not a buildable description ({e})') from None
+    return model_args
+
+
+def _check_classes(folder: Path, config: dict[str, Any], cfg: dict[str, Any], model_args: dict[str, Any],
+                   refuse: _Refuse) -> None:
+    """Every class count the config states is the head's in the weights (0 without a head), and the label
+    names are one per class: timm would load a head of another size without a word."""
     num_classes = config.get('num_classes', cfg.get('num_classes'))
     head = _weights_shapes(folder).get('head.weight')
     expected, source = (head[0], f'the {head[0]} classes of the head in {WEIGHTS_FILE}') if head is not None else \
@@ -214,6 +228,10 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
             refuse('label_names', labels, 'a list of class names')
         if num_classes is not None and len(labels) != num_classes:
             refuse('label_names', f'({len(labels)} names)', f'one name per class ({num_classes})')
+
+
+def _check_preprocessing(cfg: dict[str, Any], in_chans: int, prefix: str, refuse: _Refuse) -> None:
+    """The data config timm's transforms read: sizes, per-channel normalisation, crop and resampling."""
     checks = (
         ('input_size', lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(x, 1) for x in v),
          'three positive integers (channels, height, width)'),
@@ -226,7 +244,21 @@ def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
     )
     for field, ok, allowed in checks:
         if field in cfg and not ok(cfg[field]):
-            refuse(f'pretrained_cfg.{field}' if not legacy else field, cfg[field], allowed)
+            refuse(f'{prefix}{field}', cfg[field], allowed)
+
+
+def check_model_folder(folder: Union[str, os.PathLike]) -> dict[str, Any]:
+    """The folder's config.json, checked against itself and its weights before timm builds anything:
+    CheckpointError naming the field that is wrong (a head of another size, label names of another count,
+    a crop of 0, an unknown interpolation, a std of 0, model_args that are not a GLiT's, ...)."""
+    folder = Path(folder)
+    config = read_model_config(folder)
+    where = folder / 'config.json'
+    refuse = partial(_refuse, where)
+    cfg, flat = _pretrained_cfg(config, refuse)
+    model_args = _check_model_args(config, where, refuse)
+    _check_classes(folder, config, cfg, model_args, refuse)
+    _check_preprocessing(cfg, model_args.get('in_chans', 3), '' if flat else 'pretrained_cfg.', refuse)
     for field, pool in (('global_pool', config.get('global_pool')), ('model_args.global_pool',
                                                                    model_args.get('global_pool'))):
         if pool is not None and pool not in _POOLS:

@@ -1,4 +1,4 @@
-"""A plain GLiT in the authors' release layout, written from the spec, for checking and measuring.
+"""A plain GLiT in the authors' release layout (github.com/bychen515/GLiT), for checking and measuring.
 
 Its state dict has the release's keys (``blocks.{i}.0.*``, ``attn.net.{1,3.conv,4,6}``, pointwise
 convs as ``Conv1d`` with a kernel dimension) and its forward follows the released code's way:

@@ -140,7 +140,7 @@ def build_search_data(data_dir: Union[str, Path], *, img_size: int, batch_size: 
     score_indices = heldout_indices[:score_images]
     check_one_batch(len(train_indices), batch_size, distributed)
     config = loader_data_config(img_size, in_chans, classes)
-    common = dict(data=config, batch_size=batch_size, workers=workers)
+    common = dict(data_config=config, batch_size=batch_size, workers=workers)
 
     def evaluation(source: Dataset, indices: Sequence[int]) -> DataLoader:
         return make_loader(subset(source, shard(indices, distributed)), is_training=False, **common)

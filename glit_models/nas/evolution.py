@@ -1,4 +1,5 @@
-"""The evolutionary search of SPOS (spec section 4), kept apart from the supernet.
+"""The evolutionary search of SPOS (Guo et al., arXiv:1904.00420), which GLiT runs in both stages, kept apart
+from the supernet.
 
 It sees a candidate only through two functions, ``candidate -> score`` (higher is better; the
 supernet's held-out top-1) and ``candidate -> cost`` (FLOPs, parameters or latency), so it runs
@@ -174,6 +175,38 @@ def _load_state(path: Optional[Path], resume: bool, kind: str, settings: dict) -
     return state
 
 
+def _first_population(search: _Search, config: EvolutionConfig) -> tuple[int, list[Candidate]]:
+    """Generation 0: random candidates within the budget; BudgetError when none is."""
+    tries = config.resample_factor * config.population
+    population = search.random_candidates(config.population, set(), tries)
+    if not population:
+        raise _unmet_budget(search.budget, tries)
+    return 0, population
+
+
+def _resumed_population(search: _Search, state: dict, state_path: Optional[Path]) -> tuple[int, list[Candidate]]:
+    """The saved generation and population, with what was scored loaded into ``search``."""
+    try:
+        search.load(state)
+        return int(state['generation']), [tuple(int(v) for v in c) for c in state['population']]
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise EvolutionStateError(f'{state_path}: not a readable evolution state ({type(e).__name__}: {e}); '
+                                  'remove it to run this evolution again') from None
+
+
+def _next_population(search: _Search, parents: list[Scored], config: EvolutionConfig) -> list[Candidate]:
+    """``mutations`` mutants and ``crossovers`` children of the parents, then random candidates up to the
+    population, all new and within the budget."""
+    taken: set = set()
+    pool = [p.candidate for p in parents]
+    population = _mutants(search, pool, config.mutations, config.mutation_prob, taken,
+                          config.resample_factor * config.mutations)
+    population += _crossovers(search, pool, config.crossovers, taken, config.resample_factor * config.crossovers)
+    population += search.random_candidates(config.population - len(population), taken,
+                                           config.resample_factor * config.population)
+    return population
+
+
 def evolve(
         choices: Sequence[int],
         score: Callable[[Candidate], float],
@@ -204,19 +237,8 @@ def evolve(
     settings = dict(asdict(config), choices=list(choices), budget=budget)
     search = _Search(choices, score, cost, budget, random.Random(config.seed))
     state = _load_state(state_path, resume, 'evolution', settings)
-    tries = config.resample_factor * config.population
-    if state is None:
-        generation = 0
-        population = search.random_candidates(config.population, set(), tries)
-        if not population:
-            raise _unmet_budget(budget, tries)
-    else:
-        try:
-            search.load(state)
-            generation, population = int(state['generation']), [tuple(int(v) for v in c) for c in state['population']]
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise EvolutionStateError(f'{state_path}: not a readable evolution state ({type(e).__name__}: {e}); '
-                                      'remove it to run this evolution again') from None
+    generation, population = _first_population(search, config) if state is None else \
+        _resumed_population(search, state, state_path)
 
     def save() -> None:
         if state_path is not None and write_state:
@@ -236,15 +258,6 @@ def evolve(
         if on_generation is not None:
             on_generation(generation, [search.scored[c] for c in population], parents)
         generation += 1
-        if generation < config.generations:
-            taken: set = set()
-            pool = [p.candidate for p in parents]
-            population = _mutants(search, pool, config.mutations, config.mutation_prob, taken,
-                                  config.resample_factor * config.mutations)
-            population += _crossovers(search, pool, config.crossovers, taken,
-                                      config.resample_factor * config.crossovers)
-            population += search.random_candidates(config.population - len(population), taken, tries)
-        else:
-            population = []
+        population = _next_population(search, parents, config) if generation < config.generations else []
         save()
     return EvolutionResult(search.ranked(config.top_k), list(search.history))

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
-from torch.utils.benchmark import Timer
 from tqdm import tqdm
 
 from ..architecture import BlockSpec
@@ -41,6 +40,8 @@ def _time_ms(fn: Callable[[], object], warmup: int, repeats: int, rounds: int = 
     then ``rounds`` rounds of ``repeats`` calls; the fastest round's mean. Load from other processes only
     ever slows a call down, so the fastest round is the one least disturbed. torch's Timer synchronises
     the GPU around each round and runs at this process's thread count, which the cache key names."""
+    # imported here, not with the module: it loads torch's C++-extension tools, which log on a CPU-only host
+    from torch.utils.benchmark import Timer
     timer = Timer('fn()', globals={'fn': fn}, num_threads=torch.get_num_threads())
     with torch.inference_mode():
         spent, calls = 0., 0
@@ -99,7 +100,7 @@ class LatencyTable:
         with other threads, or under load while the machine is quieter now, is left out: it is timed again."""
         threads, load = torch.get_num_threads(), _load_per_core()
         for key, value in self._stored().get(self.key, {}).items():
-            if isinstance(value, dict):  # {'ms', 'threads', 'load'}; a bare number: a cache of an older version
+            if isinstance(value, dict):  # {'ms', 'threads', 'load'}; a bare number: ms with nothing to check
                 stale = value.get('threads', threads) != threads or (
                     value.get('load', 0.) >= _BUSY and load < _BUSY / 2)
                 if stale or not isinstance(value.get('ms'), (int, float)):

@@ -1,4 +1,4 @@
-"""The hierarchical search space of GLiT (spec section 4), as plain data.
+"""The hierarchical search space of GLiT (Chen et al., ICCV 2021, arXiv:2107.02960), as plain data.
 
 Stage 1 (high level) picks each block's distribution of global and local heads; stage 2 (low
 level) keeps the distributions and picks nine low-level candidates a block, in the release's
@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
 from ..architecture import ArchitectureError, BlockSpec, GlitArch
+from ..architecture.spec import check_positive_ints
 
 __all__ = [
     'DISTRIBUTIONS', 'QKV_RATIOS', 'MLP_RATIOS', 'KERNEL_SIZES', 'CONV_EXPANSIONS', 'STAGE1_FIXED', 'Candidate',
@@ -74,10 +75,7 @@ class Stem:
     img_size: int = 224
 
     def __post_init__(self) -> None:
-        for name in ('embed_dim', 'num_heads', 'depth', 'patch_size', 'img_size'):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ArchitectureError(f'stem {name}={value!r} must be a positive integer')
+        check_positive_ints(self, ('embed_dim', 'num_heads', 'depth', 'patch_size', 'img_size'), 'stem ')
 
     def arch(self, blocks: Sequence[BlockSpec]) -> GlitArch:
         return GlitArch(blocks=tuple(blocks), embed_dim=self.embed_dim, num_heads=self.num_heads,

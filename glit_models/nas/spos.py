@@ -28,7 +28,7 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class SupernetTrainConfig:
-    """The paper's supernet recipe (spec section 4): Nesterov SGD, lr 0.2 cosine to 0, batch 1024
+    """The GLiT paper's supernet recipe (arXiv:2107.02960): Nesterov SGD, lr 0.2 cosine to 0, batch 1024
     (global, over all ranks), weight decay 1e-4, label smoothing 0.1, 100 epochs a stage."""
 
     epochs: int = 100

@@ -273,7 +273,7 @@ def test_workers_are_capped_at_what_the_data_and_cores_can_use(tmp_path):
     assert usable_workers(100, 24, 8) == min(3, os.cpu_count())
     assert usable_workers(0, 24, 8) == 0 and usable_workers(4, 1, 64) == 1
     files = scan_image_folder(write_image_folder(tmp_path / 'data', classes=2, per_class=4))
-    loader = make_loader(files, data=loader_data_config(32), batch_size=4, is_training=False, workers=100)
+    loader = make_loader(files, data_config=loader_data_config(32), batch_size=4, is_training=False, workers=100)
     assert loader.num_workers == min(2, os.cpu_count())
 
 

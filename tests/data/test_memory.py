@@ -19,7 +19,7 @@ def test_decoded_images_feed_the_loader_the_same_tensors_without_the_files(tmp_p
     data = loader_data_config(32, in_chans)
     with pytest.raises(DataError, match='cannot decode'):
         files[0]  # the files are gone: the plain data set cannot read them
-    loader = make_loader(decoded, data=data, batch_size=4, is_training=False, workers=0)
+    loader = make_loader(decoded, data_config=data, batch_size=4, is_training=False, workers=0)
     images, labels = next(iter(loader))
     assert images.shape == (4, in_chans, 32, 32) and labels.tolist() == [0, 0, 0, 0]
 
@@ -29,8 +29,8 @@ def test_the_same_pixels_as_the_files(tmp_path):
     files = image_folder(root)
     decoded = hold_in_memory(files, limit_mb=1)
     data = loader_data_config(32)
-    plain = make_loader(files, data=data, batch_size=6, is_training=False, workers=0)
-    memory = make_loader(decoded, data=data, batch_size=6, is_training=False, workers=0)
+    plain = make_loader(files, data_config=data, batch_size=6, is_training=False, workers=0)
+    memory = make_loader(decoded, data_config=data, batch_size=6, is_training=False, workers=0)
     (a, la), (b, lb) = next(iter(plain)), next(iter(memory))
     assert torch.equal(a, b) and torch.equal(la, lb)
 

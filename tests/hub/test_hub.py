@@ -38,7 +38,7 @@ def _hub_cache(folder: Path, cache: Path, repo_id: str = REPO_ID) -> Path:
 def test_conversion_writes_a_timm_folder(converted):
     assert sorted(p.name for p in converted.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     config = json.loads((converted / 'config.json').read_text())
-    assert config['architecture'] == 'glit_tiny_patch16_224'
+    assert config['architecture'] == 'glit_tiny'
     assert config['pretrained_cfg']['interpolation'] == 'bicubic' and config['pretrained_cfg']['crop_pct'] == 0.875
     assert config['model_args']['arch']['blocks'][4] == {'global_thirds': 0, 'mlp_ratio': 4, 'conv_expansion': 4,
                                                         'kernel_size': 45}
@@ -259,9 +259,9 @@ def test_push_refuses_a_repo_id_the_hub_would(tmp_path, capsys, repo_id):
 
 @pytest.mark.parametrize('model, message', [
     ('glit_small.in1k', "--model glit_small.in1k: glit_small has no tag 'in1k'; the tagged GLiT models are "
-                        'glit_tiny.in1k, glit_tiny_patch16_224.in1k'),
+                        'glit_tiny.in1k'),
     ('resnet50.a1_in1k', '--model resnet50.a1_in1k: not a GLiT model timm knows; the tagged GLiT models are '
-                         'glit_tiny.in1k, glit_tiny_patch16_224.in1k'),
+                         'glit_tiny.in1k'),
 ])
 def test_convert_names_a_model_or_tag_it_cannot_write(release_checkpoint, tmp_path, capsys, model, message):
     assert convert.main(['--checkpoint', str(release_checkpoint), '--output', str(tmp_path / 'out'),

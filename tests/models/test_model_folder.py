@@ -10,7 +10,7 @@ from timm.data import create_transform, resolve_model_data_config
 
 from glit_models.data import image_folder, make_loader
 from glit_models.data.config import DataConfig, loader_data_config
-from glit_models.models.model_folder import save_model_folder
+from glit_models.models.model_folder import is_trained, read_model_config, save_model_folder
 from tests.helpers import SMALL_ARCH, write_image_folder
 
 
@@ -27,7 +27,8 @@ def test_the_folder_reads_back_as_the_loader_prepared_images(tmp_path):
     assert not any(k in model.pretrained_cfg for k in ('url', 'hf_hub_id', 'origin_url'))
     assert [n.split(' (')[0] for n in model.pretrained_cfg['notes']] == [f'Architecture: {SMALL_ARCH}']
     data = write_image_folder(tmp_path / 'data', classes=3, per_class=1, size=45)
-    loader = make_loader(image_folder(data), data=loader_data_config(32), batch_size=1, is_training=False, workers=0)
+    loader = make_loader(image_folder(data), data_config=loader_data_config(32), batch_size=1, is_training=False,
+                         workers=0)
     image = Image.open(next((data / 'class_0').iterdir())).convert('RGB')
     ours = create_transform(**resolve_model_data_config(model), is_training=False)(image)
     torch.testing.assert_close(ours, loader.dataset.transform(image))
@@ -177,3 +178,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_supernet_weights_have_their_own_tag_and_folders_tagged_untrained_still_read_as_untrained(tmp_path):
+    folder = save_model_folder(_model(), tmp_path / 'best', loader_data_config(32), trained=False)
+    assert read_model_config(folder)['pretrained_cfg']['tag'] == 'supernet'
+    assert not is_trained(timm.create_model(f'local-dir:{folder}', pretrained=True).pretrained_cfg)
+    config = read_model_config(folder)
+    config['pretrained_cfg']['tag'] = 'untrained'  # the tag such a folder may carry, as the variants without weights
+    (folder / 'config.json').write_text(json.dumps(config))
+    assert not is_trained(timm.create_model(f'local-dir:{folder}', pretrained=True).pretrained_cfg)
+    assert not is_trained(timm.create_model('glit_small').pretrained_cfg) and is_trained({'tag': 'in1k'})

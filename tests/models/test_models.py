@@ -13,8 +13,12 @@ IMG = 64  # small inputs keep the suite fast; the position embedding is resample
 
 
 def test_all_variants_are_registered():
-    assert MODELS == ['glit_base', 'glit_small', 'glit_tiny', 'glit_tiny_patch16_224']
-    assert timm.list_models('glit_*', pretrained=True) == ['glit_tiny.in1k', 'glit_tiny_patch16_224.in1k']
+    assert MODELS == ['glit_base', 'glit_small', 'glit_tiny']
+    assert timm.list_models('glit_*', pretrained=True) == ['glit_tiny.in1k']
+    # the release's name is a deprecated alias: it still builds glit_tiny with the same weights' cfg, and warns
+    with pytest.warns(UserWarning, match='deprecated model name glit_tiny_patch16_224 to current glit_tiny.in1k'):
+        alias = timm.create_model('glit_tiny_patch16_224', img_size=IMG)
+    assert alias.pretrained_cfg['architecture'] == 'glit_tiny' and alias.pretrained_cfg['tag'] == 'in1k'
 
 
 def _model(name, **kwargs):

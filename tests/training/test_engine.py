@@ -103,3 +103,23 @@ def test_the_learning_rate_never_rises_above_the_scaled_lr(folder, tmp_path):
     lrs = [m['lr'] for m in load_training_state(tmp_path / 'last.pth.tar')['history']]
     assert config.global_lr(config.batch_size) == pytest.approx(5e-4 * 4 / 512)
     assert max(lrs) <= config.global_lr(config.batch_size) * (1 + 1e-9)
+
+
+def test_an_active_loss_scaler_resumes_bit_identical_and_refuses_a_state_without_one(folder, tmp_path, monkeypatch):
+    """The float16 path (timm's NativeScaler) needs a GPU without bfloat16; on the CPU it is forced here."""
+    from timm.utils import NativeScaler
+
+    from glit_models.training import engine
+    _run(folder, tmp_path / 'plain', epochs=1)
+    monkeypatch.setattr(engine, '_loss_scaler', lambda device, amp: NativeScaler('cpu'))
+    with pytest.raises(TrainingStateError, match='saved without a float16 loss scale'):
+        _run(folder, tmp_path / 'plain', resume=True)
+    metrics = _run(folder, tmp_path / 'straight')
+    with monkeypatch.context() as patch:
+        kill_in_epoch(patch, 1)
+        with pytest.raises(Killed):
+            _run(folder, tmp_path / 'resumed')
+    assert _run(folder, tmp_path / 'resumed', resume=True)['top1'] == metrics['top1']
+    a, b = (load_training_state(tmp_path / d / 'last.pth.tar') for d in ('straight', 'resumed'))
+    assert a['scaler']['scale'] > 0 and a['scaler'] == b['scaler']
+    assert all(torch.equal(a['model'][key], b['model'][key]) for key in a['model'])
