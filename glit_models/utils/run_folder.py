@@ -53,13 +53,14 @@ def check_fresh(output: Path, record: str, what: str = 'run') -> None:
                          'choose another --output')
 
 
-def read_record(output: Path, record: str, what: str = 'run') -> dict[str, Any]:
+def read_record(output: Path, record: str, what: str = 'run', mend: Optional[str] = None) -> dict[str, Any]:
     """The saved record of the ``what`` in ``output``, as JSON; UsageError when there is none or it is not
-    one (edited, damaged, or another program's)."""
+    one (edited, damaged, or another program's). ``mend``: what the error for a missing record advises, for
+    a command that has no --resume (default: another --output, or a new run)."""
     path = Path(output) / record
     if not path.is_file():
-        raise UsageError(f'{output} holds no {what} ({record} is missing); pass the --output of a {what}, or drop '
-                         '--resume to start one')
+        mend = mend or f'pass the --output of a {what}, or drop --resume to start one'
+        raise UsageError(f'{output} holds no {what} ({record} is missing); {mend}')
     damaged = f'it was edited or damaged: restore it, or start a new {what} in another --output'
     saved = read_json(path, lambda why: UsageError(f'{path}: not readable JSON ({why}); {damaged}'))
     if not isinstance(saved, dict):
