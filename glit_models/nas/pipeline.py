@@ -18,7 +18,7 @@ import math
 import random
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -27,130 +27,35 @@ from tqdm import tqdm
 
 from ..architecture import GlitArch
 from ..architecture.complexity import authors_flops, count_params
-from ..data import Augmentation
 from ..models.glit import GlobalLocalTransformer
 from ..models.model_folder import save_model_folder
-from ..training.engine import TrainConfig, load_training_state
+from ..training.engine import load_training_state
 from ..training.recipes import RECIPE_FILE, recipe_record
 from ..utils.atomic import save_json_atomic
 from ..utils.distributed import barrier, is_distributed, is_main_process
-from ..utils.errors import GlitError
 from ..utils.run_clock import RunClock
-from .budget import Budget, format_amount, format_count
+from .budget import format_amount, format_count
+from .config import SearchConfig, SearchError, short_training
 from .cost import SpaceCost
-from .data import SearchData, SearchDataConfig
-from .evolution import EvolutionConfig, Scored
+from .data import SearchData
+from .evolution import Scored
 from .latency import LatencyTable
 from .methods import METHODS, StagePlan
 from .report import GenerationLog, pareto_plot
 from .retrain import load_trained, retrain, unit_folder
 from .sampling import sample_under_budget
 from .scoring import PathScorer
-from .space import SearchSpace, Stem, joint_space
-from .spos import SupernetTrainConfig, train_supernet
+from .space import SearchSpace, joint_space
+from .spos import train_supernet
 from .supernet import Supernet
 
-__all__ = ['CLOCK_FILE', 'STAGES', 'SearchConfig', 'SearchError', 'SearchRun', 'check_budget', 'config_record',
-           'run_search', 'short_training']
+__all__ = ['CLOCK_FILE', 'SearchConfig', 'SearchRun', 'check_budget', 'make_latency_table', 'run_search',
+           'short_training', 'space_cost', 'stage_space']
 
 _logger = logging.getLogger(__name__)
 
-STAGES = ('1', '2', 'both')
 CLOCK_FILE = 'clock.json'
 """In a search's output: its seconds so far, summed over the runs that worked on it (``RunClock``)."""
-
-
-class SearchError(GlitError, ValueError):
-    """Settings or a saved state the search cannot work with."""
-
-
-def short_training(epochs: int, batch_size: int, seed: int = 0, amp: bool = False,
-                   lr: Optional[float] = None) -> TrainConfig:
-    """The recipe of the short from-scratch trainings that compare architectures: the DeiT optimiser
-    and schedule without the regularisers a few epochs cannot use (mixup, cutmix, EMA, drop path)."""
-    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=min(1, epochs - 1), mixup=0.,
-                       cutmix=0., model_ema=False, amp=amp, seed=seed)
-
-
-def _train_config(record: dict[str, Any]) -> TrainConfig:
-    """A saved retraining recipe, typed; keys TrainConfig no longer has (``drop_path``) are of older runs."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in record.items() if k in known})
-
-
-@dataclass
-class SearchConfig:
-    """One search: the space's stem, the budget, the method, the data and the settings of every phase.
-
-    ``supernet`` and ``evolution`` are per stage (a method's ``scale`` multiplies them). ``retrain``: the
-    short recipe that retrains each stage's top ``evolution.top_k`` (``retrain_top=False``: take the
-    supernet's best instead; not possible for a method whose picker does not score). ``compare_random``:
-    after the search, train this many random architectures of the same budget with ``retrain`` and report
-    them beside the found one. ``warm_start_stage2``: initialise each stage that names a warm-start source
-    from that stage's supernet (off: every option starts equal).
-    """
-
-    stem: Stem
-    budget: Budget
-    method: str = 'hierarchical'
-    stage: str = 'both'
-    distributions: Optional[tuple[int, ...]] = None
-    data: SearchDataConfig = field(default_factory=SearchDataConfig)
-    supernet: SupernetTrainConfig = field(default_factory=SupernetTrainConfig)
-    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
-    calib_batches: int = 200
-    retrain_top: bool = True
-    retrain: TrainConfig = field(default_factory=lambda: short_training(30, 128))
-    compare_random: int = 0
-    warm_start_stage2: bool = False
-    in_chans: int = 3
-    latency_batch: int = 1
-    latency_cache: Optional[Path] = None
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise SearchError(f'unknown method {self.method!r}; choose one of {", ".join(METHODS)}')
-        try:
-            stages = METHODS[self.method].select(self.stage)
-        except ValueError as e:
-            raise SearchError(str(e)) from None
-        if self.distributions is not None and len(self.distributions) != self.stem.depth:
-            raise SearchError(f'{len(self.distributions)} distributions given for {self.stem.depth} blocks')
-        if self.distributions is not None and not stages[0].builder.needs_previous:
-            raise SearchError(f'--distributions: the {self.method} search with --stage {self.stage} starts with '
-                              f'{stages[0].name}, which searches the distributions itself, so they would not be '
-                              'used; pass them with --stage 2 alone, or drop them')
-        unscored = [plan.name for plan in stages if not plan.picker.scores]
-        if unscored and not self.retrain_top:
-            raise SearchError(f'{self.method} search picks by retraining its samples: --retrain-epochs must be '
-                              'at least 1')
-
-    def stages(self) -> tuple[StagePlan, ...]:
-        """The stages this search runs, each warm-started only when asked for and its source runs too."""
-        stages = METHODS[self.method].select(self.stage)
-        names = {plan.name for plan in stages}
-        return tuple(plan if self.warm_start_stage2 and plan.warm_start in names else replace(plan, warm_start=None)
-                     for plan in stages)
-
-    @classmethod
-    def from_record(cls, record: Any, source: str = 'run.json') -> 'SearchConfig':
-        """The config ``config_record`` wrote, typed again; SearchError naming ``source`` when it is not one."""
-        try:
-            data = dict(record['data'])
-            data['augmentation'] = Augmentation(**data['augmentation'])
-            fields = dict(record)
-            fields.update(
-                stem=Stem(**record['stem']), budget=Budget(**record['budget']),
-                distributions=tuple(record['distributions']) if record['distributions'] is not None else None,
-                data=SearchDataConfig(**data), supernet=SupernetTrainConfig(**record['supernet']),
-                evolution=EvolutionConfig(**record['evolution']), retrain=_train_config(record['retrain']),
-                latency_cache=Path(record['latency_cache']) if record['latency_cache'] else None)
-            return cls(**fields)
-        except GlitError as e:
-            raise SearchError(f'{source}: {e}') from None
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise SearchError(f'{source} is not the record of a search ({type(e).__name__}: {e}); '
-                              'it was edited or written by something else') from None
 
 
 @dataclass
@@ -426,11 +331,3 @@ def run_search(config: SearchConfig, data: SearchData, output: Path, resume: boo
     check_budget(config, data.num_classes, output, latency)  # before the clock writes: a refused search leaves nothing
     with clock, torch.random.fork_rng(devices=devices):  # the search seeds its own phases; the caller's stream is kept
         return SearchRun(config, data, output, resume, progress, latency, clock).run()
-
-
-def config_record(config: SearchConfig) -> dict[str, Any]:
-    """The settings of a search as JSON-able data (kept in the output to check a resume against and read
-    back with ``SearchConfig.from_record``)."""
-    record = asdict(config)
-    record['latency_cache'] = str(config.latency_cache) if config.latency_cache else None
-    return json.loads(json.dumps(record))  # tuples as lists, as they come back from the file

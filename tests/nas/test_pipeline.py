@@ -11,6 +11,7 @@ from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 
 from glit_models.nas.budget import Budget, BudgetError
+from glit_models.nas.config import SearchConfig, SearchError, short_training
 from glit_models.nas.cost import SpaceCost
 from glit_models.nas.data import build_search_data
 from glit_models.nas.demo import write_digits
@@ -25,7 +26,7 @@ from glit_models.nas.methods import (
     register_method,
     register_picker,
 )
-from glit_models.nas.pipeline import SearchConfig, SearchError, run_search, short_training
+from glit_models.nas.pipeline import run_search
 from glit_models.nas.sampling import sample_under_budget
 from glit_models.nas.space import Stem, joint_space, stage1_space, stage2_space
 from glit_models.nas.spos import SupernetTrainConfig
@@ -270,10 +271,8 @@ def test_a_method_naming_an_unknown_space_or_picker_is_refused():
 @pytest.mark.parametrize('record', [[1, 2], 'text', None, {}, {'stem': {}}, 'budget', 'augmentation', 'stem'])
 def test_an_edited_run_record_is_a_search_error(record):
     """run.json read back by SearchConfig.from_record: whatever was edited, one SearchError naming the file."""
-    from glit_models.nas.pipeline import config_record
-
     if record in ('budget', 'augmentation', 'stem'):
-        good = config_record(SearchConfig(STEM, BUDGET))
+        good = SearchConfig(STEM, BUDGET).to_record()
         if record == 'budget':
             good['budget'] = {'kind': 'flops', 'limit': 'lots'}
         elif record == 'augmentation':
