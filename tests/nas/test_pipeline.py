@@ -138,7 +138,7 @@ def test_without_retraining_best_holds_the_supernets_weights(tmp_path, data):
 
 
 def test_stage2_starts_every_option_equally_unless_asked(tmp_path, data, caplog):
-    with caplog.at_level('INFO', logger='glit_models.nas.pipeline'):
+    with caplog.at_level('INFO', logger='glit_models.nas.stages'):
         run_search(tiny_config(retrain_top=False), data, tmp_path / 'fresh', progress=False)
         assert not any('warm-started' in r.message for r in caplog.records)
         run_search(tiny_config(retrain_top=False, warm_start_stage2=True), data, tmp_path / 'warm', progress=False)
@@ -241,9 +241,9 @@ def test_train_heldout_and_test_splits_are_disjoint(data):
 @pytest.fixture
 def toy_method():
     """A baseline added as data: stage-1 distributions drawn under the budget, and a picker of its own."""
-    def first_candidates(run, plan, space, cost):
-        candidates = [c for c in itertools.product(*map(range, space.choices)) if cost(c) <= run.config.budget.limit]
-        return [Scored(c, float(i), cost(c), 0) for i, c in enumerate(candidates[:run.config.evolution.top_k])], None
+    def first_candidates(services, plan, space, cost):
+        candidates = [c for c in itertools.product(*map(range, space.choices)) if cost(c) <= services.budget]
+        return [Scored(c, float(i), cost(c), 0) for i, c in enumerate(candidates[:services.evolution.top_k])], None
     register_picker('first', Picker(first_candidates))
     method = register_method(Method('toy', 'the first candidates under the budget, retrained',
                                     (StagePlan('first', 'stage1', 'first'),)))
