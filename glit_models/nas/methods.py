@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Callable, Optional, Sequence
 
 from tqdm import tqdm
 
+from ..utils.distributed import is_main_process
 from .cost import SpaceCost
 from .evolution import Scored, evolve
 from .sampling import sample_under_budget
-from .scoring import PathScorer
 from .space import SearchSpace, Stem, joint_space, stage1_space, stage2_space
+from .stages import StageServices
 from .supernet import Supernet
 
-__all__ = ['METHODS', 'PICKERS', 'SPACES', 'Method', 'Picker', 'SpaceBuilder', 'StagePlan', 'StageRunner',
-           'method_help', 'register_method', 'register_picker']
+__all__ = ['METHODS', 'PICKERS', 'SPACES', 'Method', 'Picker', 'SpaceBuilder', 'StagePlan', 'method_help',
+           'register_method', 'register_picker']
 
 
 @dataclass(frozen=True)
@@ -44,53 +44,39 @@ SPACES: dict[str, SpaceBuilder] = {
     'joint': SpaceBuilder(lambda stem, _: joint_space(stem)),
 }
 
-class StageRunner(Protocol):
-    """What a picker may use of the run that calls it (``pipeline.SearchRun``)."""
-
-    config: Any
-    output: Path
-    resume: bool
-    progress: bool
-    main: bool
-
-    def trained_supernet(self, plan: 'StagePlan', space: SearchSpace) -> Supernet: ...
-
-    def scorer(self, supernet: Supernet) -> PathScorer: ...
-
-    def log_generation(self, plan: 'StagePlan', space: SearchSpace,
-                       generations: int) -> Callable[[int, list[Scored], list[Scored]], None]: ...
-
-
-PickFn = Callable[[StageRunner, 'StagePlan', SearchSpace, SpaceCost], tuple[list[Scored], Optional[Supernet]]]
+PickFn = Callable[[StageServices, 'StagePlan', SearchSpace, SpaceCost], tuple[list[Scored], Optional[Supernet]]]
 
 
 @dataclass(frozen=True)
 class Picker:
-    """How a stage chooses its top candidates (best first) from its space; ``scores`` is False when the
-    candidates come unscored (random draws), so only retraining can choose among them."""
+    """How a stage chooses its top candidates (best first) from its space with the services it is given;
+    ``scores`` is False when the candidates come unscored (random draws), so only retraining can choose
+    among them."""
 
     pick: PickFn
     scores: bool = True
 
 
-def _by_evolution(run: StageRunner, plan: 'StagePlan', space: SearchSpace,
+def _by_evolution(services: StageServices, plan: 'StagePlan', space: SearchSpace,
                   cost: SpaceCost) -> tuple[list[Scored], Optional[Supernet]]:
     """SPOS: train the stage's supernet, then the EA under the budget scores paths with it."""
-    supernet = run.trained_supernet(plan, space)
-    evo = replace(run.config.evolution, generations=run.config.evolution.generations * plan.scale)
+    supernet = services.supernets.train(plan.name, space, plan.scale, plan.warm_start)
+    evo = replace(services.evolution, generations=services.evolution.generations * plan.scale)
+    main = is_main_process()
     with tqdm(total=evo.population * evo.generations, desc=f'[{plan.name}] evolution', dynamic_ncols=True,
-              disable=not (run.progress and run.main)) as bar:
-        result = evolve(space.choices, run.scorer(supernet), cost, run.config.budget.limit, evo,
-                        run.output / plan.name / 'evolution.json', run.resume, write_state=run.main,
-                        on_generation=run.log_generation(plan, space, evo.generations), progress=bar.update)
+              disable=not (services.progress and main)) as bar:
+        result = evolve(space.choices, services.scoring.scorer(supernet), cost, services.budget, evo,
+                        services.output / plan.name / 'evolution.json', services.resume, write_state=main,
+                        on_generation=services.scoring.on_generation(plan.name, space, evo.generations),
+                        progress=bar.update)
     return result.top, supernet
 
 
-def _by_sampling(run: StageRunner, plan: 'StagePlan', space: SearchSpace,
+def _by_sampling(services: StageServices, plan: 'StagePlan', space: SearchSpace,
                  cost: SpaceCost) -> tuple[list[Scored], Optional[Supernet]]:
     """Random search: the top-k drawn uniformly under the budget, unscored, no supernet."""
-    rng = random.Random(f'{plan.name}:{run.config.evolution.seed}')
-    candidates = sample_under_budget(space, cost, run.config.budget.limit, run.config.evolution.top_k, rng)
+    rng = random.Random(f'{plan.name}:{services.evolution.seed}')
+    candidates = sample_under_budget(space, cost, services.budget, services.evolution.top_k, rng)
     return [Scored(c, float('nan'), cost(c), 0) for c in candidates], None
 
 

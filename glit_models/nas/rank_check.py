@@ -25,12 +25,12 @@ from ..utils.atomic import save_json_atomic
 from ..utils.cli import OneLineParser, command_line, setup_logging
 from ..utils.errors import GlitError
 from ..utils.run_lock import hold_output
+from .config import SearchConfig, SearchError, read_search_config, search_config, search_data
 from .methods import METHODS
-from .pipeline import SearchConfig, SearchError, make_latency_table, space_cost
+from .pipeline import make_latency_table, space_cost
 from .ranking import describe_correlation, measure_ranking, seeded_recipes
 from .report import ranking_plot
 from .sampling import sample_under_budget
-from .search import read_search_config, search_data
 from .space import SearchSpace
 from .supernet import Supernet
 
@@ -119,11 +119,8 @@ def check_search(output: Path, stage: Optional[str] = None, subnets: int = 20, e
     if seeds < 1 or (epochs is not None and epochs < 1):
         raise SearchError('--seeds and --epochs must be at least 1')
     output = Path(output)
-    config = read_search_config(output)
-    if workers is not None:  # how to run on this machine, not what is measured
-        config = replace(config, data=replace(config.data, workers=workers))
-    if bad_images is not None:
-        config = replace(config, data=replace(config.data, bad_images=bad_images))
+    machine = dict(workers=workers, bad_images=bad_images)  # how to run here, not what is measured
+    config = search_config(read_search_config(output), {k: v for k, v in machine.items() if v is not None})
     stage = _stage(output, config, stage)
     space = _space(output / stage / 'space.json')
     if subnets > space.size:

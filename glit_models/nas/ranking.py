@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 from tqdm import tqdm
 
-from ..training.engine import TrainConfig
+from ..training.config import TrainConfig
 from .data import SearchData
 from .retrain import retrain
 from .scoring import PathScorer

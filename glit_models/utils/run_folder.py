@@ -16,27 +16,19 @@ from .errors import UsageError
 from .json_file import read_json
 from .run_lock import LOCK_FILE, hold_output
 
-__all__ = ['LOCK_FILE', 'FlagOf', 'changed_settings', 'check_fresh', 'count_or_fraction',
-           'hold_output', 'parse_flags', 'read_record', 'refuse_changes']
+__all__ = ['LOCK_FILE', 'FlagOf', 'changed_settings', 'check_fresh', 'count_or_fraction', 'given_flags',
+           'hold_output', 'read_record', 'refuse_changes']
 
 FlagOf = Callable[[str], tuple[str, Collection[str]]]
 """A saved setting's dotted name -> the flag shown for it and the parser dests that set it."""
 
 
-def parse_flags(parser: argparse.ArgumentParser,
-                argv: Optional[Sequence[str]]) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """``argv`` parsed once: every flag's value, and the flags it sets itself, by dest (a flag left out is
-    absent there even where its default equals a value it could be given)."""
+def given_flags(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> dict[str, Any]:
+    """The flags ``argv`` sets itself, by dest, with their parsed values; a flag left out is absent even
+    where its default equals a value it could be given."""
     unset = object()
-    defaults = {action.dest: (action, action.default) for action in parser._actions
-                if action.default != argparse.SUPPRESS}
-    parser.set_defaults(**{dest: unset for dest in defaults})
-    args = parser.parse_args(argv)
-    given = {name: value for name, value in vars(args).items() if value is not unset}
-    for dest, (action, default) in defaults.items():
-        if getattr(args, dest) is unset:  # a string default goes through the flag's type, as argparse's own
-            setattr(args, dest, parser._get_value(action, default) if isinstance(default, str) else default)
-    return args, given
+    parser.set_defaults(**{action.dest: unset for action in parser._actions if action.default != argparse.SUPPRESS})
+    return {name: value for name, value in vars(parser.parse_args(argv)).items() if value is not unset}
 
 
 def count_or_fraction(text: str) -> Union[int, float]:
@@ -61,12 +53,14 @@ def check_fresh(output: Path, record: str, what: str = 'run') -> None:
                          'choose another --output')
 
 
-def read_record(output: Path, record: str, what: str = 'run') -> dict[str, Any]:
+def read_record(output: Path, record: str, what: str = 'run', mend: Optional[str] = None) -> dict[str, Any]:
     """The saved record of the ``what`` in ``output``, as JSON; UsageError when there is none or it is not
-    one (edited, damaged, or another program's)."""
+    one (edited, damaged, or another program's). ``mend``: what the error for a missing record advises, for
+    a command that has no --resume (default: another --output, or a new run)."""
     path = Path(output) / record
     if not path.is_file():
-        raise UsageError(f'{output} holds no {what} ({record} is missing); pass the folder of a {what}')
+        mend = mend or f'pass the --output of a {what}, or drop --resume to start one'
+        raise UsageError(f'{output} holds no {what} ({record} is missing); {mend}')
     damaged = f'it was edited or damaged: restore it, or start a new {what} in another --output'
     saved = read_json(path, lambda why: UsageError(f'{path}: not readable JSON ({why}); {damaged}'))
     if not isinstance(saved, dict):

@@ -11,6 +11,7 @@ from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 
 from glit_models.nas.budget import Budget, BudgetError
+from glit_models.nas.config import SearchConfig, SearchError, short_training
 from glit_models.nas.cost import SpaceCost
 from glit_models.nas.data import build_search_data
 from glit_models.nas.demo import write_digits
@@ -25,7 +26,7 @@ from glit_models.nas.methods import (
     register_method,
     register_picker,
 )
-from glit_models.nas.pipeline import SearchConfig, SearchError, run_search, short_training
+from glit_models.nas.pipeline import run_search
 from glit_models.nas.sampling import sample_under_budget
 from glit_models.nas.space import Stem, joint_space, stage1_space, stage2_space
 from glit_models.nas.spos import SupernetTrainConfig
@@ -139,7 +140,7 @@ def test_without_retraining_best_holds_the_supernets_weights(tmp_path, data):
 
 
 def test_stage2_starts_every_option_equally_unless_asked(tmp_path, data, caplog):
-    with caplog.at_level('INFO', logger='glit_models.nas.pipeline'):
+    with caplog.at_level('INFO', logger='glit_models.nas.stages'):
         run_search(tiny_config(retrain_top=False), data, tmp_path / 'fresh', progress=False)
         assert not any('warm-started' in r.message for r in caplog.records)
         run_search(tiny_config(retrain_top=False, warm_start_stage2=True), data, tmp_path / 'warm', progress=False)
@@ -242,9 +243,9 @@ def test_train_heldout_and_test_splits_are_disjoint(data):
 @pytest.fixture
 def toy_method():
     """A baseline added as data: stage-1 distributions drawn under the budget, and a picker of its own."""
-    def first_candidates(run, plan, space, cost):
-        candidates = [c for c in itertools.product(*map(range, space.choices)) if cost(c) <= run.config.budget.limit]
-        return [Scored(c, float(i), cost(c), 0) for i, c in enumerate(candidates[:run.config.evolution.top_k])], None
+    def first_candidates(services, plan, space, cost):
+        candidates = [c for c in itertools.product(*map(range, space.choices)) if cost(c) <= services.budget]
+        return [Scored(c, float(i), cost(c), 0) for i, c in enumerate(candidates[:services.evolution.top_k])], None
     register_picker('first', Picker(first_candidates))
     method = register_method(Method('toy', 'the first candidates under the budget, retrained',
                                     (StagePlan('first', 'stage1', 'first'),)))
@@ -272,10 +273,8 @@ def test_a_method_naming_an_unknown_space_or_picker_is_refused():
 @pytest.mark.parametrize('record', [[1, 2], 'text', None, {}, {'stem': {}}, 'budget', 'augmentation', 'stem'])
 def test_an_edited_run_record_is_a_search_error(record):
     """run.json read back by SearchConfig.from_record: whatever was edited, one SearchError naming the file."""
-    from glit_models.nas.pipeline import config_record
-
     if record in ('budget', 'augmentation', 'stem'):
-        good = config_record(SearchConfig(STEM, BUDGET))
+        good = SearchConfig(STEM, BUDGET).to_record()
         if record == 'budget':
             good['budget'] = {'kind': 'flops', 'limit': 'lots'}
         elif record == 'augmentation':

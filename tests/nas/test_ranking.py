@@ -128,7 +128,7 @@ def _edit_supernet(path, **changes):
 
 @pytest.mark.parametrize('edit, message', [
     (lambda o: (o / 'run.json').write_text('{"stem": '), 'run.json: not readable JSON'),
-    (lambda o: (o / 'run.json').write_text('[1, 2]'), 'run.json is not the record of a search'),
+    (lambda o: (o / 'run.json').write_text('[1, 2]'), 'run.json: a JSON list, not the record of a search'),
     (lambda o: (o / 'run.json').write_text('{"stem": {}}'), 'run.json is not the record of a search'),
     (lambda o: (o / 'stage1' / 'space.json').write_text('garbage'), 'space.json is not a search space'),
     (lambda o: (o / 'stage1' / 'space.json').write_text(

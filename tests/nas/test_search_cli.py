@@ -9,11 +9,40 @@ from pathlib import Path
 
 import pytest
 
-from glit_models.nas.search import PRESETS, main, parse_args, search_config
+from glit_models.nas.search import PRESETS, build_parser, main, parse_args, requested_config
+from glit_models.utils.run_folder import given_flags
 
 TINY = ['--epochs', '2', '--population', '4', '--generations', '3', '--parents', '2', '--mutations', '2',
         '--crossovers', '1', '--top-k', '2', '--calib-batches', '1', '--compare-random', '1', '--retrain-epochs', '1',
         '--no-progress']
+
+RUN_JSON_BEFORE = {
+    'stem': {'embed_dim': 48, 'num_heads': 3, 'depth': 4, 'patch_size': 4, 'img_size': 32},
+    'budget': {'kind': 'flops', 'limit': 8000000.0}, 'method': 'hierarchical', 'stage': '1', 'distributions': None,
+    'data': {'data_dir': None, 'heldout': 0.2, 'test_split': 0.1, 'score_images': None,
+             'augmentation': {'scale': [0.7, 1.0], 'ratio': [0.9, 1.1], 'hflip': 0.0, 'color_jitter': 0.0, 'aa': None,
+                              'reprob': 0.0, 'no_aug': False},
+             'bad_images': 'refuse', 'workers': 0, 'memory_limit_mb': 1024, 'seed': 0},
+    'supernet': {'epochs': 1, 'opt': 'adamw', 'lr': 0.002, 'momentum': 0.9, 'weight_decay': 0.05, 'batch_size': 64,
+                 'label_smoothing': 0.1, 'warmup_epochs': 0, 'amp': False, 'seed': 0},
+    'evolution': {'population': 4, 'generations': 1, 'parents': 2, 'mutations': 1, 'mutation_prob': 0.1,
+                  'crossovers': 1, 'top_k': 2, 'resample_factor': 10, 'seed': 0},
+    'calib_batches': 1, 'retrain_top': False,
+    'retrain': {'epochs': 1, 'batch_size': 64, 'lr': 0.002, 'opt': 'adamw', 'momentum': 0.9, 'weight_decay': 0.05,
+                'sched': 'cosine', 'min_lr': 1e-05, 'warmup_lr': 1e-06, 'warmup_epochs': 0, 'smoothing': 0.1,
+                'mixup': 0.0, 'cutmix': 0.0, 'model_ema': False, 'model_ema_decay': 0.99996, 'clip_grad': None,
+                'amp': False, 'seed': 0, 'layer_decay': None},
+    'compare_random': 0, 'warm_start_stage2': False, 'in_chans': 3, 'latency_batch': 1, 'latency_cache': None}
+"""run.json's settings as the search wrote them before the presets became SearchConfig values (python -m
+glit_models.nas.search with SHORT), its data fingerprint aside: every record written since reads back the same."""
+SHORT = ['--stage', '1', '--epochs', '1', '--population', '4', '--generations', '1', '--parents', '2', '--mutations',
+         '1', '--crossovers', '1', '--top-k', '2', '--calib-batches', '1', '--retrain-epochs', '0', '--compare-random',
+         '0', '--no-progress']
+
+
+def config_of(argv):
+    """The SearchConfig a command line asks for."""
+    return requested_config(parse_args(argv).preset, given_flags(build_parser(), argv))
 
 
 def run_main(argv, capsys):
@@ -39,14 +68,14 @@ def output(tmp_path):
 @pytest.mark.parametrize('argv, message', [
     (['--data-dir', '{tmp}/missing'], 'does not exist'),
     (['--data-dir', '{tmp}/empty'], 'has no class sub-folders'),
-    (['--budget-flops', 'banana'], "--budget-flops 'banana': expected a positive number"),
+    (['--budget-flops', 'banana'], "argument --budget-flops: 'banana': expected a positive number"),
     (['--budget-flops', '1M'], r'1M FLOPs is below the cheapest candidate of the stage1 space (7.33M FLOPs)'),
     (['--budget-params', '10'], 'below the cheapest candidate'),
     (['--preset', 'huge'], "argument --preset: invalid choice: 'huge'"),
     (['--method', 'bayes'], "argument --method: invalid choice: 'bayes'"),
     (['--stage', '2', '--distributions', '3,4,0,0'], '--distributions'),
     (['--method', 'spos', '--stage', '2'], 'the spos method has 1 stage'),
-    (['--resume'], 'no search state'),
+    (['--resume'], 'holds no search (run.json is missing)'),
     (['--flops-convention', 'macs'], 'needs --budget-flops'),
     (['--population', '0'], '--population 0: must be at least 1'),
     (['--heldout', 'nan'], 'argument --heldout: nan is not a finite number'),
@@ -73,9 +102,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, output, capsys, argv
 
 
 def test_workers_are_a_data_setting_not_part_of_the_recipe():
-    demo = search_config(parse_args([]))[0]
+    demo = config_of([])
     assert demo.data.workers == 0  # the demo's preset: its images are too few to gain from worker processes
-    more = search_config(parse_args(['--workers', '3']))[0]
+    more = config_of(['--workers', '3'])
     assert more.data.workers == 3 and more.retrain == demo.retrain  # the retraining units stay the same
 
 
@@ -88,7 +117,8 @@ def test_files_it_did_not_write_are_refused_before_work(output, capsys, resume):
     before = snapshot(output)
     code, err = run_main(['--output', str(output), *(['--resume'] if resume else [])], capsys)
     assert code == 2 and err.count('\n') == 1
-    assert ('search.jsonl line 1 is not a generation' if resume else 'holds files this search did not write') in err
+    assert ('search.jsonl line 1 is not a generation' if resume else
+            'is not empty (search.jsonl); an output folder belongs to one search') in err
     assert snapshot(output) == before
 
 
@@ -106,8 +136,8 @@ def test_bad_input_from_the_command_line(tmp_path):
                            '--output', str(output)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "python -m glit_models.nas.search: error: --budget-flops 'banana': expected a positive number with an "
-        "optional K, M, G or T suffix, e.g. 1.4G or 1400M"]
+        "python -m glit_models.nas.search: error: argument --budget-flops: 'banana': expected a positive number with "
+        "an optional K, M, G or T suffix, e.g. 1.4G or 1400M"]
     assert not output.exists()
 
 
@@ -132,7 +162,7 @@ def test_the_end_of_run_hint_loads_best_with_its_weights(capsys, trained):
 
 
 def test_presets_follow_the_paper():
-    tiny = search_config(parse_args(['--preset', 'tiny']))[0]
+    tiny = config_of(['--preset', 'tiny'])
     assert (tiny.stem.embed_dim, tiny.stem.num_heads, tiny.stem.depth, tiny.stem.img_size) == (192, 3, 12, 224)
     assert tiny.budget.kind == 'flops' and tiny.budget.limit == 1.4e9
     assert (tiny.supernet.epochs, tiny.supernet.batch_size, tiny.supernet.lr) == (100, 1024, 0.2)
@@ -141,10 +171,10 @@ def test_presets_follow_the_paper():
         (50, 20, 10, 25, 0.1, 25)
     # the paper's protocol: each stage's top 5 retrained, the best kept; baselines at equal compute
     assert tiny.retrain_top and tiny.retrain.epochs == 30 and evo.top_k == 5
-    assert search_config(parse_args(['--preset', 'small']))[0].budget.limit == 4.4e9
-    assert search_config(parse_args(['--preset', 'base']))[0].budget.limit == 17.0e9
+    assert config_of(['--preset', 'small']).budget.limit == 4.4e9
+    assert config_of(['--preset', 'base']).budget.limit == 17.0e9
     assert PRESETS['small'].stem.embed_dim == 384 and PRESETS['base'].stem.num_heads == 12
-    overridden = search_config(parse_args(['--preset', 'tiny', '--epochs', '3', '--budget-flops', '1400M']))[0]
+    overridden = config_of(['--preset', 'tiny', '--epochs', '3', '--budget-flops', '1400M'])
     assert overridden.supernet.epochs == 3 and overridden.budget.limit == 1.4e9
 
 
@@ -225,11 +255,10 @@ def test_under_torchrun_only_rank_zero_writes(tmp_path):
 def test_a_short_resume_takes_the_saved_settings(tmp_path, capsys):
     """As train's: --output and --resume alone continue the search with the settings in run.json."""
     output = tmp_path / 'out'
-    tiny = ['--stage', '1', '--epochs', '1', '--population', '4', '--generations', '1', '--parents', '2',
-            '--mutations', '1', '--crossovers', '1', '--top-k', '2', '--calib-batches', '1', '--retrain-epochs', '0',
-            '--compare-random', '0', '--no-progress']
-    assert main(['--output', str(output), *tiny]) == 0
+    assert main(['--output', str(output), *SHORT]) == 0
     first = json.loads((output / 'result.json').read_text())
+    saved = json.loads((output / 'run.json').read_text())
+    assert {k: v for k, v in saved.items() if k != 'data_fingerprint'} == RUN_JSON_BEFORE  # the record's form kept
     captured = capsys.readouterr()
     assert first['runs'] == 1 and 'search time: ' in captured.err
     assert json.loads(captured.out) == {key: first[key] for key in json.loads(captured.out)}
@@ -242,10 +271,32 @@ def test_a_short_resume_takes_the_saved_settings(tmp_path, capsys):
     assert again['runs'] == 2 and again['seconds'] > first['seconds'] > 0
     code, err = run_main(['--output', str(output), '--resume', '--epochs', '3'], capsys)
     assert code == 2 and f'the settings differ from the search in {output}: --epochs (supernet.epochs): 1 saved, ' \
-        '3 now; resume with the same flags' in err  # only the flag given, not the others it saved (--population)
+        '3 given; resume without those flags' in err  # only the flag given, not the others it saved (--population)
     # a flag repeated with its saved value, the others left out: the saved search goes on
     code, err = run_main(['--output', str(output), '--resume', '--epochs', '1', '--no-progress'], capsys)
     assert code == 0, err
+
+
+def test_a_run_json_of_the_earlier_form_reads_back_and_resumes(tmp_path, capsys):
+    """A search killed right after it wrote run.json, before the presets became SearchConfig values: --resume
+    alone runs it with its saved settings and finds what a search of the same flags finds."""
+    from glit_models.data.fingerprint import fingerprint, list_image_files
+    from glit_models.nas.config import SearchConfig
+    from glit_models.nas.demo import write_digits
+
+    saved = SearchConfig.from_record(RUN_JSON_BEFORE)
+    assert saved == config_of(SHORT) and saved.to_record() == RUN_JSON_BEFORE
+    older = dict(RUN_JSON_BEFORE, retrain=dict(RUN_JSON_BEFORE['retrain'], drop_path=0.))  # before drop_path left
+    assert SearchConfig.from_record(older) == saved
+    killed, fresh = tmp_path / 'killed', tmp_path / 'fresh'
+    root = write_digits(killed / 'digits')
+    listing = list_image_files(root, [root / 'train', root / 'val'])
+    (killed / 'run.json').write_text(json.dumps(dict(RUN_JSON_BEFORE, data_fingerprint=fingerprint(listing))))
+    code, err = run_main(['--output', str(killed), '--resume', '--no-progress'], capsys)
+    assert code == 0, err
+    assert main(['--output', str(fresh), *SHORT]) == 0
+    resumed, expected = (json.loads((folder / 'result.json').read_text()) for folder in (killed, fresh))
+    assert (resumed['arch'], resumed['supernet_top1']) == (expected['arch'], expected['supernet_top1'])
 
 
 def test_a_resume_on_changed_data_is_refused_unless_allowed(tmp_path, capsys, caplog):
@@ -282,17 +333,17 @@ def test_a_refused_budget_claims_no_folder(tmp_path):
 
 
 def test_resume_allows_other_workers_and_names_the_flag_that_differs(tmp_path):
-    from glit_models.nas.pipeline import config_record
-    from glit_models.nas.search import _check_output
+    from glit_models.nas.search import _claim
     from tests.helpers import assert_one_line, run_module
 
     output = tmp_path / 'out'
     output.mkdir()
-    saved = config_record(search_config(parse_args(['--workers', '0']))[0])
+    saved = config_of(['--workers', '0']).to_record()
     (output / 'run.json').write_text(json.dumps(saved))
-    _check_output(output, True, config_record(search_config(parse_args(['--workers', '2']))[0]))
+    resumed, _ = _claim(output, True, config_of(['--workers', '2']), {'workers': 2})
+    assert resumed.data.workers == 2 and resumed.to_record() == dict(saved, data=dict(saved['data'], workers=2))
     assert_one_line(run_module(['glit_models.nas.search', '--output', output, '--resume', '--epochs', '3']),
-                    '--resume: the settings differ', '--epochs (supernet.epochs): 8 saved, 3 now')
+                    '--resume: the settings differ', '--epochs (supernet.epochs): 8 saved, 3 given')
     (output / 'run.json').write_text('{"stem": [')
     assert_one_line(run_module(['glit_models.nas.search', '--output', output, '--resume']),
                     'run.json: not readable JSON')

@@ -31,11 +31,11 @@ def test_every_flag_has_a_help_that_states_the_parser_s_default(command):
 
 
 def test_the_search_s_preset_defaults_are_the_ones_it_runs():
-    from glit_models.nas.search import PRESETS, build_parser, parse_args, search_config
+    from glit_models.nas.search import PRESETS, build_parser, requested_config
 
     helps = {action.option_strings[-1]: action.help for action in build_parser()._actions}
-    demo = search_config(parse_args([]))[0]
-    tiny = search_config(parse_args(['--preset', 'tiny']))[0]
+    demo = requested_config('demo', {})
+    tiny = requested_config('tiny', {})
     for flag, demo_value, paper_value in (
             ('--retrain-epochs', demo.retrain.epochs, tiny.retrain.epochs),
             ('--epochs', demo.supernet.epochs, tiny.supernet.epochs),
@@ -44,7 +44,7 @@ def test_the_search_s_preset_defaults_are_the_ones_it_runs():
             ('--compare-random', demo.compare_random, tiny.compare_random),
             ('--workers', demo.data.workers, tiny.data.workers)):
         assert f'the paper presets {paper_value}, the demo {demo_value})' in helps[flag], (flag, helps[flag])
-    assert PRESETS['demo'].retrain_epochs == 12 and 'the demo 12' in helps['--retrain-epochs']
+    assert PRESETS['demo'].retrain.epochs == 12 and 'the demo 12' in helps['--retrain-epochs']
 
 
 def test_validate_states_each_default_once():
