@@ -6,7 +6,7 @@ per-image predictions the benchmark's unit records keep (no model, no training),
 paired bootstrap over the test split's source digits (the images rendered from one source digit are drawn
 together), and splits the report's seed-versus-seed variance into that part and the training seed's.
 
-    python benchmarks/ground_truth_noise.py --units benchmarks/results/search_quality_units/marker-full-seed0
+    python benchmarks/ground_truth_noise.py --units benchmarks/results/search_quality_units/pairs-full-seed0
     python benchmarks/ground_truth_noise.py --from-record   # the clutter run's analysis, recomputed
 
 The clutter run (``search_quality_clutter.json``) kept no predictions: its models were evaluated once on

@@ -88,8 +88,8 @@ from glit_models.utils.run_clock import RunClock  # noqa: E402
 STEM = Stem(embed_dim=48, num_heads=3, depth=12, patch_size=4, img_size=32)  # (32 / 4)^2 + 1 = 65 tokens
 TOKENS = (STEM.img_size // STEM.patch_size) ** 2 + 1
 CLUTTER = ClutterConfig(digit_size=(14, 18), fragments=(2, 3), heldout_fraction=0.15, heldout_copies=8,
-                        test_copies=16, markers=(0, 5), marker_shape='square')
-TASK = 'marker'
+                        test_copies=16, markers=(0, 5), marker_shape='square', label='pair')
+TASK = 'pairs'
 """The task's name in the default unit-record folder (``<task>-<mode>-seedS``)."""
 AUGMENTATION = Augmentation(scale=(0.8, 1.0), ratio=(0.9, 1.1), hflip=0., color_jitter=0.)
 """Shifts of up to about 3 px and zooms up to 1.1x; no flip (digits are not mirror-symmetric), no colour."""
