@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -35,20 +36,26 @@ def device_key(device: torch.device) -> str:
     return f'cpu:{device_name(device)} threads{torch.get_num_threads()} torch{torch.__version__}'
 
 
-def _time_ms(fn: Callable[[], object], warmup: int, repeats: int, rounds: int = 3) -> float:
+def _time_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int, rounds: int = 3) -> float:
     """Forward time in ms: ``warmup`` calls (and at least 50 ms of them, so caches and the allocator settle),
-    then ``rounds`` rounds of ``repeats`` calls; the fastest round's mean. Load from other processes only
-    ever slows a call down, so the fastest round is the one least disturbed. torch's Timer synchronises
-    the GPU around each round and runs at this process's thread count, which the cache key names."""
-    # imported here, not with the module: it loads torch's C++-extension tools, which log on a CPU-only host
-    from torch.utils.benchmark import Timer
-    timer = Timer('fn()', globals={'fn': fn}, num_threads=torch.get_num_threads())
+    then ``rounds`` rounds of ``repeats`` calls; the fastest round's median. Load from other processes only
+    ever slows a call down, so the fastest round is the one least disturbed. Timed by hand: torch's Timer
+    gives a round's mean, which one interrupted call skews, and warms up again on every single-call timing."""
+    def call() -> float:
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - start) * 1e3
+
     with torch.inference_mode():
         spent, calls = 0., 0
-        while calls < warmup or spent < 0.05:
-            spent += timer.timeit(max(warmup, 1)).mean * max(warmup, 1)
-            calls += max(warmup, 1)
-        return 1e3 * min(timer.timeit(repeats).mean for _ in range(rounds))
+        while calls < warmup or spent < 50.:
+            spent += call()
+            calls += 1
+        return min(statistics.median(call() for _ in range(repeats)) for _ in range(rounds))
 
 
 def _load_per_core() -> float:
@@ -66,8 +73,8 @@ _OUTLIER = 4.0
 
 
 class LatencyTable:
-    """Per-block forward latencies (ms, the fastest of three rounds of ``repeats`` calls) on one device at one
-    batch size, measured once and cached in a JSON file keyed by the device."""
+    """Per-block forward latencies (ms, median of ``repeats``) on one device at one batch size,
+    measured once and cached in a JSON file keyed by the device."""
 
     def __init__(self, device: Optional[torch.device] = None, batch_size: int = 1, cache: Optional[Path] = None,
                  warmup: int = 5, repeats: int = 20, progress: bool = True) -> None:
@@ -100,7 +107,7 @@ class LatencyTable:
         with other threads, or under load while the machine is quieter now, is left out: it is timed again."""
         threads, load = torch.get_num_threads(), _load_per_core()
         for key, value in self._stored().get(self.key, {}).items():
-            if isinstance(value, dict):  # {'ms', 'threads', 'load'}; a bare number: ms with nothing to check
+            if isinstance(value, dict):  # {'ms', 'threads', 'load'}; a bare number: a cache of an older version
                 stale = value.get('threads', threads) != threads or (
                     value.get('load', 0.) >= _BUSY and load < _BUSY / 2)
                 if stale or not isinstance(value.get('ms'), (int, float)):
@@ -120,7 +127,7 @@ class LatencyTable:
         from ..layers import GlobalLocalBlock
         block = GlobalLocalBlock(stem.embed_dim, stem.num_heads, spec).to(self.device).eval()
         x = self._tokens(stem)
-        return _time_ms(lambda: block(x), self.warmup, self.repeats)
+        return _time_ms(lambda: block(x), self.device, self.warmup, self.repeats)
 
     def _measure_stem(self, stem: Stem, num_classes: int, in_chans: int, any_block: BlockSpec) -> float:
         from ..models.glit import GlobalLocalTransformer
@@ -129,7 +136,7 @@ class LatencyTable:
         images = torch.randn(self.batch_size, in_chans, stem.img_size, stem.img_size, device=self.device)
         # everything but the blocks: patch embedding, position embedding, final norm, head
         return _time_ms(lambda: model.forward_head(model.norm(model._pos_embed(model.patch_embed(images)))),
-                        self.warmup, self.repeats)
+                        self.device, self.warmup, self.repeats)
 
     def fill(self, stem: Stem, blocks: Sequence[BlockSpec], num_classes: int, in_chans: int = 3) -> None:
         """Time what the table lacks for these blocks at this stem, then save the cache. The cache is locked

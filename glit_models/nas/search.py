@@ -30,7 +30,7 @@ from ..training.engine import warn_amp_off_cuda
 from ..utils.atomic import save_json_atomic
 from ..utils.cli import OneLineParser, command_line, finite_float, say, setup_logging
 from ..utils.distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
-from ..utils.run_folder import check_fresh, count_or_fraction, given_flags, hold_output, read_record
+from ..utils.run_folder import check_fresh, count_or_fraction, hold_output, parse_flags, read_record
 from .budget import Budget, BudgetError, format_amount, parse_amount, parse_latency
 from .config import (
     FINGERPRINT,
@@ -52,7 +52,7 @@ from .report import GenerationLog
 from .space import Stem
 from .spos import SupernetTrainConfig
 
-__all__ = ['DIGITS_AUGMENTATION', 'PRESETS', 'build_parser', 'main', 'parse_args', 'requested_config', 'run']
+__all__ = ['DIGITS_AUGMENTATION', 'PRESETS', 'build_parser', 'main', 'requested_config', 'run']
 
 _PROG = 'python -m glit_models.nas.search'
 
@@ -248,10 +248,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
 def requested_config(preset: str, given: Mapping[str, Any]) -> SearchConfig:
     """The search a command line asks for: the ``preset`` with the flags ``given``, its batch shared out over
     the processes unless --batch-size says the batch per process."""
@@ -281,7 +277,7 @@ def _claim(output: Path, resume: bool, wanted: SearchConfig,
 
 
 def run(args: argparse.Namespace, given: Mapping[str, Any]) -> dict[str, Any]:
-    """One search; ``given``: the flags the command line set (``run_folder.given_flags``). A resume takes the
+    """One search; ``given``: the flags the command line set (``run_folder.parse_flags``). A resume takes the
     saved settings and refuses a given flag that differs from them, so ``--output X --resume`` alone is
     enough."""
     output = Path(args.output)
@@ -367,11 +363,11 @@ _RESULT = ('arch', 'params', 'flops', 'cost', 'supernet_top1', 'heldout_top1', '
 
 @command_line(_PROG, interrupted_hint='continue with the same command and --resume')
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+    args, given = parse_flags(build_parser(), argv)
     setup_logging()
     try:
         init_distributed()
-        summary = run(args, given_flags(build_parser(), argv))
+        summary = run(args, given)
         if is_main_process():
             print(json.dumps({key: summary.get(key) for key in _RESULT}))
     finally:

@@ -16,19 +16,27 @@ from .errors import UsageError
 from .json_file import read_json
 from .run_lock import LOCK_FILE, hold_output
 
-__all__ = ['LOCK_FILE', 'FlagOf', 'changed_settings', 'check_fresh', 'count_or_fraction', 'given_flags',
-           'hold_output', 'read_record', 'refuse_changes']
+__all__ = ['LOCK_FILE', 'FlagOf', 'changed_settings', 'check_fresh', 'count_or_fraction',
+           'hold_output', 'parse_flags', 'read_record', 'refuse_changes']
 
 FlagOf = Callable[[str], tuple[str, Collection[str]]]
 """A saved setting's dotted name -> the flag shown for it and the parser dests that set it."""
 
 
-def given_flags(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> dict[str, Any]:
-    """The flags ``argv`` sets itself, by dest, with their parsed values; a flag left out is absent even
-    where its default equals a value it could be given."""
+def parse_flags(parser: argparse.ArgumentParser,
+                argv: Optional[Sequence[str]]) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """``argv`` parsed once: every flag's value, and the flags it sets itself, by dest (a flag left out is
+    absent there even where its default equals a value it could be given)."""
     unset = object()
-    parser.set_defaults(**{action.dest: unset for action in parser._actions if action.default != argparse.SUPPRESS})
-    return {name: value for name, value in vars(parser.parse_args(argv)).items() if value is not unset}
+    defaults = {action.dest: (action, action.default) for action in parser._actions
+                if action.default != argparse.SUPPRESS}
+    parser.set_defaults(**{dest: unset for dest in defaults})
+    args = parser.parse_args(argv)
+    given = {name: value for name, value in vars(args).items() if value is not unset}
+    for dest, (action, default) in defaults.items():
+        if getattr(args, dest) is unset:  # a string default goes through the flag's type, as argparse's own
+            setattr(args, dest, parser._get_value(action, default) if isinstance(default, str) else default)
+    return args, given
 
 
 def count_or_fraction(text: str) -> Union[int, float]:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from glit_models.nas.search import PRESETS, build_parser, main, parse_args, requested_config
-from glit_models.utils.run_folder import given_flags
+from glit_models.nas.config import SearchConfig
+from glit_models.nas.search import PRESETS, build_parser, main, requested_config
+from glit_models.training.config import TrainConfig
+from glit_models.utils.run_folder import parse_flags
 
 TINY = ['--epochs', '2', '--population', '4', '--generations', '3', '--parents', '2', '--mutations', '2',
         '--crossovers', '1', '--top-k', '2', '--calib-batches', '1', '--compare-random', '1', '--retrain-epochs', '1',
@@ -42,7 +44,8 @@ SHORT = ['--stage', '1', '--epochs', '1', '--population', '4', '--generations', 
 
 def config_of(argv):
     """The SearchConfig a command line asks for."""
-    return requested_config(parse_args(argv).preset, given_flags(build_parser(), argv))
+    args, given = parse_flags(build_parser(), argv)
+    return requested_config(args.preset, given)
 
 
 def run_main(argv, capsys):
@@ -258,7 +261,10 @@ def test_a_short_resume_takes_the_saved_settings(tmp_path, capsys):
     assert main(['--output', str(output), *SHORT]) == 0
     first = json.loads((output / 'result.json').read_text())
     saved = json.loads((output / 'run.json').read_text())
-    assert {k: v for k, v in saved.items() if k != 'data_fingerprint'} == RUN_JSON_BEFORE  # the record's form kept
+    # the same settings as the earlier form held, the retraining recorded whole in TrainConfig's own form
+    assert SearchConfig.from_record({k: v for k, v in saved.items() if k != 'data_fingerprint'}) == \
+        SearchConfig.from_record(RUN_JSON_BEFORE)
+    assert saved['retrain'] == TrainConfig.from_json(saved['retrain']).to_json()
     captured = capsys.readouterr()
     assert first['runs'] == 1 and 'search time: ' in captured.err
     assert json.loads(captured.out) == {key: first[key] for key in json.loads(captured.out)}
@@ -285,9 +291,8 @@ def test_a_run_json_of_the_earlier_form_reads_back_and_resumes(tmp_path, capsys)
     from glit_models.nas.demo import write_digits
 
     saved = SearchConfig.from_record(RUN_JSON_BEFORE)
-    assert saved == config_of(SHORT) and saved.to_record() == RUN_JSON_BEFORE
-    older = dict(RUN_JSON_BEFORE, retrain=dict(RUN_JSON_BEFORE['retrain'], drop_path=0.))  # before drop_path left
-    assert SearchConfig.from_record(older) == saved
+    assert saved == config_of(SHORT) and SearchConfig.from_record(saved.to_record()) == saved
+    assert saved.retrain.drop_path == 0.  # the earlier form trained without drop path and did not record it
     killed, fresh = tmp_path / 'killed', tmp_path / 'fresh'
     root = write_digits(killed / 'digits')
     listing = list_image_files(root, [root / 'train', root / 'val'])

@@ -456,10 +456,10 @@ def test_unit_records_land_under_the_results_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(sq, 'updates_per_option', lambda *a: {})
     monkeypatch.chdir(tmp_path)
     sq.main(['--quick', '--seed', '7', '--jobs', '1', '--work', 'w', '--results', 'r'])
-    assert seen == dict(work=Path('w'), units=Path('r/search_quality_units/marker-quick-seed7'))
+    assert seen == dict(work=Path('w'), units=Path('r/search_quality_units/pairs-quick-seed7'))
     written = [p for p in Path('.').rglob('*') if p.is_file()]
     assert written and all(p.parts[0] in ('w', 'r') for p in written), written  # nothing outside them
-    assert Path('r/search_quality_units/marker-quick-seed7/splits.json').is_file()
+    assert Path('r/search_quality_units/pairs-quick-seed7/splits.json').is_file()
 
 
 def test_equivalence_within_a_point():
