@@ -23,13 +23,34 @@ from glit_models.training import engine
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_module(args: Sequence[str], timeout: float = 600, preexec_fn: Optional[Callable[[], Any]] = None,
+def _module_env() -> dict[str, str]:
+    """The environment of a ``python -m`` child: this checkout first on its path, offline, no warnings."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]),
+                HF_HUB_OFFLINE='1', PYTHONWARNINGS='ignore')
+
+
+def run_module(args: Sequence[Any], timeout: float = 600, preexec_fn: Optional[Callable[[], Any]] = None,
                cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     """``python -m ARGS`` in a child process that imports this checkout (PYTHONPATH) and never goes online."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]),
-               HF_HUB_OFFLINE='1', PYTHONWARNINGS='ignore')
-    return subprocess.run([sys.executable, '-m', *map(str, args)], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, '-m', *map(str, args)], capture_output=True, text=True, env=_module_env(),
                           timeout=timeout, preexec_fn=preexec_fn, cwd=cwd)
+
+
+def run_modules(runs: Sequence[Sequence[Any]], timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """``run_module`` of each argument list, all started at once. A child spends most of its time importing
+    torch and timm on one core, so independent runs share the cores instead of queueing for them."""
+    children = [subprocess.Popen([sys.executable, '-m', *map(str, args)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=_module_env()) for args in runs]
+    try:
+        results = []
+        for child in children:
+            stdout, stderr = child.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr))
+        return results
+    finally:
+        for child in children:
+            child.kill()  # only those a timeout left running; the others have ended
+            child.wait()
 
 
 def utils_only(script: str) -> list[str]:

@@ -73,13 +73,14 @@ def test_bad_flags_are_one_line(found, args, message):
 
 def test_unusable_images_are_one_line(found, tmp_path):
     """A header only, a truncated file, and a 20000 x 20000 PNG (Pillow's DecompressionBombError)."""
-    from tests.helpers import assert_one_line, png_header, run_module, write_bad_images
+    from tests.helpers import assert_one_line, png_header, run_modules, write_bad_images
 
     folder, _ = found
     (tmp_path / 'bomb.png').write_bytes(png_header(20000, 20000))
-    for path in [tmp_path / 'bomb.png'] + [p for p in write_bad_images(tmp_path) if p.name != 'zero.png']:
-        line = assert_one_line(run_module(['glit_models.predict', path, '--model', f'local-dir:{folder}']),
-                               f'{path}: cannot read it as an image')
+    paths = [tmp_path / 'bomb.png'] + [p for p in write_bad_images(tmp_path) if p.name != 'zero.png']
+    results = run_modules([['glit_models.predict', path, '--model', f'local-dir:{folder}'] for path in paths])
+    for path, result in zip(paths, results):
+        line = assert_one_line(result, f'{path}: cannot read it as an image')
         assert path.name != 'bomb.png' or 'exceeds limit' in line
 
 
@@ -87,24 +88,24 @@ def test_a_folder_and_its_own_weights_file_and_fewer_labels_than_classes(found, 
     import json
     import shutil
 
-    from tests.helpers import assert_one_line, run_module
+    from tests.helpers import assert_one_line, run_modules
 
     folder, image = found
-    done = run_module(['glit_models.predict', image, '--model', f'local-dir:{folder}', '--checkpoint',
-                       folder / 'model.safetensors', '--top-k', '2'])
+    config = json.loads((folder / 'config.json').read_text())
+    config['label_names'] = ['circle', 'square']
+    edited = []  # fewer labels; then also an architecture that is a path
+    for name, changes in (('labels', {}), ('architecture', dict(architecture='../../../etc/passwd'))):
+        shutil.copytree(folder, tmp_path / name)
+        (tmp_path / name / 'config.json').write_text(json.dumps(dict(config, **changes)))
+        edited.append(tmp_path / name)
+    done, labels, architecture = run_modules([
+        ['glit_models.predict', image, '--model', f'local-dir:{folder}', '--checkpoint', folder / 'model.safetensors',
+         '--top-k', '2'],
+        *(['glit_models.predict', image, '--model', f'local-dir:{e}'] for e in edited)])
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 3
-    edited = tmp_path / 'edited'
-    shutil.copytree(folder, edited)
-    config = json.loads((edited / 'config.json').read_text())
-    config['label_names'] = ['circle', 'square']
-    (edited / 'config.json').write_text(json.dumps(config))
-    assert_one_line(run_module(['glit_models.predict', image, '--model', f'local-dir:{edited}']),
-                    'label_names "(2 names)" must be one name per class (3)')
-    config['architecture'] = '../../../etc/passwd'
-    (edited / 'config.json').write_text(json.dumps(config))
-    assert_one_line(run_module(['glit_models.predict', image, '--model', f'local-dir:{edited}']),
-                    'architecture "../../../etc/passwd" must be a registered model name')
+    assert_one_line(labels, 'label_names "(2 names)" must be one name per class (3)')
+    assert_one_line(architecture, 'architecture "../../../etc/passwd" must be a registered model name')
 
 
 def test_nan_weights_are_one_line(found, tmp_path):

@@ -10,6 +10,9 @@ from tests.helpers import TOY_ARCH, unallocated
 
 MODELS = timm.list_models('glit_*')
 IMG = 64  # small inputs keep the suite fast; the position embedding is resampled for them
+# the forward-pass tests run glit_tiny; the wider variants and the release's name for glit_tiny with -m slow
+# (test_fast_path runs every variant's forward by default)
+FORWARD = [pytest.param(name, marks=() if name == 'glit_tiny' else pytest.mark.slow) for name in MODELS]
 
 
 def test_all_variants_are_registered():
@@ -26,7 +29,7 @@ def _model(name, **kwargs):
     return timm.create_model(name, img_size=IMG, **kwargs)
 
 
-@pytest.mark.parametrize('name', MODELS)
+@pytest.mark.parametrize('name', FORWARD)
 def test_forward_and_backward(name):
     model = _model(name, num_classes=7)
     out = model(torch.randn(2, 3, IMG, IMG))
@@ -49,7 +52,7 @@ def test_default_cfg(name):
         assert cfg['hf_hub_id'] == 'glit-models/glit_tiny_patch16_224.in1k'
 
 
-@pytest.mark.parametrize('name', MODELS)
+@pytest.mark.parametrize('name', FORWARD)
 def test_classifier_reset_and_pre_logits(name):
     model = _model(name).eval()
     x = torch.randn(1, 3, IMG, IMG)
@@ -62,7 +65,7 @@ def test_classifier_reset_and_pre_logits(name):
     assert model(x).shape == (1, 11) and model.num_classes == 11
 
 
-@pytest.mark.parametrize('name', MODELS)
+@pytest.mark.parametrize('name', FORWARD)
 def test_forward_intermediates(name):
     model = _model(name).eval()
     x = torch.randn(1, 3, IMG, IMG)
@@ -77,7 +80,7 @@ def test_forward_intermediates(name):
     torch.testing.assert_close(model.forward_intermediates(x, indices=[3], intermediates_only=True)[0], block3)
 
 
-@pytest.mark.parametrize('name', MODELS)
+@pytest.mark.parametrize('name', FORWARD)
 def test_features_only(name):
     model = timm.create_model(name, img_size=IMG, features_only=True, out_indices=(2, 7, 11)).eval()
     features = model(torch.randn(1, 3, IMG, IMG))
