@@ -52,9 +52,10 @@ from .models.glit import GlobalLocalTransformer
 from .models.model_folder import RUN_RECORD, RUN_RESULT, find_run_model, read_model_config, save_model_folder
 from .training.config import MIN_STEPS, TrainConfig
 from .training.engine import TrainResult, load_training_state, train_model, unwrap, warn_amp_off_cuda
+from .training.flags import add_train_flags
 from .training.recipes import RECIPES, Recipe, read_recipe
 from .utils.atomic import save_json_atomic, write_text_atomic
-from .utils.cli import OneLineParser, UsageError, command_line, finite_float, one_line, setup_logging
+from .utils.cli import OneLineParser, UsageError, command_line, one_line, setup_logging
 from .utils.distributed import (
     cleanup_distributed,
     device_memory,
@@ -77,21 +78,7 @@ __all__ = ['RunRecord', 'UsageError', 'build_parser', 'check_settings', 'choose_
            'new_record', 'resumed_record']
 
 _PROG = 'python -m glit_models.train'
-_SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
 _MACHINE = ('no_progress', 'workers', 'allow_data_change')  # may change on --resume: how to run, not what
-_SCRATCH = RECIPES['scratch'].config
-
-
-def _augment_name(text: str) -> Optional[str]:
-    return None if text.lower() in ('', 'none') else text
-
-
-def _recipe_help(what: str, name: str) -> str:
-    """A recipe flag's help: what it is, and its value in the scratch and finetune recipes."""
-    scratch, finetune = (getattr(RECIPES[r].config, name) for r in ('scratch', 'finetune'))
-    show = {True: 'on', False: 'off', None: 'off'}
-    values = [show.get(v, v) if isinstance(v, (bool, type(None))) else v for v in (scratch, finetune)]
-    return f'{what} (default: the recipe\'s; scratch {values[0]}, finetune {values[1]})'
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,73 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help='start from these weights: a file, a run folder or a search\'s best/, whose recorded '
                             'architecture is built unless --arch or --model says otherwise (a head of another size '
                             'is left at its initialisation)')
-    model.add_argument('--drop-path', type=finite_float, default=None,
-                       help=_recipe_help('stochastic depth', 'drop_path'))
     train = p.add_argument_group('recipe (glit_models.training.recipes; a flag given here overrides it)')
     train.add_argument('--recipe', choices=(*RECIPES, 'search'), default=None,
                        help='the set of defaults: scratch (DeiT from scratch), finetune (pretrained weights on a '
                             'small data set), search (the retraining recipe an --arch folder records) (default: '
                             'finetune with --pretrained or --initial-checkpoint, search for an --arch folder that '
                             'records one, else scratch)')
-    train.add_argument('--epochs', type=int, default=None,
-                       help=f'epochs of the run (default: scratch {_SCRATCH.epochs}; finetune fitted to the data, '
-                            'about '
-                            f'{RECIPES["finetune"].config.updates} updates; the search recipe: the search\'s)')
-    train.add_argument('-b', '--batch-size', type=int, default=None,
-                       help=f'images a step, per process (default: scratch {_SCRATCH.batch_size}; finetune fitted to '
-                            f'the data, at least {MIN_STEPS} steps an epoch; the search recipe: the search\'s)')
-    train.add_argument('--lr', type=finite_float, default=None,
-                       help='the head\'s learning rate (default: the recipe\'s; scratch 5e-4 x global batch / 512, '
-                            'finetune 2e-3 x sqrt(global batch / 256))')
-    train.add_argument('--lr-base', type=finite_float, default=None,
-                       help=_recipe_help('the learning rate at a global batch of --lr-base-size, without --lr',
-                                         'lr_base'))
-    train.add_argument('--lr-base-size', type=int, default=None,
-                       help=_recipe_help('the global batch --lr-base is for', 'lr_base_size'))
-    train.add_argument('--lr-base-scale', choices=('linear', 'sqrt'), default=None,
-                       help=_recipe_help('how --lr-base scales with the global batch', 'lr_base_scale'))
-    train.add_argument('--opt', default=None, help=_recipe_help('any timm optimizer (timm.optim.list_optimizers())',
-                                                                'opt'))
-    train.add_argument('--momentum', type=finite_float, default=None, help=_recipe_help('SGD momentum', 'momentum'))
-    train.add_argument('--weight-decay', type=finite_float, default=None,
-                       help=_recipe_help('weight decay', 'weight_decay'))
-    train.add_argument('--layer-decay', type=finite_float, default=None,
-                       help=_recipe_help('layer-wise learning-rate decay (1: off)', 'layer_decay'))
-    train.add_argument('--sched', default=None, choices=_SCHEDULERS, help=_recipe_help('learning-rate schedule',
-                                                                                      'sched'))
-    train.add_argument('--min-lr', type=finite_float, default=None, help=_recipe_help('lowest learning rate', 'min_lr'))
-    train.add_argument('--warmup-lr', type=finite_float, default=None,
-                       help=_recipe_help('learning rate warm-up starts at', 'warmup_lr'))
-    train.add_argument('--warmup-epochs', type=int, default=None,
-                       help='default: the recipe\'s; scratch 5, or a tenth of --epochs for shorter runs; finetune a '
-                            'tenth of --epochs, 1 to 5')
-    train.add_argument('--smoothing', type=finite_float, default=None,
-                       help=_recipe_help('label smoothing', 'smoothing'))
-    train.add_argument('--mixup', type=finite_float, default=None, help=_recipe_help('mixup alpha (0: off)', 'mixup'))
-    train.add_argument('--cutmix', type=finite_float, default=None,
-                       help=_recipe_help('cutmix alpha (0: off)', 'cutmix'))
-    train.add_argument('--aa', type=_augment_name, default=None,
-                       help=_recipe_help('RandAugment policy, or none', 'aa'))
-    train.add_argument('--reprob', type=finite_float, default=None, help=_recipe_help('random erasing probability',
-                                                                              'reprob'))
-    train.add_argument('--scale', type=finite_float, nargs=2, default=None, metavar=('MIN', 'MAX'),
-                       help='random-resized crop area, fractions of the image (default: the recipe\'s; scratch '
-                            '0.08 1, finetune sized to the image: the smallest crop about 24 px across)')
-    train.add_argument('--ratio', type=finite_float, nargs=2, default=None, metavar=('MIN', 'MAX'),
-                       help='random-resized crop aspect ratios (default: the recipe\'s; 3/4 4/3)')
-    train.add_argument('--hflip', type=finite_float, default=None,
-                       help=_recipe_help('horizontal flip probability (0 for digits, text: a data choice)', 'hflip'))
-    train.add_argument('--color-jitter', type=finite_float, default=None,
-                       help=_recipe_help('colour jitter', 'color_jitter'))
-    train.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=None,
-                       help=_recipe_help('keep an exponential moving average of the weights; model.safetensors holds '
-                                         'it when the run is long enough for it (see the log and config.json)',
-                                         'model_ema'))
-    train.add_argument('--model-ema-decay', type=finite_float, default=None,
-                       help=_recipe_help('EMA decay a step', 'model_ema_decay'))
-    train.add_argument('--clip-grad', type=finite_float, default=None, help='gradient norm clipping (default: off)')
-    train.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
-    train.add_argument('--seed', type=int, default=None, help=_recipe_help('random seed', 'seed'))
+    add_train_flags(train)
     run = p.add_argument_group('run')
     run.add_argument('--output', default=None, help='the run\'s folder (default: output/train/<model>)')
     run.add_argument('--resume', nargs='?', const=True, default=False, metavar='PATH',

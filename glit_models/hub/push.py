@@ -30,7 +30,8 @@ from ..utils.cli import OneLineParser, UsageError, command_line, one_line
 from ..utils.errors import GlitError
 from .card import model_card, render
 
-__all__ = ['PublishError', 'UPLOADED', 'build_parser', 'check_folder', 'check_repo_id', 'file_list', 'push', 'main']
+__all__ = ['PublishError', 'UPLOADED', 'add_upload_flags', 'build_parser', 'check_folder', 'check_repo_id', 'file_list',
+           'push', 'main']
 
 WEIGHTS = 'model.safetensors'
 UPLOADED = ('config.json', WEIGHTS, 'README.md')
@@ -139,16 +140,20 @@ def push(folder: Path, repo_id: str, dry_run: bool = False, private: bool = Fals
     return str(getattr(commit, 'commit_url', commit))
 
 
+def add_upload_flags(parser: OneLineParser, dry_run: str) -> None:
+    """The flags of every command that uploads: a dry run (``dry_run``: what it does instead) and the token."""
+    parser.add_argument('--dry-run', action='store_true', help=dry_run)
+    parser.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
+
+
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=_PROG, description='Publish a GLiT model folder to the Hugging Face Hub.')
     parser.add_argument('--model-dir', type=Path, required=True,
                         help='the model folder: model.safetensors and config.json (a run folder, a search\'s best/)')
     parser.add_argument('--repo-id', required=True, help='org/name on the Hub')
-    parser.add_argument('--dry-run', action='store_true',
-                        help='check and complete the folder, list what would be uploaded, upload nothing')
     parser.add_argument('--force', action='store_true', help='publish a folder of untrained weights too')
     parser.add_argument('--private', action='store_true', help='create the repo private')
-    parser.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
+    add_upload_flags(parser, 'check and complete the folder, list what would be uploaded, upload nothing')
     return parser
 
 

@@ -20,7 +20,7 @@ import torch
 from ..utils.cli import OneLineParser, command_line
 from ..utils.errors import GlitError
 from .convert import convert
-from .push import push
+from .push import add_upload_flags, push
 
 __all__ = ['ManifestEntry', 'ManifestError', 'STATES', 'build_parser', 'read_manifest', 'release', 'main']
 
@@ -140,8 +140,7 @@ def build_parser() -> OneLineParser:
                         help='folder holding the source files of converted entries (torch hub\'s cache)')
     parser.add_argument('--work-dir', type=Path, default=Path('hub_out'), help='where converted folders are written')
     parser.add_argument('--only', nargs='+', default=(), metavar='REPO_ID', help='release these entries only')
-    parser.add_argument('--dry-run', action='store_true', help='convert and check everything, upload nothing')
-    parser.add_argument('--token', default=None, help='Hub token (default: the logged-in one)')
+    add_upload_flags(parser, 'convert and check everything, upload nothing')
     return parser
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ..data import Augmentation
-from ..training.config import TrainConfig
+from ..training.config import AUGMENTATION_SETTINGS, TrainConfig
 from ..utils.distributed import world_size
 from ..utils.errors import GlitError
 from ..utils.run_folder import changed_settings, read_record, refuse_changes
@@ -145,7 +145,7 @@ def search_data(config: SearchConfig, output: Path) -> SearchData:
                              config.in_chans, distributed=world_size() > 1)
 
 
-_AUGMENTATION = ('scale', 'ratio', 'hflip', 'color_jitter', 'aa', 'reprob', 'no_aug')
+_AUGMENTATION = (*AUGMENTATION_SETTINGS, 'no_aug')
 _EVOLUTION = ('population', 'generations', 'parents', 'mutations', 'mutation_prob', 'crossovers', 'top_k')
 _BUDGET_FLAGS = ('budget_flops', 'budget_params', 'budget_latency', 'flops_convention')
 _SETTINGS: dict[str, tuple[str, ...]] = {

@@ -26,7 +26,9 @@ import torch
 from ..architecture import GLIT_WIDTHS
 from ..data import BAD_IMAGES, Augmentation, check_image_folder, find_split
 from ..data.fingerprint import check_resumed_data, fingerprint, list_image_files, save_listing
+from ..training.config import AUGMENTATION_SETTINGS
 from ..training.engine import warn_amp_off_cuda
+from ..training.flags import add_train_flags
 from ..utils.atomic import save_json_atomic
 from ..utils.cli import OneLineParser, command_line, finite_float, say, setup_logging
 from ..utils.distributed import barrier, cleanup_distributed, init_distributed, is_main_process, world_size
@@ -125,11 +127,6 @@ def _distributions(text: str) -> tuple[int, ...]:
     return values
 
 
-def _policy(text: str) -> Optional[str]:
-    """The argparse type of --aa: a timm policy, or ``none`` for no RandAugment."""
-    return None if text.lower() == 'none' else text
-
-
 def _absolute(text: str) -> str:
     return str(Path(text).resolve())
 
@@ -226,14 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f'the test split ({_per_preset(lambda p: p.compare_random)})')
     aug = p.add_argument_group('training augmentation (timm train.py\'s flags; default: the preset\'s, timm\'s for '
                                'tiny/small/base, a digits recipe for the demo)')
-    aug.add_argument('--scale', type=finite_float, nargs=2, default=None, metavar=('MIN', 'MAX'),
-                     help='random-resized-crop area fractions')
-    aug.add_argument('--ratio', type=finite_float, nargs=2, default=None, metavar=('MIN', 'MAX'),
-                     help='random-resized-crop aspect ratios')
-    aug.add_argument('--hflip', type=finite_float, default=None, help='horizontal flip probability')
-    aug.add_argument('--color-jitter', type=finite_float, default=None, help='colour jitter strength')
-    aug.add_argument('--aa', type=_policy, default=None, help='RandAugment policy, e.g. rand-m9-mstd0.5-inc1, or none')
-    aug.add_argument('--reprob', type=finite_float, default=None, help='random erasing probability')
+    add_train_flags(aug, names=AUGMENTATION_SETTINGS, recipe_defaults=False)
     aug.add_argument('--no-aug', action='store_true', help='no training augmentation: resize and centre crop')
     p.add_argument('--memory-limit', type=finite_float, default=None, metavar='MIB',
                    help='decode the data once and hold it in memory when its pixels fit in this many MiB (0: never; '

@@ -12,23 +12,33 @@ are left None; ``resolved`` fills them once the run knows its data, processes an
 """
 from __future__ import annotations
 
+import argparse
 import math
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Collection, Mapping, Optional
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Collection, Mapping, Optional, Sequence
 
 from timm.optim import list_optimizers
 
 from ..data import Augmentation
+from ..utils.cli import finite_float
 from ..utils.errors import UsageError
 
-__all__ = ['FIT_BATCH', 'FIT_EPOCHS', 'MIN_STEPS', 'TrainConfig']
+__all__ = ['AUGMENTATION_SETTINGS', 'CROP_PIXELS', 'FIT_BATCH', 'FIT_EPOCHS', 'MIN_STEPS', 'RECIPE_VALUES',
+           'SCHEDULERS', 'TrainConfig']
 
 MIN_STEPS = 10
 """Steps an epoch below which each epoch barely moves the weights: a fitted batch leaves at least this many."""
 FIT_BATCH = (8, 128)
 """The per-process batches a config fitted to the data chooses between."""
 FIT_EPOCHS = (10, 300)
-_CROP_PIXELS = 24  # the smallest crop side that crops sized to the image keep
+CROP_PIXELS = 24
+"""The smallest crop side (pixels) that crops sized to the image keep."""
+SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
+"""timm's learning-rate schedules (``timm.scheduler.create_scheduler_v2``)."""
+AUGMENTATION_SETTINGS = ('scale', 'ratio', 'hflip', 'color_jitter', 'aa', 'reprob')
+"""The settings of the training loader's augmentation (``data.Augmentation``'s fields)."""
+RECIPE_VALUES = 'the recipe\'s; scratch {value[scratch]}, finetune {value[finetune]}'
+"""A flag's default in its help, unless its setting says otherwise: its value in each built-in recipe."""
 _PAIRS = ('scale', 'ratio')
 _SEEDS = 2 ** 63
 """Seeds torch, numpy and Python all take (torch.manual_seed overflows from 2**64)."""
@@ -46,6 +56,20 @@ def _typed(values: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(float(x) for x in v) if k in _PAIRS and v is not None else v for k, v in values.items()}
 
 
+def _policy(text: str) -> Optional[str]:
+    """The argparse type of --aa: a timm RandAugment policy, or ``none`` for none."""
+    return None if text.lower() in ('', 'none') else text
+
+
+def _setting(default: Any, help: str, *, defaults: str = RECIPE_VALUES, flags: Sequence[str] = (),
+             **argparse_kwargs: Any) -> Any:
+    """A setting with its command-line flag (``training.flags`` makes it): what it is (``help``), a template
+    of its default for the help (``defaults``, formatted with the built-in recipes), the flag's names
+    (default ``--`` + its name) and argparse's keywords."""
+    return field(default=default, metadata=dict(help=help, defaults=defaults, flags=tuple(flags),
+                                                argparse=argparse_kwargs))
+
+
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
         raise UsageError(f'{_flag(name)} {value}: must be {allowed}')
@@ -55,40 +79,60 @@ def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
 class TrainConfig:
     """Every setting of one training (see the module docstring for the ones a run derives). ``batch_size``
     is per process, as in timm; ``drop_path`` is the model's stochastic depth and ``aa`` to ``color_jitter``
-    the training loader's augmentation, so that one config is the whole recipe."""
+    the training loader's augmentation, so that one config is the whole recipe. A setting declared with
+    ``_setting`` has a command-line flag of its name; the others (``updates``, the warm-up bounds) are a
+    recipe's alone."""
 
-    epochs: Optional[int] = 300
-    batch_size: Optional[int] = 128
+    epochs: Optional[int] = _setting(
+        300, 'epochs of the run', type=int, defaults='scratch {scratch.epochs}; finetune fitted to the data, about '
+        '{finetune.updates} updates; the search recipe: the search\'s')
+    batch_size: Optional[int] = _setting(
+        128, 'images a step, per process', type=int, flags=('-b', '--batch-size'),
+        defaults='scratch {scratch.batch_size}; finetune fitted to the data, at least {min_steps} steps an epoch; the '
+        'search recipe: the search\'s')
     updates: Optional[int] = None
-    lr: Optional[float] = None
-    lr_base: float = 5e-4
-    lr_base_size: int = 512
-    lr_base_scale: str = 'linear'
-    opt: str = 'adamw'
-    momentum: float = 0.9
-    weight_decay: float = 0.05
-    layer_decay: Optional[float] = None
-    sched: str = 'cosine'
-    min_lr: float = 1e-5
-    warmup_lr: float = 1e-6
-    warmup_epochs: Optional[int] = None
+    lr: Optional[float] = _setting(
+        None, 'the head\'s learning rate', type=finite_float,
+        defaults='the recipe\'s; scratch {scratch.lr_rule}, finetune {finetune.lr_rule}')
+    lr_base: float = _setting(5e-4, 'the learning rate at a global batch of --lr-base-size, without --lr',
+                              type=finite_float)
+    lr_base_size: int = _setting(512, 'the global batch --lr-base is for', type=int)
+    lr_base_scale: str = _setting('linear', 'how --lr-base scales with the global batch', choices=('linear', 'sqrt'))
+    opt: str = _setting('adamw', 'any timm optimizer (timm.optim.list_optimizers())')
+    momentum: float = _setting(0.9, 'SGD momentum', type=finite_float)
+    weight_decay: float = _setting(0.05, 'weight decay', type=finite_float)
+    layer_decay: Optional[float] = _setting(None, 'layer-wise learning-rate decay (1: off)', type=finite_float)
+    sched: str = _setting('cosine', 'learning-rate schedule', choices=SCHEDULERS)
+    min_lr: float = _setting(1e-5, 'lowest learning rate', type=finite_float)
+    warmup_lr: float = _setting(1e-6, 'learning rate warm-up starts at', type=finite_float)
+    warmup_epochs: Optional[int] = _setting(
+        None, 'learning-rate warm-up epochs', type=int,
+        defaults='the recipe\'s; scratch {scratch.warmup_max}, or a tenth of --epochs for shorter runs; finetune a '
+        'tenth of --epochs, {finetune.warmup_min} to {finetune.warmup_max}')
     warmup_min: int = 0
     warmup_max: int = 5
-    smoothing: float = 0.1
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    drop_path: float = 0.1
-    model_ema: bool = True
-    model_ema_decay: float = 0.99996
-    clip_grad: Optional[float] = None
-    amp: bool = False
-    seed: int = 0
-    aa: Optional[str] = 'rand-m9-mstd0.5-inc1'
-    reprob: float = 0.25
-    scale: Optional[tuple[float, float]] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: float = 0.5
-    color_jitter: float = 0.4
+    smoothing: float = _setting(0.1, 'label smoothing', type=finite_float)
+    mixup: float = _setting(0.8, 'mixup alpha (0: off)', type=finite_float)
+    cutmix: float = _setting(1.0, 'cutmix alpha (0: off)', type=finite_float)
+    drop_path: float = _setting(0.1, 'stochastic depth', type=finite_float)
+    model_ema: bool = _setting(
+        True, 'keep an exponential moving average of the weights; model.safetensors holds it when the run is long '
+        'enough for it (see the log and config.json)', action=argparse.BooleanOptionalAction)
+    model_ema_decay: float = _setting(0.99996, 'EMA decay a step', type=finite_float)
+    clip_grad: Optional[float] = _setting(None, 'gradient norm clipping', type=finite_float)
+    amp: bool = _setting(False, 'mixed precision (CUDA only)', action='store_true')
+    seed: int = _setting(0, 'random seed', type=int)
+    aa: Optional[str] = _setting('rand-m9-mstd0.5-inc1', 'timm RandAugment policy (e.g. rand-m9-mstd0.5-inc1), or none',
+                                  type=_policy)
+    reprob: float = _setting(0.25, 'random erasing probability', type=finite_float)
+    scale: Optional[tuple[float, float]] = _setting(
+        (0.08, 1.0), 'random-resized crop area, fractions of the image', type=finite_float, nargs=2,
+        metavar=('MIN', 'MAX'), defaults='the recipe\'s; scratch {scratch.scale[0]:g} {scratch.scale[1]:g}, finetune '
+        'sized to the image: the smallest crop about {crop_pixels} px across')
+    ratio: tuple[float, float] = _setting((3 / 4, 4 / 3), 'random-resized crop aspect ratios', type=finite_float,
+                                          nargs=2, metavar=('MIN', 'MAX'))
+    hflip: float = _setting(0.5, 'horizontal flip probability (0 for digits, text: a data choice)', type=finite_float)
+    color_jitter: float = _setting(0.4, 'colour jitter', type=finite_float)
 
     @classmethod
     def names(cls) -> frozenset[str]:
@@ -114,6 +158,14 @@ class TrainConfig:
             values['layer_decay'] = None
         return replace(self, **values)
 
+    @property
+    def lr_rule(self) -> str:
+        """The learning rate in words: ``lr``, or how the base rate scales with the global batch."""
+        if self.lr is not None:
+            return f'{self.lr:g}'
+        ratio = f'global batch / {self.lr_base_size}'
+        return f'{self.lr_base:g} x ' + (f'sqrt({ratio})' if self.lr_base_scale == 'sqrt' else ratio)
+
     def global_lr(self, global_batch: int) -> float:
         """``lr``, or the base rate scaled to ``global_batch`` (linearly, or by its square root)."""
         if self.lr is not None:
@@ -131,7 +183,7 @@ class TrainConfig:
     def crop_scale(self, img_size: int) -> tuple[float, float]:
         if self.scale is not None:
             return tuple(self.scale)
-        return (round(min(1., max(0.08, (_CROP_PIXELS / img_size) ** 2)), 3), 1.)
+        return (round(min(1., max(0.08, (CROP_PIXELS / img_size) ** 2)), 3), 1.)
 
     def fit(self, images: int, processes: int = 1, batch_size: Optional[int] = None) -> tuple[int, int]:
         """(epochs, per-process batch) for ``images`` training images: ``batch_size`` when given, else the
@@ -162,8 +214,8 @@ class TrainConfig:
     def augmentation(self) -> Augmentation:
         """The training loader's augmentation (DataError naming the flag of a value it cannot use); crops
         sized to the image are checked at the default scale until ``resolved`` sizes them."""
-        return Augmentation(scale=self.scale or TrainConfig.scale, ratio=self.ratio, hflip=self.hflip,
-                            color_jitter=self.color_jitter, aa=self.aa, reprob=self.reprob)
+        return Augmentation(**{**{name: getattr(self, name) for name in AUGMENTATION_SETTINGS},
+                               'scale': self.scale or TrainConfig.scale})
 
     def check(self, given: Collection[str] = ()) -> None:
         """Every setting that cannot work, refused in one line naming its flag; the floors of the learning
@@ -202,8 +254,7 @@ class TrainConfig:
 
     def with_augmentation(self, augmentation: Augmentation) -> 'TrainConfig':
         """This config with ``augmentation``'s settings, so that it records the loader a run trained with."""
-        return replace(self, scale=augmentation.scale, ratio=augmentation.ratio, hflip=augmentation.hflip,
-                       color_jitter=augmentation.color_jitter, aa=augmentation.aa, reprob=augmentation.reprob)
+        return replace(self, **{name: getattr(augmentation, name) for name in AUGMENTATION_SETTINGS})
 
     def ema_covers(self, updates: int) -> bool:
         """Whether a run of ``updates`` is longer than the window the EMA averages (1 / (1 - decay)

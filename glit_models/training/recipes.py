@@ -57,13 +57,10 @@ class Recipe:
     def describe(self) -> str:
         """The recipe's settings in one line, for the start of a run."""
         c = self.config
-        rule = (f'sqrt(global batch / {c.lr_base_size})' if c.lr_base_scale == 'sqrt'
-                else f'global batch / {c.lr_base_size}')
-        lr = f'{c.lr:g}' if c.lr is not None else f'{c.lr_base:g} x {rule}'
         warmup = (f'{c.warmup_epochs}' if c.warmup_epochs is not None
                   else f'a tenth of the run, {c.warmup_min} to {c.warmup_max} epochs')
         crops = f'{c.scale[0]:g}-{c.scale[1]:g}' if c.scale is not None else 'sized to the image (smallest side ~24 px)'
-        return (f'recipe {self.name} ({self.source}): {c.opt} lr {lr}, warm-up {warmup}, weight decay '
+        return (f'recipe {self.name} ({self.source}): {c.opt} lr {c.lr_rule}, warm-up {warmup}, weight decay '
                 f'{c.weight_decay:g}, layer decay {c.layer_decay or "off"}, smoothing {c.smoothing:g}, '
                 f'mixup {c.mixup:g}, cutmix {c.cutmix:g}, drop path {c.drop_path:g}, EMA '
                 f'{"on" if c.model_ema else "off"}; crops {crops}, hflip {c.hflip:g}, colour jitter '
