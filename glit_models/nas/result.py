@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -110,7 +110,7 @@ def _save_best(model: GlobalLocalTransformer, trained: bool, config: SearchConfi
     notes = (note, f'Training augmentation: {config.data.augmentation.describe()}.')
     save_model_folder(model, output / 'best', data.data_config, trained=trained, notes=notes)
     retrain = config.retrain.with_augmentation(config.data.augmentation)
-    retrain = replace(retrain, lr=retrain.global_lr(retrain.batch_size * world_size()))
+    retrain = retrain.scheduled(retrain.batch_size * world_size())  # the schedule as its retraining ran
     source = f'the retraining of glit_models.nas.search ({config.method}) in {output}'
     save_json_atomic(recipe_json(retrain, source), output / 'best' / RECIPE_FILE)
 

@@ -204,12 +204,17 @@ class TrainConfig:
         epochs, batch_size = self.fit(images, processes, self.batch_size)
         return replace(self, epochs=self.epochs or epochs, batch_size=batch_size)
 
-    def resolved(self, global_batch: int, img_size: int) -> 'TrainConfig':
-        """Every derived setting filled for a run at ``global_batch`` and ``img_size``, so the config says
-        what ran. The floor and warm-up start are lowered to the rate: above it they would raise it."""
+    def scheduled(self, global_batch: int) -> 'TrainConfig':
+        """The learning-rate schedule filled for ``global_batch``: the rate, its floor and warm-up start
+        (lowered to the rate: above it they would raise it) and the warm-up epochs."""
         lr = self.global_lr(global_batch)
         return replace(self, lr=lr, min_lr=min(self.min_lr, lr), warmup_lr=min(self.warmup_lr, lr),
-                       warmup_epochs=self.warmup(self.epochs), scale=self.crop_scale(img_size))
+                       warmup_epochs=self.warmup(self.epochs))
+
+    def resolved(self, global_batch: int, img_size: int) -> 'TrainConfig':
+        """Every derived setting filled for a run at ``global_batch`` and ``img_size`` (the schedule and the
+        crops), so the config says what ran."""
+        return replace(self.scheduled(global_batch), scale=self.crop_scale(img_size))
 
     def augmentation(self) -> Augmentation:
         """The training loader's augmentation (DataError naming the flag of a value it cannot use); crops

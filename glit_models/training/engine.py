@@ -341,14 +341,13 @@ def train_model(model: nn.Module, train_loader, eval_loader, config: TrainConfig
             raise ValueError(f'mixup/cutmix pair images within a batch: --batch-size {config.batch_size} must be even')
         mixup_fn = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.smoothing,
                          num_classes=num_classes)
-    lr = config.global_lr(config.batch_size * world_size())
-    optimizer = create_optimizer_v2(model, opt=config.opt, lr=lr, weight_decay=config.weight_decay,
+    schedule = config.scheduled(config.batch_size * world_size())
+    optimizer = create_optimizer_v2(model, opt=config.opt, lr=schedule.lr, weight_decay=config.weight_decay,
                                     momentum=config.momentum, layer_decay=config.layer_decay)
-    # the schedule's floor and warm-up start are capped at the scaled lr: above it they would raise the rate
     scheduler, _ = create_scheduler_v2(optimizer, sched=config.sched, num_epochs=config.epochs,
-                                       min_lr=min(config.min_lr, lr), warmup_lr=min(config.warmup_lr, lr),
-                                       warmup_epochs=config.warmup(config.epochs),
-                                       step_on_epochs=False, updates_per_epoch=len(train_loader))
+                                       min_lr=schedule.min_lr, warmup_lr=schedule.warmup_lr,
+                                       warmup_epochs=schedule.warmup_epochs, step_on_epochs=False,
+                                       updates_per_epoch=len(train_loader))
     ema = ModelEmaV3(model, decay=config.model_ema_decay) if config.model_ema else None
     run = TrainingRun(model=model, optimizer=optimizer, scheduler=scheduler, loss_fn=_loss_fn(config, mixup_fn),
                       epochs=config.epochs, seed=config.seed, amp=config.amp, mixup_fn=mixup_fn, ema=ema,

@@ -126,7 +126,11 @@ def test_hierarchical_search_retrains_each_stages_top_k(tmp_path, data):
     assert (recipe.name, config.epochs, config.mixup, config.model_ema, config.drop_path) == \
         ('search', 1, 0., False, 0.)
     retrain = tiny_config().retrain
-    assert config.lr == pytest.approx(retrain.global_lr(retrain.batch_size))
+    lr = retrain.global_lr(retrain.batch_size)
+    # the whole schedule as the retraining derived it, so train --arch best/ derives nothing anew
+    assert config.lr == pytest.approx(lr) and config.warmup_epochs == retrain.warmup(retrain.epochs)
+    assert (config.min_lr, config.warmup_lr) == (min(retrain.min_lr, lr), min(retrain.warmup_lr, lr))
+    assert config.scheduled(retrain.batch_size) == config
 
 
 def test_without_retraining_best_holds_the_supernets_weights(tmp_path, data):
