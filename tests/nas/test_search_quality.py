@@ -529,3 +529,18 @@ def test_the_benchmark_page_s_recommendation_is_the_clutter_runs_figures():
     means = [f'{statistics.fmean(methods[m]):.2f}' for m in ('hierarchical', 'spos')]
     assert f'({means[0]} and {means[1]}% mean test top-1, Welch p = {report["pair_p"]["hierarchical_vs_spos"]:.2f})' \
         in section
+
+
+def test_the_headroom_the_readme_and_docs_state_is_the_pilots_record():
+    """The pilot's headroom figures as the README and docs/benchmarks.md give them, against its JSON."""
+    headroom = json.loads((ROOT / 'benchmarks/results/search_quality_pilot_pairs.json').read_text())['headroom']
+    assert all(headroom['meets'].values()) and headroom['draws'] == len(headroom['runs']) == 20
+    readme = ' '.join((ROOT / 'README.md').read_text().split())
+    assert (f'median budget draw {headroom["median"]:.1f}%, best {headroom["best_above_median"]:.1f} points above '
+            f'it, best of 5 draws {headroom["best_of_5_gap"]:.1f} below the best of {headroom["draws"]}') in readme
+    docs = ' '.join((ROOT / 'docs/benchmarks.md').read_text().split())
+    assert (f'median {headroom["median"]:.2f}% (target 70-90), best {headroom["best"]:.2f}%, '
+            f'{headroom["best_above_median"]:.2f} points above the median') in docs
+    assert f'expected {headroom["best_of_5_gap"]:.2f} points below the best of {headroom["draws"]}' in docs
+    assert f'{headroom["seed_gap"]:.2f} points apart on average over the draws, Pearson ' \
+           f'{headroom["seed_pearson"]:.2f}' in docs
