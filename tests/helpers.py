@@ -1,9 +1,12 @@
 """What several test files share: small data, models and checkpoints made here (nothing is downloaded)."""
 import argparse
+import importlib
+import logging
 import os
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -36,21 +39,28 @@ def run_module(args: Sequence[Any], timeout: float = 600, preexec_fn: Optional[C
                           timeout=timeout, preexec_fn=preexec_fn, cwd=cwd)
 
 
-def run_modules(runs: Sequence[Sequence[Any]], timeout: float = 600) -> list[subprocess.CompletedProcess]:
-    """``run_module`` of each argument list, all started at once. A child spends most of its time importing
-    torch and timm on one core, so independent runs share the cores instead of queueing for them."""
-    children = [subprocess.Popen([sys.executable, '-m', *map(str, args)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=_module_env()) for args in runs]
+def run_main(module: str, args: Sequence[Any], capsys) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` as the command's own ``main`` in this process: its exit code, stdout and
+    stderr (pytest's ``capsys``), without the seconds a child spends importing torch. For what a command
+    says and returns; a test of the process itself (signals, locks, imports) uses ``run_module``."""
+    main = importlib.import_module(module).main
+    capsys.readouterr()
+    loggers = [logging.getLogger(name) for name in ('', 'glit_models', 'huggingface_hub')]
+    saved = [(log.handlers[:], log.level, log.propagate) for log in loggers]
+    loggers[0].handlers.clear()  # pytest's: without them the command's logging.basicConfig writes to stderr
     try:
-        results = []
-        for child in children:
-            stdout, stderr = child.communicate(timeout=timeout)
-            results.append(subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr))
-        return results
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # as the child's PYTHONWARNINGS=ignore
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as e:  # argparse's own errors
+                code = e.code
     finally:
-        for child in children:
-            child.kill()  # only those a timeout left running; the others have ended
-            child.wait()
+        for log, (handlers, level, propagate) in zip(loggers, saved):
+            log.handlers[:], log.propagate = handlers, propagate
+            log.setLevel(level)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([module, *map(str, args)], code, out, err)
 
 
 def utils_only(script: str) -> list[str]:

@@ -64,31 +64,31 @@ def found(tmp_path_factory):
     (['--top-k', '0'], '--top-k 0: must be at least 1'),
     (['--top-k', '-1'], '--top-k -1: must be at least 1'),
 ])
-def test_bad_flags_are_one_line(found, args, message):
-    from tests.helpers import assert_one_line, run_module
+def test_bad_flags_are_one_line(found, args, message, capsys):
+    from tests.helpers import assert_one_line, run_main
 
     folder, image = found
-    assert_one_line(run_module(['glit_models.predict', image, '--model', f'local-dir:{folder}', *args]), message)
+    assert_one_line(run_main('glit_models.predict', [image, '--model', f'local-dir:{folder}', *args], capsys), message)
 
 
-def test_unusable_images_are_one_line(found, tmp_path):
+def test_unusable_images_are_one_line(found, tmp_path, capsys):
     """A header only, a truncated file, and a 20000 x 20000 PNG (Pillow's DecompressionBombError)."""
-    from tests.helpers import assert_one_line, png_header, run_modules, write_bad_images
+    from tests.helpers import assert_one_line, png_header, run_main, write_bad_images
 
     folder, _ = found
     (tmp_path / 'bomb.png').write_bytes(png_header(20000, 20000))
     paths = [tmp_path / 'bomb.png'] + [p for p in write_bad_images(tmp_path) if p.name != 'zero.png']
-    results = run_modules([['glit_models.predict', path, '--model', f'local-dir:{folder}'] for path in paths])
+    results = [run_main('glit_models.predict', [path, '--model', f'local-dir:{folder}'], capsys) for path in paths]
     for path, result in zip(paths, results):
         line = assert_one_line(result, f'{path}: cannot read it as an image')
         assert path.name != 'bomb.png' or 'exceeds limit' in line
 
 
-def test_a_folder_and_its_own_weights_file_and_fewer_labels_than_classes(found, tmp_path):
+def test_a_folder_and_its_own_weights_file_and_fewer_labels_than_classes(found, tmp_path, capsys):
     import json
     import shutil
 
-    from tests.helpers import assert_one_line, run_modules
+    from tests.helpers import assert_one_line, run_main
 
     folder, image = found
     config = json.loads((folder / 'config.json').read_text())
@@ -98,23 +98,22 @@ def test_a_folder_and_its_own_weights_file_and_fewer_labels_than_classes(found, 
         shutil.copytree(folder, tmp_path / name)
         (tmp_path / name / 'config.json').write_text(json.dumps(dict(config, **changes)))
         edited.append(tmp_path / name)
-    done, labels, architecture = run_modules([
-        ['glit_models.predict', image, '--model', f'local-dir:{folder}', '--checkpoint', folder / 'model.safetensors',
-         '--top-k', '2'],
-        *(['glit_models.predict', image, '--model', f'local-dir:{e}'] for e in edited)])
+    done, labels, architecture = [run_main('glit_models.predict', args, capsys) for args in (
+        [image, '--model', f'local-dir:{folder}', '--checkpoint', folder / 'model.safetensors', '--top-k', '2'],
+        *([image, '--model', f'local-dir:{e}'] for e in edited))]
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 3
     assert_one_line(labels, 'label_names "(2 names)" must be one name per class (3)')
     assert_one_line(architecture, 'architecture "../../../etc/passwd" must be a registered model name')
 
 
-def test_nan_weights_are_one_line(found, tmp_path):
+def test_nan_weights_are_one_line(found, tmp_path, capsys):
     import shutil
 
     import torch
     from safetensors.torch import load_file, save_file
 
-    from tests.helpers import assert_one_line, run_module
+    from tests.helpers import assert_one_line, run_main
 
     folder, image = found
     broken = tmp_path / 'nan'
@@ -122,7 +121,7 @@ def test_nan_weights_are_one_line(found, tmp_path):
     state = load_file(broken / 'model.safetensors')
     save_file({k: torch.full_like(v, float('nan')) if v.is_floating_point() else v for k, v in state.items()},
               broken / 'model.safetensors')
-    assert_one_line(run_module(['glit_models.predict', image, '--model', f'local-dir:{broken}']),
+    assert_one_line(run_main('glit_models.predict', [image, '--model', f'local-dir:{broken}'], capsys),
                     'non-finite value(s)')
 
 

@@ -452,27 +452,28 @@ def test_resuming_a_finished_run_says_it_is_complete(finished, capsys):
     (['--img-size', '40000'], '--img-size 40000: one training step at batch 6 needs at least'),
     (['--seed', str(2 ** 70)], f'--seed {2 ** 70}: must be in [0, 2**63)'),
 ])
-def test_limits_are_checked_before_anything_is_written(folder, tmp_path, args, message):
-    from tests.helpers import assert_one_line, run_module
+def test_limits_are_checked_before_anything_is_written(folder, tmp_path, args, message, capsys):
+    from tests.helpers import assert_one_line, run_main
 
     output = tmp_path / 'run'
-    assert_one_line(run_module(['glit_models.train', *_args(folder, output), *args]), message)  # the last value wins
+    # the last value of a repeated flag wins
+    assert_one_line(run_main('glit_models.train', [*_args(folder, output), *args], capsys), message)
     assert not (output / 'args.json').exists()
 
 
-def test_skip_drops_undecodable_files_and_workers_are_capped(folder, tmp_path):
+def test_skip_drops_undecodable_files_and_workers_are_capped(folder, tmp_path, capsys):
     """A file whose header reads but whose data is cut stopped a run mid-epoch even with --bad-images skip;
     --workers 100 started 199 processes for 24 images; a default --min-lr above the lr is lowered to it."""
     import shutil
 
-    from tests.helpers import run_module, write_bad_images
+    from tests.helpers import run_main, write_bad_images
 
     data = tmp_path / 'data'
     shutil.copytree(folder, data)
     bad = write_bad_images(data / 'train' / 'class_0')
     output = tmp_path / 'run'
-    done = run_module(['glit_models.train', *_args(data, output), '--epochs', '1', '--warmup-epochs', '0',
-                       '--workers', '100', '--bad-images', 'skip'])
+    done = run_main('glit_models.train', [*_args(data, output), '--epochs', '1', '--warmup-epochs', '0',
+                       '--workers', '100', '--bad-images', 'skip'], capsys)
     assert done.returncode == 0, done.stderr[-3000:]
     assert all(str(path) in done.stderr for path in bad)
     record = json.loads((output / 'args.json').read_text())

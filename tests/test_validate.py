@@ -72,30 +72,30 @@ def scored(tmp_path_factory):
     return data, bad, folder
 
 
-def test_unreadable_images_are_refused_or_skipped_by_name_and_never_replaced(scored):
+def test_unreadable_images_are_refused_or_skipped_by_name_and_never_replaced(scored, capsys):
     """timm's dataset scored the next image (with its label) in place of a bad one and counted 24."""
-    from tests.helpers import assert_one_line, run_module
+    from tests.helpers import assert_one_line, run_main
 
     data, bad, folder = scored
-    args = ['glit_models.validate', '--model', f'local-dir:{folder}', '--data-dir', data, '--workers', '1']
-    line = assert_one_line(run_module(args), 'unreadable image(s)', '--bad-images skip')
+    args = ['--model', f'local-dir:{folder}', '--data-dir', data, '--workers', '1']
+    line = assert_one_line(run_main('glit_models.validate', args, capsys), 'unreadable image(s)', '--bad-images skip')
     assert str(bad[0]) in line  # the zero-byte file, named
-    skipped = run_module([*args, '--bad-images', 'skip'])
+    skipped = run_main('glit_models.validate', [*args, '--bad-images', 'skip'], capsys)
     assert skipped.returncode == 0, skipped.stderr
     assert json.loads(skipped.stdout)['images'] == 24 and '(24 images' in skipped.stderr
     assert all(str(path) in skipped.stderr for path in bad)
 
 
-def test_an_image_that_fails_to_decode_in_a_worker_is_one_line(scored, tmp_path):
+def test_an_image_that_fails_to_decode_in_a_worker_is_one_line(scored, tmp_path, capsys):
     """A header that reads over data that does not: named in one line, not a worker's traceback."""
-    from tests.helpers import assert_one_line, run_module, write_bad_images
+    from tests.helpers import assert_one_line, run_main, write_bad_images
 
     data = write_image_folder(tmp_path / 'data', classes=2, per_class=4, size=40)
     truncated = [p for p in write_bad_images(tmp_path / 'bad') if p.name == 'truncated.png'][0]
     truncated.rename(data / 'class_0' / 'truncated.png')
     folder = small_model_folder(tmp_path / 'm', ['class_0', 'class_1'])
-    assert_one_line(run_module(['glit_models.validate', '--model', f'local-dir:{folder}', '--data-dir', data,
-                                '--workers', '1', '--batch-size', '2']),
+    assert_one_line(run_main('glit_models.validate', ['--model', f'local-dir:{folder}', '--data-dir', data,
+                                                      '--workers', '1', '--batch-size', '2'], capsys),
                     'truncated.png: cannot decode the image')
 
 
@@ -105,10 +105,10 @@ def test_an_image_that_fails_to_decode_in_a_worker_is_one_line(scored, tmp_path)
     (['--workers', '-1'], '--workers -1: must be 0 or more'),
     (['--split', 'valid'], '--split valid: {data} has no valid/ folder; its splits are val'),
 ])
-def test_bad_flags_are_one_line(data, args, message):
-    from tests.helpers import assert_one_line, run_module
+def test_bad_flags_are_one_line(data, args, message, capsys):
+    from tests.helpers import assert_one_line, run_main
 
-    assert_one_line(run_module(['glit_models.validate', '--model', 'glit_tiny', '--data-dir', data, *args]),
+    assert_one_line(run_main('glit_models.validate', ['--model', 'glit_tiny', '--data-dir', data, *args], capsys),
                     message.format(data=data))
 
 
@@ -116,10 +116,10 @@ def test_bad_flags_are_one_line(data, args, message):
     (lambda c: c.update(num_classes=10 ** 9), 'num_classes 1000000000 must be'),
     (lambda c: c['pretrained_cfg'].update(crop_pct=0), 'crop_pct 0 must be a fraction in (0, 1]'),
 ])
-def test_a_config_that_disagrees_with_its_weights_is_one_line(scored, tmp_path, change, message):
+def test_a_config_that_disagrees_with_its_weights_is_one_line(scored, tmp_path, change, message, capsys):
     import shutil
 
-    from tests.helpers import assert_one_line, run_module
+    from tests.helpers import assert_one_line, run_main
 
     data, _, folder = scored
     edited = tmp_path / 'm'
@@ -127,7 +127,7 @@ def test_a_config_that_disagrees_with_its_weights_is_one_line(scored, tmp_path, 
     config = json.loads((edited / 'config.json').read_text())
     change(config)
     (edited / 'config.json').write_text(json.dumps(config))
-    assert_one_line(run_module(['glit_models.validate', '--model', f'local-dir:{edited}', '--data-dir', data]),
+    assert_one_line(run_main('glit_models.validate', ['--model', f'local-dir:{edited}', '--data-dir', data], capsys),
                     message)
 
 

@@ -154,13 +154,13 @@ def test_convert_on_a_full_disk_is_the_write_error_line_and_leaves_no_folder(rel
     assert not output.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_push_never_writes_through_a_link(tmp_path):
-    from tests.helpers import assert_one_line, run_module
+def test_push_never_writes_through_a_link(tmp_path, capsys):
+    from tests.helpers import assert_one_line, run_main
 
     folder = small_model_folder(tmp_path / 'm', ['a', 'b'])
     outside = tmp_path / 'outside.md'
     (folder / 'README.md').symlink_to(outside)  # dangling
-    assert_one_line(run_module(['glit_models.hub.push', '--model-dir', folder, '--repo-id', 'me/x', '--dry-run']),
+    assert_one_line(run_main('glit_models.hub.push', ['--model-dir', folder, '--repo-id', 'me/x', '--dry-run'], capsys),
                     'README.md is a link')
     assert not outside.exists()
 
@@ -171,14 +171,14 @@ def test_push_never_writes_through_a_link(tmp_path):
     (lambda c: c['pretrained_cfg'].update(std=[0, 0, 0]), 'pretrained_cfg.std [0, 0, 0] must be 3 positive'),
     (lambda c: c.update(label_names=['a', 'b', 'c', 'd', 'e']), 'label_names'),
 ])
-def test_push_dry_run_refuses_a_config_that_disagrees_with_its_weights(tmp_path, edit, message):
-    from tests.helpers import assert_one_line, run_module
+def test_push_dry_run_refuses_a_config_that_disagrees_with_its_weights(tmp_path, edit, message, capsys):
+    from tests.helpers import assert_one_line, run_main
 
     folder = small_model_folder(tmp_path / 'm', ['a', 'b', 'c'])
     config = json.loads((folder / 'config.json').read_text())
     edit(config)
     (folder / 'config.json').write_text(json.dumps(config))
-    assert_one_line(run_module(['glit_models.hub.push', '--model-dir', folder, '--repo-id', 'me/x', '--dry-run']),
+    assert_one_line(run_main('glit_models.hub.push', ['--model-dir', folder, '--repo-id', 'me/x', '--dry-run'], capsys),
                     message)
     assert not (folder / 'README.md').exists()
 

@@ -137,28 +137,28 @@ def _edit_supernet(path, **changes):
     (lambda o: _edit_supernet(o / 'stage1' / 'supernet.pth.tar', epoch=0),
      'the supernet trained 0 of its 1 epochs'),
 ], ids=['garbage-run', 'list-run', 'missing-keys-run', 'garbage-space', 'swapped-space', 'unfinished-supernet'])
-def test_rank_check_on_edited_state_files_is_one_line(searched, tmp_path, edit, message):
-    from tests.helpers import assert_one_line, run_module
+def test_rank_check_on_edited_state_files_is_one_line(searched, tmp_path, edit, message, capsys):
+    from tests.helpers import assert_one_line, run_main
 
     output = _copy(searched, tmp_path)
     edit(output)
-    result = run_module(['glit_models.nas.rank_check', '--output', output, '--subnets', '3', '--epochs', '1',
-                         '--no-progress'])
+    result = run_main('glit_models.nas.rank_check', ['--output', output, '--subnets', '3', '--epochs', '1',
+                         '--no-progress'], capsys)
     assert_one_line(result, message)
     assert not (output / 'rank_check').exists()  # refused before anything was trained or written
 
 
-def test_rank_check_on_another_data_set_and_too_many_subnets_is_one_line(searched, tmp_path):
-    from tests.helpers import assert_one_line, run_module, write_image_folder
+def test_rank_check_on_another_data_set_and_too_many_subnets_is_one_line(searched, tmp_path, capsys):
+    from tests.helpers import assert_one_line, run_main, write_image_folder
 
     output = _copy(searched, tmp_path)
     record = json.loads((output / 'run.json').read_text())
     record['data']['data_dir'] = str(write_image_folder(tmp_path / 'other', classes=3, per_class=40))
     (output / 'run.json').write_text(json.dumps(record))
-    assert_one_line(run_module(['glit_models.nas.rank_check', '--output', output, '--subnets', '3',
-                                '--bad-images', 'skip', '--no-progress']),
+    assert_one_line(run_main('glit_models.nas.rank_check', ['--output', output, '--subnets', '3',
+                                '--bad-images', 'skip', '--no-progress'], capsys),
                     'supernet.pth.tar does not fit', 'the 3 classes of the search\'s data')
-    assert_one_line(run_module(['glit_models.nas.rank_check', '--output', searched, '--subnets', '10000000']),
+    assert_one_line(run_main('glit_models.nas.rank_check', ['--output', searched, '--subnets', '10000000'], capsys),
                     '--subnets 10000000: the stage1 space of stage1 holds', 'candidates')
 
 

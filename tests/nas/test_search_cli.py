@@ -324,22 +324,22 @@ def test_a_resume_on_changed_data_is_refused_unless_allowed(tmp_path, capsys, ca
     assert json.loads((output / 'run.json').read_text())['data_fingerprint']['files'] == 1798
 
 
-def test_a_refused_budget_claims_no_folder(tmp_path):
+def test_a_refused_budget_claims_no_folder(tmp_path, capsys):
     """The budget is refused before run.json is written: a retry with another budget is judged on its own."""
-    from tests.helpers import assert_one_line, run_module
+    from tests.helpers import assert_one_line, run_main
 
     output = tmp_path / 'out'
     for budget in ('1K', '2M'):
-        assert_one_line(run_module(['glit_models.nas.search', '--budget-flops', budget, '--output', output]),
+        assert_one_line(run_main('glit_models.nas.search', ['--budget-flops', budget, '--output', output], capsys),
                         f'{budget} FLOPs is below the cheapest candidate')
         assert not output.exists()  # nor an empty folder
-    assert_one_line(run_module(['glit_models.nas.search', '--seed', str(2 ** 70), '--output', output]),
+    assert_one_line(run_main('glit_models.nas.search', ['--seed', str(2 ** 70), '--output', output], capsys),
                     f'--seed {2 ** 70}: must be in [0, 2**63)')
 
 
-def test_resume_allows_other_workers_and_names_the_flag_that_differs(tmp_path):
+def test_resume_allows_other_workers_and_names_the_flag_that_differs(tmp_path, capsys):
     from glit_models.nas.search import _claim
-    from tests.helpers import assert_one_line, run_module
+    from tests.helpers import assert_one_line, run_main
 
     output = tmp_path / 'out'
     output.mkdir()
@@ -347,20 +347,20 @@ def test_resume_allows_other_workers_and_names_the_flag_that_differs(tmp_path):
     (output / 'run.json').write_text(json.dumps(saved))
     resumed, _ = _claim(output, True, config_of(['--workers', '2']), {'workers': 2})
     assert resumed.data.workers == 2 and resumed.to_record() == dict(saved, data=dict(saved['data'], workers=2))
-    assert_one_line(run_module(['glit_models.nas.search', '--output', output, '--resume', '--epochs', '3']),
+    assert_one_line(run_main('glit_models.nas.search', ['--output', output, '--resume', '--epochs', '3'], capsys),
                     '--resume: the settings differ', '--epochs (supernet.epochs): 8 saved, 3 given')
     (output / 'run.json').write_text('{"stem": [')
-    assert_one_line(run_module(['glit_models.nas.search', '--output', output, '--resume']),
+    assert_one_line(run_main('glit_models.nas.search', ['--output', output, '--resume'], capsys),
                     'run.json: not readable JSON')
 
 
-def test_bad_images_are_named_with_the_flag_the_search_has(tmp_path):
-    from tests.helpers import assert_one_line, run_module, write_bad_images, write_image_folder
+def test_bad_images_are_named_with_the_flag_the_search_has(tmp_path, capsys):
+    from tests.helpers import assert_one_line, run_main, write_bad_images, write_image_folder
 
     data = write_image_folder(tmp_path / 'data', classes=2, per_class=20)
     write_bad_images(data / 'class_0')
     output = tmp_path / 'out'
-    assert_one_line(run_module(['glit_models.nas.search', '--data-dir', data, '--output', output]),
+    assert_one_line(run_main('glit_models.nas.search', ['--data-dir', data, '--output', output], capsys),
                     'zero.png', 'skip them with --bad-images skip')
     assert not (output / 'run.json').exists()
-    assert '--bad-images' in run_module(['glit_models.nas.search', '--help']).stdout
+    assert '--bad-images' in run_main('glit_models.nas.search', ['--help'], capsys).stdout
