@@ -1,10 +1,14 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the test processes' settings."""
 import os
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # xdist runs a worker a core: torch's own threads on top of them spin against each other (the layers'
+    # and architecture tests take 1.7x as long on 2 cores); set before torch loads, and inherited by children
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 from tests.helpers import ReferenceGlit, make_reference, save_release_checkpoint  # noqa: E402
 

@@ -1,8 +1,6 @@
 """glit_models.hub.release: the zoo's manifest, held together with the registered tags, released offline."""
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -72,10 +70,11 @@ def test_a_recorded_sha256_is_checked(release_checkpoint, tmp_path):
     (lambda m: m['repos'][0]['card'].update(top1_source=None), 'top1 and top1_source'),
     (lambda m: m['repos'].append(m['repos'][1]), 'appears twice'),
 ])
-def test_a_bad_manifest_is_one_line(tmp_path, edit, message):
+def test_a_bad_manifest_is_one_line(tmp_path, edit, message, capsys):
+    from tests.helpers import assert_one_line, run_main
+
     manifest = json.loads(MANIFEST.read_text())
     edit(manifest)
     (tmp_path / 'm.json').write_text(json.dumps(manifest))
-    result = subprocess.run([sys.executable, '-m', 'glit_models.hub.release', '--manifest', str(tmp_path / 'm.json'),
-                             '--dry-run', '--checkpoint-dir', str(tmp_path)], capture_output=True, text=True)
-    assert result.returncode == 2 and message in result.stderr and 'Traceback' not in result.stderr
+    assert_one_line(run_main('glit_models.hub.release', ['--manifest', tmp_path / 'm.json', '--dry-run',
+                                                         '--checkpoint-dir', tmp_path], capsys), message)
