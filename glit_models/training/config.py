@@ -23,8 +23,7 @@ from ..data import Augmentation
 from ..utils.cli import finite_float
 from ..utils.errors import UsageError
 
-__all__ = ['AUGMENTATION_SETTINGS', 'CROP_PIXELS', 'FIT_BATCH', 'FIT_EPOCHS', 'MIN_STEPS', 'RECIPE_VALUES',
-           'SCHEDULERS', 'TrainConfig']
+__all__ = ['AUGMENTATION_SETTINGS', 'CROP_PIXELS', 'FIT_BATCH', 'FIT_EPOCHS', 'MIN_STEPS', 'TrainConfig']
 
 MIN_STEPS = 10
 """Steps an epoch below which each epoch barely moves the weights: a fitted batch leaves at least this many."""
@@ -33,11 +32,11 @@ FIT_BATCH = (8, 128)
 FIT_EPOCHS = (10, 300)
 CROP_PIXELS = 24
 """The smallest crop side (pixels) that crops sized to the image keep."""
-SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
+_SCHEDULERS = ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none')
 """timm's learning-rate schedules (``timm.scheduler.create_scheduler_v2``)."""
 AUGMENTATION_SETTINGS = ('scale', 'ratio', 'hflip', 'color_jitter', 'aa', 'reprob')
 """The settings of the training loader's augmentation (``data.Augmentation``'s fields)."""
-RECIPE_VALUES = 'the recipe\'s; scratch {value[scratch]}, finetune {value[finetune]}'
+_RECIPE_VALUES = 'the recipe\'s; scratch {value[scratch]}, finetune {value[finetune]}'
 """A flag's default in its help, unless its setting says otherwise: its value in each built-in recipe."""
 _PAIRS = ('scale', 'ratio')
 _SEEDS = 2 ** 63
@@ -61,7 +60,7 @@ def _policy(text: str) -> Optional[str]:
     return None if text.lower() in ('', 'none') else text
 
 
-def _setting(default: Any, help: str, *, defaults: str = RECIPE_VALUES, flags: Sequence[str] = (),
+def _setting(default: Any, help: str, *, defaults: str = _RECIPE_VALUES, flags: Sequence[str] = (),
              **argparse_kwargs: Any) -> Any:
     """A setting with its command-line flag (``training.flags`` makes it): what it is (``help``), a template
     of its default for the help (``defaults``, formatted with the built-in recipes), the flag's names
@@ -102,7 +101,7 @@ class TrainConfig:
     momentum: float = _setting(0.9, 'SGD momentum', type=finite_float)
     weight_decay: float = _setting(0.05, 'weight decay', type=finite_float)
     layer_decay: Optional[float] = _setting(None, 'layer-wise learning-rate decay (1: off)', type=finite_float)
-    sched: str = _setting('cosine', 'learning-rate schedule', choices=SCHEDULERS)
+    sched: str = _setting('cosine', 'learning-rate schedule', choices=_SCHEDULERS)
     min_lr: float = _setting(1e-5, 'lowest learning rate', type=finite_float)
     warmup_lr: float = _setting(1e-6, 'learning rate warm-up starts at', type=finite_float)
     warmup_epochs: Optional[int] = _setting(

@@ -38,9 +38,9 @@ def _help(setting: Field) -> str:
 def add_train_flags(group: Any, names: Optional[Collection[str]] = None,
                     recipe_defaults: bool = True) -> None:
     """Add the flags of ``names`` (default: every setting that has one) to ``group`` (a parser or an
-    argument group), each defaulting to None
-    so that a flag left out leaves the recipe's value. ``recipe_defaults``: the help names each built-in
-    recipe's value (a command whose defaults come from elsewhere says so in the group's title)."""
+    argument group), each defaulting to None so that a flag left out leaves the recipe's value.
+    ``recipe_defaults``: the help names each built-in recipe's value (a command whose defaults come from
+    elsewhere says so in the group's title)."""
     for setting in flag_settings():
         if names is not None and setting.name not in names:
             continue

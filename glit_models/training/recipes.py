@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..utils.errors import GlitError
-from .config import MIN_STEPS, TrainConfig
+from .config import CROP_PIXELS, MIN_STEPS, TrainConfig
 
 __all__ = ['MIN_STEPS', 'RECIPES', 'RECIPE_FILE', 'Recipe', 'RecipeError', 'read_recipe', 'recipe_json']
 
@@ -59,7 +59,8 @@ class Recipe:
         c = self.config
         warmup = (f'{c.warmup_epochs}' if c.warmup_epochs is not None
                   else f'a tenth of the run, {c.warmup_min} to {c.warmup_max} epochs')
-        crops = f'{c.scale[0]:g}-{c.scale[1]:g}' if c.scale is not None else 'sized to the image (smallest side ~24 px)'
+        crops = (f'{c.scale[0]:g}-{c.scale[1]:g}' if c.scale is not None
+                 else f'sized to the image (smallest side ~{CROP_PIXELS} px)')
         return (f'recipe {self.name} ({self.source}): {c.opt} lr {c.lr_rule}, warm-up {warmup}, weight decay '
                 f'{c.weight_decay:g}, layer decay {c.layer_decay or "off"}, smoothing {c.smoothing:g}, '
                 f'mixup {c.mixup:g}, cutmix {c.cutmix:g}, drop path {c.drop_path:g}, EMA '
