@@ -217,7 +217,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         write(result, args.results, 'ground_truth_noise_clutter', 'search_quality_clutter.json')
         return 0
     started = time.time()
-    report = json.loads((args.results / 'search_quality.json').read_text())
+    report_path = args.results / 'search_quality.json'
+    if not report_path.is_file():
+        raise SystemExit(f'no {report_path}: this reads the ranking of search_quality.py\'s report beside the unit '
+                         'records; run `python benchmarks/search_quality.py --phase ranking` (or pass --results '
+                         'to the folder that holds its report)')
+    report = json.loads(report_path.read_text())
     result = dict(measure(args.units, report), seconds=round(time.time() - started, 1),
                   command='python benchmarks/ground_truth_noise.py ' + ' '.join(argv or sys.argv[1:]))
     write(result, args.results, 'ground_truth_noise', 'search_quality.json')

@@ -57,6 +57,7 @@ from predictions import decode_classes, encode_bits, encode_classes, predicted_c
 from search_stats import (  # noqa: E402
     attainable_correlation,
     equivalence_p,
+    headroom,
     hierarchical_bootstrap_difference,
     min_detectable_difference,
     paired_p,
@@ -718,6 +719,7 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
         noise_ceiling_spearman={k: r['noise_ceiling']['spearman_rho']['value'] for k, r in ranking.items()},
         spearman_rho_corrected={k: r['spearman_rho_corrected'] for k, r in ranking.items()},
         ground_truth_top1={k: r['trained_top1'] for k, r in ranking.items()},
+        pilot=dict(headroom=headroom(ranking['joint']['trained_runs'])),
         methods=methods, pair_p=pair_tests(runs), pair_test=pair_test_names(runs),
         difference_ci=found.get('differences', {}),
         equivalence_1pt={pair: dict(p=p, verdict='not tested' if p is None else
@@ -798,6 +800,11 @@ def markdown(result: dict[str, Any]) -> str:
                      f'| {_fmt(result["attainable_rho"][name])} | {_fmt(r["noise_ceiling"]["kendall_tau"]["value"])} '
                      f'| {_fmt(r["noise_ceiling"]["spearman_rho"]["value"])} | {_fmt(r["spearman_rho_corrected"])} '
                      f'| {min(truth):.1f} to {max(truth):.1f} |')
+    h = result['pilot']['headroom']
+    if h is not None:
+        lines += ['', f'Headroom (the joint draws\' trained top-1, the pilot\'s figures): median {h["median"]:.2f}%, '
+                  f'best {h["best"]:.2f}% ({h["best_above_median"]:.2f} points above), the best of 5 random draws '
+                  f'expected {h["best_of_5_gap"]:.2f} points below the best of {h["draws"]}.']
     if not retrained:
         return '\n'.join(lines) + '\n'
     planned = '' if result['complete'] else ' planned'

@@ -28,12 +28,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import search_quality as sq  # noqa: E402
+import search_stats  # noqa: E402
+from search_stats import HEADROOM  # noqa: E402
 
 from glit_models.architecture import GlitArch  # noqa: E402
 from glit_models.architecture.complexity import authors_flops  # noqa: E402
@@ -98,8 +99,6 @@ TUNING = (
     'token, which the local heads\' 31-tap kernels do, not two distant tokens linked. Next: the joint budget '
     'draws\' headroom (`search_quality.py --phase ground-truth`)',
 )
-HEADROOM = dict(best_above_median=3., best_of_5_gap=1.5, median_range=(70., 90.))
-"""The pilot's targets for the joint space's budget draws (test top-1, points)."""
 
 
 def pilot_archs() -> dict[str, str]:
@@ -114,18 +113,9 @@ def pilot_archs() -> dict[str, str]:
             'global-early, local-late': stage1.to_arch((glob,) * 6 + (local,) * 6).to_str()}
 
 
-def expected_best_of(values: list[float], k: int) -> float:
-    """The expected best of ``k`` draws without replacement from ``values`` (exact, from the order statistics)."""
-    from math import comb
-
-    ordered = sorted(values)
-    n = len(ordered)
-    return sum(v * comb(i, k - 1) for i, v in enumerate(ordered)) / comb(n, k)
-
-
 def headroom(units: Path, work: Path, settings: sq.Settings, data: Any) -> Optional[dict[str, Any]]:
     """The joint space's ranking draws as trained so far by the benchmark (unit records under ``units``): their
-    test top-1 (mean of the two truth seeds), median, best, the expected best of 5 and the seeds' agreement."""
+    figures by ``search_stats.headroom``; None with fewer than 5 trained."""
     space = joint_space(sq.STEM)
     trained = []
     for candidate in sq.ranking_candidates(space, data, settings, 0):
@@ -134,18 +124,7 @@ def headroom(units: Path, work: Path, settings: sq.Settings, data: Any) -> Optio
         records = [sq.Units(units).get('trainings', key) for key in keys]
         if None not in records:
             trained.append([r['test_top1'] for r in records])
-    if len(trained) < 5:
-        return None
-    means = [statistics.fmean(r) for r in trained]
-    median, best = statistics.median(means), max(means)
-    best_of_5 = expected_best_of(means, 5)
-    return dict(draws=len(trained), runs=trained, median=median, best=best, best_above_median=best - median,
-                expected_best_of_5=best_of_5, best_of_5_gap=best - best_of_5,
-                seed_gap=statistics.fmean(abs(a - b) for a, b in trained),
-                seed_pearson=float(np.corrcoef(np.array(trained).T)[0, 1]),
-                meets=dict(best_above_median=best - median >= HEADROOM['best_above_median'],
-                           best_of_5_gap=best - best_of_5 >= HEADROOM['best_of_5_gap'],
-                           median_range=HEADROOM['median_range'][0] <= median <= HEADROOM['median_range'][1]))
+    return search_stats.headroom(trained)
 
 
 def contact_sheet(data: Any, path: Path, count: int = 64) -> None:

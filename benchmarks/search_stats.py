@@ -1,7 +1,8 @@
 """The statistics the search-quality benchmark reports: Welch's t-test per pair of methods (a paired t-test
 where two methods share their draws), the smallest difference of two methods' means that its number of
 search seeds can detect (simulated for the test actually used), and the correlation a perfect ranking could
-reach against a noisy ground truth."""
+reach against a noisy ground truth; and the task's headroom, how far the best architectures of the budget sit
+above a random draw."""
 from __future__ import annotations
 
 import itertools
@@ -12,8 +13,9 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ['attainable_correlation', 'equivalence_p', 'hierarchical_bootstrap_difference', 'min_detectable_difference',
-           'paired_p', 'pooled_std', 'simulated_min_detectable_difference', 'welch_p', 'welch_power', 'welch_tests']
+__all__ = ['HEADROOM', 'attainable_correlation', 'equivalence_p', 'expected_best_of', 'headroom',
+           'hierarchical_bootstrap_difference', 'min_detectable_difference', 'paired_p', 'pooled_std',
+           'simulated_min_detectable_difference', 'welch_p', 'welch_power', 'welch_tests']
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
@@ -140,3 +142,35 @@ def hierarchical_bootstrap_difference(a: Sequence[Sequence[np.ndarray]], b: Sequ
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(differences, [tail, 100 - tail])
     return dict(difference=observed, low=float(low), high=float(high), resamples=resamples)
+
+
+HEADROOM = dict(best_above_median=3., best_of_5_gap=1.5, median_range=(70., 90.))
+"""The pilot's targets for the joint space's budget draws (test top-1, points)."""
+
+
+def expected_best_of(values: Sequence[float], k: int) -> float:
+    """The expected best of ``k`` draws without replacement from ``values`` (exact, from the order statistics)."""
+    ordered = sorted(values)
+    if not 1 <= k <= len(ordered):
+        raise ValueError(f'the best of {k} draws needs 1 <= k <= {len(ordered)} values')
+    return sum(v * math.comb(i, k - 1) for i, v in enumerate(ordered)) / math.comb(len(ordered), k)
+
+
+def headroom(runs: Sequence[Sequence[float]], draws_of_random_search: int = 5) -> Optional[dict]:
+    """How much architecture can buy on a task, from budget draws each trained with two seeds (``runs``: test
+    top-1 per draw, per seed): the median and best draw (mean of its seeds), the best's lead over the median,
+    the expected best of ``draws_of_random_search`` draws and its gap to the best, the seeds' agreement, and
+    which of ``HEADROOM``'s targets are met. None with fewer draws than random search makes."""
+    if len(runs) < draws_of_random_search:
+        return None
+    means = [statistics.fmean(r) for r in runs]
+    median, best = statistics.median(means), max(means)
+    best_of = expected_best_of(means, draws_of_random_search)
+    low, high = HEADROOM['median_range']
+    return dict(draws=len(runs), runs=[list(r) for r in runs], median=median, best=best,
+                best_above_median=best - median, expected_best_of_5=best_of, best_of_5_gap=best - best_of,
+                seed_gap=statistics.fmean(abs(a - b) for a, b in runs),
+                seed_pearson=float(np.corrcoef(np.array(runs).T)[0, 1]),
+                meets=dict(best_above_median=best - median >= HEADROOM['best_above_median'],
+                           best_of_5_gap=best - best_of >= HEADROOM['best_of_5_gap'],
+                           median_range=low <= median <= high))

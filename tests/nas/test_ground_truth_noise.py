@@ -116,3 +116,8 @@ def test_the_benchmark_page_s_noise_figures_are_the_committed_reports():
     for parts in [*(report['ranking']['spaces'][space] for space in ('stage1', 'stage2', 'joint')),
                   report['ranking']['finds']]:
         assert round(100 * parts['sampling_share']) in shares
+
+
+def test_without_the_benchmarks_report_it_names_the_command_that_writes_it(tmp_path):
+    with pytest.raises(SystemExit, match=r'no .*search_quality\.json.*--phase ranking'):
+        noise.main(['--units', str(tmp_path), '--results', str(tmp_path / 'results')])

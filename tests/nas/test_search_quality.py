@@ -1,5 +1,6 @@
 """The search-quality benchmark: its task generator and statistics (fast), and its quick version end to end
 (slow)."""
+import itertools
 import json
 import re
 import statistics
@@ -17,6 +18,8 @@ sys.path.insert(0, str(ROOT / 'benchmarks'))
 from cluttered_digits import ClutterConfig, digit_split, render, write_cluttered_digits  # noqa: E402
 from search_stats import (  # noqa: E402
     attainable_correlation,
+    expected_best_of,
+    headroom,
     min_detectable_difference,
     paired_p,
     pooled_std,
@@ -221,8 +224,9 @@ def test_quick_search_quality_benchmark(tmp_path):
     assert result['depth'] == 12 and result['tokens'] >= 64 and result['complete']
     assert result['seeds'] == {m: [5] for m in sq_methods} and result['splits']['by_source_digit']
     for key in ('seconds_measured', 'updates_per_option', 'pair_p', 'min_detectable_difference_simulated',
-                'attainable_rho', 'equal_compute_draws'):
+                'attainable_rho', 'equal_compute_draws', 'difference_ci', 'equivalence_1pt'):
         assert key in result
+    assert result['pilot'] == dict(headroom=None)  # the quick space's 3 draws are fewer than random search's 5
     # every training unit keeps its predictions per image, against the splits' record
     splits = json.loads((tmp_path / 'units' / 'splits.json').read_text())
     from predictions import decode_classes
@@ -544,3 +548,34 @@ def test_the_headroom_the_readme_and_docs_state_is_the_pilots_record():
     assert f'expected {headroom["best_of_5_gap"]:.2f} points below the best of {headroom["draws"]}' in docs
     assert f'{headroom["seed_gap"]:.2f} points apart on average over the draws, Pearson ' \
            f'{headroom["seed_pearson"]:.2f}' in docs
+
+
+def test_expected_best_of_is_the_mean_maximum_over_every_subset():
+    values = [70., 74., 71., 80., 76., 73.]
+    for k in range(1, len(values) + 1):
+        subsets = list(itertools.combinations(values, k))
+        assert expected_best_of(values, k) == pytest.approx(statistics.fmean(max(c) for c in subsets))
+    with pytest.raises(ValueError, match='best of 7'):
+        expected_best_of(values, 7)
+
+
+def test_headroom_reads_the_draws_means_and_their_seeds():
+    runs = [[70., 72.], [75., 75.], [80., 78.], [74., 76.], [90., 88.], [72., 70.]]
+    h = headroom(runs)
+    means = [71., 75., 79., 75., 89., 71.]
+    assert h['draws'] == 6 and h['median'] == 75. and h['best'] == 89. and h['best_above_median'] == 14.
+    assert h['best_of_5_gap'] == pytest.approx(89. - expected_best_of(means, 5))
+    assert h['seed_gap'] == pytest.approx(statistics.fmean([2., 0., 2., 2., 2., 2.]))
+    assert h['meets'] == dict(best_above_median=True, best_of_5_gap=h['best_of_5_gap'] >= 1.5, median_range=True)
+    assert headroom(runs[:4]) is None  # fewer draws than random search makes
+
+
+def test_the_pilots_headroom_record_is_what_the_benchmark_computes_from_its_draws():
+    """The benchmark's JSON computes ``pilot.headroom`` from the joint draws with the pilot's own function: the
+    committed pilot figures, recomputed from their runs, are the same."""
+    recorded = json.loads((ROOT / 'benchmarks/results/search_quality_pilot_pairs.json').read_text())['headroom']
+    computed = headroom(recorded['runs'])
+    assert computed['runs'] == recorded['runs'] and computed['meets'] == recorded['meets']
+    for key in ('draws', 'median', 'best', 'best_above_median', 'expected_best_of_5', 'best_of_5_gap', 'seed_gap',
+                'seed_pearson'):
+        assert computed[key] == pytest.approx(recorded[key], abs=1e-12), key
