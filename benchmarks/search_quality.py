@@ -73,7 +73,7 @@ from glit_models.nas.cost import SpaceCost  # noqa: E402
 from glit_models.nas.data import SearchData, SearchDataConfig, build_search_data  # noqa: E402
 from glit_models.nas.evolution import EvolutionConfig  # noqa: E402
 from glit_models.nas.pipeline import SearchConfig, run_search, short_training  # noqa: E402
-from glit_models.nas.ranking import describe_correlation, ground_truth_ceiling, rank_correlations  # noqa: E402
+from glit_models.nas.ranking import describe_correlation, finite, ground_truth_ceiling, rank_correlations  # noqa: E402
 from glit_models.nas.retrain import load_trained, retrain, unit_folder  # noqa: E402
 from glit_models.nas.sampling import sample_under_budget  # noqa: E402
 from glit_models.nas.scoring import PathScorer  # noqa: E402
@@ -145,8 +145,9 @@ SETTINGS = {
     # searches' supernets (38 steps an epoch; ``updates_per_option`` replays the path sampler, a test holds it)
     'full': Settings(subnets=20, retrain_epochs=12, supernet_epochs=119, search_seeds=8, random_seeds=6,
                      final_seeds=3, population=20, generations=10, top_k=3),
-    # one image per source digit in train (19 steps an epoch), the fewest subnets a correlation takes
-    'quick': Settings(subnets=3, retrain_epochs=1, supernet_epochs=2, search_seeds=1, random_seeds=1, final_seeds=1,
+    # one image per source digit in train (19 steps an epoch), the fewest subnets a correlation takes, and the
+    # fewest seeds every statistic of the comparison takes (two searches a method, two retrainings a find)
+    'quick': Settings(subnets=3, retrain_epochs=1, supernet_epochs=2, search_seeds=2, random_seeds=2, final_seeds=2,
                       population=3, generations=2, top_k=1, random_samples=3, calib_batches=2, score_images=128,
                       copies=1, heldout_copies=2, test_copies=2),
 }
@@ -534,7 +535,8 @@ def ranking_results(ranking_sets: dict[str, Any], done: dict[tuple[str, int], di
         r = ranking_sets[name]
         runs = [[done[(a, t)]['test_top1'] for t in TRUTH_SEEDS] for a in r['archs']]
         truth = [statistics.fmean(x) for x in runs]
-        correlations = {k: asdict(c) for k, c in rank_correlations(r['supernet_top1'], truth).items()}
+        correlations = {k: {f: finite(v) for f, v in asdict(c).items()}  # None where undefined: valid JSON
+                        for k, c in rank_correlations(r['supernet_top1'], truth).items()}
         ranking[name] = dict(r, trained_runs=runs, trained_top1=truth, **correlations,
                              **ground_truth_ceiling(runs, correlations['spearman_rho']['value']))
     return ranking
@@ -668,28 +670,54 @@ def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]
             .admitted_fraction(BUDGET.limit) for name, r in ranking.items()}
 
 
+def by_shared_seeds(runs: dict[str, list[dict[str, Any]]], a: str, b: str) -> tuple[list[dict], list[dict]]:
+    """The runs of ``a`` and ``b`` at the search seeds both have, in the same order: the pairs of a paired test."""
+    by_seed = [{r['search_seed']: r for r in runs[m]} for m in (a, b)]
+    seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
+    return [by_seed[0][s] for s in seeds], [by_seed[1][s] for s in seeds]
+
+
 def pair_tests(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Optional[float]]:
     """p of every pair of methods' finds: Welch's test, or for methods that share draws (``SHARED_DRAWS``) the
     paired t-test over the search seeds both have."""
     p = welch_tests({m: [r['test_top1'] for r in rs] for m, rs in runs.items()})
     for a, b in SHARED_DRAWS:
-        by_seed = [{r['search_seed']: r['test_top1'] for r in runs[m]} for m in (a, b)]
-        seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
-        p[f'{a}_vs_{b}'] = paired_p([by_seed[0][s] for s in seeds], [by_seed[1][s] for s in seeds])
+        first, second = by_shared_seeds(runs, a, b)
+        p[f'{a}_vs_{b}'] = paired_p([r['test_top1'] for r in first], [r['test_top1'] for r in second])
     return p
+
+
+def pair_equivalence(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Optional[float]]:
+    """TOST p at +-1 point of every pair, paired over the shared search seeds where draws are shared."""
+    found = {}
+    for a, b in itertools.combinations(runs, 2):
+        if (a, b) in SHARED_DRAWS:
+            first, second = by_shared_seeds(runs, a, b)
+            found[f'{a}_vs_{b}'] = equivalence_p([r['test_top1'] for r in first], [r['test_top1'] for r in second],
+                                                 paired=True)
+        else:
+            found[f'{a}_vs_{b}'] = equivalence_p([r['test_top1'] for r in runs[a]], [r['test_top1'] for r in runs[b]])
+    return found
 
 
 def method_differences(runs: dict[str, list[dict[str, Any]]], done: dict[tuple[str, int], dict[str, Any]],
                        finals: Sequence[int], splits: dict[str, Any]) -> dict[str, Optional[dict[str, float]]]:
-    """Each independent pair's difference of mean test top-1 with its 95% interval from the hierarchical bootstrap
-    (search seed, final seed, source digit), from the final trainings' predictions per image; None for pairs
-    that share draws or while a method has fewer than two searches."""
+    """Each pair's difference of mean test top-1 with its 95% interval from the hierarchical bootstrap (search
+    seed, final seed, source digit), from the final trainings' predictions per image; pairs that share draws
+    over the search seeds both have, with one draw of seeds for both. None while a side has fewer than two
+    searches."""
     labels, sources = np.array(splits['test']['labels']), np.array(splits['test']['source_digits'])
-    right = {m: [[decode_classes(done[(r['arch'], f)]['test_pred']) == labels for f in finals] for r in rs]
-             for m, rs in runs.items()}
-    return {f'{a}_vs_{b}': None if (a, b) in SHARED_DRAWS or min(len(right[a]), len(right[b])) < 2
-            else hierarchical_bootstrap_difference(right[a], right[b], sources)
-            for a, b in itertools.combinations(runs, 2)}
+
+    def right(method_runs: Sequence[dict[str, Any]]) -> list[list[np.ndarray]]:
+        return [[decode_classes(done[(r['arch'], f)]['test_pred']) == labels for f in finals] for r in method_runs]
+
+    found = {}
+    for a, b in itertools.combinations(runs, 2):
+        paired = (a, b) in SHARED_DRAWS
+        first, second = by_shared_seeds(runs, a, b) if paired else (runs[a], runs[b])
+        found[f'{a}_vs_{b}'] = (None if min(len(first), len(second)) < 2 else
+                                hierarchical_bootstrap_difference(right(first), right(second), sources, paired=paired))
+    return found
 
 
 def pair_test_names(runs: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
@@ -705,7 +733,7 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
     retrained so far."""
     ranking, runs = found['ranking'], found['method_runs']
     methods = {m: [r['test_top1'] for r in rs] for m, rs in runs.items()}
-    equivalence = {f'{a}_vs_{b}': equivalence_p(methods[a], methods[b]) for a, b in itertools.combinations(methods, 2)}
+    equivalence = pair_equivalence(runs)
     steps = steps_per_epoch(data)
     spread = pooled_std(list(methods.values()))
     n = min(len(v) for v in methods.values())  # the searches per method the figures rest on so far
@@ -833,6 +861,9 @@ def markdown(result: dict[str, Any]) -> str:
         interval = 'n/a' if ci is None else f'{ci["difference"]:+.2f} [{ci["low"]:+.2f}, {ci["high"]:+.2f}]'
         lines.append(f'| {pair} | {result["pair_test"][pair]} | {_fmt(p)} | {interval} | '
                      f'{tost["verdict"]} ({_fmt(tost["p"])}) |')
+    shared = ', '.join(f'{a} and {b}' for a, b in SHARED_DRAWS)
+    lines += ['', f'Methods that share draws ({shared}) are compared over the search seeds both have, seed by seed: '
+              'the paired t-test, a paired TOST, and one draw of search seeds for both in the bootstrap.']
     lines += ['', f'Pooled spread of a method\'s search seeds: {_fmt(result["pooled_std"], 2)} points. The smallest '
               f'difference of two methods\' means Welch\'s test detects at 80% power, alpha 0.05 (two-sided, '
               f'n = {result["searches_per_method"]} a method), simulated: '
@@ -875,7 +906,7 @@ def _plot_anytime(ax: Any, result: dict[str, Any]) -> None:
             points = run.get('anytime') or []
             ax.step([p['seconds'] / 3600 for p in points], [p['best_heldout_top1'] for p in points], where='post',
                     color=f'C{index}', alpha=0.6, linewidth=1, label=method if number == 0 else None)
-    ax.set_xlabel('measured search seconds (h; one-shot: supernet and training epochs logged, the rest spread)')
+    ax.set_xlabel('measured search time (h)')
     ax.set_ylabel('best held-out top-1 found so far (%)')
     ax.set_title('Any-time: each search')
 

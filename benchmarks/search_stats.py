@@ -99,9 +99,19 @@ def attainable_correlation(reliability: float) -> float:
     return math.sqrt(max(2 * reliability / (1 + reliability), 0.))
 
 
-def equivalence_p(a: Sequence[float], b: Sequence[float], margin: float = 1.) -> Optional[float]:
-    """p of two one-sided Welch tests (TOST) that the means of ``a`` and ``b`` differ by less than ``margin``:
-    small when they are shown equal within it. None with fewer than two values on a side or no spread."""
+def equivalence_p(a: Sequence[float], b: Sequence[float], margin: float = 1., paired: bool = False) -> Optional[float]:
+    """p of two one-sided tests (TOST) that the means of ``a`` and ``b`` differ by less than ``margin``: small
+    when they are shown equal within it. Welch's tests, or with ``paired`` (value i of each from the same
+    search seed) one-sample tests of the differences. None with fewer than two values (pairs) or no spread."""
+    if paired:
+        if len(a) != len(b):
+            raise ValueError(f'a paired test needs as many values on each side, got {len(a)} and {len(b)}')
+        differences = [x - y for x, y in zip(a, b)]
+        if len(differences) < 2 or statistics.pstdev(differences) == 0:
+            return None
+        above = stats.ttest_1samp(differences, -margin, alternative='greater').pvalue
+        below = stats.ttest_1samp(differences, margin, alternative='less').pvalue
+        return float(max(above, below))
     if len(a) < 2 or len(b) < 2 or (statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0):
         return None
     above = stats.ttest_ind([x + margin for x in a], b, equal_var=False, alternative='greater').pvalue
@@ -111,11 +121,15 @@ def equivalence_p(a: Sequence[float], b: Sequence[float], margin: float = 1.) ->
 
 def hierarchical_bootstrap_difference(a: Sequence[Sequence[np.ndarray]], b: Sequence[Sequence[np.ndarray]],
                                       sources: np.ndarray, resamples: int = 2000, seed: int = 0,
-                                      level: float = 0.95) -> dict[str, float]:
+                                      level: float = 0.95, paired: bool = False) -> dict[str, float]:
     """The difference of two methods' mean test top-1 (points, ``a`` minus ``b``) with a ``level`` interval from
     a bootstrap at every level of the design: search seeds with replacement, then each one's final training
     seeds with replacement, then the test split's source digits (one draw for both methods, so the test images
-    stay paired). ``a`` and ``b`` hold, per search seed, per final seed, whether each test image was right."""
+    stay paired). ``a`` and ``b`` hold, per search seed, per final seed, whether each test image was right.
+    With ``paired`` (methods that share draws: entry i of each from search seed i) one draw of search seeds
+    serves both."""
+    if paired and len(a) != len(b):
+        raise ValueError(f'a paired bootstrap needs as many search seeds on each side, got {len(a)} and {len(b)}')
     rng = np.random.default_rng(seed)
     ids, per_image = np.unique(sources, return_inverse=True)
 
@@ -127,8 +141,7 @@ def hierarchical_bootstrap_difference(a: Sequence[Sequence[np.ndarray]], b: Sequ
     right_a, right_b = per_source(a), per_source(b)
     images = np.bincount(per_image, minlength=len(ids)).astype(float)
 
-    def resampled_mean(method: list[np.ndarray], weights: np.ndarray) -> float:
-        searches = rng.integers(len(method), size=len(method))
+    def resampled_mean(method: list[np.ndarray], weights: np.ndarray, searches: np.ndarray) -> float:
         means = []
         for s in searches:
             finals = method[s][rng.integers(len(method[s]), size=len(method[s]))]
@@ -138,7 +151,11 @@ def hierarchical_bootstrap_difference(a: Sequence[Sequence[np.ndarray]], b: Sequ
     observed = float(np.mean([100 * f.sum(axis=1).mean() / images.sum() for f in right_a])
                      - np.mean([100 * f.sum(axis=1).mean() / images.sum() for f in right_b]))
     draws = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=resamples).astype(float)
-    differences = np.array([resampled_mean(right_a, w) - resampled_mean(right_b, w) for w in draws])
+    differences = []
+    for weights in draws:
+        searches_a = rng.integers(len(right_a), size=len(right_a))
+        searches_b = searches_a if paired else rng.integers(len(right_b), size=len(right_b))
+        differences.append(resampled_mean(right_a, weights, searches_a) - resampled_mean(right_b, weights, searches_b))
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(differences, [tail, 100 - tail])
     return dict(difference=observed, low=float(low), high=float(high), resamples=resamples)

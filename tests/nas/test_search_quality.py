@@ -222,7 +222,7 @@ def test_quick_search_quality_benchmark(tmp_path):
                 'ground_truth_top1', 'methods', 'welch_p', 'min_detectable_difference', 'seeds', 'cost_s'):
         assert key in result
     assert result['depth'] == 12 and result['tokens'] >= 64 and result['complete']
-    assert result['seeds'] == {m: [5] for m in sq_methods} and result['splits']['by_source_digit']
+    assert result['seeds'] == {m: [5, 6] for m in sq_methods} and result['splits']['by_source_digit']
     for key in ('seconds_measured', 'updates_per_option', 'pair_p', 'min_detectable_difference_simulated',
                 'attainable_rho', 'equal_compute_draws', 'difference_ci', 'equivalence_1pt'):
         assert key in result
@@ -237,7 +237,10 @@ def test_quick_search_quality_benchmark(tmp_path):
     assert set(result['kendall_tau']) == set(result['budget_admits']) == {'stage1', 'stage2', 'joint'}
     assert set(result['methods']) == {'hierarchical', 'spos', 'random', 'random_equal_compute'}
     for runs in result['method_runs'].values():
-        assert len(runs) == 1 and runs[0]['flops'] <= result['budget_limit']
+        assert len(runs) == 2 and all(r['flops'] <= result['budget_limit'] for r in runs)
+    # two searches a method, two retrainings a find: every statistic of the comparison is computed
+    for pair, ci in result['difference_ci'].items():
+        assert ci['low'] <= ci['difference'] <= ci['high'] and ci['resamples'] == 2000, pair
     for space in result['ranking'].values():
         assert len(space['trained_top1']) == result['settings']['subnets']
     # a fresh work folder resumes from the unit records alone and reports the same figures
@@ -286,6 +289,22 @@ def test_each_find_is_retrained_before_the_next_search(monkeypatch, tmp_path):
                      ('search', 'random-0'), ('train', 'random-0-arch', 1000), ('train', 'random-0-arch', 1001)]
     assert [s['arch'] for s in searches] == ['spos-0-arch', 'hierarchical-1-arch', 'random-0-arch']
     assert len(reports) == len(calls)  # reported after every unit
+
+
+def test_a_ranking_over_constant_scores_is_undefined_not_nan():
+    """A supernet that scores every path alike (the quick mode's near-chance supernets do) has no rank
+    correlation: the JSON records None, which stays valid JSON and reads 'undefined' in the report."""
+    import search_quality as sq
+
+    archs = ['a', 'b', 'c', 'd']
+    sets = {name: dict(archs=archs, supernet_top1=[5., 5., 5., 5.] if name == 'joint' else [1., 2., 3., 4.])
+            for name in ('stage1', 'stage2', 'joint')}
+    done = {(a, t): dict(test_top1=10. * i + t) for i, a in enumerate(archs) for t in sq.TRUTH_SEEDS}
+    ranking = sq.ranking_results(sets, done)
+    assert ranking['joint']['kendall_tau'] == dict(value=None, low=None, high=None)
+    assert ranking['joint']['spearman_rho_corrected'] is None
+    assert ranking['stage1']['kendall_tau']['value'] == pytest.approx(1.)
+    json.loads(json.dumps(ranking, allow_nan=False))  # no NaN anywhere
 
 
 def test_methods_hold_only_searches_whose_retrainings_are_done():
@@ -491,6 +510,46 @@ def test_hierarchical_bootstrap_covers_the_true_difference():
     # more search seeds: a narrower interval
     wide = hierarchical_bootstrap_difference(method(0.8)[:2], method(0.8)[:2], sources, resamples=300)
     assert wide['high'] - wide['low'] > same['high'] - same['low']
+
+
+def test_methods_that_share_draws_are_compared_seed_by_seed():
+    """Random at equal compute draws random's first draws with the same seed: a search seed's two finds move
+    together, so the equivalence test and the bootstrap pair them; unpaired, the seeds' spread hides the match."""
+    from search_stats import equivalence_p, hierarchical_bootstrap_difference
+
+    seeds = [70., 78., 84., 74., 81., 76.]
+    alike = [x + d for x, d in zip(seeds, [0.1, -0.2, 0.15, 0., -0.1, 0.05])]
+    assert equivalence_p(seeds, alike, paired=True) < 0.05 < equivalence_p(seeds, alike)
+    with pytest.raises(ValueError, match='as many values'):
+        equivalence_p(seeds, alike[:5], paired=True)
+
+    rng = np.random.default_rng(2)
+    sources = np.repeat(np.arange(300), 4)
+    levels = [0.6, 0.75, 0.9, 0.7, 0.85]
+    a = [[right, right] for right in (rng.random(len(sources)) < level for level in levels)]
+    b = [[right | (rng.random(len(sources)) < 0.03) for right in finals] for finals in a]  # b = a, 0.3-1.2 up
+    paired = hierarchical_bootstrap_difference(a, b, sources, resamples=300, paired=True)
+    unpaired = hierarchical_bootstrap_difference(a, b, sources, resamples=300)
+    assert paired['high'] < 0 < unpaired['high']  # only the paired interval shows b ahead
+    assert paired['difference'] == unpaired['difference']
+    with pytest.raises(ValueError, match='as many search seeds'):
+        hierarchical_bootstrap_difference(a, b[:4], sources, paired=True)
+
+
+def test_the_report_pairs_the_shared_draws_by_search_seed():
+    import search_quality as sq
+
+    def run(seed, top1):
+        return dict(search_seed=seed, arch=f'{seed}-{top1}', test_top1=top1)
+
+    runs = {m: [run(s, 75. + 4 * s) for s in range(3)] for m in ('hierarchical', 'spos')}
+    runs['random'] = [run(s, 70. + 5 * s) for s in (0, 1, 2, 3)]
+    runs['random_equal_compute'] = [run(s, 70.3 + 5 * s + 0.1 * (s % 2)) for s in (0, 1, 2)]  # seed 3 unfinished
+    first, second = sq.by_shared_seeds(runs, 'random', 'random_equal_compute')
+    assert [r['search_seed'] for r in first] == [r['search_seed'] for r in second] == [0, 1, 2]
+    equivalence = sq.pair_equivalence(runs)
+    assert equivalence['random_vs_random_equal_compute'] < 0.05  # paired: 0.3-0.4 apart at every seed
+    assert equivalence['hierarchical_vs_spos'] > 0.05  # equal means, but 4 points of spread over 3 seeds
 
 
 def test_anytime_points_follow_the_logged_seconds(tmp_path):
