@@ -24,8 +24,9 @@ digits.
 
 Every search and training is a unit saved on completion under ``--work``; each finished unit's small JSON
 record is also copied under ``--units`` (committed), so a rerun on another machine resumes from them. The
-records keep every model's predicted class per test and held-out image, and the ranking paths' right or
-wrong per scoring image (``predictions.py``), against ``splits.json`` (files, labels, source digits). The
+records keep every model's predicted class per test and held-out image, and the right or wrong per scoring
+image of the ranking's paths and of every path the one-shot searches' evolution scored (``predictions.py``),
+against ``splits.json`` (files, labels, source digits): the supernets' weights are not kept. The
 units run in the order of what they complete: the ranking first, reported as soon as it is done (``complete``
 false in the JSON), then the methods, each search's find retrained before the next search starts and the
 report rewritten after every unit, with the searches whose retrainings are all done.
@@ -354,22 +355,58 @@ def ranking_candidates(space: SearchSpace, data: SearchData, settings: Settings,
     return sample_under_budget(space, cost, BUDGET.limit, settings.subnets, rng)
 
 
-def score_space(supernet_state: Path, space: SearchSpace, data: SearchData, settings: Settings,
-                seed: int) -> dict[str, Any]:
-    """A search's trained supernet scoring ``subnets`` architectures of its space drawn under the budget: each
-    path's top-1 and its right or wrong per scoring image."""
+def path_predictions(supernet_state: Path, space: SearchSpace, candidates: Sequence[Sequence[int]], data: SearchData,
+                     settings: Settings) -> dict[str, Any]:
+    """A trained supernet's top-1 of each path of ``candidates`` on the scoring split (BatchNorm recalibrated,
+    as the search scores it) and its right or wrong per scoring image."""
     supernet = Supernet(space, data.num_classes)
     supernet.load_state_dict(load_training_state(supernet_state)['model'])
     scorer = PathScorer(supernet, data, settings.calib_batches)
     labels = np.array(split_record(data.score_loader)['labels'])
-    candidates = ranking_candidates(space, data, settings, seed)
     scores, right = [], []
     for candidate in candidates:
         scores.append(scorer(candidate))  # recalibrates the path's BatchNorm, which the predictions then use
         right.append(predicted_classes(supernet, data.score_loader) == labels)
+    return dict(supernet_top1=scores, supernet_right=[encode_bits(r) for r in right])
+
+
+def score_space(supernet_state: Path, space: SearchSpace, data: SearchData, settings: Settings,
+                seed: int) -> dict[str, Any]:
+    """A search's trained supernet scoring ``subnets`` architectures of its space drawn under the budget: each
+    path's top-1 and its right or wrong per scoring image."""
+    candidates = ranking_candidates(space, data, settings, seed)
     return dict(space=space.name, space_dict=space.to_dict(), candidates=[list(c) for c in candidates],
-                archs=[space.to_arch(c).to_str() for c in candidates], supernet_top1=scores,
-                supernet_right=[encode_bits(r) for r in right])
+                archs=[space.to_arch(c).to_str() for c in candidates],
+                **path_predictions(supernet_state, space, candidates, data, settings))
+
+
+def scored_paths_unit(work: Path, units: Path, settings: Settings, method: str, seed: int) -> Optional[dict[str, Any]]:
+    """Every path a one-shot search's evolution scored, scored again from its supernets' weights in the work
+    folder, with its right or wrong per scoring image: what each supernet saw, kept once its weights (18-172
+    MB, not committed) are gone. Re-picks and bootstraps of the search's choice over scoring images then
+    need no supernet. Computed apart from the search, so its seconds do not count in the search's. None, with a
+    warning, when the weights are no longer there (a search finished in an earlier session)."""
+    key = search_key(method, seed)
+    found = Units(units).get('paths', key)
+    if found is not None:
+        return found
+    output = work / 'methods' / key
+    stages = ('stage1', 'stage2') if method == 'hierarchical' else ('joint',)
+    if not all((output / stage / 'supernet.pth.tar').is_file() for stage in stages):
+        print(f'{key}: its supernets\' weights are not in {output}; the paths its evolution scored are not kept',
+              flush=True)
+        return None
+    Units(units).check_code()
+    data, scored = _data(work, settings), {}
+    for stage in stages:
+        space = SearchSpace.from_dict(json.loads((output / stage / 'space.json').read_text()))
+        history = json.loads((output / stage / 'evolution.json').read_text())['history']
+        evolution_top1 = {tuple(c): top1 for c, top1, *_ in history}
+        candidates = list(evolution_top1)  # each path once, in the order the evolution first scored it
+        found = path_predictions(output / stage / 'supernet.pth.tar', space, candidates, data, settings)
+        scored[stage] = dict(candidates=[list(c) for c in candidates], evolution_top1=list(evolution_top1.values()),
+                             **found)
+    return Units(units).put('paths', key, dict(method=method, search_seed=seed, stages=scored))
 
 
 def search_key(method: str, seed: int) -> str:
@@ -586,6 +623,8 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
         return None if target is None else [target]
 
     def next_unit() -> Optional[tuple[Callable[..., dict[str, Any]], tuple]]:
+        if rescorings:  # first, while the supernets' weights are in the work folder
+            return scored_paths_unit, rescorings.popleft()
         if trainings and fits(r['seconds'] for r in done.values()):
             return training_unit, trainings.popleft()
         for task in waiting:
@@ -596,6 +635,7 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
         return None
 
     trainings = deque(t for s in searches for t in retrainings(s))
+    rescorings: deque = deque()
     waiting = deque(sorted(((*common, m, s, None) for m, s in todo), key=lambda t: t[3:5] not in on_record))
     finished: queue.Queue = queue.Queue()
     running = 0
@@ -620,7 +660,9 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
         if fn is search_unit:
             searches.append(record)
             trainings.extend(retrainings(record))
-        else:
+            if record['method'] in ONE_SHOT:
+                rescorings.append((*common, record['method'], record['search_seed']))
+        elif fn is training_unit:
             done[(task[3], task[4])] = record
         progress()
 
@@ -638,6 +680,7 @@ def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: 
     final retrainings, reported again after each unit (``complete`` once all are done); ``ends_by``: see
     ``run_methods``."""
     searches = run_units(pool, search_unit, [(work, units, settings, m, seed, seed) for m in RANKING_METHODS])
+    run_units(pool, scored_paths_unit, [(work, units, settings, m, seed) for m in RANKING_METHODS])
     ranking_sets = {name: r for s in searches for name, r in s['ranking'].items()}
     tasks = ranking_trainings(work, units, settings, ranking_sets)
     done = {(t[3], t[4]): r for t, r in zip(tasks, run_units(pool, training_unit, tasks))}
@@ -662,6 +705,17 @@ def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: 
     if left:
         print(f'{left} unit(s) would not end in time and are left for a later run: run the command again '
               '(the finished units are on record)', flush=True)
+
+
+def scored_paths_summary(units: Path) -> dict[str, Any]:
+    """The searches whose evolution's paths are kept (``scored_paths_unit``): paths per stage, and the largest
+    gap between a path's top-1 scored again and the evolution's own score (0: the record is what the search saw)."""
+    records = [json.loads(p.read_text()) for p in sorted((units / 'paths').glob('*.json'))]
+    gaps = [abs(a - b) for r in records for st in r['stages'].values()
+            for a, b in zip(st['supernet_top1'], st['evolution_top1'])]
+    paths = {search_key(r['method'], r['search_seed']): {k: len(st['candidates']) for k, st in r['stages'].items()}
+             for r in records}
+    return dict(paths=paths, largest_rescoring_gap=max(gaps) if gaps else None)
 
 
 def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]:
@@ -761,6 +815,7 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
                         for k, r in ranking.items()},
         pooled_std=spread, searches_per_method=n, seeds={m: settings.seeds(m, seed) for m in METHOD_NAMES},
         seconds_measured={m: [r['search_seconds'] for r in rs] for m, rs in runs.items()},
+        scored_paths=found.get('scored_paths', dict(paths={}, largest_rescoring_gap=None)),
         equal_compute_draws=[r['top_k'] for r in runs['random_equal_compute']],
         splits=dict(by_source_digit=True, train_images=len(data.train_loader.dataset),
                     heldout_images=len(data.heldout_loader.dataset), test_images=len(data.test_loader.dataset),
@@ -833,6 +888,13 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ['', f'Headroom (the joint draws\' trained top-1, the pilot\'s figures): median {h["median"]:.2f}%, '
                   f'best {h["best"]:.2f}% ({h["best_above_median"]:.2f} points above), the best of 5 random draws '
                   f'expected {h["best_of_5_gap"]:.2f} points below the best of {h["draws"]}.']
+    kept = result['scored_paths']
+    if kept['paths']:
+        counts = '; '.join(f'{key} ' + ', '.join(f'{stage} {n}' for stage, n in stages.items())
+                           for key, stages in kept['paths'].items())
+        lines += ['', 'Paths the one-shot searches\' evolution scored, kept with their right or wrong per scoring '
+                  f'image (`paths/` in the unit records): {counts}. Scored again from the weights, they differ from '
+                  f'the evolution\'s own scores by at most {kept["largest_rescoring_gap"]:.3f} points.']
     if not retrained:
         return '\n'.join(lines) + '\n'
     planned = '' if result['complete'] else ' planned'
@@ -974,6 +1036,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return Units(units).put('wall', 'seconds', dict(seconds=walls_before + time.time() - started))['seconds']
 
     def report(found: dict[str, Any]) -> None:
+        found = dict(found, scored_paths=scored_paths_summary(units))
         result = summarise(mode, argv, settings, args.seed, args.jobs, data, found, wall())
         save_json_atomic(result, results / f'search_quality{suffix}.json')
         write_text_atomic(markdown(result), results / f'search_quality{suffix}.md')

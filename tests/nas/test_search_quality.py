@@ -227,6 +227,9 @@ def test_quick_search_quality_benchmark(tmp_path):
                 'attainable_rho', 'equal_compute_draws', 'difference_ci', 'equivalence_1pt'):
         assert key in result
     assert result['pilot'] == dict(headroom=None)  # the quick space's 3 draws are fewer than random search's 5
+    # every path the one-shot searches' evolution scored is kept, scored again to the evolution's own figures
+    assert set(result['scored_paths']['paths']) == {f'{m}-{s}' for m in ('hierarchical', 'spos') for s in (5, 6)}
+    assert result['scored_paths']['largest_rescoring_gap'] == 0
     # every training unit keeps its predictions per image, against the splits' record
     splits = json.loads((tmp_path / 'units' / 'splits.json').read_text())
     from predictions import decode_classes
@@ -276,19 +279,33 @@ def test_each_find_is_retrained_before_the_next_search(monkeypatch, tmp_path):
         calls.append(('train', arch, seed))
         return dict(arch=arch, test_top1=float(seed), seconds=1.)
 
+    def paths(work, units, settings, method, seed):
+        calls.append(('paths', f'{method}-{seed}'))
+
     monkeypatch.setattr(sq, 'search_unit', search)
     monkeypatch.setattr(sq, 'training_unit', training)
+    monkeypatch.setattr(sq, 'scored_paths_unit', paths)
     sq.Units(tmp_path).put('searches', 'hierarchical-1', dict(method='hierarchical'))  # on record: taken first
     searches = [dict(method='spos', search_seed=0, arch='spos-0-arch', seconds=1.)]
     done = {('spos-0-arch', 1000): dict(test_top1=1000., seconds=1.)}  # a retraining already on record
     reports = []
     sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), [('random', 0), ('hierarchical', 1)],
                    searches, (1000, 1001), done, lambda: reports.append(len(done)))
-    assert calls == [('train', 'spos-0-arch', 1001), ('search', 'hierarchical-1'),
+    # a one-shot search's paths are scored again at once, while its supernets' weights are in the work folder
+    assert calls == [('train', 'spos-0-arch', 1001), ('search', 'hierarchical-1'), ('paths', 'hierarchical-1'),
                      ('train', 'hierarchical-1-arch', 1000), ('train', 'hierarchical-1-arch', 1001),
                      ('search', 'random-0'), ('train', 'random-0-arch', 1000), ('train', 'random-0-arch', 1001)]
     assert [s['arch'] for s in searches] == ['spos-0-arch', 'hierarchical-1-arch', 'random-0-arch']
     assert len(reports) == len(calls)  # reported after every unit
+
+
+def test_a_search_whose_weights_are_gone_keeps_no_paths_and_says_so(tmp_path, capsys):
+    import search_quality as sq
+
+    found = sq.scored_paths_unit(tmp_path / 'work', tmp_path / 'units', sq.SETTINGS['quick'], 'spos', 3)
+    assert found is None and not (tmp_path / 'units' / 'paths').exists()
+    assert 'spos-3: its supernets\' weights are not in' in capsys.readouterr().out
+    assert sq.scored_paths_summary(tmp_path / 'units') == dict(paths={}, largest_rescoring_gap=None)
 
 
 def test_a_ranking_over_constant_scores_is_undefined_not_nan():
