@@ -39,6 +39,7 @@ import json
 import multiprocessing
 import queue
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -308,10 +309,39 @@ def code_version() -> dict[str, str]:
     return dict(commit=commit.stdout.strip(), tree=tree.stdout.strip() + ('+dirty' if dirty else ''))
 
 
+class CpuClock(RunClock):
+    """A ``RunClock`` of this process's CPU seconds: with one thread and no loader workers, the compute a unit
+    took, whatever else the machine ran beside it (wall seconds grow when other jobs share the cores)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._started = time.process_time()
+
+    def seconds(self) -> float:
+        return round(self.before + (self._ended or time.process_time()) - self._started, 1)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._saver.join()
+        self._ended = time.process_time()
+        self._save()
+
+
+CLOCK = 'cpu'
+"""What a unit record's ``seconds`` count (``clock``): its process's CPU seconds. Records without it counted
+wall seconds, which other jobs on the cores inflated."""
+
+
 def unit_clock(work: Path, kind: str, key: str) -> RunClock:
-    """The clock of the unit ``kind``/``key`` in the work folder: its seconds summed over the runs that worked
-    on it, so the time a killed run spent counts when a later run finishes the unit."""
-    return RunClock(work / 'clocks' / kind / f'{key}.json')
+    """The CPU clock of the unit ``kind``/``key`` in the work folder: its seconds summed over the runs that
+    worked on it, so the time a killed run spent counts when a later run finishes the unit."""
+    return CpuClock(work / 'cpu_clocks' / kind / f'{key}.json')
+
+
+def timed_search(units: Path, method: str, seed: int) -> Optional[dict[str, Any]]:
+    """The search's record when its seconds are CPU seconds (``CLOCK``); None otherwise."""
+    found = Units(units).get('searches', search_key(method, seed))
+    return found if found is not None and found.get('clock') == CLOCK else None
 
 
 _DATA: dict[str, SearchData] = {}
@@ -417,22 +447,25 @@ def search_key(method: str, seed: int) -> str:
 def one_shot_seconds(units: Path, seed: int) -> Optional[float]:
     """The mean measured seconds of the hierarchical and SPOS searches of ``seed``: the compute random search
     at equal compute gets. None until both are on record."""
-    found = [Units(units).get('searches', search_key(m, seed)) for m in ONE_SHOT]
+    found = [timed_search(units, m, seed) for m in ONE_SHOT]
     return None if None in found else statistics.fmean(r['seconds'] for r in found)
 
 
 def search_unit(work: Path, units: Path, settings: Settings, method: str, seed: int,
                 ranking_seed: Optional[int]) -> dict[str, Any]:
     """One search of ``method`` with ``seed``: its summary, the FLOPs of its last stage's top candidates, their
-    predictions per image, and its seconds (summed over the runs that worked on it); with ``ranking_seed``,
-    also its supernets' scores of the ranking architectures."""
+    predictions per image, and its CPU seconds (summed over the runs that worked on it); with ``ranking_seed``,
+    also its supernets' scores of the ranking architectures. A search on record whose seconds are wall seconds
+    serves the ranking as it is; for the methods it runs again in a folder of its own (``-timed``) to be timed,
+    and its record keeps the first run's ranking and, to compare, its find and seconds (``first_run``)."""
     key = search_key(method, seed)
     found = Units(units).get('searches', key)
-    if found is not None:
+    if found is not None and (found.get('clock') == CLOCK or ranking_seed is not None):
         return found
     Units(units).check_code()
-    output, data = work / 'methods' / key, _data(work, settings)
-    with unit_clock(work, 'searches', key) as clock:
+    folder = key if found is None else f'{key}-timed'
+    output, data = work / 'methods' / folder, _data(work, settings)
+    with unit_clock(work, 'searches', folder) as clock:
         if method == 'random_equal_compute':
             target = one_shot_seconds(units, seed)
             if target is None:
@@ -441,7 +474,12 @@ def search_unit(work: Path, units: Path, settings: Settings, method: str, seed: 
             record = equal_compute_search(output, settings, data, seed, target, clock)
         else:
             record = run_one_search(output, settings, data, method, seed, ranking_seed)
-    return Units(units).put('searches', key, dict(record, seconds=clock.seconds()))
+    record = dict(record, seconds=clock.seconds(), clock=CLOCK)
+    if found is not None:
+        record.update({k: found[k] for k in ('ranking',) if k in found},
+                      first_run=dict(arch=found['arch'], heldout_top1=found['heldout_top1'], seconds=found['seconds'],
+                                     clock='wall, beside other jobs'))
+    return Units(units).put('searches', key, record)
 
 
 def equal_compute_search(output: Path, settings: Settings, data: SearchData, seed: int, target_s: float,
@@ -581,16 +619,18 @@ def ranking_results(ranking_sets: dict[str, Any], done: dict[tuple[str, int], di
 
 def method_results(searches: list[dict[str, Any]], done: dict[tuple[str, int], dict[str, Any]],
                    finals: Sequence[int]) -> dict[str, list[dict[str, Any]]]:
-    """Per method, by search seed: each search whose found architecture has all its final retrainings."""
+    """Per method, by search seed: each search timed in CPU seconds whose found architecture has all its final
+    retrainings."""
     method_runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHOD_NAMES}
     for s in sorted(searches, key=lambda s: s['search_seed']):
-        if not all((s['arch'], f) in done for f in finals):
+        if s.get('clock') != CLOCK or not all((s['arch'], f) in done for f in finals):
             continue
         tests = [done[(s['arch'], f)]['test_top1'] for f in finals]
         method_runs[s['method']].append(dict(
             search_seed=s['search_seed'], arch=s['arch'], flops=s['flops'], params=s['params'],
             top_k=s['top_k'], top_flops=s['top_flops'], search_heldout_top1=s['heldout_top1'],
             test_top1_runs=tests, test_top1=statistics.fmean(tests), search_seconds=s['seconds'],
+            first_run=s.get('first_run'),
             anytime=s.get('anytime', [])))
     return method_runs
 
@@ -612,7 +652,7 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
         return ends_by is None or not runs or time.time() + statistics.fmean(runs) <= ends_by
 
     # the searches on record first: they return at once and their finds retrain
-    on_record = {(m, s) for m, s in todo if Units(common[1]).get('searches', search_key(m, s)) is not None}
+    on_record = {(m, s) for m, s in todo if timed_search(common[1], m, s) is not None}
 
     def expected_seconds(method: str, seed: int) -> Optional[list[float]]:
         """What a search is expected to take, from those on record; None while it cannot start (random at equal
@@ -634,7 +674,7 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
                 return search_unit, task
         return None
 
-    trainings = deque(t for s in searches for t in retrainings(s))
+    trainings = deque(t for s in searches if s.get('clock') == CLOCK for t in retrainings(s))
     rescorings: deque = deque()
     waiting = deque(sorted(((*common, m, s, None) for m, s in todo), key=lambda t: t[3:5] not in on_record))
     finished: queue.Queue = queue.Queue()
@@ -657,7 +697,9 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
         running -= 1
         if error is not None:
             raise error
-        if fn is search_unit:
+        if fn is search_unit:  # a search timed again replaces its first record
+            searches[:] = [r for r in searches if (r['method'], r['search_seed']) != (record['method'],
+                                                                                  record['search_seed'])]
             searches.append(record)
             trainings.extend(retrainings(record))
             if record['method'] in ONE_SHOT:
@@ -689,8 +731,9 @@ def run_benchmark(work: Path, units: Path, settings: Settings, seed: int, pool: 
                 complete=False))
     if not methods:
         return
-    todo = sorted(((m, s) for m in SEARCH_ORDER for s in settings.seeds(m, seed)
-                   if not (s == seed and m in RANKING_METHODS)), key=lambda t: (t[1], SEARCH_ORDER.index(t[0])))
+    todo = sorted(((m, s) for m in SEARCH_ORDER for s in settings.seeds(m, seed)  # the ranking's: if not timed
+                   if not (s == seed and m in RANKING_METHODS and timed_search(units, m, s) is not None)),
+                  key=lambda t: (t[1], SEARCH_ORDER.index(t[0])))
     finals = [FINAL_SEED_OFFSET + i for i in range(settings.final_seeds)]
 
     splits = json.loads((units / 'splits.json').read_text())
@@ -906,7 +949,7 @@ def markdown(result: dict[str, Any]) -> str:
               f'same seed\'s hierarchical and SPOS searches allowed '
               f'({", ".join(map(str, result["equal_compute_draws"])) or "none yet"}).', '',
               '| method | test top-1 mean +- std (%) | FLOPs of the found (M) | FLOPs of its top picks (M, mean) '
-              '| search (s, mean) |', '|---|---|---|---|---|']
+              '| search (CPU s, mean) |', '|---|---|---|---|---|']
     for method, runs in result['method_runs'].items():
         if not runs:
             lines.append(f'| {method} | not run yet | | | |')
@@ -915,6 +958,13 @@ def markdown(result: dict[str, Any]) -> str:
         tops = statistics.fmean(f for r in runs for f in r['top_flops']) / 1e6
         lines.append(f'| {method} | {_mean_std([r["test_top1"] for r in runs])} | {found:.2f} | {tops:.2f} '
                      f'| {statistics.fmean(r["search_seconds"] for r in runs):.0f} |')
+    again = [(m, r) for m, runs in result['method_runs'].items() for r in runs if r.get('first_run')]
+    if again:
+        lines += ['', 'Searches run twice, the first time for the ranking on wall seconds beside other jobs, then '
+                  'timed in CPU seconds: ' + '; '.join(
+                      f'{m} seed {r["search_seed"]}: {"the same" if r["first_run"]["arch"] == r["arch"] else "another"}'
+                      f' find, {r["first_run"]["seconds"]:.0f} s wall against {r["search_seconds"]:.0f} s CPU'
+                      for m, r in again) + '.']
     lines += ['', f'Budget {result["budget_limit"] / 1e6:.1f} M FLOPs.', '',
               '## Statistics', '', '| pair | test | p | difference [95% hierarchical bootstrap] | equal within 1 '
               'point (TOST p) |', '|---|---|---|---|---|']
@@ -1045,6 +1095,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     context = multiprocessing.get_context('spawn')
     pool = context.Pool(args.jobs, initializer=_init_worker) if args.jobs > 1 else None
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if args.phase == 'ground-truth':
             tasks = searchless_trainings(work, units, settings, args.seed)
@@ -1054,12 +1105,22 @@ def main(argv: Optional[list[str]] = None) -> int:
             run_benchmark(work, units, settings, args.seed, pool, args.jobs if pool else 1, report,
                           methods=args.phase == 'all',
                           ends_by=None if args.hours is None else started + 3600 * args.hours)
+    except BaseException:  # a kill or an error: the workers' units stop too (they resume from the work folder)
+        if pool is not None:
+            pool.terminate()
+        raise
     finally:
         if pool is not None:
             pool.close()
             pool.join()
         wall()
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (``kill``, ``pkill``) as an exit, so the pool's workers are stopped with the run: left running
+    they would go on writing the units' files beside the run that resumes them."""
+    raise SystemExit(128 + signum)
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 (slow)."""
 import itertools
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -273,7 +274,7 @@ def test_each_find_is_retrained_before_the_next_search(monkeypatch, tmp_path):
 
     def search(work, units, settings, method, seed, ranking_seed):
         calls.append(('search', f'{method}-{seed}'))
-        return dict(method=method, search_seed=seed, arch=f'{method}-{seed}-arch', seconds=1.)
+        return dict(method=method, search_seed=seed, arch=f'{method}-{seed}-arch', seconds=1., clock='cpu')
 
     def training(work, units, settings, arch, seed):
         calls.append(('train', arch, seed))
@@ -285,8 +286,8 @@ def test_each_find_is_retrained_before_the_next_search(monkeypatch, tmp_path):
     monkeypatch.setattr(sq, 'search_unit', search)
     monkeypatch.setattr(sq, 'training_unit', training)
     monkeypatch.setattr(sq, 'scored_paths_unit', paths)
-    sq.Units(tmp_path).put('searches', 'hierarchical-1', dict(method='hierarchical'))  # on record: taken first
-    searches = [dict(method='spos', search_seed=0, arch='spos-0-arch', seconds=1.)]
+    sq.Units(tmp_path).put('searches', 'hierarchical-1', dict(method='hierarchical', clock='cpu'))  # on record: first
+    searches = [dict(method='spos', search_seed=0, arch='spos-0-arch', seconds=1., clock='cpu')]
     done = {('spos-0-arch', 1000): dict(test_top1=1000., seconds=1.)}  # a retraining already on record
     reports = []
     sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), [('random', 0), ('hierarchical', 1)],
@@ -329,15 +330,17 @@ def test_methods_hold_only_searches_whose_retrainings_are_done():
 
     def search(method, seed):
         return dict(method=method, search_seed=seed, arch=f'{method}-{seed}', flops=1., params=1., top_k=1,
-                    top_flops=[1.], heldout_top1=50., seconds=1.)
+                    top_flops=[1.], heldout_top1=50., seconds=1., clock='cpu')
 
-    searches = [search('spos', 1), search('spos', 0), search('random', 0)]
+    searches = [search('spos', 1), search('spos', 0), search('random', 0),
+                dict(search('hierarchical', 0), clock=None)]  # timed on the wall clock: not among the methods
     done = {(a, f): dict(test_top1=t) for a, f, t in [('spos-0', 7, 80.), ('spos-0', 8, 82.), ('spos-1', 7, 70.),
-                                                        ('spos-1', 8, 72.), ('random-0', 7, 60.)]}
+                                                        ('spos-1', 8, 72.), ('random-0', 7, 60.),
+                                                        ('hierarchical-0', 7, 1.), ('hierarchical-0', 8, 1.)]}
     runs = sq.method_results(searches, done, (7, 8))
     assert [r['search_seed'] for r in runs['spos']] == [0, 1] and runs['random'] == []  # random-0 lacks seed 8
     assert runs['spos'][0]['test_top1'] == 81. and runs['spos'][0]['test_top1_runs'] == [80., 82.]
-    assert set(runs) == set(sq.METHOD_NAMES)
+    assert runs['hierarchical'] == [] and set(runs) == set(sq.METHOD_NAMES)
 
 
 def test_units_expected_to_end_late_are_left(monkeypatch, tmp_path):
@@ -345,11 +348,11 @@ def test_units_expected_to_end_late_are_left(monkeypatch, tmp_path):
 
     started = []
     monkeypatch.setattr(sq, 'search_unit', lambda *task: started.append(task[3]) or dict(
-        method=task[3], search_seed=task[4], arch=f'{task[3]}-arch', seconds=1.))
+        method=task[3], search_seed=task[4], arch=f'{task[3]}-arch', seconds=1., clock='cpu'))
     monkeypatch.setattr(sq, 'training_unit', lambda *task: started.append(task[3]) or dict(seconds=60.))
     # on record: hierarchical searches take an hour, random ones 10 minutes, a training a minute
-    searches = [dict(method='hierarchical', search_seed=0, arch='h0', seconds=3600.),
-                dict(method='random', search_seed=0, arch='r0', seconds=600.)]
+    searches = [dict(method='hierarchical', search_seed=0, arch='h0', seconds=3600., clock='cpu'),
+                dict(method='random', search_seed=0, arch='r0', seconds=600., clock='cpu')]
     done = {(a, f): dict(seconds=60.) for a in ('h0', 'r0') for f in (1000,)}
     left = sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), [('hierarchical', 1), ('random', 1)],
                           searches, (1000,), done, lambda: None, ends_by=time.time() + 1200)
@@ -465,12 +468,52 @@ def test_random_at_equal_compute_waits_for_the_one_shot_searches(monkeypatch, tm
     started = []
     monkeypatch.setattr(sq, 'search_unit', lambda *task: started.append(task[3:5]) or sq.Units(task[1]).put(
         'searches', sq.search_key(*task[3:5]), dict(method=task[3], search_seed=task[4], arch=f'{task[3]}-arch',
-                                                    seconds=60.)))
+                                                    seconds=60., clock='cpu')))
     monkeypatch.setattr(sq, 'training_unit', lambda *task: dict(seconds=1.))
     todo = [('random_equal_compute', 0), ('hierarchical', 0), ('spos', 0)]
     left = sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), todo, [], (1000,), {}, lambda: None)
     assert left == 0 and started == [('hierarchical', 0), ('spos', 0), ('random_equal_compute', 0)]
     assert sq.one_shot_seconds(tmp_path, 0) == 60.
+
+
+def test_unit_clocks_count_cpu_seconds_not_the_wait_for_a_shared_core(tmp_path):
+    import search_quality as sq
+
+    path = tmp_path / 'clock.json'
+    with sq.CpuClock(path) as clock:
+        time.sleep(0.4)  # a process waiting for the core: wall seconds pass, CPU seconds do not
+        waited = clock.seconds()
+        spin = time.process_time() + 0.3
+        while time.process_time() < spin:
+            pass
+    assert waited < 0.1 and 0.25 <= clock.seconds() < 0.6
+    with sq.CpuClock(path) as again:  # a resumed unit counts on from what its killed run had
+        pass
+    assert again.seconds() >= clock.seconds() and json.loads(path.read_text())['runs'] == 2
+
+
+def test_a_search_timed_on_the_wall_clock_serves_the_ranking_and_is_timed_again(monkeypatch, tmp_path):
+    import search_quality as sq
+
+    ran = []
+
+    def search(output, settings, data, method, seed, ranking_seed):
+        ran.append((output.name, ranking_seed))
+        return dict(method=method, search_seed=seed, arch='found', heldout_top1=80.)
+
+    monkeypatch.setattr(sq, 'run_one_search', search)
+    monkeypatch.setattr(sq, '_data', lambda work, settings: None)
+    monkeypatch.setattr(sq.Units, 'check_code', lambda self: None)
+    units, first = tmp_path / 'units', dict(method='spos', search_seed=0, arch='found', heldout_top1=80.,
+                                            seconds=4000., ranking={'joint': 'scores'})
+    sq.Units(units).put('searches', 'spos-0', first)
+    assert sq.search_unit(tmp_path, units, sq.SETTINGS['quick'], 'spos', 0, 0) == first and not ran  # the ranking
+    assert sq.timed_search(units, 'spos', 0) is None and sq.one_shot_seconds(units, 0) is None
+    timed = sq.search_unit(tmp_path, units, sq.SETTINGS['quick'], 'spos', 0, None)
+    assert ran == [('spos-0-timed', None)] and timed['clock'] == 'cpu' and timed['ranking'] == {'joint': 'scores'}
+    assert timed['first_run'] == dict(arch='found', heldout_top1=80., seconds=4000., clock='wall, beside other jobs')
+    assert sq.timed_search(units, 'spos', 0) == timed
+    assert sq.search_unit(tmp_path, units, sq.SETTINGS['quick'], 'spos', 0, None) == timed and len(ran) == 1
 
 
 def test_units_refuse_another_version_of_the_package(monkeypatch, tmp_path):
@@ -655,3 +698,42 @@ def test_the_pilots_headroom_record_is_what_the_benchmark_computes_from_its_draw
     for key in ('draws', 'median', 'best', 'best_above_median', 'expected_best_of_5', 'best_of_5_gap', 'seed_gap',
                 'seed_pearson'):
         assert computed[key] == pytest.approx(recorded[key], abs=1e-12), key
+
+
+def _spawned_workers(parent: int) -> list[int]:
+    """The pids of ``parent``'s multiprocessing workers (from /proc)."""
+    found = []
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = stat.read_text().rsplit(')', 1)[1].split()
+            command = (stat.parent / 'cmdline').read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b'multiprocessing.spawn' in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path('/proc/self/stat').is_file(), reason='reads the process table from /proc')
+def test_a_killed_run_stops_its_workers(tmp_path):
+    """``kill`` of the benchmark takes its pool's workers with it: left running, they went on writing the units'
+    files (supernet checkpoints, clocks) beside the run that resumed them."""
+    import signal
+
+    run = subprocess.Popen([sys.executable, 'benchmarks/search_quality.py', '--quick', '--seed', '9', '--jobs', '2',
+                            '--work', str(tmp_path / 'work'), '--results', str(tmp_path / 'results')],
+                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while len(workers := _spawned_workers(run.pid)) < 2 and time.time() < deadline and run.poll() is None:
+        time.sleep(0.5)
+    assert len(workers) == 2, run.stderr.read().decode()[-2000:] if run.poll() is not None else workers
+    time.sleep(3)  # the workers are in their units
+    run.send_signal(signal.SIGTERM)
+    code = run.wait(timeout=60)
+    deadline = time.time() + 30
+    while any(Path(f'/proc/{pid}').exists() for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if Path(f'/proc/{pid}').exists()]
+    for pid in left:  # not to leave them running when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left and code == 128 + signal.SIGTERM
