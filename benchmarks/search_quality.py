@@ -415,16 +415,18 @@ def scored_paths_unit(work: Path, units: Path, settings: Settings, method: str, 
     folder, with its right or wrong per scoring image: what each supernet saw, kept once its weights (18-172
     MB, not committed) are gone. Re-picks and bootstraps of the search's choice over scoring images then
     need no supernet. Computed apart from the search, so its seconds do not count in the search's. None, with a
-    warning, when the weights are no longer there (a search finished in an earlier session)."""
+    warning, when the weights are no longer there (a search finished in an earlier session); a search timed
+    again (``search_unit``) has them in its ``-timed`` folder."""
     key = search_key(method, seed)
     found = Units(units).get('paths', key)
     if found is not None:
         return found
-    output = work / 'methods' / key
     stages = ('stage1', 'stage2') if method == 'hierarchical' else ('joint',)
-    if not all((output / stage / 'supernet.pth.tar').is_file() for stage in stages):
-        print(f'{key}: its supernets\' weights are not in {output}; the paths its evolution scored are not kept',
-              flush=True)
+    folders = [work / 'methods' / name for name in (key, f'{key}-timed')]  # the first run's, or the timed one's
+    output = next((f for f in folders if all((f / stage / 'supernet.pth.tar').is_file() for stage in stages)), None)
+    if output is None:
+        print(f'{key}: its supernets\' weights are not in {folders[0]} (nor -timed); the paths its evolution scored '
+              'are not kept', flush=True)
         return None
     Units(units).check_code()
     data, scored = _data(work, settings), {}

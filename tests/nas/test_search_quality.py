@@ -220,7 +220,7 @@ def test_quick_search_quality_benchmark(tmp_path):
     trained = {json.loads(text)['arch'] for text in before.values()}
     assert {a for k in ('stage1', 'joint') for a in result['ranking'][k]['archs']} == trained
     for key in ('depth', 'tokens', 'budget_admits', 'kendall_tau', 'kendall_tau_ci', 'noise_ceiling',
-                'ground_truth_top1', 'methods', 'welch_p', 'min_detectable_difference', 'seeds', 'cost_s'):
+                'ground_truth_top1', 'methods', 'min_detectable_difference', 'seeds', 'cost_s'):
         assert key in result
     assert result['depth'] == 12 and result['tokens'] >= 64 and result['complete']
     assert result['seeds'] == {m: [5, 6] for m in sq_methods} and result['splits']['by_source_digit']
@@ -307,6 +307,26 @@ def test_a_search_whose_weights_are_gone_keeps_no_paths_and_says_so(tmp_path, ca
     assert found is None and not (tmp_path / 'units' / 'paths').exists()
     assert 'spos-3: its supernets\' weights are not in' in capsys.readouterr().out
     assert sq.scored_paths_summary(tmp_path / 'units') == dict(paths={}, largest_rescoring_gap=None)
+
+
+def test_a_timed_search_keeps_its_paths_from_its_own_folder(monkeypatch, tmp_path):
+    import search_quality as sq
+
+    stage = tmp_path / 'work' / 'methods' / 'spos-3-timed' / 'joint'
+    stage.mkdir(parents=True)
+    (stage / 'supernet.pth.tar').write_bytes(b'weights')
+    (stage / 'space.json').write_text(json.dumps(sq.joint_space(sq.STEM).to_dict()))
+    history = [[[0] * 12, 40., 2e7, 0], [[1] * 12, 42., 2e7, 0], [[0] * 12, 40., 2e7, 1]]  # a path scored twice
+    (stage / 'evolution.json').write_text(json.dumps(dict(history=history)))
+    seen = []
+    monkeypatch.setattr(sq, 'path_predictions', lambda state, space, candidates, data, settings: seen.append(
+        (state, candidates)) or dict(supernet_top1=[40., 42.], supernet_right=[{}, {}]))
+    monkeypatch.setattr(sq, '_data', lambda work, settings: None)
+    monkeypatch.setattr(sq.Units, 'check_code', lambda self: None)
+    found = sq.scored_paths_unit(tmp_path / 'work', tmp_path / 'units', sq.SETTINGS['quick'], 'spos', 3)
+    assert seen == [(stage / 'supernet.pth.tar', [(0,) * 12, (1,) * 12])]  # each path once, in the order first seen
+    assert found['stages']['joint']['evolution_top1'] == [40., 42.]
+    assert sq.scored_paths_summary(tmp_path / 'units') == dict(paths={'spos-3': {'joint': 2}}, largest_rescoring_gap=0.)
 
 
 def test_a_ranking_over_constant_scores_is_undefined_not_nan():
