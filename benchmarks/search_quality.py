@@ -65,7 +65,7 @@ from search_stats import (  # noqa: E402
     paired_p,
     pooled_std,
     simulated_min_detectable_difference,
-    welch_tests,
+    welch_p,
 )
 
 from glit_models.architecture import GlitArch, count_params  # noqa: E402
@@ -338,10 +338,15 @@ def unit_clock(work: Path, kind: str, key: str) -> RunClock:
     return CpuClock(work / 'cpu_clocks' / kind / f'{key}.json')
 
 
+def is_timed(record: dict[str, Any]) -> bool:
+    """Whether a unit record's seconds are CPU seconds (``CLOCK``)."""
+    return record.get('clock') == CLOCK
+
+
 def timed_search(units: Path, method: str, seed: int) -> Optional[dict[str, Any]]:
-    """The search's record when its seconds are CPU seconds (``CLOCK``); None otherwise."""
+    """The search's record when its seconds are CPU seconds; None otherwise."""
     found = Units(units).get('searches', search_key(method, seed))
-    return found if found is not None and found.get('clock') == CLOCK else None
+    return found if found is not None and is_timed(found) else None
 
 
 _DATA: dict[str, SearchData] = {}
@@ -462,7 +467,7 @@ def search_unit(work: Path, units: Path, settings: Settings, method: str, seed: 
     and its record keeps the first run's ranking and, to compare, its find and seconds (``first_run``)."""
     key = search_key(method, seed)
     found = Units(units).get('searches', key)
-    if found is not None and (found.get('clock') == CLOCK or ranking_seed is not None):
+    if found is not None and (is_timed(found) or ranking_seed is not None):
         return found
     Units(units).check_code()
     folder = key if found is None else f'{key}-timed'
@@ -478,9 +483,10 @@ def search_unit(work: Path, units: Path, settings: Settings, method: str, seed: 
             record = run_one_search(output, settings, data, method, seed, ranking_seed)
     record = dict(record, seconds=clock.seconds(), clock=CLOCK)
     if found is not None:
-        record.update({k: found[k] for k in ('ranking',) if k in found},
-                      first_run=dict(arch=found['arch'], heldout_top1=found['heldout_top1'], seconds=found['seconds'],
-                                     clock='wall, beside other jobs'))
+        if 'ranking' in found:
+            record['ranking'] = found['ranking']
+        record['first_run'] = dict(arch=found['arch'], heldout_top1=found['heldout_top1'], seconds=found['seconds'],
+                                   clock='wall, beside other jobs')
     return Units(units).put('searches', key, record)
 
 
@@ -625,7 +631,7 @@ def method_results(searches: list[dict[str, Any]], done: dict[tuple[str, int], d
     retrainings."""
     method_runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHOD_NAMES}
     for s in sorted(searches, key=lambda s: s['search_seed']):
-        if s.get('clock') != CLOCK or not all((s['arch'], f) in done for f in finals):
+        if not is_timed(s) or not all((s['arch'], f) in done for f in finals):
             continue
         tests = [done[(s['arch'], f)]['test_top1'] for f in finals]
         method_runs[s['method']].append(dict(
@@ -676,7 +682,7 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
                 return search_unit, task
         return None
 
-    trainings = deque(t for s in searches if s.get('clock') == CLOCK for t in retrainings(s))
+    trainings = deque(t for s in searches if is_timed(s) for t in retrainings(s))
     rescorings: deque = deque()
     waiting = deque(sorted(((*common, m, s, None) for m, s in todo), key=lambda t: t[3:5] not in on_record))
     finished: queue.Queue = queue.Queue()
@@ -769,33 +775,36 @@ def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]
             .admitted_fraction(BUDGET.limit) for name, r in ranking.items()}
 
 
-def by_shared_seeds(runs: dict[str, list[dict[str, Any]]], a: str, b: str) -> tuple[list[dict], list[dict]]:
-    """The runs of ``a`` and ``b`` at the search seeds both have, in the same order: the pairs of a paired test."""
+def pair_sides(runs: dict[str, list[dict[str, Any]]], a: str, b: str) -> tuple[list[dict], list[dict], bool]:
+    """The runs of ``a`` and ``b`` as their comparison takes them, and whether it pairs them: methods that share
+    draws (``SHARED_DRAWS``) at the search seeds both have, in the same order; any other pair, all its runs."""
+    if (a, b) not in SHARED_DRAWS:
+        return runs[a], runs[b], False
     by_seed = [{r['search_seed']: r for r in runs[m]} for m in (a, b)]
     seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
-    return [by_seed[0][s] for s in seeds], [by_seed[1][s] for s in seeds]
+    return [by_seed[0][s] for s in seeds], [by_seed[1][s] for s in seeds], True
+
+
+def _top1(method_runs: Sequence[dict[str, Any]]) -> list[float]:
+    return [r['test_top1'] for r in method_runs]
 
 
 def pair_tests(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Optional[float]]:
-    """p of every pair of methods' finds: Welch's test, or for methods that share draws (``SHARED_DRAWS``) the
-    paired t-test over the search seeds both have."""
-    p = welch_tests({m: [r['test_top1'] for r in rs] for m, rs in runs.items()})
-    for a, b in SHARED_DRAWS:
-        first, second = by_shared_seeds(runs, a, b)
-        p[f'{a}_vs_{b}'] = paired_p([r['test_top1'] for r in first], [r['test_top1'] for r in second])
-    return p
+    """p of every pair of methods' finds: Welch's test, or for methods that share draws the paired t-test over
+    the search seeds both have."""
+    found = {}
+    for a, b in itertools.combinations(runs, 2):
+        first, second, paired = pair_sides(runs, a, b)
+        found[f'{a}_vs_{b}'] = (paired_p if paired else welch_p)(_top1(first), _top1(second))
+    return found
 
 
 def pair_equivalence(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Optional[float]]:
     """TOST p at +-1 point of every pair, paired over the shared search seeds where draws are shared."""
     found = {}
     for a, b in itertools.combinations(runs, 2):
-        if (a, b) in SHARED_DRAWS:
-            first, second = by_shared_seeds(runs, a, b)
-            found[f'{a}_vs_{b}'] = equivalence_p([r['test_top1'] for r in first], [r['test_top1'] for r in second],
-                                                 paired=True)
-        else:
-            found[f'{a}_vs_{b}'] = equivalence_p([r['test_top1'] for r in runs[a]], [r['test_top1'] for r in runs[b]])
+        first, second, paired = pair_sides(runs, a, b)
+        found[f'{a}_vs_{b}'] = equivalence_p(_top1(first), _top1(second), paired=paired)
     return found
 
 
@@ -812,8 +821,7 @@ def method_differences(runs: dict[str, list[dict[str, Any]]], done: dict[tuple[s
 
     found = {}
     for a, b in itertools.combinations(runs, 2):
-        paired = (a, b) in SHARED_DRAWS
-        first, second = by_shared_seeds(runs, a, b) if paired else (runs[a], runs[b])
+        first, second, paired = pair_sides(runs, a, b)
         found[f'{a}_vs_{b}'] = (None if min(len(first), len(second)) < 2 else
                                 hierarchical_bootstrap_difference(right(first), right(second), sources, paired=paired))
     return found

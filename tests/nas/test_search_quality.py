@@ -625,8 +625,8 @@ def test_the_report_pairs_the_shared_draws_by_search_seed():
     runs = {m: [run(s, 75. + 4 * s) for s in range(3)] for m in ('hierarchical', 'spos')}
     runs['random'] = [run(s, 70. + 5 * s) for s in (0, 1, 2, 3)]
     runs['random_equal_compute'] = [run(s, 70.3 + 5 * s + 0.1 * (s % 2)) for s in (0, 1, 2)]  # seed 3 unfinished
-    first, second = sq.by_shared_seeds(runs, 'random', 'random_equal_compute')
-    assert [r['search_seed'] for r in first] == [r['search_seed'] for r in second] == [0, 1, 2]
+    first, second, paired = sq.pair_sides(runs, 'random', 'random_equal_compute')
+    assert paired and [r['search_seed'] for r in first] == [r['search_seed'] for r in second] == [0, 1, 2]
     equivalence = sq.pair_equivalence(runs)
     assert equivalence['random_vs_random_equal_compute'] < 0.05  # paired: 0.3-0.4 apart at every seed
     assert equivalence['hierarchical_vs_spos'] > 0.05  # equal means, but 4 points of spread over 3 seeds
