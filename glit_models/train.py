@@ -44,7 +44,7 @@ from .models.glit import GlobalLocalTransformer
 from .models.model_folder import RUN_RECORD, RUN_RESULT, save_model_folder
 from .training.config import MIN_STEPS, TrainConfig
 from .training.engine import TrainResult, load_training_state, train_model, unwrap, warn_amp_off_cuda
-from .training.flags import add_train_flags
+from .training.flags import add_train_flags, shown_value
 from .training.recipes import RECIPES, Recipe
 from .training.run_record import RunRecord, check_settings, choose_recipe, load_arch, new_record, resumed_record
 from .utils.atomic import save_json_atomic, write_text_atomic
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace, given: Optional[dict[str, Any]] = None) -> dic
         output = Path(record.output)
         check_fresh(output, RUN_RECORD)
     distributed = init_distributed()
-    start = _Start(recipe, [f'--{k.replace("_", "-")} {_shown(v)}' for k, v in given.items()
+    start = _Start(recipe, [f'--{k.replace("_", "-")} {shown_value(v)}' for k, v in given.items()
                             if recipe is not None and k in TrainConfig.names()], set(given), args.allow_data_change)
     if is_main_process():
         with hold_output(output):
@@ -248,12 +248,6 @@ def _resume_folder(args: argparse.Namespace) -> Path:
         raise UsageError(f'--resume {args.resume} is a run in {folder}, --output {args.output} another folder; '
                          'pass one of them')
     return folder
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return 'on' if value else 'off'
-    return ' '.join(f'{v:g}' for v in value) if isinstance(value, (list, tuple)) else f'{value}'
 
 
 def _data_listing(record: RunRecord) -> Listing:

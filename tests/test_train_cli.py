@@ -384,7 +384,7 @@ def test_help_shows_every_default():
     text = ' '.join(build_parser().format_help().split())
     for shown in ('--epochs EPOCHS epochs of the run (default: scratch 300;', 'scratch adamw, finetune adamw',
                   'scratch 0.0005 x global batch / 512, finetune 0.002 x sqrt(global batch / 256)',
-                  'scratch off, finetune 0.75',
+                  'scratch none, finetune 0.75',
                   f'(default: {min(4, os.cpu_count())})', 'scratch 5, or a tenth of --epochs', '-b BATCH_SIZE',
                   '-j WORKERS', '--recipe {scratch,finetune,search}'):
         assert shown in text, shown

@@ -19,16 +19,22 @@ def flag_settings() -> tuple[Field, ...]:
     return tuple(f for f in fields(TrainConfig) if 'help' in f.metadata)
 
 
-def _shown(value: Any) -> str:
-    if isinstance(value, (bool, type(None))):
+def shown_value(value: Any) -> str:
+    """A setting's value as its flag takes it (``none`` for unset, sequences space-separated, numbers to six
+    significant digits); a switch's as ``on`` or ``off``."""
+    if value is None:
+        return 'none'
+    if isinstance(value, bool):
         return 'on' if value else 'off'
-    return ' '.join(f'{v:.3g}' for v in value) if isinstance(value, tuple) else f'{value}'
+    if isinstance(value, (list, tuple)):
+        return ' '.join(f'{v:g}' for v in value)
+    return f'{value}'
 
 
 def _help(setting: Field) -> str:
     """What the setting is, and its default in each built-in recipe."""
     scratch, finetune = RECIPES['scratch'].config, RECIPES['finetune'].config
-    value = {name: _shown(getattr(config, setting.name)) for name, config in (('scratch', scratch),
+    value = {name: shown_value(getattr(config, setting.name)) for name, config in (('scratch', scratch),
                                                                               ('finetune', finetune))}
     defaults = setting.metadata['defaults'].format(scratch=scratch, finetune=finetune, value=value,
                                                    min_steps=MIN_STEPS, crop_pixels=CROP_PIXELS)

@@ -6,7 +6,8 @@ import pytest
 from glit_models.nas.search import build_parser as search_parser
 from glit_models.train import build_parser as train_parser
 from glit_models.training.config import AUGMENTATION_SETTINGS, TrainConfig
-from glit_models.training.flags import flag_settings
+from glit_models.training.flags import flag_settings, shown_value
+from glit_models.training.recipes import RECIPES
 from glit_models.utils.run_folder import parse_flags
 
 _DEFAULTS = TrainConfig()
@@ -60,3 +61,33 @@ def test_the_search_takes_the_augmentation_flags_as_train_declares_them():
         given = parse_flags(search, [flag, *argv])[1]
         assert given == parse_flags(train, [flag, *argv])[1] and set(given) == {name}
         assert getattr(_DEFAULTS.with_flags(given), name) == expected
+
+
+@pytest.mark.parametrize('name', sorted(n for n, (argv, _) in _GIVEN.items() if argv))
+def test_a_value_as_the_start_line_shows_it_parses_back_to_itself(name):
+    """train's start line writes each given value with ``shown_value``: pasted back, it sets the same value."""
+    _, expected = _GIVEN[name]
+    args, given = parse_flags(train_parser(), [_flag(name), *shown_value(expected).split()])
+    assert getattr(_DEFAULTS.with_flags(given), name) == expected
+
+
+def test_shown_value_writes_switches_unset_values_and_sequences_as_flags_do():
+    assert (shown_value(True), shown_value(False), shown_value(None)) == ('on', 'off', 'none')
+    assert shown_value((0.75, 4 / 3)) == '0.75 1.33333' and shown_value([0.3, 1.0]) == '0.3 1'
+    assert shown_value(5e-4) == '0.0005' and shown_value('cosine') == 'cosine'
+
+
+def test_every_default_the_help_gives_is_a_value_its_flag_takes():
+    """The help's "scratch X, finetune Y" are written by ``shown_value``; each parses as its flag's value."""
+    parser = train_parser()
+    for setting in flag_settings():
+        action = parser._option_string_actions[_flag(setting.name)]
+        if action.nargs == 0:
+            continue  # a switch: its default is on or off
+        for recipe in ('scratch', 'finetune'):
+            if f'{{value[{recipe}]}}' not in setting.metadata['defaults']:
+                continue  # the help describes this default in words (fitted to the data, the lr rule)
+            value = getattr(RECIPES[recipe].config, setting.name)
+            args, given = parse_flags(parser, [_flag(setting.name), *shown_value(value).split()])
+            parsed = getattr(_DEFAULTS.with_flags(given), setting.name)
+            assert shown_value(parsed) == shown_value(value), (setting.name, recipe)  # equal to 6 digits
