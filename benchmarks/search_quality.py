@@ -651,7 +651,9 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
     retrainings start before any search not yet started, so each search's figures land as early as they can
     and a session cut short leaves whole searches behind; ``progress`` is called after every unit. With
     ``ends_by`` (a ``time.time()``), no unit starts that is expected to end later (a search: its method's mean
-    seconds on record; a training: the trainings' mean). Returns the number of units left."""
+    seconds on record; a training: the trainings' mean), and the searches that fit start before the
+    retrainings, which fill the end of the time: a search lasts hours and cannot carry over to another
+    session, a retraining minutes. Returns the number of units left."""
     def retrainings(search: dict[str, Any]) -> list[tuple]:
         return [(*common, search['arch'], f) for f in finals if (search['arch'], f) not in done]
 
@@ -670,17 +672,24 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
         target = one_shot_seconds(common[1], seed)
         return None if target is None else [target]
 
-    def next_unit() -> Optional[tuple[Callable[..., dict[str, Any]], tuple]]:
-        if rescorings:  # first, while the supernets' weights are in the work folder
-            return scored_paths_unit, rescorings.popleft()
-        if trainings and fits(r['seconds'] for r in done.values()):
-            return training_unit, trainings.popleft()
+    def next_search() -> Optional[tuple]:
         for task in waiting:
             expected = expected_seconds(*task[3:5])
             if task[3:5] in on_record or (expected is not None and fits(expected)):
                 waiting.remove(task)
-                return search_unit, task
+                return task
         return None
+
+    def next_unit() -> Optional[tuple[Callable[..., dict[str, Any]], tuple]]:
+        if rescorings:  # first, while the supernets' weights are in the work folder
+            return scored_paths_unit, rescorings.popleft()
+        # under a deadline the long units start first, and the short trainings fill the time they leave
+        if ends_by is not None and (task := next_search()) is not None:
+            return search_unit, task
+        if trainings and fits(r['seconds'] for r in done.values()):
+            return training_unit, trainings.popleft()
+        task = next_search()
+        return None if task is None else (search_unit, task)
 
     trainings = deque(t for s in searches if is_timed(s) for t in retrainings(s))
     rescorings: deque = deque()

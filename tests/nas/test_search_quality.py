@@ -381,6 +381,32 @@ def test_units_expected_to_end_late_are_left(monkeypatch, tmp_path):
                           searches, (1000,), done, lambda: None, ends_by=None) == 0  # no deadline: all run
 
 
+def test_under_a_deadline_the_searches_that_fit_start_before_the_retrainings(monkeypatch, tmp_path):
+    import search_quality as sq
+
+    started = []
+    monkeypatch.setattr(sq, 'search_unit', lambda *task: started.append(f'{task[3]}-{task[4]}') or dict(
+        method=task[3], search_seed=task[4], arch=f'{task[3]}-{task[4]}', seconds=600., clock='cpu'))
+    monkeypatch.setattr(sq, 'training_unit', lambda *task: started.append((task[3], task[4])) or dict(seconds=60.))
+    searches = [dict(method='random', search_seed=0, arch='random-0', seconds=600., clock='cpu')]
+    done = {('random-0', 1000): dict(seconds=60.)}  # random-0's second retraining waits
+    todo = [('random', 1), ('random', 2)]
+
+    def run(ends_by):
+        started.clear()
+        runs = [dict(r) for r in searches]
+        sq.run_methods(None, 1, (tmp_path, tmp_path, sq.SETTINGS['quick']), todo, runs, (1000, 1001), dict(done),
+                       lambda: None, ends_by=ends_by)
+        return list(started)
+
+    # 10-minute searches and 1-minute trainings, 25 minutes left: the searches start first, the retrainings after
+    assert run(time.time() + 1500) == ['random-1', 'random-2', ('random-0', 1001), ('random-1', 1000),
+                                       ('random-1', 1001), ('random-2', 1000), ('random-2', 1001)]
+    # without a deadline each find is retrained before the next search starts
+    assert run(None) == [('random-0', 1001), 'random-1', ('random-1', 1000), ('random-1', 1001), 'random-2',
+                         ('random-2', 1000), ('random-2', 1001)]
+
+
 PAGE_METHODS = {'hierarchical': 'hierarchical', 'SPOS': 'spos', 'random (5 draws)': 'random',
                   'random, equal compute (30)': 'random_equal_compute'}
 PAGE_SPACES = {'stage 1 (distributions)': 'stage1', 'stage 2 (under stage 1 pick)': 'stage2',
