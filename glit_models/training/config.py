@@ -20,7 +20,7 @@ from typing import Any, Collection, Mapping, Optional, Sequence
 from timm.optim import list_optimizers
 
 from ..data import Augmentation
-from ..utils.cli import finite_float
+from ..utils.cli import finite_float, finite_float_or_none
 from ..utils.errors import UsageError
 
 __all__ = ['AUGMENTATION_SETTINGS', 'CROP_PIXELS', 'FIT_BATCH', 'FIT_EPOCHS', 'MIN_STEPS', 'TrainConfig']
@@ -53,11 +53,6 @@ def _typed(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` with the crop pairs as tuples of floats, the form the config holds (JSON and argparse give
     lists)."""
     return {k: tuple(float(x) for x in v) if k in _PAIRS and v is not None else v for k, v in values.items()}
-
-
-def _number_or_none(text: str) -> Optional[float]:
-    """The argparse type of a setting that can be off (--clip-grad, --layer-decay): a number, or ``none``."""
-    return None if text.lower() == 'none' else finite_float(text)
 
 
 def _policy(text: str) -> Optional[str]:
@@ -106,7 +101,7 @@ class TrainConfig:
     momentum: float = _setting(0.9, 'SGD momentum', type=finite_float)
     weight_decay: float = _setting(0.05, 'weight decay', type=finite_float)
     layer_decay: Optional[float] = _setting(None, 'layer-wise learning-rate decay (none or 1: off)',
-                                            type=_number_or_none)
+                                            type=finite_float_or_none)
     sched: str = _setting('cosine', 'learning-rate schedule', choices=_SCHEDULERS)
     min_lr: float = _setting(1e-5, 'lowest learning rate', type=finite_float)
     warmup_lr: float = _setting(1e-6, 'learning rate warm-up starts at', type=finite_float)
@@ -124,7 +119,7 @@ class TrainConfig:
         True, 'keep an exponential moving average of the weights; model.safetensors holds it when the run is long '
         'enough for it (see the log and config.json)', action=argparse.BooleanOptionalAction)
     model_ema_decay: float = _setting(0.99996, 'EMA decay a step', type=finite_float)
-    clip_grad: Optional[float] = _setting(None, 'gradient norm clipping, or none', type=_number_or_none)
+    clip_grad: Optional[float] = _setting(None, 'gradient norm clipping, or none', type=finite_float_or_none)
     amp: bool = _setting(False, 'mixed precision (CUDA only)', action='store_true')
     seed: int = _setting(0, 'random seed', type=int)
     aa: Optional[str] = _setting('rand-m9-mstd0.5-inc1', 'timm RandAugment policy (e.g. rand-m9-mstd0.5-inc1), or none',

@@ -59,6 +59,12 @@ def finite_float(text: str) -> float:
     return value
 
 
+def finite_float_or_none(text: str) -> Optional[float]:
+    """The argparse type of a float setting that can be off (--clip-grad, --layer-decay): ``none``, or a
+    number as ``finite_float`` takes it."""
+    return None if text.lower() == 'none' else finite_float(text)
+
+
 def one_line(error: BaseException) -> str:
     """The error's message on one line. An error raised in a DataLoader worker reaches the main process as
     "Caught X in DataLoader worker process N. Original Traceback ...": only its own message is kept."""

@@ -97,14 +97,14 @@ def _parsers():
 
 
 def test_every_float_flag_of_every_command_refuses_nan_and_infinity(capsys):
-    from glit_models.utils.cli import finite_float
+    from glit_models.utils.cli import finite_float, finite_float_or_none
     from glit_models.utils.run_folder import count_or_fraction
 
     checked = 0
     for parser in _parsers():
         for action in parser._actions:
             assert action.type is not float, f'{parser.prog} {action.option_strings}: type=float takes nan'
-            if action.type not in (finite_float, count_or_fraction):
+            if action.type not in (finite_float, finite_float_or_none, count_or_fraction):
                 continue
             for value in ('nan', 'inf', 'NaN', '1e999'):
                 with pytest.raises(SystemExit) as exit:
