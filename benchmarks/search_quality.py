@@ -680,16 +680,20 @@ def run_methods(pool: Optional[Any], jobs: int, common: tuple[Path, Path, Settin
                 return task
         return None
 
+    def next_training() -> Optional[tuple]:
+        return trainings.popleft() if trainings and fits(r['seconds'] for r in done.values()) else None
+
+    # under a deadline the long units start first, and the short trainings fill the time they leave
+    order = ((search_unit, next_search), (training_unit, next_training))
+    order = order if ends_by is not None else order[::-1]
+
     def next_unit() -> Optional[tuple[Callable[..., dict[str, Any]], tuple]]:
         if rescorings:  # first, while the supernets' weights are in the work folder
             return scored_paths_unit, rescorings.popleft()
-        # under a deadline the long units start first, and the short trainings fill the time they leave
-        if ends_by is not None and (task := next_search()) is not None:
-            return search_unit, task
-        if trainings and fits(r['seconds'] for r in done.values()):
-            return training_unit, trainings.popleft()
-        task = next_search()
-        return None if task is None else (search_unit, task)
+        for fn, pick in order:
+            if (task := pick()) is not None:
+                return fn, task
+        return None
 
     trainings = deque(t for s in searches if is_timed(s) for t in retrainings(s))
     rescorings: deque = deque()

@@ -67,7 +67,7 @@ def test_the_search_takes_the_augmentation_flags_as_train_declares_them():
 def test_a_value_as_the_start_line_shows_it_parses_back_to_itself(name):
     """train's start line writes each given value with ``shown_value``: pasted back, it sets the same value."""
     _, expected = _GIVEN[name]
-    args, given = parse_flags(train_parser(), [_flag(name), *shown_value(expected).split()])
+    given = parse_flags(train_parser(), [_flag(name), *shown_value(expected).split()])[1]
     assert getattr(_DEFAULTS.with_flags(given), name) == expected
 
 
@@ -88,6 +88,6 @@ def test_every_default_the_help_gives_is_a_value_its_flag_takes():
             if f'{{value[{recipe}]}}' not in setting.metadata['defaults']:
                 continue  # the help describes this default in words (fitted to the data, the lr rule)
             value = getattr(RECIPES[recipe].config, setting.name)
-            args, given = parse_flags(parser, [_flag(setting.name), *shown_value(value).split()])
+            given = parse_flags(parser, [_flag(setting.name), *shown_value(value).split()])[1]
             parsed = getattr(_DEFAULTS.with_flags(given), setting.name)
             assert shown_value(parsed) == shown_value(value), (setting.name, recipe)  # equal to 6 digits
