@@ -338,6 +338,12 @@ def unit_clock(work: Path, kind: str, key: str) -> RunClock:
     return CpuClock(work / 'cpu_clocks' / kind / f'{key}.json')
 
 
+def unit_machine() -> dict[str, Any]:
+    """What a unit's figures may depend on beyond its seed: the CPU's vector instructions and the threads set
+    the order of float sums, and a search's chaotic training can turn that difference into another find."""
+    return dict(cpu=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(), torch=torch.__version__)
+
+
 def is_timed(record: dict[str, Any]) -> bool:
     """Whether a unit record's seconds are CPU seconds (``CLOCK``)."""
     return record.get('clock') == CLOCK
@@ -381,7 +387,8 @@ def training_unit(work: Path, units: Path, settings: Settings, arch_text: str, s
     with unit_clock(work, 'trainings', key) as clock:
         record = retrain(arch, data, train_recipe, work / 'units')
         predictions = model_predictions(load_trained(work / 'units', arch, train_recipe, data.num_classes), data)
-    return Units(units).put('trainings', key, dict(record, **predictions, seconds=clock.seconds()))
+    return Units(units).put('trainings', key, dict(record, **predictions, seconds=clock.seconds(),
+                                                   machine=unit_machine()))
 
 
 def ranking_candidates(space: SearchSpace, data: SearchData, settings: Settings, seed: int) -> list[tuple[int, ...]]:
@@ -481,7 +488,7 @@ def search_unit(work: Path, units: Path, settings: Settings, method: str, seed: 
             record = equal_compute_search(output, settings, data, seed, target, clock)
         else:
             record = run_one_search(output, settings, data, method, seed, ranking_seed)
-    record = dict(record, seconds=clock.seconds(), clock=CLOCK)
+    record = dict(record, seconds=clock.seconds(), clock=CLOCK, machine=unit_machine())
     if found is not None:
         if 'ranking' in found:
             record['ranking'] = found['ranking']

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
@@ -558,6 +559,8 @@ def test_a_search_timed_on_the_wall_clock_serves_the_ranking_and_is_timed_again(
     timed = sq.search_unit(tmp_path, units, sq.SETTINGS['quick'], 'spos', 0, None)
     assert ran == [('spos-0-timed', None)] and timed['clock'] == 'cpu' and timed['ranking'] == {'joint': 'scores'}
     assert timed['first_run'] == dict(arch='found', heldout_top1=80., seconds=4000., clock='wall, beside other jobs')
+    assert timed['machine'] == dict(cpu=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
+                                    torch=torch.__version__)  # what a second run's other find may come from
     assert sq.timed_search(units, 'spos', 0) == timed
     assert sq.search_unit(tmp_path, units, sq.SETTINGS['quick'], 'spos', 0, None) == timed and len(ran) == 1
 
