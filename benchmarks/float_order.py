@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search_quality import STEM  # noqa: E402
+from search_quality import STEM, unit_machine  # noqa: E402
 
 from glit_models.nas.space import joint_space  # noqa: E402
 from glit_models.nas.supernet import Supernet  # noqa: E402
@@ -34,7 +34,7 @@ SETTINGS = (('default', 1), ('default', 1), ('AVX2', 1), ('default', 2))
 
 def train_digest(steps: int) -> dict[str, object]:
     """``steps`` SPOS steps of the joint supernet from seed 0 on one fixed batch: the last loss and a digest of
-    the weights, with the kernel set and threads this process ran on."""
+    the weights, with the machine facts a unit record keeps (``unit_machine``)."""
     torch.manual_seed(0)
     space = joint_space(STEM)
     net, paths = Supernet(space, num_classes=20), random.Random(0)
@@ -48,17 +48,16 @@ def train_digest(steps: int) -> dict[str, object]:
         loss.backward()
         optimizer.step()
     weights = b''.join(p.detach().numpy().tobytes() for p in net.parameters())
-    return dict(cpu=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
-                loss=loss.item(), digest=hashlib.sha1(weights).hexdigest()[:16])
+    return dict(unit_machine(), loss=loss.item(), digest=hashlib.sha1(weights).hexdigest()[:16])
 
 
 def run_setting(kernels: str, threads: int, steps: int) -> dict[str, object]:
     """``train_digest`` in a fresh process under ``kernels`` (ATen's ``ATEN_CPU_CAPABILITY``; 'default' leaves
-    the CPU's best) and ``threads``."""
+    the CPU's best) and ``threads`` (``OMP_NUM_THREADS``, which torch reads as it starts)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     if kernels != 'default':
         env['ATEN_CPU_CAPABILITY'] = kernels.lower()
-    out = subprocess.run([sys.executable, __file__, '--child', '--steps', str(steps), '--threads', str(threads)],
+    out = subprocess.run([sys.executable, __file__, '--child', '--steps', str(steps)],
                          env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -78,10 +77,8 @@ def main() -> None:
     p.add_argument('--steps', type=int, default=30, help='SPOS steps per run (default 30)')
     p.add_argument('--results', type=Path, default=None, help='write float_order.{md,json} into this folder')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
-    p.add_argument('--threads', type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        torch.set_num_threads(args.threads)
         print(json.dumps(train_digest(args.steps)))
         return
     runs = [run_setting(kernels, threads, args.steps) for kernels, threads in SETTINGS]
