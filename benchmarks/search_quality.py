@@ -78,7 +78,7 @@ from glit_models.nas.pipeline import SearchConfig, run_search, short_training  #
 from glit_models.nas.ranking import describe_correlation, finite, ground_truth_ceiling, rank_correlations  # noqa: E402
 from glit_models.nas.retrain import load_trained, retrain, unit_folder  # noqa: E402
 from glit_models.nas.sampling import sample_under_budget  # noqa: E402
-from glit_models.nas.scoring import PathScorer  # noqa: E402
+from glit_models.nas.scoring import recalibrate_batchnorm  # noqa: E402
 from glit_models.nas.space import SearchSpace, Stem, joint_space, stage1_space, stage2_space  # noqa: E402
 from glit_models.nas.spos import SupernetTrainConfig, UniformPathSampler  # noqa: E402
 from glit_models.nas.supernet import Supernet  # noqa: E402
@@ -86,6 +86,7 @@ from glit_models.training.config import TrainConfig  # noqa: E402
 from glit_models.training.engine import load_training_state  # noqa: E402
 from glit_models.utils.atomic import replacing, save_json_atomic, write_text_atomic  # noqa: E402
 from glit_models.utils.cli import finite_float  # noqa: E402
+from glit_models.utils.distributed import default_device  # noqa: E402
 from glit_models.utils.run_clock import RunClock  # noqa: E402
 
 STEM = Stem(embed_dim=48, num_heads=3, depth=12, patch_size=4, img_size=32)  # (32 / 4)^2 + 1 = 65 tokens
@@ -399,17 +400,21 @@ def ranking_candidates(space: SearchSpace, data: SearchData, settings: Settings,
 
 def path_predictions(supernet_state: Path, space: SearchSpace, candidates: Sequence[Sequence[int]], data: SearchData,
                      settings: Settings) -> dict[str, Any]:
-    """A trained supernet's top-1 of each path of ``candidates`` on the scoring split (BatchNorm recalibrated,
-    as the search scores it) and its right or wrong per scoring image."""
-    supernet = Supernet(space, data.num_classes)
+    """A trained supernet's top-1 of each path of ``candidates`` on the scoring split and its right or wrong per
+    scoring image. Each path is scored as ``PathScorer`` scores it in the search (BatchNorm recalibrated, then
+    one pass over the split), its top-1 counted from the predictions of that pass: half the work of scoring
+    it and predicting apart."""
+    supernet = Supernet(space, data.num_classes).to(default_device())
     supernet.load_state_dict(load_training_state(supernet_state)['model'])
-    scorer = PathScorer(supernet, data, settings.calib_batches)
     labels = np.array(split_record(data.score_loader)['labels'])
-    scores, right = [], []
+    scores, rights = [], []
     for candidate in candidates:
-        scores.append(scorer(candidate))  # recalibrates the path's BatchNorm, which the predictions then use
-        right.append(predicted_classes(supernet, data.score_loader) == labels)
-    return dict(supernet_top1=scores, supernet_right=[encode_bits(r) for r in right])
+        supernet.set_path(candidate)
+        recalibrate_batchnorm(supernet, data.calib_loader, settings.calib_batches)
+        right = predicted_classes(supernet, data.score_loader) == labels
+        scores.append(100. * float(right.mean()))
+        rights.append(encode_bits(right))
+    return dict(supernet_top1=scores, supernet_right=rights)
 
 
 def score_space(supernet_state: Path, space: SearchSpace, data: SearchData, settings: Settings,

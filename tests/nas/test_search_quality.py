@@ -310,6 +310,36 @@ def test_a_search_whose_weights_are_gone_keeps_no_paths_and_says_so(tmp_path, ca
     assert sq.scored_paths_summary(tmp_path / 'units') == dict(paths={}, largest_rescoring_gap=None)
 
 
+def test_kept_paths_score_as_the_search_scores_them(tmp_path):
+    """The rescoring counts each path's top-1 from the predictions it keeps, in one pass over the scoring
+    split: the figures must be the search's own ``PathScorer`` figures, path by path."""
+    import search_quality as sq
+    from predictions import decode_bits
+
+    from glit_models.nas.scoring import PathScorer
+    from glit_models.nas.space import Stem, joint_space
+    from glit_models.nas.supernet import Supernet
+
+    settings = sq.SETTINGS['quick']
+    data = sq.load_data(tmp_path / 'work', settings)
+    space = joint_space(Stem(embed_dim=24, num_heads=3, depth=2, patch_size=8, img_size=32))
+    torch.manual_seed(0)
+    supernet = Supernet(space, data.num_classes)
+    for module in supernet.modules():  # BatchNorm statistics unlike the defaults, so recalibration shows
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.normal_()
+    state = tmp_path / 'supernet.pth.tar'
+    torch.save(dict(epoch=1, model=supernet.state_dict()), state)
+    candidates = [[0, 0], [1, 2], [space.choices[0] - 1, space.choices[1] - 1]]
+    found = sq.path_predictions(state, space, candidates, data, settings)
+    scorer = PathScorer(supernet, data, settings.calib_batches)
+    expected = [scorer(c) for c in candidates]
+    assert found['supernet_top1'] == pytest.approx(expected, abs=1e-9)
+    images = len(data.score_loader.dataset)
+    for top1, right in zip(found['supernet_top1'], found['supernet_right']):
+        assert 100. * decode_bits(right).sum() / images == pytest.approx(top1, abs=1e-9)
+
+
 def test_a_timed_search_keeps_its_paths_from_its_own_folder(monkeypatch, tmp_path):
     import search_quality as sq
 
