@@ -29,19 +29,19 @@ image of the ranking's paths and of every path the one-shot searches' evolution 
 against ``splits.json`` (files, labels, source digits): the supernets' weights are not kept. The
 units run in the order of what they complete: the ranking first, reported as soon as it is done (``complete``
 false in the JSON), then the methods, each search's find retrained before the next search starts and the
-report rewritten after every unit, with the searches whose retrainings are all done.
+report rewritten after every unit, with the searches whose retrainings are all done. The unit records and
+their clocks are ``search_units``, the methods' comparison ``search_comparison``, the report's Markdown and
+figure ``search_report``.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import multiprocessing
 import queue
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections import deque
@@ -55,18 +55,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluttered_digits import ClutterConfig, write_cluttered_digits  # noqa: E402
-from predictions import decode_classes, encode_bits, encode_classes, predicted_classes, split_record  # noqa: E402
+from predictions import encode_bits, encode_classes, predicted_classes, split_record  # noqa: E402
+from search_comparison import method_differences, pair_equivalence, pair_test_names, pair_tests  # noqa: E402
+from search_report import markdown, plot  # noqa: E402
 from search_stats import (  # noqa: E402
     attainable_correlation,
-    equivalence_p,
     headroom,
-    hierarchical_bootstrap_difference,
     min_detectable_difference,
-    paired_p,
     pooled_std,
     simulated_min_detectable_difference,
-    welch_p,
 )
+from search_units import CLOCK, Units, is_timed, search_key, timed_search, unit_clock, unit_machine  # noqa: E402
 
 from glit_models.architecture import GlitArch, count_params  # noqa: E402
 from glit_models.data import Augmentation  # noqa: E402
@@ -75,7 +74,7 @@ from glit_models.nas.cost import SpaceCost  # noqa: E402
 from glit_models.nas.data import SearchData, SearchDataConfig, build_search_data  # noqa: E402
 from glit_models.nas.evolution import EvolutionConfig  # noqa: E402
 from glit_models.nas.pipeline import SearchConfig, run_search, short_training  # noqa: E402
-from glit_models.nas.ranking import describe_correlation, finite, ground_truth_ceiling, rank_correlations  # noqa: E402
+from glit_models.nas.ranking import finite, ground_truth_ceiling, rank_correlations  # noqa: E402
 from glit_models.nas.retrain import load_trained, retrain, unit_folder  # noqa: E402
 from glit_models.nas.sampling import sample_under_budget  # noqa: E402
 from glit_models.nas.scoring import recalibrate_batchnorm  # noqa: E402
@@ -84,7 +83,7 @@ from glit_models.nas.spos import SupernetTrainConfig, UniformPathSampler  # noqa
 from glit_models.nas.supernet import Supernet  # noqa: E402
 from glit_models.training.config import TrainConfig  # noqa: E402
 from glit_models.training.engine import load_training_state  # noqa: E402
-from glit_models.utils.atomic import replacing, save_json_atomic, write_text_atomic  # noqa: E402
+from glit_models.utils.atomic import save_json_atomic, write_text_atomic  # noqa: E402
 from glit_models.utils.cli import finite_float  # noqa: E402
 from glit_models.utils.distributed import default_device  # noqa: E402
 from glit_models.utils.run_clock import RunClock  # noqa: E402
@@ -105,9 +104,6 @@ ONE_SHOT = ('hierarchical', 'spos')
 EQUAL_COMPUTE_DRAWS = 400
 """The most draws random search at equal compute may train: far more than any one-shot search's seconds buy."""
 METHOD_NAMES = ('hierarchical', 'spos', 'random', 'random_equal_compute')
-SHARED_DRAWS = (('random', 'random_equal_compute'),)
-"""Pairs of methods that share draws (random at equal compute draws random's first, with the same seed): their
-search seeds are paired, so they are compared with the paired t-test, never Welch's."""
 PAPER_RANDOM_SAMPLES = 5
 FINAL_SEED_OFFSET = 1000  # the final retrainings' seeds, apart from the searches' own
 TRUTH_SEEDS = (0, 1)
@@ -238,122 +234,13 @@ def method_top_k(settings: Settings, method: str) -> int:
     return {'hierarchical': settings.top_k, 'spos': 2 * settings.top_k, 'random': settings.random_samples}[method]
 
 
-# -- unit records: saved under --work, and their small JSON copied under --units -------------------------------
+# -- units of work: each saved under --work, its small JSON record under --units (``search_units``) -----------
 def task_record(settings: Settings) -> dict[str, Any]:
     """What every unit's figures depend on beyond its own key: the task, augmentation, stem, budget, batch
     and settings. Unit records made under another task are refused, never mixed in."""
     return json.loads(json.dumps(dict(clutter=asdict(clutter(settings)),
                                       augmentation=AUGMENTATION.describe(), stem=asdict(STEM), budget=str(BUDGET),
                                       batch=BATCH, heldout='the heldout/ folder', settings=asdict(settings))))
-
-
-class Units:
-    """The small JSON record of every finished unit, in ``root`` (committed): read back before a unit runs,
-    so a fresh machine skips what another finished. ``task.json`` holds the task they were made under."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def claim(self, task: dict[str, Any]) -> None:
-        """Record ``task`` for a new folder; SystemExit naming what differs when the records were made
-        under another."""
-        path = self.root / 'task.json'
-        if not path.is_file():
-            save_json_atomic(task, path)
-            return
-        made = json.loads(path.read_text())
-        differs = sorted(k for k in set(made) | set(task) if made.get(k) != task.get(k))
-        if differs:
-            raise SystemExit(f'the unit records in {self.root} were made under another task ({", ".join(differs)} '
-                             'differ); pass --units to a new folder, or delete that one to start over')
-
-    def check_code(self) -> None:
-        """Before a unit is computed: the package code must be the one the records so far were made with
-        (``code.json``, written by the first), so that a long run resumed in a later session does not mix
-        figures of two versions. SystemExit naming the commit to run from otherwise."""
-        now = code_version()
-        path = self.root / 'code.json'
-        if not path.is_file():
-            save_json_atomic(now, path)
-            return
-        made = json.loads(path.read_text())
-        if made['tree'] != now['tree']:
-            raise SystemExit(f'the unit records in {self.root} were made with glit_models at commit {made["commit"]} '
-                             f'(tree {made["tree"][:12]}), this checkout has tree {now["tree"][:12]}; run from a '
-                             f'worktree of that commit (git worktree add ../search-quality-run {made["commit"][:12]}) '
-                             'or pass --units to a new folder')
-
-    def path(self, kind: str, key: str) -> Path:
-        return self.root / kind / f'{key}.json'
-
-    def get(self, kind: str, key: str) -> Optional[dict[str, Any]]:
-        path = self.path(kind, key)
-        return json.loads(path.read_text()) if path.is_file() else None
-
-    def put(self, kind: str, key: str, record: dict[str, Any]) -> dict[str, Any]:
-        save_json_atomic(record, self.path(kind, key))
-        return record
-
-
-def code_version() -> dict[str, str]:
-    """The package code this checkout runs: its commit and the git tree of ``glit_models/`` (``+dirty`` with
-    uncommitted changes there; 'unknown' outside a git checkout)."""
-    root = Path(__file__).resolve().parents[1]
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(['git', '-C', str(root), *args], capture_output=True, text=True)
-
-    tree, commit = git('rev-parse', 'HEAD:glit_models'), git('rev-parse', 'HEAD')
-    if tree.returncode or commit.returncode:
-        return dict(commit='unknown', tree='unknown')
-    dirty = git('diff', '--quiet', 'HEAD', '--', 'glit_models').returncode != 0
-    return dict(commit=commit.stdout.strip(), tree=tree.stdout.strip() + ('+dirty' if dirty else ''))
-
-
-class CpuClock(RunClock):
-    """A ``RunClock`` of this process's CPU seconds: with one thread and no loader workers, the compute a unit
-    took, whatever else the machine ran beside it (wall seconds grow when other jobs share the cores)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self._started = time.process_time()
-
-    def seconds(self) -> float:
-        return round(self.before + (self._ended or time.process_time()) - self._started, 1)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._saver.join()
-        self._ended = time.process_time()
-        self._save()
-
-
-CLOCK = 'cpu'
-"""What a unit record's ``seconds`` count (``clock``): its process's CPU seconds. Records without it counted
-wall seconds, which other jobs on the cores inflated."""
-
-
-def unit_clock(work: Path, kind: str, key: str) -> RunClock:
-    """The CPU clock of the unit ``kind``/``key`` in the work folder: its seconds summed over the runs that
-    worked on it, so the time a killed run spent counts when a later run finishes the unit."""
-    return CpuClock(work / 'cpu_clocks' / kind / f'{key}.json')
-
-
-def unit_machine() -> dict[str, Any]:
-    """What a unit's figures may depend on beyond its seed: the CPU's vector instructions and the threads set
-    the order of float sums, and a search's chaotic training can turn that difference into another find."""
-    return dict(cpu=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(), torch=torch.__version__)
-
-
-def is_timed(record: dict[str, Any]) -> bool:
-    """Whether a unit record's seconds are CPU seconds (``CLOCK``)."""
-    return record.get('clock') == CLOCK
-
-
-def timed_search(units: Path, method: str, seed: int) -> Optional[dict[str, Any]]:
-    """The search's record when its seconds are CPU seconds; None otherwise."""
-    found = Units(units).get('searches', search_key(method, seed))
-    return found if found is not None and is_timed(found) else None
 
 
 _DATA: dict[str, SearchData] = {}
@@ -456,11 +343,6 @@ def scored_paths_unit(work: Path, units: Path, settings: Settings, method: str, 
         scored[stage] = dict(candidates=[list(c) for c in candidates], evolution_top1=list(evolution_top1.values()),
                              **found)
     return Units(units).put('paths', key, dict(method=method, search_seed=seed, stages=scored))
-
-
-def search_key(method: str, seed: int) -> str:
-    """The name of a search's unit record."""
-    return f'{method}-{seed}'
 
 
 def one_shot_seconds(units: Path, seed: int) -> Optional[float]:
@@ -800,64 +682,6 @@ def budget_admits(ranking: dict[str, Any], num_classes: int) -> dict[str, float]
             .admitted_fraction(BUDGET.limit) for name, r in ranking.items()}
 
 
-def pair_sides(runs: dict[str, list[dict[str, Any]]], a: str, b: str) -> tuple[list[dict], list[dict], bool]:
-    """The runs of ``a`` and ``b`` as their comparison takes them, and whether it pairs them: methods that share
-    draws (``SHARED_DRAWS``) at the search seeds both have, in the same order; any other pair, all its runs."""
-    if (a, b) not in SHARED_DRAWS:
-        return runs[a], runs[b], False
-    by_seed = [{r['search_seed']: r for r in runs[m]} for m in (a, b)]
-    seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
-    return [by_seed[0][s] for s in seeds], [by_seed[1][s] for s in seeds], True
-
-
-def _top1(method_runs: Sequence[dict[str, Any]]) -> list[float]:
-    return [r['test_top1'] for r in method_runs]
-
-
-def pair_tests(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Optional[float]]:
-    """p of every pair of methods' finds: Welch's test, or for methods that share draws the paired t-test over
-    the search seeds both have."""
-    found = {}
-    for a, b in itertools.combinations(runs, 2):
-        first, second, paired = pair_sides(runs, a, b)
-        found[f'{a}_vs_{b}'] = (paired_p if paired else welch_p)(_top1(first), _top1(second))
-    return found
-
-
-def pair_equivalence(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Optional[float]]:
-    """TOST p at +-1 point of every pair, paired over the shared search seeds where draws are shared."""
-    found = {}
-    for a, b in itertools.combinations(runs, 2):
-        first, second, paired = pair_sides(runs, a, b)
-        found[f'{a}_vs_{b}'] = equivalence_p(_top1(first), _top1(second), paired=paired)
-    return found
-
-
-def method_differences(runs: dict[str, list[dict[str, Any]]], done: dict[tuple[str, int], dict[str, Any]],
-                       finals: Sequence[int], splits: dict[str, Any]) -> dict[str, Optional[dict[str, float]]]:
-    """Each pair's difference of mean test top-1 with its 95% interval from the hierarchical bootstrap (search
-    seed, final seed, source digit), from the final trainings' predictions per image; pairs that share draws
-    over the search seeds both have, with one draw of seeds for both. None while a side has fewer than two
-    searches."""
-    labels, sources = np.array(splits['test']['labels']), np.array(splits['test']['source_digits'])
-
-    def right(method_runs: Sequence[dict[str, Any]]) -> list[list[np.ndarray]]:
-        return [[decode_classes(done[(r['arch'], f)]['test_pred']) == labels for f in finals] for r in method_runs]
-
-    found = {}
-    for a, b in itertools.combinations(runs, 2):
-        first, second, paired = pair_sides(runs, a, b)
-        found[f'{a}_vs_{b}'] = (None if min(len(first), len(second)) < 2 else
-                                hierarchical_bootstrap_difference(right(first), right(second), sources, paired=paired))
-    return found
-
-
-def pair_test_names(runs: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    """The test ``pair_tests`` used for each pair."""
-    return {f'{a}_vs_{b}': 'paired t' if (a, b) in SHARED_DRAWS else 'welch'
-            for a, b in itertools.combinations(runs, 2)}
-
-
 def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, jobs: int, data: SearchData,
               found: dict[str, Any], wall_s: float) -> dict[str, Any]:
     """The committed result: the issue's keys first, then everything the report and plot read. Until the
@@ -909,173 +733,10 @@ def summarise(mode: str, argv: Sequence[str], settings: Settings, seed: int, job
         supernet_steps_per_stage=settings.supernet_epochs * steps,
         updates_per_option=updates_per_option(settings, steps, settings.seeds('hierarchical', seed)),
         machine=f'{torch.get_num_threads()} thread(s) per process, {jobs} process(es), torch {torch.__version__}',
-        ranking=ranking, method_runs=runs)
+        truth_seeds=list(TRUTH_SEEDS), ranking=ranking, method_runs=runs)
 
 
-# -- the report ------------------------------------------------------------------------------------------------
-def _mean_std(values: Sequence[float]) -> str:
-    spread = _fmt(statistics.stdev(values), 2) if len(values) > 1 else 'n/a'
-    return f'{statistics.fmean(values):.2f} +- {spread}'
-
-
-def _fmt(value: Optional[float], digits: int = 3) -> str:
-    return 'n/a' if value is None else f'{value:.{digits}f}'
-
-
-def _table_code(text: str) -> str:
-    escaped = text.replace('|', '\\|')
-    return f'`{escaped}`'
-
-
-def markdown(result: dict[str, Any]) -> str:
-    s = result['settings']
-    admits = ', '.join(f'{k} {100 * v:.0f}%' for k, v in result['budget_admits'].items())
-    updates = ', '.join(f'{k} {v["min"]} fewest, {v["mean"]:.0f} mean ({v["below_200_max"]} of {v["options"]} '
-                        'options under 200)' for k, v in result['updates_per_option'].items())
-    retrained, total = sum(map(len, result['methods'].values())), sum(map(len, result['seeds'].values()))
-    scope = '' if result['complete'] else (f', partial: {retrained} of {total} searches retrained so far' if retrained
-                                           else ', ranking only: the methods are not run yet')
-    lines = [f'# Search quality at depth {result["depth"]} ({result["mode"]}{scope})', '',
-             f'Data: {result["data"]}. Training augmentation: {result["augmentation"]}.', '',
-             f'Stem: {result["depth"]} blocks, embed {result["stem"]["embed_dim"]}, {result["stem"]["num_heads"]} '
-             f'heads, {result["tokens"]} tokens. Budget {result["budget"]}: admits {admits}. Supernets: '
-             f'{result["supernet_steps_per_stage"]} steps a stage at batch {result["batch"]} (SPOS twice that), '
-             f'updates per option of a block (the path sampler replayed over the searches\' seeds): {updates}. '
-             f'Trainings from scratch: {s["retrain_epochs"]} epochs '
-             f'({s["retrain_epochs"] * result["steps_per_epoch"]} steps). Compute {result["cost_s"] / 3600:.2f} h '
-             f'summed over units ({result["wall_s"] / 60:.0f} min wall over its invocations) on {result["machine"]}. '
-             f'Command: `{result["command"]}`.', '',
-             '## Ranking: supernet score (held-out split) against training from scratch (test split)', '',
-             f'{s["subnets"]} architectures per space drawn under the budget, each trained with seeds '
-             f'{list(TRUTH_SEEDS)} (mean). Stage 2 under the distributions the first hierarchical search\'s '
-             'stage 1 picked; joint: the first SPOS search\'s supernet. 95% bootstrap intervals. Ceiling: '
-             'seed 0 against seed 1. Corrected: Spearman over the square root of the seeds\' mean reliability. '
-             'Attainable: the Spearman a perfect score could reach against the two seeds\' mean, sqrt(2r / (1 + r)) '
-             'with r the ceiling rho.', '',
-             '| space | Kendall tau | Spearman rho | attainable rho | ceiling tau | ceiling rho | corrected rho '
-             '| trained top-1 (%) |',
-             '|---|---|---|---|---|---|---|---|']
-    for name, r in result['ranking'].items():
-        truth = r['trained_top1']
-        lines.append(f'| {name} | {describe_correlation(r["kendall_tau"])} | {describe_correlation(r["spearman_rho"])} '
-                     f'| {_fmt(result["attainable_rho"][name])} | {_fmt(r["noise_ceiling"]["kendall_tau"]["value"])} '
-                     f'| {_fmt(r["noise_ceiling"]["spearman_rho"]["value"])} | {_fmt(r["spearman_rho_corrected"])} '
-                     f'| {min(truth):.1f} to {max(truth):.1f} |')
-    h = result['pilot']['headroom']
-    if h is not None:
-        lines += ['', f'Headroom (the joint draws\' trained top-1, the pilot\'s figures): median {h["median"]:.2f}%, '
-                  f'best {h["best"]:.2f}% ({h["best_above_median"]:.2f} points above), the best of 5 random draws '
-                  f'expected {h["best_of_5_gap"]:.2f} points below the best of {h["draws"]}.']
-    kept = result['scored_paths']
-    if kept['paths']:
-        counts = '; '.join(f'{key} ' + ', '.join(f'{stage} {n}' for stage, n in stages.items())
-                           for key, stages in kept['paths'].items())
-        lines += ['', 'Paths the one-shot searches\' evolution scored, kept with their right or wrong per scoring '
-                  f'image (`paths/` in the unit records): {counts}. Scored again from the weights, they differ from '
-                  f'the evolution\'s own scores by at most {kept["largest_rescoring_gap"]:.3f} points.']
-    if not retrained:
-        return '\n'.join(lines) + '\n'
-    planned = '' if result['complete'] else ' planned'
-    lines += ['', '## Methods at equal budget', '',
-              f'{s["search_seeds"]} search seed(s) per one-shot method and {s["random_seeds"]} per random '
-              f'method{planned}; each found architecture retrained with {s["final_seeds"]} seed(s), top-1 on the test '
-              f'split. Candidates retrained per search: hierarchical {s["top_k"]} a stage, SPOS {2 * s["top_k"]}, '
-              f'random {s["random_samples"]}, random at equal compute as many as the mean measured seconds of the '
-              f'same seed\'s hierarchical and SPOS searches allowed '
-              f'({", ".join(map(str, result["equal_compute_draws"])) or "none yet"}).', '',
-              '| method | test top-1 mean +- std (%) | FLOPs of the found (M) | FLOPs of its top picks (M, mean) '
-              '| search (CPU s, mean) |', '|---|---|---|---|---|']
-    for method, runs in result['method_runs'].items():
-        if not runs:
-            lines.append(f'| {method} | not run yet | | | |')
-            continue
-        found = statistics.fmean(r['flops'] for r in runs) / 1e6
-        tops = statistics.fmean(f for r in runs for f in r['top_flops']) / 1e6
-        lines.append(f'| {method} | {_mean_std([r["test_top1"] for r in runs])} | {found:.2f} | {tops:.2f} '
-                     f'| {statistics.fmean(r["search_seconds"] for r in runs):.0f} |')
-    again = [(m, r) for m, runs in result['method_runs'].items() for r in runs if r.get('first_run')]
-    if again:
-        lines += ['', 'Searches run twice, the first time for the ranking on wall seconds beside other jobs, then '
-                  'timed in CPU seconds: ' + '; '.join(
-                      f'{m} seed {r["search_seed"]}: {"the same" if r["first_run"]["arch"] == r["arch"] else "another"}'
-                      f' find, {r["first_run"]["seconds"]:.0f} s wall against {r["search_seconds"]:.0f} s CPU'
-                      for m, r in again) + '.']
-    lines += ['', f'Budget {result["budget_limit"] / 1e6:.1f} M FLOPs.', '',
-              '## Statistics', '', '| pair | test | p | difference [95% hierarchical bootstrap] | equal within 1 '
-              'point (TOST p) |', '|---|---|---|---|---|']
-    for pair, p in result['pair_p'].items():
-        ci, tost = result.get('difference_ci', {}).get(pair), result['equivalence_1pt'][pair]
-        interval = 'n/a' if ci is None else f'{ci["difference"]:+.2f} [{ci["low"]:+.2f}, {ci["high"]:+.2f}]'
-        lines.append(f'| {pair} | {result["pair_test"][pair]} | {_fmt(p)} | {interval} | '
-                     f'{tost["verdict"]} ({_fmt(tost["p"])}) |')
-    shared = ', '.join(f'{a} and {b}' for a, b in SHARED_DRAWS)
-    lines += ['', f'Methods that share draws ({shared}) are compared over the search seeds both have, seed by seed: '
-              'the paired t-test, a paired TOST, and one draw of search seeds for both in the bootstrap.']
-    lines += ['', f'Pooled spread of a method\'s search seeds: {_fmt(result["pooled_std"], 2)} points. The smallest '
-              f'difference of two methods\' means Welch\'s test detects at 80% power, alpha 0.05 (two-sided, '
-              f'n = {result["searches_per_method"]} a method), simulated: '
-              f'{_fmt(result["min_detectable_difference_simulated"], 2)} points (the normal approximation\'s '
-              f'{_fmt(result["min_detectable_difference"], 2)} is too optimistic at so few seeds).', '',
-              'Every run:', '',
-              '| method | search seed | test top-1 runs (%) | FLOPs (M) | architecture |', '|---|---|---|---|---|']
-    for method, runs in result['method_runs'].items():
-        for r in runs:
-            lines.append(f'| {method} | {r["search_seed"]} | {", ".join(f"{t:.2f}" for t in r["test_top1_runs"])} '
-                         f'| {r["flops"] / 1e6:.2f} | {_table_code(r["arch"])} |')
-    return '\n'.join(lines) + '\n'
-
-
-def _plot_ranking(ax: Any, result: dict[str, Any]) -> None:
-    for name, r in result['ranking'].items():
-        tau, ceiling = r['kendall_tau']['value'], r['noise_ceiling']['kendall_tau']['value']
-        ax.scatter(r['supernet_top1'], r['trained_top1'], s=16, alpha=0.75,
-                   label=f'{name} (tau {_fmt(tau, 2)}, ceiling {_fmt(ceiling, 2)})')
-    ax.set_xlabel('supernet top-1 on the held-out split (%, BatchNorm recalibrated)')
-    ax.set_ylabel('trained from scratch, test top-1 (%, mean of 2 seeds)')
-    ax.set_title(f'Ranking at depth {result["depth"]}')
-
-
-def _plot_methods(ax: Any, result: dict[str, Any]) -> None:
-    for index, (method, runs) in enumerate(result['method_runs'].items()):
-        ax.scatter([f / 1e6 for r in runs for f in r['top_flops']],
-                   [r['test_top1'] for r in runs for _ in r['top_flops']], s=8, alpha=0.25, marker='osv^'[index])
-        ax.scatter([r['flops'] / 1e6 for r in runs], [r['test_top1'] for r in runs], s=44, label=method,
-                   marker='osv^'[index], color=f'C{index}')
-    ax.axvline(result['budget_limit'] / 1e6, color='grey', linestyle='--', linewidth=1, label='budget')
-    ax.set_xlabel('FLOPs (M, authors\' formula): found (large) and its top picks (small)')
-    ax.set_ylabel('found architecture, test top-1 (%, mean of retrainings)')
-    ax.set_title('Methods: every search seed')
-
-
-def _plot_anytime(ax: Any, result: dict[str, Any]) -> None:
-    for index, (method, runs) in enumerate(result['method_runs'].items()):
-        for number, run in enumerate(runs):
-            points = run.get('anytime') or []
-            ax.step([p['seconds'] / 3600 for p in points], [p['best_heldout_top1'] for p in points], where='post',
-                    color=f'C{index}', alpha=0.6, linewidth=1, label=method if number == 0 else None)
-    ax.set_xlabel('measured search time (h)')
-    ax.set_ylabel('best held-out top-1 found so far (%)')
-    ax.set_title('Any-time: each search')
-
-
-def plot(result: dict[str, Any], path: Path) -> None:
-    """The ranking's scatter per space and, once searches are retrained, each one's find against its FLOPs."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    panels = [_plot_ranking] + ([_plot_methods, _plot_anytime] if any(result['method_runs'].values()) else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), dpi=110, squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        panel(ax, result)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-
-
+# -- the command line ------------------------------------------------------------------------------------------
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])

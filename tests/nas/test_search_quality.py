@@ -155,19 +155,19 @@ def test_attainable_correlation_is_spearman_brown():
 
 
 def test_pair_tests_pair_the_methods_that_share_draws():
-    import search_quality as sq
+    import search_comparison as sc
 
     def runs(values):
         return [dict(search_seed=i, test_top1=v) for i, v in enumerate(values)]
 
     found = {'hierarchical': runs([86., 87., 86.5]), 'spos': runs([86., 87.5, 86.]),
              'random': runs([84., 85., 86.]), 'random_equal_compute': runs([84.5, 85.2, 86.])}
-    p, tests = sq.pair_tests(found), sq.pair_test_names(found)
+    p, tests = sc.pair_tests(found), sc.pair_test_names(found)
     assert tests['random_vs_random_equal_compute'] == 'paired t' and tests['hierarchical_vs_spos'] == 'welch'
     assert p['random_vs_random_equal_compute'] == pytest.approx(paired_p([84., 85., 86.], [84.5, 85.2, 86.]))
     assert p['hierarchical_vs_spos'] == pytest.approx(welch_p([86., 87., 86.5], [86., 87.5, 86.]))
     found['random_equal_compute'] = found['random_equal_compute'][:1]  # a partial report: too few pairs yet
-    assert sq.pair_tests(found)['random_vs_random_equal_compute'] is None
+    assert sc.pair_tests(found)['random_vs_random_equal_compute'] is None
 
 
 def test_replayed_updates_count_every_step_of_every_block():
@@ -554,17 +554,17 @@ def test_random_at_equal_compute_waits_for_the_one_shot_searches(monkeypatch, tm
 
 
 def test_unit_clocks_count_cpu_seconds_not_the_wait_for_a_shared_core(tmp_path):
-    import search_quality as sq
+    from search_units import CpuClock
 
     path = tmp_path / 'clock.json'
-    with sq.CpuClock(path) as clock:
+    with CpuClock(path) as clock:
         time.sleep(0.4)  # a process waiting for the core: wall seconds pass, CPU seconds do not
         waited = clock.seconds()
         spin = time.process_time() + 0.3
         while time.process_time() < spin:
             pass
     assert waited < 0.1 and 0.25 <= clock.seconds() < 0.6
-    with sq.CpuClock(path) as again:  # a resumed unit counts on from what its killed run had
+    with CpuClock(path) as again:  # a resumed unit counts on from what its killed run had
         pass
     assert again.seconds() >= clock.seconds() and json.loads(path.read_text())['runs'] == 2
 
@@ -596,13 +596,13 @@ def test_a_search_timed_on_the_wall_clock_serves_the_ranking_and_is_timed_again(
 
 
 def test_units_refuse_another_version_of_the_package(monkeypatch, tmp_path):
-    import search_quality as sq
+    import search_units
 
-    units = sq.Units(tmp_path)
-    monkeypatch.setattr(sq, 'code_version', lambda: dict(commit='a' * 40, tree='1' * 40))
+    units = search_units.Units(tmp_path)
+    monkeypatch.setattr(search_units, 'code_version', lambda: dict(commit='a' * 40, tree='1' * 40))
     units.check_code()
     units.check_code()  # the same code: accepted
-    monkeypatch.setattr(sq, 'code_version', lambda: dict(commit='b' * 40, tree='2' * 40))
+    monkeypatch.setattr(search_units, 'code_version', lambda: dict(commit='b' * 40, tree='2' * 40))
     with pytest.raises(SystemExit, match='git worktree add ../search-quality-run aaaaaaaaaaaa'):
         units.check_code()
 
@@ -676,7 +676,7 @@ def test_methods_that_share_draws_are_compared_seed_by_seed():
 
 
 def test_the_report_pairs_the_shared_draws_by_search_seed():
-    import search_quality as sq
+    import search_comparison as sc
 
     def run(seed, top1):
         return dict(search_seed=seed, arch=f'{seed}-{top1}', test_top1=top1)
@@ -684,9 +684,9 @@ def test_the_report_pairs_the_shared_draws_by_search_seed():
     runs = {m: [run(s, 75. + 4 * s) for s in range(3)] for m in ('hierarchical', 'spos')}
     runs['random'] = [run(s, 70. + 5 * s) for s in (0, 1, 2, 3)]
     runs['random_equal_compute'] = [run(s, 70.3 + 5 * s + 0.1 * (s % 2)) for s in (0, 1, 2)]  # seed 3 unfinished
-    first, second, paired = sq.pair_sides(runs, 'random', 'random_equal_compute')
+    first, second, paired = sc.pair_sides(runs, 'random', 'random_equal_compute')
     assert paired and [r['search_seed'] for r in first] == [r['search_seed'] for r in second] == [0, 1, 2]
-    equivalence = sq.pair_equivalence(runs)
+    equivalence = sc.pair_equivalence(runs)
     assert equivalence['random_vs_random_equal_compute'] < 0.05  # paired: 0.3-0.4 apart at every seed
     assert equivalence['hierarchical_vs_spos'] > 0.05  # equal means, but 4 points of spread over 3 seeds
 
