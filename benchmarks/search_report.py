@@ -31,6 +31,8 @@ def _table_code(text: str) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    """The report: the task and its costs, the ranking per space and, once searches are retrained, the
+    methods, every pair's tests and every run; partial results say how far the run has come in the title."""
     s = result['settings']
     admits = ', '.join(f'{k} {100 * v:.0f}%' for k, v in result['budget_admits'].items())
     updates = ', '.join(f'{k} {v["min"]} fewest, {v["mean"]:.0f} mean ({v["below_200_max"]} of {v["options"]} '
