@@ -23,10 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search_quality import STEM, unit_machine  # noqa: E402
+from search_quality import STEM  # noqa: E402
+from search_units import unit_machine  # noqa: E402
 
 from glit_models.nas.space import joint_space  # noqa: E402
 from glit_models.nas.supernet import Supernet  # noqa: E402
+from glit_models.utils.atomic import write_text_atomic  # noqa: E402
 
 SETTINGS = (('default', 1), ('default', 1), ('AVX2', 1), ('default', 2))
 """(kernel set, threads) per run: the default twice, to show a run repeats, then one change at a time."""
@@ -85,9 +87,9 @@ def main() -> None:
     text = report(runs, args.steps)
     print(text, end='')
     if args.results is not None:
-        args.results.mkdir(parents=True, exist_ok=True)
-        (args.results / 'float_order.md').write_text(text)
-        (args.results / 'float_order.json').write_text(json.dumps(dict(steps=args.steps, runs=runs), indent=1) + '\n')
+        write_text_atomic(text, args.results / 'float_order.md')
+        record = json.dumps(dict(steps=args.steps, runs=runs), indent=1) + '\n'
+        write_text_atomic(record, args.results / 'float_order.json')
 
 
 if __name__ == '__main__':

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import search_quality as sq  # noqa: E402
 import search_stats  # noqa: E402
 from search_stats import HEADROOM  # noqa: E402
+from search_units import Units  # noqa: E402
 
 from glit_models.architecture import GlitArch  # noqa: E402
 from glit_models.architecture.complexity import authors_flops  # noqa: E402
@@ -121,7 +122,7 @@ def headroom(units: Path, work: Path, settings: sq.Settings, data: Any) -> Optio
     for candidate in sq.ranking_candidates(space, data, settings, 0):
         arch = space.to_arch(candidate)
         keys = [sq.unit_folder(Path(''), arch, sq.recipe(settings, t)).name for t in sq.TRUTH_SEEDS]
-        records = [sq.Units(units).get('trainings', key) for key in keys]
+        records = [Units(units).get('trainings', key) for key in keys]
         if None not in records:
             trained.append([r['test_top1'] for r in records])
     return search_stats.headroom(trained)
@@ -333,7 +334,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         settings = sq.replace(settings, marker_place=args.marker_place)
     if args.label is not None:
         settings = sq.replace(settings, label=args.label)
-    sq.Units(work).claim(sq.task_record(settings))
+    Units(work).claim(sq.task_record(settings))
     sq._init_worker()
     started = time.time()
     data = sq._data(work, settings)
